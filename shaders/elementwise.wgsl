@@ -1,0 +1,116 @@
+// Element-wise ops and their gradients. Slots: a, b, c read; out0, out1 written.
+// `alpha` is a constant factor; `c[0]` a scalar held in a buffer.
+
+struct Params {
+    n: u32,
+    alpha: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> c: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out0: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out1: array<f32>;
+
+@compute @workgroup_size(256)
+fn relu_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    out0[i] = max(a[i], 0.0);
+}
+
+// a = x (the forward input), b = dy.
+@compute @workgroup_size(256)
+fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    out0[i] = select(0.0, b[i], a[i] > 0.0);
+}
+
+@compute @workgroup_size(256)
+fn sigmoid_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    out0[i] = 1.0 / (1.0 + exp(-a[i]));
+}
+
+// a = y (the forward output), b = dy.
+@compute @workgroup_size(256)
+fn sigmoid_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    out0[i] = b[i] * a[i] * (1.0 - a[i]);
+}
+
+@compute @workgroup_size(256)
+fn tanh_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    out0[i] = tanh(a[i]);
+}
+
+// a = y (the forward output), b = dy.
+@compute @workgroup_size(256)
+fn tanh_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    out0[i] = b[i] * (1.0 - a[i] * a[i]);
+}
+
+@compute @workgroup_size(256)
+fn add_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    out0[i] = a[i] + b[i];
+}
+
+// out0 += alpha * a: gradient accumulation where a tensor has several consumers.
+@compute @workgroup_size(256)
+fn accumulate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    out0[i] = out0[i] + p.alpha * a[i];
+}
+
+// out0 = alpha * a (add's backward is this copy with alpha = 1).
+@compute @workgroup_size(256)
+fn copy_scaled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    out0[i] = p.alpha * a[i];
+}
+
+@compute @workgroup_size(256)
+fn mul_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    out0[i] = a[i] * b[i];
+}
+
+// a, b = the forward inputs, c = dy; out0 = da, out1 = db.
+@compute @workgroup_size(256)
+fn mul_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    let g = c[i];
+    out0[i] = g * b[i];
+    out1[i] = g * a[i];
+}
+
+// out0 = alpha * c[0] * a: scale by a scalar held in a buffer. Also the
+// backward of scale (a = dy) and of the squared norm (alpha = 2, a = x).
+@compute @workgroup_size(256)
+fn scale_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    out0[i] = p.alpha * c[0] * a[i];
+}
+
+// out0 = alpha * c[0] everywhere: the backward of a sum (alpha 1) or mean (1/n).
+@compute @workgroup_size(256)
+fn broadcast_scalar(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    out0[i] = p.alpha * c[0];
+}

@@ -1,0 +1,189 @@
+//! GPU buffers: `Buf` is a view of 32-bit elements (f32 or u32) in a pooled
+//! storage buffer. Buffers return to the pool when the last view drops, so
+//! repeated test cases and benchmarks do not churn the allocator.
+
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::sync::{Arc, Mutex};
+
+use super::device::{Gpu, GpuError};
+
+/// Size classes: round up to 256 B, then to 1/8 steps of the next power of
+/// two, so at most ~12% is wasted while reuse stays likely.
+fn size_class(bytes: u64) -> u64 {
+    let b = bytes.max(256).next_multiple_of(256);
+    let p = b.next_power_of_two();
+    let step = (p / 8).max(256);
+    b.next_multiple_of(step)
+}
+
+#[derive(Default)]
+pub(crate) struct BufferPool {
+    free: Arc<Mutex<HashMap<u64, Vec<wgpu::Buffer>>>>,
+}
+
+/// A pooled wgpu buffer; dropping it hands the buffer back to the pool.
+pub struct Pooled {
+    buffer: Option<wgpu::Buffer>,
+    free: Arc<Mutex<HashMap<u64, Vec<wgpu::Buffer>>>>,
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(b) = self.buffer.take() {
+            let size = b.size();
+            self.free.lock().unwrap().entry(size).or_default().push(b);
+        }
+    }
+}
+
+impl Pooled {
+    pub fn raw(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("live buffer")
+    }
+}
+
+/// A view of `len` 32-bit elements of a storage buffer.
+#[derive(Clone)]
+pub struct Buf {
+    pub(crate) mem: Arc<Pooled>,
+    pub len: usize,
+}
+
+impl Buf {
+    pub fn raw(&self) -> &wgpu::Buffer {
+        self.mem.raw()
+    }
+    pub fn bytes(&self) -> u64 {
+        self.len as u64 * 4
+    }
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: self.raw(),
+            offset: 0,
+            // Zero-length tensors still bind one element (never read).
+            size: NonZeroU64::new(self.bytes().max(4)),
+        })
+    }
+    /// True when both views share one wgpu buffer (a dispatch may not bind
+    /// one buffer both read-only and read-write).
+    pub fn same_buffer(&self, other: &Buf) -> bool {
+        Arc::ptr_eq(&self.mem, &other.mem)
+    }
+}
+
+impl Gpu {
+    /// An uninitialised buffer of `len` elements (`name` is for errors).
+    pub fn alloc(&self, name: &str, len: usize) -> Result<Buf, GpuError> {
+        let bytes = len as u64 * 4;
+        let limit = self.limits.max_storage_buffer_binding_size;
+        if bytes > limit {
+            return Err(GpuError::TooLarge {
+                name: name.to_string(),
+                bytes,
+                limit,
+                what: "storage binding",
+            });
+        }
+        let class = size_class(bytes).min(limit.max(256));
+        let reused = self
+            .pool
+            .free
+            .lock()
+            .unwrap()
+            .get_mut(&class)
+            .and_then(|v| v.pop());
+        let buffer = match reused {
+            Some(b) => b,
+            None => self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(name),
+                size: class,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+        };
+        Ok(Buf {
+            mem: Arc::new(Pooled {
+                buffer: Some(buffer),
+                free: self.pool.free.clone(),
+            }),
+            len,
+        })
+    }
+
+    pub fn upload(&self, name: &str, data: &[f32]) -> Result<Buf, GpuError> {
+        let b = self.alloc(name, data.len())?;
+        self.write(&b, data);
+        Ok(b)
+    }
+
+    pub fn upload_u32(&self, name: &str, data: &[u32]) -> Result<Buf, GpuError> {
+        let b = self.alloc(name, data.len())?;
+        if !data.is_empty() {
+            self.queue
+                .write_buffer(b.raw(), 0, bytemuck::cast_slice(data));
+        }
+        Ok(b)
+    }
+
+    /// A buffer filled with NaN: tests poison outputs so that an element a
+    /// kernel forgets to write fails the comparison.
+    pub fn poisoned(&self, name: &str, len: usize) -> Result<Buf, GpuError> {
+        self.upload(name, &vec![f32::NAN; len])
+    }
+
+    pub fn zeros(&self, name: &str, len: usize) -> Result<Buf, GpuError> {
+        self.upload(name, &vec![0.0; len])
+    }
+
+    pub fn write(&self, b: &Buf, data: &[f32]) {
+        assert_eq!(b.len, data.len(), "write size mismatch");
+        if !data.is_empty() {
+            self.queue
+                .write_buffer(b.raw(), 0, bytemuck::cast_slice(data));
+        }
+    }
+
+    /// Copy a buffer back to the host (waits for the GPU).
+    pub fn read(&self, b: &Buf) -> Result<Vec<f32>, GpuError> {
+        Ok(bytemuck::cast_slice(&self.read_bytes(b)?).to_vec())
+    }
+
+    pub fn read_u32(&self, b: &Buf) -> Result<Vec<u32>, GpuError> {
+        Ok(bytemuck::cast_slice(&self.read_bytes(b)?).to_vec())
+    }
+
+    fn read_bytes(&self, b: &Buf) -> Result<Vec<u8>, GpuError> {
+        if b.len == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: b.bytes(),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        enc.copy_buffer_to_buffer(b.raw(), 0, &staging, 0, b.bytes());
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.sync()?;
+        rx.recv()
+            .map_err(|e| GpuError::Lost(e.to_string()))?
+            .map_err(|e| GpuError::Lost(e.to_string()))?;
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| GpuError::Lost(e.to_string()))?;
+        let out = view.to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+}

@@ -1,0 +1,311 @@
+//! Adapter choice (honouring WGPU_BACKEND, WGPU_ADAPTER_NAME, WGPU_POWER_PREF),
+//! device limits inside the portability budget, and the per-process
+//! pipeline cache.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde::Serialize;
+
+use super::buffer::BufferPool;
+use super::shaders;
+
+/// The portability budget every shader is written for (see the README): what
+/// Metal, DX12, Vulkan and lavapipe all give.
+pub const MAX_STORAGE_BUFFERS: u32 = 8;
+pub const MAX_INVOCATIONS: u32 = 256;
+pub const MAX_WORKGROUP_BYTES: u32 = 16 * 1024;
+/// Largest single buffer we ask for even when the adapter offers more.
+const BUFFER_CAP: u64 = 2 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("no GPU adapter found (backends {backends:?}); on Linux install a Vulkan driver, e.g. `apt-get install mesa-vulkan-drivers` for lavapipe")]
+    NoAdapter { backends: wgpu::Backends },
+    #[error("WGPU_ADAPTER_NAME={wanted:?} matches none of the adapters seen: {seen}")]
+    NoNamedAdapter { wanted: String, seen: String },
+    #[error("adapter {adapter:?} offers {field} = {offered}, below the portability budget of {needed}")]
+    BelowBudget {
+        adapter: String,
+        field: &'static str,
+        offered: u64,
+        needed: u64,
+    },
+    #[error("could not open a device on {adapter:?}: {source}")]
+    Device {
+        adapter: String,
+        source: wgpu::RequestDeviceError,
+    },
+    #[error("buffer {name:?} needs {bytes} bytes but the adapter allows at most {limit} bytes per {what}")]
+    TooLarge {
+        name: String,
+        bytes: u64,
+        limit: u64,
+        what: &'static str,
+    },
+    #[error("GPU validation error in {context}: {message}")]
+    Validation { context: String, message: String },
+    #[error("GPU device lost or wait failed: {0}")]
+    Lost(String),
+}
+
+/// One adapter as `gradnas info` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdapterRow {
+    pub name: String,
+    pub backend: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub device_type: String,
+    pub vendor: u32,
+    pub device: u32,
+}
+
+impl AdapterRow {
+    pub fn from_info(i: &wgpu::AdapterInfo) -> Self {
+        AdapterRow {
+            name: i.name.clone(),
+            backend: format!("{:?}", i.backend),
+            driver: i.driver.clone(),
+            driver_info: i.driver_info.clone(),
+            device_type: format!("{:?}", i.device_type),
+            vendor: i.vendor,
+            device: i.device,
+        }
+    }
+}
+
+/// The limits gradnas requests (and therefore may use).
+#[derive(Debug, Clone, Serialize)]
+pub struct UsedLimits {
+    pub max_storage_buffers_per_shader_stage: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroups_per_dimension: u32,
+    pub min_storage_buffer_offset_alignment: u32,
+}
+
+type PipelineKey = (&'static str, &'static str);
+
+pub struct Gpu {
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    pub(crate) pool: BufferPool,
+}
+
+fn env_backends() -> wgpu::Backends {
+    wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY)
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: env_backends(),
+        flags: wgpu::InstanceFlags::empty().with_env(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    })
+}
+
+/// Every adapter the instance sees, for `gradnas info`.
+pub fn list_adapters() -> Vec<AdapterRow> {
+    let inst = instance();
+    pollster::block_on(inst.enumerate_adapters(env_backends()))
+        .iter()
+        .map(|a| AdapterRow::from_info(&a.get_info()))
+        .collect()
+}
+
+impl Gpu {
+    /// The process-wide device: pipelines are compiled once per process.
+    pub fn shared() -> Result<&'static Gpu, &'static GpuError> {
+        static GPU: OnceLock<Result<Gpu, GpuError>> = OnceLock::new();
+        GPU.get_or_init(Gpu::new).as_ref()
+    }
+
+    pub fn new() -> Result<Gpu, GpuError> {
+        let inst = instance();
+        let backends = env_backends();
+        let adapter = match std::env::var("WGPU_ADAPTER_NAME") {
+            Ok(wanted) if !wanted.is_empty() => {
+                let all = pollster::block_on(inst.enumerate_adapters(backends));
+                let low = wanted.to_lowercase();
+                let seen: Vec<String> = all.iter().map(|a| a.get_info().name).collect();
+                all.into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&low))
+                    .ok_or_else(|| GpuError::NoNamedAdapter {
+                        wanted,
+                        seen: seen.join(", "),
+                    })?
+            }
+            _ => pollster::block_on(inst.request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::from_env()
+                    .unwrap_or(wgpu::PowerPreference::HighPerformance),
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                ..Default::default()
+            }))
+            .map_err(|_| GpuError::NoAdapter { backends })?,
+        };
+        let info = adapter.get_info();
+        let al = adapter.limits();
+        for (field, offered, needed) in [
+            (
+                "max_storage_buffers_per_shader_stage",
+                al.max_storage_buffers_per_shader_stage as u64,
+                MAX_STORAGE_BUFFERS as u64,
+            ),
+            (
+                "max_compute_invocations_per_workgroup",
+                al.max_compute_invocations_per_workgroup as u64,
+                MAX_INVOCATIONS as u64,
+            ),
+            (
+                "max_compute_workgroup_storage_size",
+                al.max_compute_workgroup_storage_size as u64,
+                MAX_WORKGROUP_BYTES as u64,
+            ),
+        ] {
+            if offered < needed {
+                return Err(GpuError::BelowBudget {
+                    adapter: info.name.clone(),
+                    field,
+                    offered,
+                    needed,
+                });
+            }
+        }
+        // Ask for the portable defaults, raised only where size matters: the
+        // largest buffers the adapter allows (capped), never more bindings,
+        // invocations or workgroup memory than the budget.
+        let max_buffer = al.max_buffer_size.min(BUFFER_CAP);
+        let limits = wgpu::Limits {
+            max_storage_buffers_per_shader_stage: MAX_STORAGE_BUFFERS,
+            max_compute_invocations_per_workgroup: MAX_INVOCATIONS,
+            max_compute_workgroup_storage_size: MAX_WORKGROUP_BYTES,
+            max_buffer_size: max_buffer,
+            max_storage_buffer_binding_size: al.max_storage_buffer_binding_size.min(max_buffer),
+            ..wgpu::Limits::defaults()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("gradnas"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            ..Default::default()
+        }))
+        .map_err(|source| GpuError::Device {
+            adapter: info.name.clone(),
+            source,
+        })?;
+        device.set_device_lost_callback(|reason, msg| {
+            eprintln!("gradnas: GPU device lost ({reason:?}): {msg}");
+        });
+        Ok(Gpu {
+            adapter,
+            device,
+            queue,
+            info,
+            limits,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+            pool: BufferPool::default(),
+        })
+    }
+
+    pub fn adapter_row(&self) -> AdapterRow {
+        AdapterRow::from_info(&self.info)
+    }
+
+    pub fn used_limits(&self) -> UsedLimits {
+        let l = &self.limits;
+        UsedLimits {
+            max_storage_buffers_per_shader_stage: l.max_storage_buffers_per_shader_stage,
+            max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+            max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
+            max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
+            max_buffer_size: l.max_buffer_size,
+            max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
+            min_storage_buffer_offset_alignment: l.min_storage_buffer_offset_alignment,
+        }
+    }
+
+    /// A short human name: "llvmpipe (LLVM 15.0.6, 256 bits) / Vulkan".
+    pub fn describe(&self) -> String {
+        format!("{} / {:?}", self.info.name, self.info.backend)
+    }
+
+    /// The compiled pipeline for `entry` of shader file `shader` (cached).
+    pub fn pipeline(
+        &self,
+        shader: &'static str,
+        entry: &'static str,
+    ) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
+        if let Some(p) = self.pipelines.lock().unwrap().get(&(shader, entry)) {
+            return Ok(p.clone());
+        }
+        let module = self.module(shader)?;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let p = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::Validation {
+                context: format!("pipeline {shader}.wgsl::{entry}"),
+                message: e.to_string(),
+            });
+        }
+        let p = Arc::new(p);
+        self.pipelines
+            .lock()
+            .unwrap()
+            .insert((shader, entry), p.clone());
+        Ok(p)
+    }
+
+    fn module(&self, shader: &'static str) -> Result<Arc<wgpu::ShaderModule>, GpuError> {
+        if let Some(m) = self.modules.lock().unwrap().get(shader) {
+            return Ok(m.clone());
+        }
+        let src = shaders::source(shader).ok_or_else(|| GpuError::Validation {
+            context: format!("shader {shader}"),
+            message: "no such shader file is registered in src/engine/shaders.rs".into(),
+        })?;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let m = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::Validation {
+                context: format!("shader {shader}.wgsl"),
+                message: e.to_string(),
+            });
+        }
+        let m = Arc::new(m);
+        self.modules.lock().unwrap().insert(shader, m.clone());
+        Ok(m)
+    }
+
+    /// Block until all submitted work has finished.
+    pub fn sync(&self) -> Result<(), GpuError> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| GpuError::Lost(e.to_string()))
+    }
+}

@@ -1,0 +1,12 @@
+//! The GPU engine: adapter choice and limits, the shader/pipeline cache,
+//! pooled buffers, and `Kernel` — one pre-built dispatch that a recorded
+//! plan re-encodes every step.
+
+mod buffer;
+mod device;
+mod kernel;
+pub mod shaders;
+
+pub use buffer::Buf;
+pub use device::{list_adapters, AdapterRow, Gpu, GpuError, UsedLimits};
+pub use kernel::{grid_1d, Kernel, WG};

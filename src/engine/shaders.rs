@@ -1,0 +1,19 @@
+//! Every WGSL file under `shaders/`, embedded at build time. The engine
+//! prepends `common.wgsl` to each; tests validate and translate them all.
+
+pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
+
+/// (file stem, source) of every op shader. One file per op family, named like
+/// its module under `src/ops/`.
+pub const FILES: &[(&str, &str)] = &[
+    ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
+    ("reduce", include_str!("../../shaders/reduce.wgsl")),
+];
+
+/// The full source the device compiles for shader `name`.
+pub fn source(name: &str) -> Option<String> {
+    FILES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, src)| format!("{COMMON}\n{src}"))
+}

@@ -1,0 +1,8 @@
+//! gradnas: gradient neural-architecture search and compression on any GPU
+//! through wgpu. Every tensor op and gradient is a WGSL compute shader
+//! (`shaders/`) with a plain-Rust CPU twin (`ops::*::cpu`) it is tested
+//! against.
+
+pub mod engine;
+pub mod ops;
+pub mod verify;

@@ -1,0 +1,126 @@
+//! Element-wise ops: ReLU, sigmoid, tanh, add, multiply, scale by a scalar
+//! held in a buffer. Shader: `shaders/elementwise.wgsl`; CPU twin: `cpu`.
+//! GPU builders are named like the shader's entry points and like their twin.
+
+use crate::engine::{grid_1d, Buf, Gpu, GpuError, Kernel, WG};
+
+/// The CPU reference.
+pub mod cpu {
+    pub fn relu_forward(x: &[f32]) -> Vec<f32> {
+        x.iter().map(|&v| v.max(0.0)).collect()
+    }
+    pub fn relu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
+        x.iter()
+            .zip(dy)
+            .map(|(&v, &g)| if v > 0.0 { g } else { 0.0 })
+            .collect()
+    }
+    pub fn sigmoid_forward(x: &[f32]) -> Vec<f32> {
+        x.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect()
+    }
+    /// From the forward output y.
+    pub fn sigmoid_backward(y: &[f32], dy: &[f32]) -> Vec<f32> {
+        y.iter().zip(dy).map(|(&s, &g)| g * s * (1.0 - s)).collect()
+    }
+    pub fn tanh_forward(x: &[f32]) -> Vec<f32> {
+        x.iter().map(|&v| v.tanh()).collect()
+    }
+    /// From the forward output y.
+    pub fn tanh_backward(y: &[f32], dy: &[f32]) -> Vec<f32> {
+        y.iter().zip(dy).map(|(&t, &g)| g * (1.0 - t * t)).collect()
+    }
+    pub fn add_forward(a: &[f32], b: &[f32]) -> Vec<f32> {
+        a.iter().zip(b).map(|(x, y)| x + y).collect()
+    }
+    pub fn mul_forward(a: &[f32], b: &[f32]) -> Vec<f32> {
+        a.iter().zip(b).map(|(x, y)| x * y).collect()
+    }
+    /// (da, db) of y = a ⊙ b.
+    pub fn mul_backward(a: &[f32], b: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        (mul_forward(dy, b), mul_forward(dy, a))
+    }
+    pub fn scale_forward(s: f32, x: &[f32]) -> Vec<f32> {
+        x.iter().map(|v| s * v).collect()
+    }
+    /// (dx, ds) of y = s · x.
+    pub fn scale_backward(s: f32, x: &[f32], dy: &[f32]) -> (Vec<f32>, f32) {
+        let ds: f64 = x.iter().zip(dy).map(|(&a, &g)| a as f64 * g as f64).sum();
+        (scale_forward(s, dy), ds as f32)
+    }
+}
+
+const SHADER: &str = "elementwise";
+
+/// A 1-D dispatch over `n` elements; slots as in the shader
+/// (1 a, 2 b, 3 c read; 4 out0, 5 out1 written).
+fn ew(
+    gpu: &Gpu,
+    entry: &'static str,
+    n: usize,
+    alpha: f32,
+    slots: &[(u32, &Buf)],
+) -> Result<Kernel, GpuError> {
+    let params = [n as u32, alpha.to_bits()];
+    gpu.kernel(SHADER, entry, &params, slots, grid_1d(n, WG))
+}
+
+pub fn relu_forward(gpu: &Gpu, x: &Buf, y: &Buf) -> Result<Kernel, GpuError> {
+    ew(gpu, "relu_forward", x.len, 1.0, &[(1, x), (4, y)])
+}
+pub fn relu_backward(gpu: &Gpu, x: &Buf, dy: &Buf, dx: &Buf) -> Result<Kernel, GpuError> {
+    ew(gpu, "relu_backward", x.len, 1.0, &[(1, x), (2, dy), (4, dx)])
+}
+pub fn sigmoid_forward(gpu: &Gpu, x: &Buf, y: &Buf) -> Result<Kernel, GpuError> {
+    ew(gpu, "sigmoid_forward", x.len, 1.0, &[(1, x), (4, y)])
+}
+/// From the forward output y.
+pub fn sigmoid_backward(gpu: &Gpu, y: &Buf, dy: &Buf, dx: &Buf) -> Result<Kernel, GpuError> {
+    ew(gpu, "sigmoid_backward", y.len, 1.0, &[(1, y), (2, dy), (4, dx)])
+}
+pub fn tanh_forward(gpu: &Gpu, x: &Buf, y: &Buf) -> Result<Kernel, GpuError> {
+    ew(gpu, "tanh_forward", x.len, 1.0, &[(1, x), (4, y)])
+}
+/// From the forward output y.
+pub fn tanh_backward(gpu: &Gpu, y: &Buf, dy: &Buf, dx: &Buf) -> Result<Kernel, GpuError> {
+    ew(gpu, "tanh_backward", y.len, 1.0, &[(1, y), (2, dy), (4, dx)])
+}
+pub fn add_forward(gpu: &Gpu, a: &Buf, b: &Buf, y: &Buf) -> Result<Kernel, GpuError> {
+    ew(gpu, "add_forward", a.len, 1.0, &[(1, a), (2, b), (4, y)])
+}
+/// out = alpha · x (add's backward with alpha 1: a plain copy).
+pub fn copy_scaled(gpu: &Gpu, x: &Buf, out: &Buf, alpha: f32) -> Result<Kernel, GpuError> {
+    ew(gpu, "copy_scaled", x.len, alpha, &[(1, x), (4, out)])
+}
+/// acc += alpha · x: gradient accumulation where a tensor has several users.
+pub fn accumulate(gpu: &Gpu, x: &Buf, acc: &Buf, alpha: f32) -> Result<Kernel, GpuError> {
+    ew(gpu, "accumulate", x.len, alpha, &[(1, x), (4, acc)])
+}
+pub fn mul_forward(gpu: &Gpu, a: &Buf, b: &Buf, y: &Buf) -> Result<Kernel, GpuError> {
+    ew(gpu, "mul_forward", a.len, 1.0, &[(1, a), (2, b), (4, y)])
+}
+pub fn mul_backward(
+    gpu: &Gpu,
+    a: &Buf,
+    b: &Buf,
+    dy: &Buf,
+    da: &Buf,
+    db: &Buf,
+) -> Result<Kernel, GpuError> {
+    let slots = [(1, a), (2, b), (3, dy), (4, da), (5, db)];
+    ew(gpu, "mul_backward", a.len, 1.0, &slots)
+}
+/// y = alpha · s[0] · x, the scalar s held in a one-element buffer. With
+/// x = dy it is scale's input gradient; with alpha 2 the squared norm's.
+pub fn scale_forward(
+    gpu: &Gpu,
+    s: &Buf,
+    x: &Buf,
+    y: &Buf,
+    alpha: f32,
+) -> Result<Kernel, GpuError> {
+    ew(gpu, "scale_forward", x.len, alpha, &[(1, x), (3, s), (4, y)])
+}
+/// out = alpha · s[0] everywhere (the backward of sum and mean).
+pub fn broadcast_scalar(gpu: &Gpu, s: &Buf, out: &Buf, alpha: f32) -> Result<Kernel, GpuError> {
+    ew(gpu, "broadcast_scalar", out.len, alpha, &[(3, s), (4, out)])
+}

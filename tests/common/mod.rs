@@ -1,0 +1,59 @@
+//! Shared test helpers. A missing adapter is a failure, never a skip: the
+//! GPU tests are the point of this crate (CI runs them on lavapipe).
+
+#![allow(dead_code)]
+
+use gradnas::engine::Gpu;
+use gradnas::verify::{self, Check, Level};
+
+pub fn gpu() -> &'static Gpu {
+    match Gpu::shared() {
+        Ok(g) => g,
+        Err(e) => panic!(
+            "no usable GPU adapter: {e}. gradnas tests need one (lavapipe works: \
+             apt-get install mesa-vulkan-drivers); they are never skipped"
+        ),
+    }
+}
+
+/// Run every case of `family` at the full level and fail with every bad row.
+pub fn run_family(family: &str) {
+    let gpu = gpu();
+    let cases: Vec<_> = verify::cases(Level::Full)
+        .into_iter()
+        .filter(|c| c.family == family)
+        .collect();
+    assert!(!cases.is_empty(), "no cases for family {family}");
+    let mut rows: Vec<Check> = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let seed = 0x5eed ^ (i as u64 * 0x9e37_79b9);
+        let checks = case
+            .run(gpu, seed)
+            .unwrap_or_else(|e| panic!("{} {}: {e:#}", case.op, case.shape));
+        assert!(!checks.is_empty(), "{} {} checked nothing", case.op, case.shape);
+        rows.extend(checks);
+    }
+    let bad: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.pass)
+        .map(|r| {
+            format!(
+                "{} {} {}: max abs {:.3e}, max rel {:.3e}: {}",
+                r.op,
+                r.direction,
+                r.shape,
+                r.max_abs_err,
+                r.max_rel_err,
+                r.detail.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{} of {} checks failed on {}:\n{}",
+        bad.len(),
+        rows.len(),
+        gpu.describe(),
+        bad.join("\n")
+    );
+}
