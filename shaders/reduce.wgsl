@@ -11,6 +11,8 @@ struct Params {
     scale: f32,
     outer: u32,
     inner: u32,
+    // finish writes out[offset + row]: several norms into one buffer.
+    offset: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -73,7 +75,7 @@ fn dot_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     chunk_partial(wg, lid, 2u);
 }
 
-// out[row] = scale * sum of the row's partials (one invocation per row).
+// out[offset + row] = scale * sum of the row's partials (one invocation per row).
 @compute @workgroup_size(64)
 fn finish(@builtin(global_invocation_id) gid: vec3<u32>) {
     let row = gid.x;
@@ -82,7 +84,7 @@ fn finish(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var k = 0u; k < p.chunks; k = k + 1u) {
         acc = acc + partial[row * p.chunks + k];
     }
-    out[row] = p.scale * acc;
+    out[p.offset + row] = p.scale * acc;
 }
 
 // a viewed as [outer, rows, inner]: out[c] = scale * sum over outer and inner

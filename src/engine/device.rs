@@ -24,7 +24,9 @@ pub enum GpuError {
     NoAdapter { backends: wgpu::Backends },
     #[error("WGPU_ADAPTER_NAME={wanted:?} matches none of the adapters seen: {seen}")]
     NoNamedAdapter { wanted: String, seen: String },
-    #[error("adapter {adapter:?} offers {field} = {offered}, below the portability budget of {needed}")]
+    #[error(
+        "adapter {adapter:?} offers {field} = {offered}, below the portability budget of {needed}"
+    )]
     BelowBudget {
         adapter: String,
         field: &'static str,
@@ -143,13 +145,15 @@ impl Gpu {
                         seen: seen.join(", "),
                     })?
             }
-            _ => pollster::block_on(inst.request_adapter(&wgpu::RequestAdapterOptions {
-                power_preference: wgpu::PowerPreference::from_env()
-                    .unwrap_or(wgpu::PowerPreference::HighPerformance),
-                force_fallback_adapter: false,
-                compatible_surface: None,
-                ..Default::default()
-            }))
+            _ => pollster::block_on(
+                inst.request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::from_env()
+                        .unwrap_or(wgpu::PowerPreference::HighPerformance),
+                    force_fallback_adapter: false,
+                    compatible_surface: None,
+                    ..Default::default()
+                }),
+            )
             .map_err(|_| GpuError::NoAdapter { backends })?,
         };
         let info = adapter.get_info();

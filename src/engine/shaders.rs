@@ -6,8 +6,23 @@ pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 /// (file stem, source) of every op shader. One file per op family, named like
 /// its module under `src/ops/`.
 pub const FILES: &[(&str, &str)] = &[
-    ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
+    (
+        "elementwise",
+        include_str!("../../shaders/elementwise.wgsl"),
+    ),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
+    ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
+    ("pool", include_str!("../../shaders/pool.wgsl")),
+    ("batchnorm", include_str!("../../shaders/batchnorm.wgsl")),
+    ("layout", include_str!("../../shaders/layout.wgsl")),
+    ("mix", include_str!("../../shaders/mix.wgsl")),
+    ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    (
+        "softmax_xent",
+        include_str!("../../shaders/softmax_xent.wgsl"),
+    ),
+    ("loss", include_str!("../../shaders/loss.wgsl")),
+    ("optim", include_str!("../../shaders/optim.wgsl")),
 ];
 
 /// The full source the device compiles for shader `name`.

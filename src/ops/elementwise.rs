@@ -68,21 +68,39 @@ pub fn relu_forward(gpu: &Gpu, x: &Buf, y: &Buf) -> Result<Kernel, GpuError> {
     ew(gpu, "relu_forward", x.len, 1.0, &[(1, x), (4, y)])
 }
 pub fn relu_backward(gpu: &Gpu, x: &Buf, dy: &Buf, dx: &Buf) -> Result<Kernel, GpuError> {
-    ew(gpu, "relu_backward", x.len, 1.0, &[(1, x), (2, dy), (4, dx)])
+    ew(
+        gpu,
+        "relu_backward",
+        x.len,
+        1.0,
+        &[(1, x), (2, dy), (4, dx)],
+    )
 }
 pub fn sigmoid_forward(gpu: &Gpu, x: &Buf, y: &Buf) -> Result<Kernel, GpuError> {
     ew(gpu, "sigmoid_forward", x.len, 1.0, &[(1, x), (4, y)])
 }
 /// From the forward output y.
 pub fn sigmoid_backward(gpu: &Gpu, y: &Buf, dy: &Buf, dx: &Buf) -> Result<Kernel, GpuError> {
-    ew(gpu, "sigmoid_backward", y.len, 1.0, &[(1, y), (2, dy), (4, dx)])
+    ew(
+        gpu,
+        "sigmoid_backward",
+        y.len,
+        1.0,
+        &[(1, y), (2, dy), (4, dx)],
+    )
 }
 pub fn tanh_forward(gpu: &Gpu, x: &Buf, y: &Buf) -> Result<Kernel, GpuError> {
     ew(gpu, "tanh_forward", x.len, 1.0, &[(1, x), (4, y)])
 }
 /// From the forward output y.
 pub fn tanh_backward(gpu: &Gpu, y: &Buf, dy: &Buf, dx: &Buf) -> Result<Kernel, GpuError> {
-    ew(gpu, "tanh_backward", y.len, 1.0, &[(1, y), (2, dy), (4, dx)])
+    ew(
+        gpu,
+        "tanh_backward",
+        y.len,
+        1.0,
+        &[(1, y), (2, dy), (4, dx)],
+    )
 }
 pub fn add_forward(gpu: &Gpu, a: &Buf, b: &Buf, y: &Buf) -> Result<Kernel, GpuError> {
     ew(gpu, "add_forward", a.len, 1.0, &[(1, a), (2, b), (4, y)])
@@ -111,14 +129,14 @@ pub fn mul_backward(
 }
 /// y = alpha · s[0] · x, the scalar s held in a one-element buffer. With
 /// x = dy it is scale's input gradient; with alpha 2 the squared norm's.
-pub fn scale_forward(
-    gpu: &Gpu,
-    s: &Buf,
-    x: &Buf,
-    y: &Buf,
-    alpha: f32,
-) -> Result<Kernel, GpuError> {
-    ew(gpu, "scale_forward", x.len, alpha, &[(1, x), (3, s), (4, y)])
+pub fn scale_forward(gpu: &Gpu, s: &Buf, x: &Buf, y: &Buf, alpha: f32) -> Result<Kernel, GpuError> {
+    ew(
+        gpu,
+        "scale_forward",
+        x.len,
+        alpha,
+        &[(1, x), (3, s), (4, y)],
+    )
 }
 /// out = alpha · s[0] everywhere (the backward of sum and mean).
 pub fn broadcast_scalar(gpu: &Gpu, s: &Buf, out: &Buf, alpha: f32) -> Result<Kernel, GpuError> {

@@ -3,5 +3,14 @@
 //! GPU is checked against), and the GPU dispatch builders that return
 //! `Kernel`s for a plan to record.
 
+pub mod batchnorm;
+pub mod conv2d;
 pub mod elementwise;
+pub mod layout;
+pub mod loss;
+pub mod matmul;
+pub mod mix;
+pub mod optim;
+pub mod pool;
 pub mod reduce;
+pub mod softmax_xent;

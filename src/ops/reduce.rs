@@ -66,6 +66,7 @@ enum Kind {
 
 /// Two dispatches reducing `a` ([rows, n]) to `out` ([rows]) times `scale`;
 /// `b` is the length-n vector of a dot product.
+#[allow(clippy::too_many_arguments)]
 fn rows_reduce(
     gpu: &Gpu,
     kind: Kind,
@@ -74,6 +75,7 @@ fn rows_reduce(
     rows: usize,
     scale: f32,
     out: &Buf,
+    offset: usize,
 ) -> Result<Vec<Kernel>, GpuError> {
     let n = a.len / rows.max(1);
     let chunks = n.div_ceil(CHUNK).max(1);
@@ -85,6 +87,7 @@ fn rows_reduce(
         scale.to_bits(),
         0,
         0,
+        offset as u32,
     ];
     let entry = match kind {
         Kind::Sum => "sum_partial",
@@ -94,23 +97,48 @@ fn rows_reduce(
     // The shared partial-sum helper names `b` in every entry point, so the
     // auto layout wants it bound: without a vector, `a` stands in (read-only).
     let slots = [(1, a), (2, b.unwrap_or(a)), (3, &partial)];
-    let first = gpu.kernel(SHADER, entry, &params, &slots, [chunks as u32, rows as u32, 1])?;
+    let first = gpu.kernel(
+        SHADER,
+        entry,
+        &params,
+        &slots,
+        [chunks as u32, rows as u32, 1],
+    )?;
     let groups = [(rows as u32).div_ceil(64), 1, 1];
-    let second = gpu.kernel(SHADER, "finish", &params, &[(3, &partial), (4, out)], groups)?;
+    let second = gpu.kernel(
+        SHADER,
+        "finish",
+        &params,
+        &[(3, &partial), (4, out)],
+        groups,
+    )?;
     Ok(vec![first, second])
 }
 
 /// out[0] = Σ x.
 pub fn sum_forward(gpu: &Gpu, x: &Buf, out: &Buf) -> Result<Vec<Kernel>, GpuError> {
-    rows_reduce(gpu, Kind::Sum, x, None, 1, 1.0, out)
+    rows_reduce(gpu, Kind::Sum, x, None, 1, 1.0, out, 0)
 }
 /// out[0] = mean of x.
 pub fn mean_forward(gpu: &Gpu, x: &Buf, out: &Buf) -> Result<Vec<Kernel>, GpuError> {
-    rows_reduce(gpu, Kind::Sum, x, None, 1, 1.0 / x.len.max(1) as f32, out)
+    rows_reduce(
+        gpu,
+        Kind::Sum,
+        x,
+        None,
+        1,
+        1.0 / x.len.max(1) as f32,
+        out,
+        0,
+    )
 }
-/// out[0] = Σ x² (for gradient-norm clipping).
+/// out[0] = Σ x².
 pub fn sqnorm_forward(gpu: &Gpu, x: &Buf, out: &Buf) -> Result<Vec<Kernel>, GpuError> {
-    rows_reduce(gpu, Kind::SumSq, x, None, 1, 1.0, out)
+    rows_reduce(gpu, Kind::SumSq, x, None, 1, 1.0, out, 0)
+}
+/// out[slot] = Σ x²: one parameter's share of a global gradient norm.
+pub fn sqnorm_into(gpu: &Gpu, x: &Buf, out: &Buf, slot: usize) -> Result<Vec<Kernel>, GpuError> {
+    rows_reduce(gpu, Kind::SumSq, x, None, 1, 1.0, out, slot)
 }
 /// out[r] = scale · Σ_j a[r, j] · b[j], for a of shape [rows, b.len].
 pub fn dot_rows(
@@ -121,7 +149,7 @@ pub fn dot_rows(
     scale: f32,
     out: &Buf,
 ) -> Result<Vec<Kernel>, GpuError> {
-    rows_reduce(gpu, Kind::Dot, a, Some(b), rows, scale, out)
+    rows_reduce(gpu, Kind::Dot, a, Some(b), rows, scale, out, 0)
 }
 /// out[c] = Σ of x viewed as [outer, channels, inner] over outer and inner.
 pub fn channel_sum(
@@ -139,6 +167,7 @@ pub fn channel_sum(
         1f32.to_bits(),
         outer as u32,
         inner as u32,
+        0,
     ];
     gpu.kernel(
         SHADER,

@@ -63,54 +63,69 @@ pub fn cases(level: Level) -> Vec<Case> {
         if big {
             continue;
         }
-        v.push(Case::new("elementwise", "add", format!("[{n}]"), move |c| {
-            let (a, b, dy) = (c.randn(n), c.randn(n), c.randn(n));
-            let (ab, bb, dyb) = (c.input(&a)?, c.input(&b)?, c.input(&dy)?);
-            let (yb, dab, dbb) = (c.output(n)?, c.output(n)?, c.output(n)?);
-            let g = c.gpu;
-            c.run(&[
-                ew::add_forward(g, &ab, &bb, &yb)?,
-                ew::copy_scaled(g, &dyb, &dab, 1.0)?,
-                ew::copy_scaled(g, &dyb, &dbb, 1.0)?,
-                // Accumulating dy once more into db gives 2·dy.
-                ew::accumulate(g, &dyb, &dbb, 1.0)?,
-            ])?;
-            c.check("forward", &cpu::add_forward(&a, &b), &yb, FORWARD)?;
-            c.check("backward", &dy, &dab, GRADIENT)?;
-            let two_dy = cpu::scale_forward(2.0, &dy);
-            c.check("backward_accumulate", &two_dy, &dbb, GRADIENT)
-        }));
-        v.push(Case::new("elementwise", "mul", format!("[{n}]"), move |c| {
-            let (a, b, dy) = (c.randn(n), c.randn(n), c.randn(n));
-            let (ab, bb, dyb) = (c.input(&a)?, c.input(&b)?, c.input(&dy)?);
-            let (yb, dab, dbb) = (c.output(n)?, c.output(n)?, c.output(n)?);
-            let g = c.gpu;
-            c.run(&[
-                ew::mul_forward(g, &ab, &bb, &yb)?,
-                ew::mul_backward(g, &ab, &bb, &dyb, &dab, &dbb)?,
-            ])?;
-            let (da, db) = cpu::mul_backward(&a, &b, &dy);
-            c.check("forward", &cpu::mul_forward(&a, &b), &yb, FORWARD)?;
-            c.check("backward_a", &da, &dab, GRADIENT)?;
-            c.check("backward_b", &db, &dbb, GRADIENT)
-        }));
-        v.push(Case::new("elementwise", "scale", format!("[{n}]"), move |c| {
-            let (x, dy) = (c.randn(n), c.randn(n));
-            let s = c.randn(1)[0];
-            let (sb, xb, dyb) = (c.input(&[s])?, c.input(&x)?, c.input(&dy)?);
-            let (yb, dxb, dsb) = (c.output(n)?, c.output(n)?, c.output(1)?);
-            let g = c.gpu;
-            let mut ks = vec![
-                ew::scale_forward(g, &sb, &xb, &yb, 1.0)?,
-                ew::scale_forward(g, &sb, &dyb, &dxb, 1.0)?,
-            ];
-            ks.extend(crate::ops::reduce::dot_rows(g, &xb, &dyb, 1, 1.0, &dsb)?);
-            c.run(&ks)?;
-            let (dx, ds) = cpu::scale_backward(s, &x, &dy);
-            c.check("forward", &cpu::scale_forward(s, &x), &yb, FORWARD)?;
-            c.check("backward_input", &dx, &dxb, GRADIENT)?;
-            c.check("backward_scalar", &[ds], &dsb, GRADIENT)
-        }));
+        v.push(Case::new(
+            "elementwise",
+            "add",
+            format!("[{n}]"),
+            move |c| {
+                let (a, b, dy) = (c.randn(n), c.randn(n), c.randn(n));
+                let (ab, bb, dyb) = (c.input(&a)?, c.input(&b)?, c.input(&dy)?);
+                let (yb, dab, dbb) = (c.output(n)?, c.output(n)?, c.output(n)?);
+                let g = c.gpu;
+                c.run(&[
+                    ew::add_forward(g, &ab, &bb, &yb)?,
+                    ew::copy_scaled(g, &dyb, &dab, 1.0)?,
+                    ew::copy_scaled(g, &dyb, &dbb, 1.0)?,
+                    // Accumulating dy once more into db gives 2·dy.
+                    ew::accumulate(g, &dyb, &dbb, 1.0)?,
+                ])?;
+                c.check("forward", &cpu::add_forward(&a, &b), &yb, FORWARD)?;
+                c.check("backward", &dy, &dab, GRADIENT)?;
+                let two_dy = cpu::scale_forward(2.0, &dy);
+                c.check("backward_accumulate", &two_dy, &dbb, GRADIENT)
+            },
+        ));
+        v.push(Case::new(
+            "elementwise",
+            "mul",
+            format!("[{n}]"),
+            move |c| {
+                let (a, b, dy) = (c.randn(n), c.randn(n), c.randn(n));
+                let (ab, bb, dyb) = (c.input(&a)?, c.input(&b)?, c.input(&dy)?);
+                let (yb, dab, dbb) = (c.output(n)?, c.output(n)?, c.output(n)?);
+                let g = c.gpu;
+                c.run(&[
+                    ew::mul_forward(g, &ab, &bb, &yb)?,
+                    ew::mul_backward(g, &ab, &bb, &dyb, &dab, &dbb)?,
+                ])?;
+                let (da, db) = cpu::mul_backward(&a, &b, &dy);
+                c.check("forward", &cpu::mul_forward(&a, &b), &yb, FORWARD)?;
+                c.check("backward_a", &da, &dab, GRADIENT)?;
+                c.check("backward_b", &db, &dbb, GRADIENT)
+            },
+        ));
+        v.push(Case::new(
+            "elementwise",
+            "scale",
+            format!("[{n}]"),
+            move |c| {
+                let (x, dy) = (c.randn(n), c.randn(n));
+                let s = c.randn(1)[0];
+                let (sb, xb, dyb) = (c.input(&[s])?, c.input(&x)?, c.input(&dy)?);
+                let (yb, dxb, dsb) = (c.output(n)?, c.output(n)?, c.output(1)?);
+                let g = c.gpu;
+                let mut ks = vec![
+                    ew::scale_forward(g, &sb, &xb, &yb, 1.0)?,
+                    ew::scale_forward(g, &sb, &dyb, &dxb, 1.0)?,
+                ];
+                ks.extend(crate::ops::reduce::dot_rows(g, &xb, &dyb, 1, 1.0, &dsb)?);
+                c.run(&ks)?;
+                let (dx, ds) = cpu::scale_backward(s, &x, &dy);
+                c.check("forward", &cpu::scale_forward(s, &x), &yb, FORWARD)?;
+                c.check("backward_input", &dx, &dxb, GRADIENT)?;
+                c.check("backward_scalar", &[ds], &dsb, GRADIENT)
+            },
+        ));
     }
     v
 }

@@ -5,8 +5,17 @@
 
 pub mod gradcheck;
 
+mod batchnorm;
+mod conv2d;
 mod elementwise;
+mod layout;
+mod loss;
+mod matmul;
+mod mix;
+mod optim;
+mod pool;
 mod reduce;
+mod softmax_xent;
 
 use rand::{Rng as _, SeedableRng};
 use serde::Serialize;
@@ -65,7 +74,14 @@ pub struct Check {
 
 /// Compare a GPU result with the CPU reference. A NaN anywhere in the GPU
 /// output (outputs are poisoned with NaN before each run) fails.
-pub fn compare(op: &str, direction: &str, shape: &str, cpu: &[f32], gpu: &[f32], tol: Tol) -> Check {
+pub fn compare(
+    op: &str,
+    direction: &str,
+    shape: &str,
+    cpu: &[f32],
+    gpu: &[f32],
+    tol: Tol,
+) -> Check {
     let mut max_abs = 0f32;
     let mut max_rel = 0f32;
     let mut detail = None;
@@ -179,7 +195,13 @@ impl Ctx<'_> {
         Ok(self.gpu.run(kernels)?)
     }
     /// Read `buf` back and compare it with `cpu` (adds a row).
-    pub fn check(&mut self, direction: &str, cpu: &[f32], buf: &Buf, tol: Tol) -> anyhow::Result<()> {
+    pub fn check(
+        &mut self,
+        direction: &str,
+        cpu: &[f32],
+        buf: &Buf,
+        tol: Tol,
+    ) -> anyhow::Result<()> {
         let gpu = self.gpu.read(buf)?;
         let c = compare(self.op, direction, &self.shape, cpu, &gpu, tol);
         self.checks.push(c);
@@ -197,6 +219,15 @@ pub fn cases(level: Level) -> Vec<Case> {
     let mut v = Vec::new();
     v.extend(elementwise::cases(level));
     v.extend(reduce::cases(level));
+    v.extend(conv2d::cases(level));
+    v.extend(pool::cases(level));
+    v.extend(batchnorm::cases(level));
+    v.extend(layout::cases(level));
+    v.extend(mix::cases(level));
+    v.extend(matmul::cases(level));
+    v.extend(softmax_xent::cases(level));
+    v.extend(loss::cases(level));
+    v.extend(optim::cases(level));
     v
 }
 
@@ -223,6 +254,53 @@ pub const REQUIRED: &[(&str, &str)] = &[
     ("mean", "backward"),
     ("sqnorm", "forward"),
     ("sqnorm", "backward"),
+    ("conv2d", "forward"),
+    ("conv2d", "backward_input"),
+    ("conv2d", "backward_weight"),
+    ("conv2d", "backward_bias"),
+    ("max_pool", "forward"),
+    ("max_pool", "backward"),
+    ("avg_pool", "forward"),
+    ("avg_pool", "backward"),
+    ("global_avg_pool", "forward"),
+    ("global_avg_pool", "backward"),
+    ("batchnorm_train", "forward"),
+    ("batchnorm_train", "running_mean"),
+    ("batchnorm_train", "running_var"),
+    ("batchnorm_train", "backward_input"),
+    ("batchnorm_train", "backward_gamma"),
+    ("batchnorm_train", "backward_beta"),
+    ("batchnorm_eval", "forward"),
+    ("batchnorm_eval", "backward_input"),
+    ("concat", "forward"),
+    ("concat", "backward"),
+    ("split", "forward"),
+    ("split", "backward"),
+    ("slice", "forward"),
+    ("slice", "backward"),
+    ("weighted_sum", "forward"),
+    ("weighted_sum", "backward_inputs"),
+    ("weighted_sum", "backward_weights"),
+    ("matmul", "forward"),
+    ("matmul", "backward_a"),
+    ("matmul", "backward_b"),
+    ("linear", "forward"),
+    ("linear", "backward_input"),
+    ("linear", "backward_weight"),
+    ("linear", "backward_bias"),
+    ("softmax", "forward"),
+    ("softmax", "backward"),
+    ("log_softmax_xent", "forward"),
+    ("log_softmax_xent", "backward"),
+    ("l1_loss", "forward"),
+    ("l1_loss", "backward"),
+    ("sgd", "param"),
+    ("sgd", "momentum"),
+    ("adam", "param"),
+    ("adam", "m"),
+    ("adam", "v"),
+    ("clip_grad_norm", "coefficient"),
+    ("clip_grad_norm", "clipped_grad"),
 ];
 
 /// Run every case at `level`; each case gets its own seed from `seed`.

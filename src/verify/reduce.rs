@@ -57,21 +57,36 @@ pub fn cases(level: Level) -> Vec<Case> {
         Level::Full => &[(1, 1, 1), (1, 3, 49), (3, 7, 169), (2, 16, 784)],
     };
     for &(outer, ch, inner) in shapes {
-        v.push(Case::new("reduce", "channel_sum", format!("[{outer},{ch},{inner}]"), move |c| {
-            let x = c.randn(outer * ch * inner);
-            let xb = c.input(&x)?;
-            let ob = c.output(ch)?;
-            c.run(&[red::channel_sum(c.gpu, &xb, outer, ch, inner, &ob)?])?;
-            c.check("forward", &cpu::channel_sum(&x, outer, ch, inner), &ob, FORWARD)
-        }));
-        v.push(Case::new("reduce", "dot_rows", format!("[{ch},{}]", outer * inner), move |c| {
-            let n = outer * inner;
-            let (a, b) = (c.randn(ch * n), c.randn(n));
-            let (ab, bb) = (c.input(&a)?, c.input(&b)?);
-            let ob = c.output(ch)?;
-            c.run(&red::dot_rows(c.gpu, &ab, &bb, ch, 1.0, &ob)?)?;
-            c.check("forward", &cpu::dot_rows(&a, &b, ch), &ob, FORWARD)
-        }));
+        v.push(Case::new(
+            "reduce",
+            "channel_sum",
+            format!("[{outer},{ch},{inner}]"),
+            move |c| {
+                let x = c.randn(outer * ch * inner);
+                let xb = c.input(&x)?;
+                let ob = c.output(ch)?;
+                c.run(&[red::channel_sum(c.gpu, &xb, outer, ch, inner, &ob)?])?;
+                c.check(
+                    "forward",
+                    &cpu::channel_sum(&x, outer, ch, inner),
+                    &ob,
+                    FORWARD,
+                )
+            },
+        ));
+        v.push(Case::new(
+            "reduce",
+            "dot_rows",
+            format!("[{ch},{}]", outer * inner),
+            move |c| {
+                let n = outer * inner;
+                let (a, b) = (c.randn(ch * n), c.randn(n));
+                let (ab, bb) = (c.input(&a)?, c.input(&b)?);
+                let ob = c.output(ch)?;
+                c.run(&red::dot_rows(c.gpu, &ab, &bb, ch, 1.0, &ob)?)?;
+                c.check("forward", &cpu::dot_rows(&a, &b, ch), &ob, FORWARD)
+            },
+        ));
     }
     v
 }

@@ -30,7 +30,12 @@ pub fn run_family(family: &str) {
         let checks = case
             .run(gpu, seed)
             .unwrap_or_else(|e| panic!("{} {}: {e:#}", case.op, case.shape));
-        assert!(!checks.is_empty(), "{} {} checked nothing", case.op, case.shape);
+        assert!(
+            !checks.is_empty(),
+            "{} {} checked nothing",
+            case.op,
+            case.shape
+        );
         rows.extend(checks);
     }
     let bad: Vec<String> = rows

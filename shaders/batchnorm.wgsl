@@ -1,0 +1,1 @@
+// batch normalization, training and evaluation mode, with and without affine. (being written)

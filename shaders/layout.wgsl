@@ -1,0 +1,1 @@
+// channel concat and split, spatial slice with offset. (being written)

@@ -1,0 +1,1 @@
+// matmul with transposes, linear. (being written)

@@ -1,0 +1,1 @@
+// weighted sum of K tensors by a weight vector (the mixed op). (being written)

@@ -1,0 +1,1 @@
+// SGD with momentum, Adam, gradient-norm clipping. (being written)

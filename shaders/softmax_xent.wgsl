@@ -1,0 +1,1 @@
+// softmax, fused log-softmax + cross-entropy. (being written)

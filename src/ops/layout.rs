@@ -1,0 +1,1 @@
+//! Channel concat and split, spatial slice with offset. Shader: `shaders/layout.wgsl`. (being written)

@@ -1,0 +1,1 @@
+//! L1 loss. Shader: `shaders/loss.wgsl`. (being written)

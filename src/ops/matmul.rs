@@ -1,0 +1,1 @@
+//! Matmul with transposes, linear. Shader: `shaders/matmul.wgsl`. (being written)
