@@ -3,6 +3,7 @@
 //! (`shaders/`) with a plain-Rust CPU twin (`ops::*::cpu`) it is tested
 //! against.
 
+pub mod bench;
 pub mod engine;
 pub mod ops;
 pub mod verify;

@@ -5,6 +5,7 @@
 mod buffer;
 mod device;
 mod kernel;
+pub mod portability;
 pub mod shaders;
 
 pub use buffer::Buf;

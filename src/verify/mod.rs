@@ -303,6 +303,15 @@ pub const REQUIRED: &[(&str, &str)] = &[
     ("clip_grad_norm", "clipped_grad"),
 ];
 
+/// The required (op, direction) pairs that `checks` does not report.
+pub fn missing_required(checks: &[Check]) -> Vec<(&'static str, &'static str)> {
+    REQUIRED
+        .iter()
+        .filter(|(op, dir)| !checks.iter().any(|c| c.op == *op && c.direction == *dir))
+        .copied()
+        .collect()
+}
+
 /// Run every case at `level`; each case gets its own seed from `seed`.
 pub fn run_all(gpu: &Gpu, level: Level, seed: u64) -> anyhow::Result<Vec<Check>> {
     let mut out = Vec::new();
