@@ -124,7 +124,7 @@ pub fn cases() -> Vec<BenchCase> {
 fn elementwise_cases(v: &mut Vec<BenchCase>) {
     use crate::ops::{elementwise as ew, reduce};
     let n = 32 * 16 * 28 * 28;
-    let shape = format!("[32,16,28,28]");
+    let shape = "[32,16,28,28]".to_string();
     v.push(BenchCase::new(
         "relu_forward",
         shape.clone(),

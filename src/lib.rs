@@ -4,6 +4,8 @@
 //! against.
 
 pub mod bench;
+pub mod data;
 pub mod engine;
+pub mod graph;
 pub mod ops;
 pub mod verify;
