@@ -1,1 +1,317 @@
-//! Channel concat and split, spatial slice with offset. Shader: `shaders/layout.wgsl`. (being written)
+//! Data movement: channel concat of K NCHW tensors and its inverse, channel
+//! split; spatial slice with offset and zero padding (FactorizedReduce's
+//! `x[:, :, 1:, 1:]`). Shader: `shaders/layout.wgsl`; CPU twin: `cpu`.
+//!
+//! A dispatch may bind at most 8 storage buffers, so a concat is one
+//! dispatch per part: `channel_insert` writes a part into its channel range
+//! of the whole, `channel_extract` reads it back out. concat forward and
+//! split backward are inserts; concat backward and split forward extracts.
+
+use crate::engine::{grid_1d, Buf, Gpu, GpuError, Kernel, WG};
+
+/// K tensors `[batch, channels[k], h, w]` and their channel concatenation
+/// `[batch, Σ channels, h, w]` (the whole).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConcatShape {
+    pub batch: usize,
+    pub channels: Vec<usize>,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl ConcatShape {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.channels.is_empty() {
+            return Err("concat: no parts".into());
+        }
+        if self.batch == 0 || self.h == 0 || self.w == 0 || self.channels.contains(&0) {
+            return Err(format!("concat: empty tensor in {self:?}"));
+        }
+        Ok(())
+    }
+    /// Channels of the whole.
+    pub fn total_channels(&self) -> usize {
+        self.channels.iter().sum()
+    }
+    /// Elements of part k.
+    pub fn part_len(&self, k: usize) -> usize {
+        self.batch * self.channels[k] * self.h * self.w
+    }
+    /// Elements of the whole.
+    pub fn whole_len(&self) -> usize {
+        self.batch * self.total_channels() * self.h * self.w
+    }
+    /// First channel of part k in the whole.
+    pub fn channel_offset(&self, k: usize) -> usize {
+        self.channels[..k].iter().sum()
+    }
+}
+
+/// y[n, c, i, j] = x[n, c, i + oy, j + ox] where that lies inside x, else 0,
+/// for x `[batch, channels, h, w]` and y `[batch, channels, out_h, out_w]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SliceShape {
+    pub batch: usize,
+    pub channels: usize,
+    pub h: usize,
+    pub w: usize,
+    pub oy: usize,
+    pub ox: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+impl SliceShape {
+    /// FactorizedReduce's second branch `x[:, :, 1:, 1:]`, zero-padded back to
+    /// the input size so that both stride-2 branches agree for odd inputs too.
+    pub fn factorized_reduce(batch: usize, channels: usize, h: usize, w: usize) -> Self {
+        SliceShape {
+            batch,
+            channels,
+            h,
+            w,
+            oy: 1,
+            ox: 1,
+            out_h: h,
+            out_w: w,
+        }
+    }
+    pub fn validate(&self) -> Result<(), String> {
+        let dims = [
+            self.batch,
+            self.channels,
+            self.h,
+            self.w,
+            self.out_h,
+            self.out_w,
+        ];
+        if dims.contains(&0) {
+            return Err(format!("slice: empty tensor in {self:?}"));
+        }
+        Ok(())
+    }
+    pub fn in_len(&self) -> usize {
+        self.batch * self.channels * self.h * self.w
+    }
+    pub fn out_len(&self) -> usize {
+        self.batch * self.channels * self.out_h * self.out_w
+    }
+}
+
+/// The CPU reference.
+pub mod cpu {
+    use super::{ConcatShape, SliceShape};
+
+    pub fn concat_forward(s: &ConcatShape, xs: &[&[f32]]) -> Vec<f32> {
+        let hw = s.h * s.w;
+        let mut y = Vec::with_capacity(s.whole_len());
+        for n in 0..s.batch {
+            for (x, &c) in xs.iter().zip(&s.channels) {
+                y.extend_from_slice(&x[n * c * hw..(n + 1) * c * hw]);
+            }
+        }
+        y
+    }
+    /// The parts' gradients: dy cut back along channels.
+    pub fn concat_backward(s: &ConcatShape, dy: &[f32]) -> Vec<Vec<f32>> {
+        let hw = s.h * s.w;
+        let ct = s.total_channels();
+        (0..s.channels.len())
+            .map(|k| {
+                let (off, c) = (s.channel_offset(k), s.channels[k]);
+                (0..s.batch)
+                    .flat_map(|n| {
+                        let base = (n * ct + off) * hw;
+                        dy[base..base + c * hw].iter().copied()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+    pub fn split_forward(s: &ConcatShape, x: &[f32]) -> Vec<Vec<f32>> {
+        concat_backward(s, x)
+    }
+    pub fn split_backward(s: &ConcatShape, dys: &[&[f32]]) -> Vec<f32> {
+        concat_forward(s, dys)
+    }
+
+    /// (x index, y index) of every output element that lies inside x.
+    fn slice_pairs(s: &SliceShape) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..s.batch * s.channels).flat_map(move |plane| {
+            (0..s.out_h).flat_map(move |i| {
+                (0..s.out_w).filter_map(move |j| {
+                    let (si, sj) = (i + s.oy, j + s.ox);
+                    (si < s.h && sj < s.w).then(|| {
+                        let xi = (plane * s.h + si) * s.w + sj;
+                        (xi, (plane * s.out_h + i) * s.out_w + j)
+                    })
+                })
+            })
+        })
+    }
+    pub fn slice_forward(s: &SliceShape, x: &[f32]) -> Vec<f32> {
+        let mut y = vec![0.0; s.out_len()];
+        for (xi, yi) in slice_pairs(s) {
+            y[yi] = x[xi];
+        }
+        y
+    }
+    pub fn slice_backward(s: &SliceShape, dy: &[f32]) -> Vec<f32> {
+        let mut dx = vec![0.0; s.in_len()];
+        for (xi, yi) in slice_pairs(s) {
+            dx[xi] = dy[yi];
+        }
+        dx
+    }
+}
+
+const SHADER: &str = "layout";
+
+fn check_len(what: &str, b: &Buf, want: usize) {
+    assert_eq!(
+        b.len, want,
+        "layout: {what} has {} elements, expected {want}",
+        b.len
+    );
+}
+
+/// A 1-D dispatch writing `n` elements of `dst` (params in the shader's
+/// field order: n, cp, cw, off, hw, h, w, oh, ow, oy, ox).
+fn dispatch(
+    gpu: &Gpu,
+    entry: &'static str,
+    params: [usize; 11],
+    src: &Buf,
+    dst: &Buf,
+) -> Result<Kernel, GpuError> {
+    let words = params.map(|v| v as u32);
+    gpu.kernel(
+        SHADER,
+        entry,
+        &words,
+        &[(1, src), (2, dst)],
+        grid_1d(params[0], WG),
+    )
+}
+
+/// A dispatch over the elements of part k: `insert` copies the part into
+/// its channel range of the whole, otherwise that range into the part.
+fn part_kernel(
+    gpu: &Gpu,
+    s: &ConcatShape,
+    k: usize,
+    part: &Buf,
+    whole: &Buf,
+    insert: bool,
+) -> Result<Kernel, GpuError> {
+    s.validate().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        k < s.channels.len(),
+        "concat: part {k} of {}",
+        s.channels.len()
+    );
+    check_len("part", part, s.part_len(k));
+    check_len("whole", whole, s.whole_len());
+    let (c, ct, off) = (s.channels[k], s.total_channels(), s.channel_offset(k));
+    let params = [s.part_len(k), c, ct, off, s.h * s.w, 0, 0, 0, 0, 0, 0];
+    let (entry, src, dst) = if insert {
+        ("channel_insert", part, whole)
+    } else {
+        ("channel_extract", whole, part)
+    };
+    dispatch(gpu, entry, params, src, dst)
+}
+
+/// Write part k into its channel range of `whole`.
+pub fn channel_insert(
+    gpu: &Gpu,
+    s: &ConcatShape,
+    k: usize,
+    part: &Buf,
+    whole: &Buf,
+) -> Result<Kernel, GpuError> {
+    part_kernel(gpu, s, k, part, whole, true)
+}
+
+/// Read part k's channel range of `whole` into `part`.
+pub fn channel_extract(
+    gpu: &Gpu,
+    s: &ConcatShape,
+    k: usize,
+    whole: &Buf,
+    part: &Buf,
+) -> Result<Kernel, GpuError> {
+    part_kernel(gpu, s, k, part, whole, false)
+}
+
+fn check_parts(s: &ConcatShape, parts: &[&Buf]) {
+    assert_eq!(
+        parts.len(),
+        s.channels.len(),
+        "layout: {} buffers for {} parts",
+        parts.len(),
+        s.channels.len()
+    );
+}
+
+/// y = concat(xs) along channels: one insert per part.
+pub fn concat_forward(
+    gpu: &Gpu,
+    s: &ConcatShape,
+    xs: &[&Buf],
+    y: &Buf,
+) -> Result<Vec<Kernel>, GpuError> {
+    check_parts(s, xs);
+    xs.iter()
+        .enumerate()
+        .map(|(k, x)| channel_insert(gpu, s, k, x, y))
+        .collect()
+}
+/// dxs[k] = dy's channel range of part k: one extract per part.
+pub fn concat_backward(
+    gpu: &Gpu,
+    s: &ConcatShape,
+    dy: &Buf,
+    dxs: &[&Buf],
+) -> Result<Vec<Kernel>, GpuError> {
+    check_parts(s, dxs);
+    dxs.iter()
+        .enumerate()
+        .map(|(k, dx)| channel_extract(gpu, s, k, dy, dx))
+        .collect()
+}
+/// ys = split(x) along channels (the parts' sizes in `s.channels`).
+pub fn split_forward(
+    gpu: &Gpu,
+    s: &ConcatShape,
+    x: &Buf,
+    ys: &[&Buf],
+) -> Result<Vec<Kernel>, GpuError> {
+    concat_backward(gpu, s, x, ys)
+}
+pub fn split_backward(
+    gpu: &Gpu,
+    s: &ConcatShape,
+    dys: &[&Buf],
+    dx: &Buf,
+) -> Result<Vec<Kernel>, GpuError> {
+    concat_forward(gpu, s, dys, dx)
+}
+
+fn slice_params(s: &SliceShape, n: usize) -> [usize; 11] {
+    s.validate().unwrap_or_else(|e| panic!("{e}"));
+    [n, 0, 0, 0, 0, s.h, s.w, s.out_h, s.out_w, s.oy, s.ox]
+}
+
+pub fn slice_forward(gpu: &Gpu, s: &SliceShape, x: &Buf, y: &Buf) -> Result<Kernel, GpuError> {
+    check_len("slice input", x, s.in_len());
+    check_len("slice output", y, s.out_len());
+    dispatch(gpu, "slice_forward", slice_params(s, s.out_len()), x, y)
+}
+/// dx = dy scattered back to where the forward read, as a gather: every dx
+/// element is written (zero where no output read it).
+pub fn slice_backward(gpu: &Gpu, s: &SliceShape, dy: &Buf, dx: &Buf) -> Result<Kernel, GpuError> {
+    check_len("slice output gradient", dy, s.out_len());
+    check_len("slice input gradient", dx, s.in_len());
+    dispatch(gpu, "slice_backward", slice_params(s, s.in_len()), dy, dx)
+}
