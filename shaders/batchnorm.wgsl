@@ -1,1 +1,142 @@
-// batch normalization, training and evaluation mode, with and without affine. (being written)
+// Batch normalization over x [n, c, hw] (NCHW with the spatial dims
+// flattened), per channel over M = n·hw values. Training: one workgroup per
+// channel, workgroup tree reductions (no float atomics), the variance in a
+// second pass over x − mean for accuracy. Evaluation: element-wise with the
+// running statistics. Without affine, γ = 1 and β = 0 (p.affine = 0; the
+// γ/β slots are then bound to a stand-in at least c long and ignored).
+
+struct Params {
+    n: u32,
+    c: u32,
+    hw: u32,
+    affine: u32,
+    eps: f32,
+    momentum: f32,
+    // Invocations of an element-wise (evaluation) dispatch.
+    total: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read> gamma: array<f32>;
+@group(0) @binding(4) var<storage, read> beta: array<f32>;
+// y in a forward, dx in a backward.
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+// Batch statistics a training forward saves for its backward.
+@group(0) @binding(6) var<storage, read_write> saved_mean: array<f32>;
+@group(0) @binding(7) var<storage, read_write> saved_invstd: array<f32>;
+// Updated in place by a training forward, read in evaluation.
+@group(0) @binding(8) var<storage, read_write> running_mean: array<f32>;
+@group(0) @binding(9) var<storage, read_write> running_var: array<f32>;
+@group(0) @binding(10) var<storage, read_write> dgamma: array<f32>;
+@group(0) @binding(11) var<storage, read_write> dbeta: array<f32>;
+
+var<workgroup> tree: array<vec2<f32>, 256>;
+
+// Tree-reduce two sums at once over the workgroup; every invocation gets
+// the totals. The closing barrier lets the tree be reused right away.
+fn workgroup_sum2(lid: u32, v: vec2<f32>) -> vec2<f32> {
+    tree[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if lid < s {
+            tree[lid] = tree[lid] + tree[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let total = tree[0];
+    workgroupBarrier();
+    return total;
+}
+
+// Flat index of the j-th of channel ch's M values (j = batch · hw + spatial).
+fn at(ch: u32, j: u32) -> u32 {
+    let b = j / p.hw;
+    return (b * p.c + ch) * p.hw + (j - b * p.hw);
+}
+
+fn scale_of(ch: u32) -> f32 {
+    return select(1.0, gamma[ch], p.affine != 0u);
+}
+
+fn shift_of(ch: u32) -> f32 {
+    return select(0.0, beta[ch], p.affine != 0u);
+}
+
+@compute @workgroup_size(256)
+fn train_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = wg.x;
+    let m = p.n * p.hw;
+    var acc = 0.0;
+    for (var j = lid; j < m; j = j + WG) {
+        acc = acc + x[at(ch, j)];
+    }
+    let mean = workgroup_sum2(lid, vec2<f32>(acc, 0.0)).x / f32(m);
+    var sq = 0.0;
+    for (var j = lid; j < m; j = j + WG) {
+        let d = x[at(ch, j)] - mean;
+        sq = sq + d * d;
+    }
+    let ss = workgroup_sum2(lid, vec2<f32>(sq, 0.0)).x;
+    let invstd = 1.0 / sqrt(ss / f32(m) + p.eps);
+    let a = scale_of(ch) * invstd;
+    let b = shift_of(ch);
+    for (var j = lid; j < m; j = j + WG) {
+        let i = at(ch, j);
+        out[i] = (x[i] - mean) * a + b;
+    }
+    if lid == 0u {
+        saved_mean[ch] = mean;
+        saved_invstd[ch] = invstd;
+        // PyTorch: the running variance takes the unbiased estimate.
+        let unbiased = ss / f32(m - 1u);
+        running_mean[ch] = (1.0 - p.momentum) * running_mean[ch] + p.momentum * mean;
+        running_var[ch] = (1.0 - p.momentum) * running_var[ch] + p.momentum * unbiased;
+    }
+}
+
+// dx = γ·invstd·(dy − Σdy/M − x̂·Σ(dy·x̂)/M), dγ = Σ dy·x̂, dβ = Σ dy.
+@compute @workgroup_size(256)
+fn train_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = wg.x;
+    let m = p.n * p.hw;
+    let mean = saved_mean[ch];
+    let invstd = saved_invstd[ch];
+    var acc = vec2<f32>(0.0, 0.0);
+    for (var j = lid; j < m; j = j + WG) {
+        let i = at(ch, j);
+        let g = dy[i];
+        acc = acc + vec2<f32>(g, g * (x[i] - mean) * invstd);
+    }
+    let sums = workgroup_sum2(lid, acc);
+    let means = sums / f32(m);
+    let a = scale_of(ch) * invstd;
+    for (var j = lid; j < m; j = j + WG) {
+        let i = at(ch, j);
+        let xhat = (x[i] - mean) * invstd;
+        out[i] = a * (dy[i] - means.x - xhat * means.y);
+    }
+    if lid == 0u {
+        dgamma[ch] = sums.y;
+        dbeta[ch] = sums.x;
+    }
+}
+
+@compute @workgroup_size(256)
+fn eval_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.total { return; }
+    let ch = (i / p.hw) % p.c;
+    let invstd = 1.0 / sqrt(running_var[ch] + p.eps);
+    out[i] = (x[i] - running_mean[ch]) * invstd * scale_of(ch) + shift_of(ch);
+}
+
+// dx = dy·γ·invstd of the running variance (the statistics are constants).
+@compute @workgroup_size(256)
+fn eval_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.total { return; }
+    let ch = (i / p.hw) % p.c;
+    out[i] = dy[i] * scale_of(ch) / sqrt(running_var[ch] + p.eps);
+}

@@ -1,1 +1,347 @@
-//! Batch normalization, training and evaluation mode, with and without affine. Shader: `shaders/batchnorm.wgsl`. (being written)
+//! Batch normalization of x [n, c, hw] (NCHW, spatial dims flattened), in
+//! training mode (batch statistics, running statistics updated in place
+//! with PyTorch's momentum rule and unbiased variance) and evaluation mode
+//! (running statistics), with or without the affine γ, β. Shader:
+//! `shaders/batchnorm.wgsl`; CPU twin: `cpu`.
+
+use crate::engine::{grid_1d, Buf, Gpu, GpuError, Kernel, WG};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shape {
+    pub n: usize,
+    pub c: usize,
+    /// Spatial size h·w.
+    pub hw: usize,
+    /// Learnable γ, β of shape [c] (the DARTS supernet runs without).
+    pub affine: bool,
+    pub eps: f32,
+    /// Running-statistics weight of the new batch (PyTorch's momentum).
+    pub momentum: f32,
+}
+
+impl Shape {
+    /// PyTorch's defaults: eps 1e-5, momentum 0.1.
+    pub fn new(n: usize, c: usize, hw: usize, affine: bool) -> Shape {
+        Shape {
+            n,
+            c,
+            hw,
+            affine,
+            eps: 1e-5,
+            momentum: 0.1,
+        }
+    }
+    /// Values per channel.
+    pub fn m(&self) -> usize {
+        self.n * self.hw
+    }
+    pub fn len(&self) -> usize {
+        self.n * self.c * self.hw
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn validate(&self) -> Result<(), String> {
+        if self.c == 0 || self.m() == 0 {
+            return Err(format!("batchnorm {self}: empty tensor"));
+        }
+        // One workgroup per channel in training.
+        if self.c > 65_535 {
+            return Err(format!("batchnorm {self}: more than 65,535 channels"));
+        }
+        Ok(())
+    }
+    /// Training also needs two values per channel: the unbiased variance
+    /// divides by M − 1 (PyTorch refuses the same).
+    pub fn validate_train(&self) -> Result<(), String> {
+        self.validate()?;
+        if self.m() < 2 {
+            return Err(format!(
+                "batchnorm {self}: training needs more than one value per channel"
+            ));
+        }
+        Ok(())
+    }
+    fn checked(&self, training: bool) -> &Self {
+        let r = if training {
+            self.validate_train()
+        } else {
+            self.validate()
+        };
+        if let Err(e) = r {
+            panic!("{e}");
+        }
+        self
+    }
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let affine = if self.affine { " affine" } else { "" };
+        write!(f, "[{},{},{}]{affine}", self.n, self.c, self.hw)
+    }
+}
+
+/// The CPU reference (f64 accumulation). `gamma`/`beta` are `Some` exactly
+/// when the shape is affine.
+pub mod cpu {
+    use super::Shape;
+
+    /// The flat indices of channel `ch`'s M values, batch-major.
+    fn channel(s: &Shape, ch: usize) -> impl Iterator<Item = usize> + '_ {
+        (0..s.n).flat_map(move |b| {
+            let base = (b * s.c + ch) * s.hw;
+            base..base + s.hw
+        })
+    }
+
+    /// γ[ch], or 1 without affine.
+    fn gamma_at(s: &Shape, gamma: Option<&[f32]>, ch: usize) -> f64 {
+        assert_eq!(
+            gamma.is_some(),
+            s.affine,
+            "batchnorm {s}: γ given iff affine"
+        );
+        gamma.map_or(1.0, |g| g[ch] as f64)
+    }
+
+    /// (y, saved mean, saved invstd); running_mean/var updated in place.
+    pub fn train_forward(
+        s: &Shape,
+        x: &[f32],
+        gamma: Option<&[f32]>,
+        beta: Option<&[f32]>,
+        running_mean: &mut [f32],
+        running_var: &mut [f32],
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        s.checked(true);
+        let m = s.m() as f64;
+        let mom = s.momentum as f64;
+        let mut y = vec![0f32; s.len()];
+        let (mut means, mut invstds) = (Vec::new(), Vec::new());
+        for ch in 0..s.c {
+            let mean = channel(s, ch).map(|i| x[i] as f64).sum::<f64>() / m;
+            let ss: f64 = channel(s, ch).map(|i| (x[i] as f64 - mean).powi(2)).sum();
+            let invstd = 1.0 / (ss / m + s.eps as f64).sqrt();
+            let (g, b) = (gamma_at(s, gamma, ch), beta.map_or(0.0, |b| b[ch] as f64));
+            for i in channel(s, ch) {
+                y[i] = ((x[i] as f64 - mean) * invstd * g + b) as f32;
+            }
+            running_mean[ch] = ((1.0 - mom) * running_mean[ch] as f64 + mom * mean) as f32;
+            running_var[ch] = ((1.0 - mom) * running_var[ch] as f64 + mom * ss / (m - 1.0)) as f32;
+            means.push(mean as f32);
+            invstds.push(invstd as f32);
+        }
+        (y, means, invstds)
+    }
+
+    /// (dx, dγ, dβ) from the saved statistics; dγ = Σ dy·x̂, dβ = Σ dy (the
+    /// gradients of an implicit γ = 1, β = 0 when not affine).
+    pub fn train_backward(
+        s: &Shape,
+        x: &[f32],
+        mean: &[f32],
+        invstd: &[f32],
+        gamma: Option<&[f32]>,
+        dy: &[f32],
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        s.checked(true);
+        let m = s.m() as f64;
+        let mut dx = vec![0f32; s.len()];
+        let (mut dgamma, mut dbeta) = (Vec::new(), Vec::new());
+        for ch in 0..s.c {
+            let (mu, is) = (mean[ch] as f64, invstd[ch] as f64);
+            let xhat = |i: usize| (x[i] as f64 - mu) * is;
+            let sum_dy: f64 = channel(s, ch).map(|i| dy[i] as f64).sum();
+            let sum_dy_xhat: f64 = channel(s, ch).map(|i| dy[i] as f64 * xhat(i)).sum();
+            let g = gamma_at(s, gamma, ch);
+            for i in channel(s, ch) {
+                let v = g * is / m * (m * dy[i] as f64 - sum_dy - xhat(i) * sum_dy_xhat);
+                dx[i] = v as f32;
+            }
+            dgamma.push(sum_dy_xhat as f32);
+            dbeta.push(sum_dy as f32);
+        }
+        (dx, dgamma, dbeta)
+    }
+
+    pub fn eval_forward(
+        s: &Shape,
+        x: &[f32],
+        running_mean: &[f32],
+        running_var: &[f32],
+        gamma: Option<&[f32]>,
+        beta: Option<&[f32]>,
+    ) -> Vec<f32> {
+        s.checked(false);
+        let mut y = vec![0f32; s.len()];
+        for ch in 0..s.c {
+            let invstd = 1.0 / (running_var[ch] as f64 + s.eps as f64).sqrt();
+            let (g, b) = (gamma_at(s, gamma, ch), beta.map_or(0.0, |b| b[ch] as f64));
+            for i in channel(s, ch) {
+                y[i] = ((x[i] as f64 - running_mean[ch] as f64) * invstd * g + b) as f32;
+            }
+        }
+        y
+    }
+
+    /// dx = dy·γ / sqrt(running_var + eps).
+    pub fn eval_backward(
+        s: &Shape,
+        running_var: &[f32],
+        gamma: Option<&[f32]>,
+        dy: &[f32],
+    ) -> Vec<f32> {
+        s.checked(false);
+        let mut dx = vec![0f32; s.len()];
+        for (ch, &rv) in running_var[..s.c].iter().enumerate() {
+            let a = gamma_at(s, gamma, ch) / (rv as f64 + s.eps as f64).sqrt();
+            for i in channel(s, ch) {
+                dx[i] = (a * dy[i] as f64) as f32;
+            }
+        }
+        dx
+    }
+}
+
+const SHADER: &str = "batchnorm";
+
+/// One dispatch; slots as in the shader (1 x, 2 dy, 3 γ, 4 β read;
+/// 5 out, 6 saved mean, 7 saved invstd, 8 running mean, 9 running var,
+/// 10 dγ, 11 dβ read-write).
+fn dispatch(
+    gpu: &Gpu,
+    entry: &'static str,
+    s: &Shape,
+    groups: [u32; 3],
+    slots: &[(u32, &Buf)],
+) -> Result<Kernel, GpuError> {
+    let params = [
+        s.n as u32,
+        s.c as u32,
+        s.hw as u32,
+        s.affine as u32,
+        s.eps.to_bits(),
+        s.momentum.to_bits(),
+        s.len() as u32,
+    ];
+    gpu.kernel(SHADER, entry, &params, slots, groups)
+}
+
+/// γ (and β) when affine; otherwise `stand_in`, which the shader ignores
+/// (p.affine = 0) but the auto layout still wants bound.
+fn affine_or<'a>(s: &Shape, param: Option<&'a Buf>, stand_in: &'a Buf) -> &'a Buf {
+    assert_eq!(
+        param.is_some(),
+        s.affine,
+        "batchnorm {s}: γ, β given iff affine"
+    );
+    param.unwrap_or(stand_in)
+}
+
+/// y, the saved batch mean and invstd [c], and the running statistics
+/// [c] updated in place. One workgroup per channel.
+#[allow(clippy::too_many_arguments)]
+pub fn train_forward(
+    gpu: &Gpu,
+    s: &Shape,
+    x: &Buf,
+    gamma: Option<&Buf>,
+    beta: Option<&Buf>,
+    y: &Buf,
+    mean: &Buf,
+    invstd: &Buf,
+    running_mean: &Buf,
+    running_var: &Buf,
+) -> Result<Kernel, GpuError> {
+    s.checked(true);
+    let slots = [
+        (1, x),
+        (3, affine_or(s, gamma, x)),
+        (4, affine_or(s, beta, x)),
+        (5, y),
+        (6, mean),
+        (7, invstd),
+        (8, running_mean),
+        (9, running_var),
+    ];
+    dispatch(gpu, "train_forward", s, [s.c as u32, 1, 1], &slots)
+}
+
+/// dx from the forward's x and saved statistics; dγ, dβ [c] where given
+/// (a scratch buffer takes them otherwise, e.g. without affine).
+#[allow(clippy::too_many_arguments)]
+pub fn train_backward(
+    gpu: &Gpu,
+    s: &Shape,
+    x: &Buf,
+    mean: &Buf,
+    invstd: &Buf,
+    gamma: Option<&Buf>,
+    dy: &Buf,
+    dx: &Buf,
+    dgamma: Option<&Buf>,
+    dbeta: Option<&Buf>,
+) -> Result<Kernel, GpuError> {
+    s.checked(true);
+    // Two scratch buffers: one buffer may not back two writable slots.
+    let scratch = |d: Option<&Buf>| {
+        d.cloned()
+            .map_or_else(|| gpu.alloc("batchnorm.dparam", s.c), Ok)
+    };
+    let (dgamma, dbeta) = (scratch(dgamma)?, scratch(dbeta)?);
+    let slots = [
+        (1, x),
+        (2, dy),
+        (3, affine_or(s, gamma, x)),
+        (5, dx),
+        (6, mean),
+        (7, invstd),
+        (10, &dgamma),
+        (11, &dbeta),
+    ];
+    dispatch(gpu, "train_backward", s, [s.c as u32, 1, 1], &slots)
+}
+
+/// y from the running statistics (element-wise).
+#[allow(clippy::too_many_arguments)]
+pub fn eval_forward(
+    gpu: &Gpu,
+    s: &Shape,
+    x: &Buf,
+    running_mean: &Buf,
+    running_var: &Buf,
+    gamma: Option<&Buf>,
+    beta: Option<&Buf>,
+    y: &Buf,
+) -> Result<Kernel, GpuError> {
+    s.checked(false);
+    let slots = [
+        (1, x),
+        (3, affine_or(s, gamma, x)),
+        (4, affine_or(s, beta, x)),
+        (5, y),
+        (8, running_mean),
+        (9, running_var),
+    ];
+    dispatch(gpu, "eval_forward", s, grid_1d(s.len(), WG), &slots)
+}
+
+/// dx = dy·γ / sqrt(running_var + eps) (element-wise).
+pub fn eval_backward(
+    gpu: &Gpu,
+    s: &Shape,
+    running_var: &Buf,
+    gamma: Option<&Buf>,
+    dy: &Buf,
+    dx: &Buf,
+) -> Result<Kernel, GpuError> {
+    s.checked(false);
+    let slots = [
+        (2, dy),
+        (3, affine_or(s, gamma, dy)),
+        (5, dx),
+        (9, running_var),
+    ];
+    dispatch(gpu, "eval_backward", s, grid_1d(s.len(), WG), &slots)
+}

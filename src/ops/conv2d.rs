@@ -1,1 +1,377 @@
-//! Conv2d: forward, backward_input, backward_weight, backward_bias. Shader: `shaders/conv2d.wgsl`. (being written)
+//! 2-D convolution with stride, separate vertical and horizontal padding,
+//! dilation, groups (depthwise when groups == c_in == c_out) and an optional
+//! bias; its input, weight and bias gradients. Layouts are PyTorch's: x
+//! [n, c_in, h, w], weight [c_out, c_in / groups, kh, kw], y [n, c_out, oh, ow].
+//! Shader: `shaders/conv2d.wgsl`; CPU twin: `cpu`.
+
+use std::fmt;
+
+use crate::engine::{grid_1d, Buf, Gpu, GpuError, Kernel, WG};
+use crate::ops::reduce;
+
+/// The geometry of one convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dShape {
+    pub n: usize,
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad_h: usize,
+    pub pad_w: usize,
+    pub dilation: usize,
+    pub groups: usize,
+}
+
+impl Conv2dShape {
+    /// Why the shape is impossible, if it is.
+    pub fn validate(&self) -> Result<(), String> {
+        let dims = [
+            ("n", self.n),
+            ("c_in", self.c_in),
+            ("h", self.h),
+            ("w", self.w),
+            ("c_out", self.c_out),
+            ("kh", self.kh),
+            ("kw", self.kw),
+            ("stride", self.stride),
+            ("dilation", self.dilation),
+            ("groups", self.groups),
+        ];
+        if let Some((name, _)) = dims.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("conv2d {self}: {name} must be at least 1"));
+        }
+        if !self.c_in.is_multiple_of(self.groups) || !self.c_out.is_multiple_of(self.groups) {
+            return Err(format!(
+                "conv2d {self}: groups {} must divide c_in {} and c_out {}",
+                self.groups, self.c_in, self.c_out
+            ));
+        }
+        let span_h = self.dilation * (self.kh - 1) + 1;
+        let span_w = self.dilation * (self.kw - 1) + 1;
+        if self.h + 2 * self.pad_h < span_h || self.w + 2 * self.pad_w < span_w {
+            return Err(format!(
+                "conv2d {self}: the padded input is smaller than the dilated kernel"
+            ));
+        }
+        Ok(())
+    }
+    /// Output height, floor((h + 2·pad_h − dilation·(kh − 1) − 1) / stride) + 1.
+    pub fn oh(&self) -> usize {
+        (self.h + 2 * self.pad_h - self.dilation * (self.kh - 1) - 1) / self.stride + 1
+    }
+    pub fn ow(&self) -> usize {
+        (self.w + 2 * self.pad_w - self.dilation * (self.kw - 1) - 1) / self.stride + 1
+    }
+    pub fn cpg_in(&self) -> usize {
+        self.c_in / self.groups
+    }
+    pub fn cpg_out(&self) -> usize {
+        self.c_out / self.groups
+    }
+    pub fn x_len(&self) -> usize {
+        self.n * self.c_in * self.h * self.w
+    }
+    pub fn w_len(&self) -> usize {
+        self.c_out * self.cpg_in() * self.kh * self.kw
+    }
+    pub fn y_len(&self) -> usize {
+        self.n * self.c_out * self.oh() * self.ow()
+    }
+    /// One input and one output channel per group.
+    pub fn is_depthwise(&self) -> bool {
+        self.cpg_in() == 1 && self.cpg_out() == 1
+    }
+    /// Multiply-adds of the forward (each backward costs the same).
+    pub fn macs(&self) -> usize {
+        self.y_len() * self.cpg_in() * self.kh * self.kw
+    }
+}
+
+impl fmt::Display for Conv2dShape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "x[{},{},{},{}] w[{},{},{},{}] s{} p({},{}) d{} g{}",
+            self.n,
+            self.c_in,
+            self.h,
+            self.w,
+            self.c_out,
+            self.c_in / self.groups.max(1),
+            self.kh,
+            self.kw,
+            self.stride,
+            self.pad_h,
+            self.pad_w,
+            self.dilation,
+            self.groups
+        )
+    }
+}
+
+/// The CPU reference: direct loops, f64 accumulation.
+pub mod cpu {
+    use super::Conv2dShape;
+
+    /// The input coordinate a tap reads, or None in the padding.
+    fn input_at(o: usize, k: usize, s: &Conv2dShape, pad: usize, size: usize) -> Option<usize> {
+        (o * s.stride + k * s.dilation)
+            .checked_sub(pad)
+            .filter(|&i| i < size)
+    }
+
+    /// Visit every (x index, weight index, y index) triple that contributes
+    /// a product to the convolution; all three directions are sums over it.
+    fn for_each_tap(s: &Conv2dShape, mut f: impl FnMut(usize, usize, usize)) {
+        let (oh, ow, cpg_in, cpg_out) = (s.oh(), s.ow(), s.cpg_in(), s.cpg_out());
+        for b in 0..s.n {
+            for oc in 0..s.c_out {
+                let g = oc / cpg_out;
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let yi = ((b * s.c_out + oc) * oh + oy) * ow + ox;
+                        for ci in 0..cpg_in {
+                            let c = g * cpg_in + ci;
+                            for ky in 0..s.kh {
+                                let Some(iy) = input_at(oy, ky, s, s.pad_h, s.h) else {
+                                    continue;
+                                };
+                                for kx in 0..s.kw {
+                                    let Some(ix) = input_at(ox, kx, s, s.pad_w, s.w) else {
+                                        continue;
+                                    };
+                                    let xi = ((b * s.c_in + c) * s.h + iy) * s.w + ix;
+                                    let wi = ((oc * cpg_in + ci) * s.kh + ky) * s.kw + kx;
+                                    f(xi, wi, yi);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn to_f32(v: Vec<f64>) -> Vec<f32> {
+        v.into_iter().map(|a| a as f32).collect()
+    }
+
+    /// y = conv(x, w) + bias.
+    pub fn forward(s: &Conv2dShape, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+        let plane = s.oh() * s.ow();
+        let mut y: Vec<f64> = (0..s.y_len())
+            .map(|i| bias.map_or(0.0, |b| b[(i / plane) % s.c_out] as f64))
+            .collect();
+        for_each_tap(s, |xi, wi, yi| y[yi] += x[xi] as f64 * w[wi] as f64);
+        to_f32(y)
+    }
+    pub fn backward_input(s: &Conv2dShape, w: &[f32], dy: &[f32]) -> Vec<f32> {
+        let mut dx = vec![0f64; s.x_len()];
+        for_each_tap(s, |xi, wi, yi| dx[xi] += w[wi] as f64 * dy[yi] as f64);
+        to_f32(dx)
+    }
+    pub fn backward_weight(s: &Conv2dShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
+        let mut dw = vec![0f64; s.w_len()];
+        for_each_tap(s, |xi, wi, yi| dw[wi] += x[xi] as f64 * dy[yi] as f64);
+        to_f32(dw)
+    }
+    pub fn backward_bias(s: &Conv2dShape, dy: &[f32]) -> Vec<f32> {
+        crate::ops::reduce::cpu::channel_sum(dy, s.n, s.c_out, s.oh() * s.ow())
+    }
+}
+
+const SHADER: &str = "conv2d";
+
+/// Outputs per invocation along one axis (B in the shader); the depthwise
+/// forward and input gradient cover 2·B positions.
+const B: usize = 4;
+
+/// Invocations of the weight-gradient pass 1 worth aiming for: enough to
+/// fill a GPU, while each still sums a useful stretch of pixels.
+const WEIGHT_INVOCATIONS: usize = 1 << 15;
+/// Fewest pixels (n, oy, ox) one pass-1 chunk should sum.
+const MIN_CHUNK_PIXELS: usize = 256;
+/// Largest partial-sum buffer (elements) pass 1 may use.
+const MAX_PARTIAL: usize = 1 << 22;
+
+fn check(s: &Conv2dShape, bufs: &[(&str, &Buf, usize)]) {
+    if let Err(e) = s.validate() {
+        panic!("{e}");
+    }
+    for (name, b, len) in bufs {
+        assert_eq!(b.len, *len, "conv2d {s}: {name} has the wrong length");
+    }
+}
+
+/// One 1-D dispatch of `entry` over `invocations`; slots as in the shader
+/// (1 x, 2 wt, 3 bias, 4 dy read; 5 out, 6 partial written).
+fn dispatch(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    entry: &'static str,
+    invocations: usize,
+    has_bias: bool,
+    (chunk_rows, chunks): (usize, usize),
+    slots: &[(u32, &Buf)],
+) -> Result<Kernel, GpuError> {
+    let params = [
+        s.n,
+        s.c_in,
+        s.h,
+        s.w,
+        s.c_out,
+        s.oh(),
+        s.ow(),
+        s.kh,
+        s.kw,
+        s.stride,
+        s.pad_h,
+        s.pad_w,
+        s.dilation,
+        s.groups,
+        s.cpg_in(),
+        s.cpg_out(),
+        has_bias as usize,
+        chunk_rows,
+        chunks,
+    ]
+    .map(|v| v as u32);
+    gpu.kernel(SHADER, entry, &params, slots, grid_1d(invocations, WG))
+}
+
+/// y = conv(x, w) (+ bias).
+pub fn forward(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    x: &Buf,
+    w: &Buf,
+    bias: Option<&Buf>,
+    y: &Buf,
+) -> Result<Kernel, GpuError> {
+    check(
+        s,
+        &[
+            ("x", x, s.x_len()),
+            ("w", w, s.w_len()),
+            ("y", y, s.y_len()),
+        ],
+    );
+    if let Some(b) = bias {
+        check(s, &[("bias", b, s.c_out)]);
+    }
+    let rows = s.n * s.c_out * s.oh();
+    let (entry, invocations) = if s.is_depthwise() {
+        ("forward_depthwise", rows * s.ow().div_ceil(2 * B))
+    } else {
+        let cblocks = s.groups * s.cpg_out().div_ceil(B);
+        ("forward", rows / s.c_out * cblocks * s.ow().div_ceil(B))
+    };
+    // Both entries name the bias slot; without a bias the weights stand in
+    // (read-only, never read).
+    let slots = [(1, x), (2, w), (3, bias.unwrap_or(w)), (5, y)];
+    dispatch(gpu, s, entry, invocations, bias.is_some(), (0, 0), &slots)
+}
+
+/// dx of y = conv(x, w), gathered per input element.
+pub fn backward_input(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    w: &Buf,
+    dy: &Buf,
+    dx: &Buf,
+) -> Result<Kernel, GpuError> {
+    check(
+        s,
+        &[
+            ("w", w, s.w_len()),
+            ("dy", dy, s.y_len()),
+            ("dx", dx, s.x_len()),
+        ],
+    );
+    // Columns are blocked per residue mod stride (see the shader).
+    let per_residue = s.w.div_ceil(s.stride);
+    let rows = s.n * s.c_in * s.h * s.stride;
+    let (entry, invocations) = if s.is_depthwise() {
+        (
+            "backward_input_depthwise",
+            rows * per_residue.div_ceil(2 * B),
+        )
+    } else {
+        let cblocks = s.groups * s.cpg_in().div_ceil(B);
+        (
+            "backward_input",
+            rows / s.c_in * cblocks * per_residue.div_ceil(B),
+        )
+    };
+    let slots = [(2, w), (4, dy), (5, dx)];
+    dispatch(gpu, s, entry, invocations, false, (0, 0), &slots)
+}
+
+/// dw of y = conv(x, w): per-chunk partial sums over (n, oy) rows into a
+/// scratch buffer the first kernel keeps alive, then a sum over chunks.
+pub fn backward_weight(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    x: &Buf,
+    dy: &Buf,
+    dw: &Buf,
+) -> Result<Vec<Kernel>, GpuError> {
+    check(
+        s,
+        &[
+            ("x", x, s.x_len()),
+            ("dy", dy, s.y_len()),
+            ("dw", dw, s.w_len()),
+        ],
+    );
+    let taps = s.cpg_in() * s.kh * s.kw;
+    let (entry, blocks) = if s.is_depthwise() {
+        (
+            "backward_weight_partial_depthwise",
+            s.c_out * taps.div_ceil(B),
+        )
+    } else {
+        let cblocks = s.groups * s.cpg_out().div_ceil(B);
+        ("backward_weight_partial", cblocks * taps.div_ceil(B))
+    };
+    let rows = s.n * s.oh();
+    let chunks = WEIGHT_INVOCATIONS
+        .div_ceil(blocks)
+        .min(rows * s.ow() / MIN_CHUNK_PIXELS)
+        .min(MAX_PARTIAL / s.w_len())
+        .clamp(1, rows);
+    let chunk_rows = rows.div_ceil(chunks);
+    let chunks = rows.div_ceil(chunk_rows);
+    let partial = gpu.alloc("conv2d.dw_partial", chunks * s.w_len())?;
+    let c = (chunk_rows, chunks);
+    Ok(vec![
+        dispatch(
+            gpu,
+            s,
+            entry,
+            chunks * blocks,
+            false,
+            c,
+            &[(1, x), (4, dy), (6, &partial)],
+        )?,
+        dispatch(
+            gpu,
+            s,
+            "backward_weight_finish",
+            s.w_len(),
+            false,
+            c,
+            &[(5, dw), (6, &partial)],
+        )?,
+    ])
+}
+
+/// dbias: the sum of dy over batch and pixels per output channel.
+pub fn backward_bias(gpu: &Gpu, s: &Conv2dShape, dy: &Buf, db: &Buf) -> Result<Kernel, GpuError> {
+    check(s, &[("dy", dy, s.y_len()), ("db", db, s.c_out)]);
+    reduce::channel_sum(gpu, dy, s.n, s.c_out, s.oh() * s.ow(), db)
+}

@@ -1,7 +1,133 @@
-//! Cases for `ops::batchnorm`. (being written)
+//! Cases for `ops::batchnorm`.
 
-use super::{Case, Level};
+use super::{Case, Ctx, Level, FORWARD, GRADIENT};
+use crate::engine::Buf;
+use crate::ops::batchnorm::{self as bn, cpu, Shape};
 
-pub fn cases(_level: Level) -> Vec<Case> {
-    Vec::new()
+/// Shapes for training (`true`) or evaluation mode. Training skips
+/// n = hw = 1, whose variance is degenerate (PyTorch refuses it too).
+fn shapes(level: Level, training: bool) -> Vec<Shape> {
+    match level {
+        // An affine case (so the γ, β gradient rows appear) and the
+        // supernet's affine-free BN.
+        Level::Quick => vec![Shape::new(2, 5, 169, true), Shape::new(2, 16, 49, false)],
+        Level::Full => {
+            let mut v = Vec::new();
+            for (i, hw) in [1, 49, 169, 784].into_iter().enumerate() {
+                for (j, c) in [1, 3, 5, 16].into_iter().enumerate() {
+                    let mut n = 1 + (i + j) % 4;
+                    if training && hw == 1 && n == 1 {
+                        n = 3;
+                    }
+                    v.push(Shape::new(n, c, hw, (i + j) % 2 == 0));
+                }
+            }
+            v
+        }
+    }
+}
+
+/// γ, β [c] on the host and uploaded, when the shape is affine.
+struct Affine(Option<(Vec<f32>, Vec<f32>, Buf, Buf)>);
+
+impl Affine {
+    fn draw(c: &mut Ctx, s: &Shape) -> anyhow::Result<Affine> {
+        if !s.affine {
+            return Ok(Affine(None));
+        }
+        let (gamma, beta) = (c.uniform(s.c, 0.5, 1.5), c.randn(s.c));
+        let (gb, bb) = (c.input(&gamma)?, c.input(&beta)?);
+        Ok(Affine(Some((gamma, beta, gb, bb))))
+    }
+    fn host(&self) -> (Option<&[f32]>, Option<&[f32]>) {
+        match &self.0 {
+            Some((g, b, _, _)) => (Some(g), Some(b)),
+            None => (None, None),
+        }
+    }
+    fn device(&self) -> (Option<&Buf>, Option<&Buf>) {
+        match &self.0 {
+            Some((_, _, g, b)) => (Some(g), Some(b)),
+            None => (None, None),
+        }
+    }
+}
+
+/// Running statistics as a trained network holds them: means near 0,
+/// variances in [0.5, 2).
+fn draw_running(c: &mut Ctx, s: &Shape) -> (Vec<f32>, Vec<f32>) {
+    let mean = c.randn(s.c).into_iter().map(|v| 0.5 * v).collect();
+    (mean, c.uniform(s.c, 0.5, 2.0))
+}
+
+fn train_case(s: Shape) -> Case {
+    Case::new("batchnorm", "batchnorm_train", s.to_string(), move |c| {
+        // Off-centre inputs: a one-pass E[x²] − E[x]² would lose digits here.
+        let x: Vec<f32> = c
+            .randn(s.len())
+            .into_iter()
+            .map(|v| 2.0 * v + 3.0)
+            .collect();
+        let dy = c.randn(s.len());
+        let affine = Affine::draw(c, &s)?;
+        let (mut rm, mut rv) = draw_running(c, &s);
+        let (xb, dyb, rmb, rvb) = (c.input(&x)?, c.input(&dy)?, c.input(&rm)?, c.input(&rv)?);
+        let (yb, dxb) = (c.output(s.len())?, c.output(s.len())?);
+        let (meanb, invstdb) = (c.output(s.c)?, c.output(s.c)?);
+        let (dgb, dbb) = (c.output(s.c)?, c.output(s.c)?);
+
+        let (gamma, beta) = affine.host();
+        let (y, mean, invstd) = cpu::train_forward(&s, &x, gamma, beta, &mut rm, &mut rv);
+        let (dx, dgamma, dbeta) = cpu::train_backward(&s, &x, &mean, &invstd, gamma, &dy);
+
+        let (gb, bb) = affine.device();
+        let (dg, db) = if s.affine {
+            (Some(&dgb), Some(&dbb))
+        } else {
+            (None, None)
+        };
+        let g = c.gpu;
+        // The backward reads the GPU's own saved statistics.
+        c.run(&[
+            bn::train_forward(g, &s, &xb, gb, bb, &yb, &meanb, &invstdb, &rmb, &rvb)?,
+            bn::train_backward(g, &s, &xb, &meanb, &invstdb, gb, &dyb, &dxb, dg, db)?,
+        ])?;
+        c.check("forward", &y, &yb, FORWARD)?;
+        c.check("saved_mean", &mean, &meanb, FORWARD)?;
+        c.check("saved_invstd", &invstd, &invstdb, FORWARD)?;
+        c.check("running_mean", &rm, &rmb, FORWARD)?;
+        c.check("running_var", &rv, &rvb, FORWARD)?;
+        c.check("backward_input", &dx, &dxb, GRADIENT)?;
+        if s.affine {
+            c.check("backward_gamma", &dgamma, &dgb, GRADIENT)?;
+            c.check("backward_beta", &dbeta, &dbb, GRADIENT)?;
+        }
+        Ok(())
+    })
+}
+
+fn eval_case(s: Shape) -> Case {
+    Case::new("batchnorm", "batchnorm_eval", s.to_string(), move |c| {
+        let (x, dy) = (c.randn(s.len()), c.randn(s.len()));
+        let affine = Affine::draw(c, &s)?;
+        let (rm, rv) = draw_running(c, &s);
+        let (xb, dyb, rmb, rvb) = (c.input(&x)?, c.input(&dy)?, c.input(&rm)?, c.input(&rv)?);
+        let (yb, dxb) = (c.output(s.len())?, c.output(s.len())?);
+        let ((gamma, beta), (gb, bb)) = (affine.host(), affine.device());
+        let g = c.gpu;
+        c.run(&[
+            bn::eval_forward(g, &s, &xb, &rmb, &rvb, gb, bb, &yb)?,
+            bn::eval_backward(g, &s, &rvb, gb, &dyb, &dxb)?,
+        ])?;
+        let y = cpu::eval_forward(&s, &x, &rm, &rv, gamma, beta);
+        c.check("forward", &y, &yb, FORWARD)?;
+        let dx = cpu::eval_backward(&s, &rv, gamma, &dy);
+        c.check("backward_input", &dx, &dxb, GRADIENT)
+    })
+}
+
+pub fn cases(level: Level) -> Vec<Case> {
+    let mut v: Vec<Case> = shapes(level, true).into_iter().map(train_case).collect();
+    v.extend(shapes(level, false).into_iter().map(eval_case));
+    v
 }

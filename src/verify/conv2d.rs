@@ -1,7 +1,130 @@
-//! Cases for `ops::conv2d`. (being written)
+//! Cases for `ops::conv2d`.
 
-use super::{Case, Level};
+use super::{Case, Level, FORWARD, GRADIENT};
+use crate::ops::conv2d::{self as conv, cpu, Conv2dShape};
 
-pub fn cases(_level: Level) -> Vec<Case> {
-    Vec::new()
+/// (n, c_in, c_out, h, w, kh, kw, stride, pad_h, pad_w, dilation, groups, bias)
+type Row = (
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    bool,
+);
+
+const QUICK: &[Row] = &[
+    // Dense 3×3 "same".
+    (2, 16, 16, 28, 28, 3, 3, 1, 1, 1, 1, 1, true),
+    // dil_conv's depthwise 5×5, dilation 2.
+    (2, 16, 16, 28, 28, 5, 5, 1, 4, 4, 2, 16, false),
+    // conv_7x1_1x7.
+    (2, 16, 16, 28, 28, 1, 7, 1, 0, 3, 1, 1, false),
+    (2, 16, 16, 28, 28, 7, 1, 1, 3, 0, 1, 1, false),
+    // FactorizedReduce: strided 1×1.
+    (2, 16, 8, 28, 28, 1, 1, 2, 0, 0, 1, 1, false),
+];
+
+/// Every kernel size, stride 1 and 2, padding 0 and "same", dilation 1 and
+/// 2, dense / middle groups / depthwise (and a channel multiplier), batch 1
+/// to 4, odd channel counts, spatial 1, 7, 13 and 28, with and without bias.
+const FULL: &[Row] = &[
+    (1, 3, 5, 7, 7, 3, 3, 1, 1, 1, 1, 1, true),
+    (2, 5, 7, 13, 13, 3, 3, 2, 0, 0, 1, 1, false),
+    (4, 16, 16, 28, 28, 3, 3, 1, 1, 1, 1, 1, true),
+    (1, 5, 3, 28, 28, 3, 3, 2, 1, 1, 1, 1, false),
+    (3, 7, 3, 13, 13, 5, 5, 1, 2, 2, 1, 1, true),
+    (2, 3, 5, 13, 13, 5, 5, 2, 0, 0, 1, 1, false),
+    (2, 3, 5, 13, 13, 5, 5, 1, 4, 4, 2, 1, true),
+    (2, 3, 3, 7, 7, 7, 7, 1, 3, 3, 1, 1, false),
+    (1, 5, 7, 13, 13, 7, 7, 2, 3, 3, 1, 1, true),
+    (1, 1, 1, 1, 1, 3, 3, 1, 1, 1, 1, 1, true),
+    (3, 3, 5, 1, 1, 5, 5, 2, 2, 2, 1, 1, false),
+    (2, 5, 5, 28, 28, 3, 3, 2, 2, 2, 2, 1, false),
+    // Middle groups.
+    (2, 6, 6, 13, 13, 3, 3, 1, 1, 1, 1, 3, true),
+    (2, 6, 9, 7, 7, 1, 1, 1, 0, 0, 1, 3, false),
+    (1, 16, 8, 13, 13, 5, 5, 2, 2, 2, 1, 4, false),
+    // Depthwise.
+    (2, 5, 5, 13, 13, 3, 3, 1, 2, 2, 2, 5, true),
+    (2, 16, 16, 28, 28, 5, 5, 1, 4, 4, 2, 16, false),
+    (1, 7, 7, 13, 13, 3, 3, 2, 1, 1, 1, 7, false),
+    (1, 5, 5, 7, 7, 7, 7, 1, 3, 3, 1, 5, true),
+    (4, 3, 3, 28, 28, 7, 7, 2, 3, 3, 1, 3, false),
+    (2, 3, 3, 1, 1, 5, 5, 1, 2, 2, 1, 3, false),
+    (1, 16, 16, 13, 13, 3, 3, 1, 0, 0, 1, 16, false),
+    // Depthwise with a channel multiplier (the dense kernels).
+    (2, 3, 6, 13, 13, 3, 3, 1, 1, 1, 1, 3, true),
+    // 1×7 and 7×1.
+    (2, 16, 16, 28, 28, 1, 7, 1, 0, 3, 1, 1, false),
+    (1, 5, 7, 13, 7, 7, 1, 1, 3, 0, 1, 1, true),
+    (2, 3, 3, 13, 13, 1, 7, 2, 0, 0, 1, 1, false),
+    // 1×1: FactorizedReduce, pointwise, spatial 1.
+    (4, 7, 3, 13, 13, 1, 1, 2, 0, 0, 1, 1, false),
+    (2, 16, 16, 28, 28, 1, 1, 1, 0, 0, 1, 1, true),
+    (4, 16, 16, 1, 1, 1, 1, 1, 0, 0, 1, 1, false),
+];
+
+pub fn cases(level: Level) -> Vec<Case> {
+    let rows = match level {
+        Level::Quick => QUICK,
+        Level::Full => FULL,
+    };
+    rows.iter().map(|&row| case(row)).collect()
+}
+
+fn case(row: Row) -> Case {
+    let (n, c_in, c_out, h, w, kh, kw, stride, pad_h, pad_w, dilation, groups, has_bias) = row;
+    let s = Conv2dShape {
+        n,
+        c_in,
+        h,
+        w,
+        c_out,
+        kh,
+        kw,
+        stride,
+        pad_h,
+        pad_w,
+        dilation,
+        groups,
+    };
+    let name = format!("{s}{}", if has_bias { " bias" } else { "" });
+    Case::new("conv2d", "conv2d", name, move |c| {
+        let x = c.randn(s.x_len());
+        let wt = c.randn(s.w_len());
+        let bias = c.randn(s.c_out);
+        let dy = c.randn(s.y_len());
+        let bias = has_bias.then_some(&bias[..]);
+        let (xb, wb, dyb) = (c.input(&x)?, c.input(&wt)?, c.input(&dy)?);
+        let bb = bias.map(|b| c.input(b)).transpose()?;
+        let (yb, dxb) = (c.output(s.y_len())?, c.output(s.x_len())?);
+        let (dwb, dbb) = (c.output(s.w_len())?, c.output(s.c_out)?);
+        let g = c.gpu;
+        let mut ks = vec![
+            conv::forward(g, &s, &xb, &wb, bb.as_ref(), &yb)?,
+            conv::backward_input(g, &s, &wb, &dyb, &dxb)?,
+            conv::backward_bias(g, &s, &dyb, &dbb)?,
+        ];
+        ks.extend(conv::backward_weight(g, &s, &xb, &dyb, &dwb)?);
+        c.run(&ks)?;
+        c.check("forward", &cpu::forward(&s, &x, &wt, bias), &yb, FORWARD)?;
+        let dx = cpu::backward_input(&s, &wt, &dy);
+        c.check("backward_input", &dx, &dxb, GRADIENT)?;
+        let dw = cpu::backward_weight(&s, &x, &dy);
+        c.check("backward_weight", &dw, &dwb, GRADIENT)?;
+        c.check(
+            "backward_bias",
+            &cpu::backward_bias(&s, &dy),
+            &dbb,
+            GRADIENT,
+        )
+    })
 }
