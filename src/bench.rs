@@ -117,8 +117,308 @@ pub fn run_case(gpu: &Gpu, case: &BenchCase, repeats: usize) -> Result<BenchRow,
 /// (batch 32, 28×28, 16 channels) and a few larger ones.
 pub fn cases() -> Vec<BenchCase> {
     let mut v = Vec::new();
+    conv_cases(&mut v);
+    matmul_cases(&mut v);
+    pool_bn_cases(&mut v);
+    mix_cases(&mut v);
     elementwise_cases(&mut v);
+    optim_cases(&mut v);
     v
+}
+
+const F: f64 = 4.0; // bytes per element
+
+/// The supernet's convolutions at the first cell of bench-small (batch 32,
+/// 16 channels, 28×28): dense 3×3 as a reference, then the DARTS/PNAS ops.
+fn conv_cases(v: &mut Vec<BenchCase>) {
+    use crate::ops::conv2d::{self, Conv2dShape};
+    let conv = |c_in, c_out, kh, kw, pad_h, pad_w, dilation, groups| Conv2dShape {
+        n: 32,
+        c_in,
+        h: 28,
+        w: 28,
+        c_out,
+        kh,
+        kw,
+        stride: 1,
+        pad_h,
+        pad_w,
+        dilation,
+        groups,
+    };
+    let shapes = [
+        ("dense3x3", conv(16, 16, 3, 3, 1, 1, 1, 1)),
+        ("pointwise", conv(16, 16, 1, 1, 0, 0, 1, 1)),
+        ("dw3x3", conv(16, 16, 3, 3, 1, 1, 1, 16)),
+        ("dw7x7", conv(16, 16, 7, 7, 3, 3, 1, 16)),
+        ("dw3x3_dil2", conv(16, 16, 3, 3, 2, 2, 2, 16)),
+        ("1x7", conv(16, 16, 1, 7, 0, 3, 1, 1)),
+    ];
+    for (tag, s) in shapes {
+        let flops = 2.0 * s.macs() as f64;
+        let shape = format!("{tag} {s}");
+        let (x, w, y) = (s.x_len(), s.w_len(), s.y_len());
+        v.push(BenchCase::new(
+            "conv2d_forward",
+            shape.clone(),
+            flops,
+            F * (x + w + y) as f64,
+            move |g| {
+                let (xb, wb, yb) = (random_buf(g, x, 1)?, random_buf(g, w, 2)?, g.alloc("y", y)?);
+                Ok(vec![conv2d::forward(g, &s, &xb, &wb, None, &yb)?])
+            },
+        ));
+        v.push(BenchCase::new(
+            "conv2d_backward_input",
+            shape.clone(),
+            flops,
+            F * (x + w + y) as f64,
+            move |g| {
+                let (wb, dy, dx) = (
+                    random_buf(g, w, 2)?,
+                    random_buf(g, y, 3)?,
+                    g.alloc("dx", x)?,
+                );
+                Ok(vec![conv2d::backward_input(g, &s, &wb, &dy, &dx)?])
+            },
+        ));
+        v.push(BenchCase::new(
+            "conv2d_backward_weight",
+            shape,
+            flops,
+            F * (x + w + y) as f64,
+            move |g| {
+                let (xb, dy, dw) = (
+                    random_buf(g, x, 1)?,
+                    random_buf(g, y, 3)?,
+                    g.alloc("dw", w)?,
+                );
+                conv2d::backward_weight(g, &s, &xb, &dy, &dw)
+            },
+        ));
+    }
+}
+
+/// Both matmul kernels on a square problem and the classifier's shape.
+fn matmul_cases(v: &mut Vec<BenchCase>) {
+    use crate::ops::matmul::{self, MatmulKernel, MatmulShape};
+    for (m, k, n) in [(256, 256, 256), (512, 512, 512), (32, 256, 10)] {
+        for (name, kernel) in [
+            ("matmul_blocked", MatmulKernel::Blocked),
+            ("matmul_tiled", MatmulKernel::Tiled),
+        ] {
+            let s = MatmulShape::new(m, k, n, false, false);
+            let bytes = F * (s.a_len() + s.b_len() + s.c_len()) as f64;
+            v.push(BenchCase::new(
+                name,
+                format!("[{m}x{k}]·[{k}x{n}]"),
+                s.flops(),
+                bytes,
+                move |g| {
+                    let (a, b, c) = (
+                        random_buf(g, s.a_len(), 1)?,
+                        random_buf(g, s.b_len(), 2)?,
+                        g.alloc("c", s.c_len())?,
+                    );
+                    Ok(vec![matmul::forward(g, &s, kernel, &a, &b, &c)?])
+                },
+            ));
+        }
+    }
+}
+
+fn pool_bn_cases(v: &mut Vec<BenchCase>) {
+    use crate::ops::{batchnorm, pool};
+    let ps = pool::Shape {
+        n: 32,
+        c: 16,
+        h: 28,
+        w: 28,
+        k: 3,
+        stride: 1,
+        pad: 1,
+    };
+    let (i, o) = (ps.input_len(), ps.output_len());
+    let shape = format!("{ps}");
+    // 9 compares or adds per output; bytes: input, output (and argmax).
+    v.push(BenchCase::new(
+        "max_pool_forward",
+        shape.clone(),
+        9.0 * o as f64,
+        F * (i + 2 * o) as f64,
+        move |g| {
+            let (x, y, a) = (
+                random_buf(g, i, 1)?,
+                g.alloc("y", o)?,
+                g.alloc("argmax", o)?,
+            );
+            Ok(vec![pool::max_pool_forward(g, &ps, &x, &y, &a)?])
+        },
+    ));
+    v.push(BenchCase::new(
+        "max_pool_backward",
+        shape.clone(),
+        9.0 * i as f64,
+        F * (i + 2 * o) as f64,
+        move |g| {
+            let (x, y, a) = (
+                random_buf(g, i, 1)?,
+                g.alloc("y", o)?,
+                g.alloc("argmax", o)?,
+            );
+            let (dy, dx) = (random_buf(g, o, 2)?, g.alloc("dx", i)?);
+            // The argmax must be real: compute it once, time only the backward.
+            g.run(&[pool::max_pool_forward(g, &ps, &x, &y, &a)?])?;
+            Ok(vec![pool::max_pool_backward(g, &ps, &a, &dy, &dx)?])
+        },
+    ));
+    v.push(BenchCase::new(
+        "avg_pool_forward",
+        shape.clone(),
+        9.0 * o as f64,
+        F * (i + o) as f64,
+        move |g| {
+            let (x, y) = (random_buf(g, i, 1)?, g.alloc("y", o)?);
+            Ok(vec![pool::avg_pool_forward(g, &ps, &x, &y)?])
+        },
+    ));
+    v.push(BenchCase::new(
+        "avg_pool_backward",
+        shape,
+        9.0 * i as f64,
+        F * (i + o) as f64,
+        move |g| {
+            let (dy, dx) = (random_buf(g, o, 2)?, g.alloc("dx", i)?);
+            Ok(vec![pool::avg_pool_backward(g, &ps, &dy, &dx)?])
+        },
+    ));
+
+    let bs = batchnorm::Shape::new(32, 16, 28 * 28, false);
+    let n = bs.len();
+    let shape = format!("{bs}");
+    // Forward: mean, centred sum of squares, normalize ≈ 6 flops an element.
+    v.push(BenchCase::new(
+        "batchnorm_train_forward",
+        shape.clone(),
+        6.0 * n as f64,
+        F * 2.0 * n as f64,
+        move |g| {
+            let x = random_buf(g, n, 1)?;
+            let (y, mean, invstd) = (
+                g.alloc("y", n)?,
+                g.alloc("mean", 16)?,
+                g.alloc("invstd", 16)?,
+            );
+            let (rm, rv) = (g.zeros("rm", 16)?, g.upload("rv", &[1.0; 16])?);
+            Ok(vec![batchnorm::train_forward(
+                g, &bs, &x, None, None, &y, &mean, &invstd, &rm, &rv,
+            )?])
+        },
+    ));
+    v.push(BenchCase::new(
+        "batchnorm_train_backward",
+        shape,
+        8.0 * n as f64,
+        F * 3.0 * n as f64,
+        move |g| {
+            let (x, dy) = (random_buf(g, n, 1)?, random_buf(g, n, 2)?);
+            let (mean, invstd) = (g.zeros("mean", 16)?, g.upload("invstd", &[1.0; 16])?);
+            let dx = g.alloc("dx", n)?;
+            Ok(vec![batchnorm::train_backward(
+                g, &bs, &x, &mean, &invstd, None, &dy, &dx, None, None,
+            )?])
+        },
+    ));
+}
+
+/// The mixed op of one edge: 8 candidate outputs weighted into one.
+fn mix_cases(v: &mut Vec<BenchCase>) {
+    use crate::ops::mix::{self, MixShape};
+    let s = MixShape {
+        k: 8,
+        n: 32 * 16 * 28 * 28,
+    };
+    let (kn, n) = (s.stacked_len(), s.n);
+    let shape = "K=8 x [32,16,28,28]".to_string();
+    v.push(BenchCase::new(
+        "weighted_sum_forward",
+        shape.clone(),
+        2.0 * kn as f64,
+        F * (kn + n) as f64,
+        move |g| {
+            let (xs, w, y) = (
+                random_buf(g, kn, 1)?,
+                random_buf(g, 8, 2)?,
+                g.alloc("y", n)?,
+            );
+            Ok(vec![mix::forward(g, &s, &xs, &w, &y)?])
+        },
+    ));
+    v.push(BenchCase::new(
+        "weighted_sum_backward_weights",
+        shape,
+        2.0 * kn as f64,
+        F * (kn + n) as f64,
+        move |g| {
+            let (xs, dy, dw) = (
+                random_buf(g, kn, 1)?,
+                random_buf(g, n, 2)?,
+                g.alloc("dw", 8)?,
+            );
+            mix::backward_weights(g, &s, &xs, &dy, &dw)
+        },
+    ));
+}
+
+/// Updates over as many weights as the bench-small supernet (~1.5M).
+fn optim_cases(v: &mut Vec<BenchCase>) {
+    use crate::ops::optim::{self, AdamHyper, SgdHyper};
+    let n = 1_500_000;
+    let shape = format!("[{n}]");
+    let sgd = SgdHyper {
+        lr: 0.025,
+        momentum: 0.9,
+        weight_decay: 3e-4,
+    };
+    // Reads param, grad, momentum; writes param, momentum.
+    v.push(BenchCase::new(
+        "sgd",
+        shape.clone(),
+        5.0 * n as f64,
+        F * 5.0 * n as f64,
+        move |g| {
+            let (p, gr, m, c) = (
+                random_buf(g, n, 1)?,
+                random_buf(g, n, 2)?,
+                g.zeros("m", n)?,
+                g.upload("coef", &[1.0])?,
+            );
+            Ok(vec![optim::sgd(g, &sgd, &p, &gr, &m, &c)?])
+        },
+    ));
+    v.push(BenchCase::new(
+        "adam",
+        shape,
+        12.0 * n as f64,
+        F * 7.0 * n as f64,
+        move |g| {
+            let (p, gr) = (random_buf(g, n, 1)?, random_buf(g, n, 2)?);
+            let (m, vv, c) = (
+                g.zeros("m", n)?,
+                g.zeros("v", n)?,
+                g.upload("coef", &[1.0])?,
+            );
+            Ok(vec![optim::adam(
+                g,
+                &AdamHyper::new(3e-4),
+                &p,
+                &gr,
+                &m,
+                &vv,
+                &c,
+            )?])
+        },
+    ));
 }
 
 fn elementwise_cases(v: &mut Vec<BenchCase>) {

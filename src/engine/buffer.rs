@@ -65,6 +65,19 @@ impl Buf {
             size: NonZeroU64::new(self.bytes().max(4)),
         })
     }
+    /// The first `len` elements of the same buffer (the memory planner's
+    /// tenants of a shared slot).
+    pub fn view(&self, len: usize) -> Buf {
+        assert!(
+            len <= self.len,
+            "view of {len} elements of a {}-element buffer",
+            self.len
+        );
+        Buf {
+            mem: self.mem.clone(),
+            len,
+        }
+    }
     /// True when both views share one wgpu buffer (a dispatch may not bind
     /// one buffer both read-only and read-write).
     pub fn same_buffer(&self, other: &Buf) -> bool {
