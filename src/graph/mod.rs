@@ -1,4 +1,16 @@
-//! Graphs of the engine's ops: the IR, reverse-mode autodiff, the memory
-//! planner, and the recorded step that replays one command encoder per step.
+//! Graphs of the engine's ops: the IR, reverse-mode autodiff, optimizer
+//! updates as nodes, the memory planner, the CPU reference executor, and the
+//! recorded GPU step that replays one command encoder per step.
 
+pub mod autodiff;
+pub mod cpu;
+pub mod ir;
+pub mod optim;
+pub mod plan;
 pub mod planner;
+
+pub use autodiff::{backward, Grads};
+pub use cpu::CpuExec;
+pub use ir::{Graph, Kind, Node, Op, T};
+pub use optim::{append_updates, Optimizer, Updates};
+pub use plan::Plan;

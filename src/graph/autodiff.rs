@@ -1,0 +1,129 @@
+//! Reverse-mode autodiff: walk the forward nodes backwards and append each
+//! op's gradient nodes, summing the gradients of tensors used more than once.
+
+use std::collections::HashMap;
+
+use super::ir::{Graph, Kind, Op, T};
+use crate::ops::matmul::LinearShape;
+
+/// The gradient tensor of each tensor that received one.
+pub type Grads = HashMap<T, T>;
+
+/// Append the backward of every node so far to `g`, seeded with dL/dloss = 1,
+/// and return the gradients. Gradients stop at inputs, states and labels.
+pub fn backward(g: &mut Graph, loss: T) -> Grads {
+    assert_eq!(g.len(loss), 1, "backward needs a scalar loss");
+    let seed = g.state("dloss", &[1], Some(vec![1.0]));
+    let mut grads: Grads = HashMap::from([(loss, seed)]);
+    let forward = g.nodes.len();
+    for i in (0..forward).rev() {
+        let node = g.nodes[i].clone();
+        let douts: Vec<Option<T>> = node.outputs.iter().map(|o| grads.get(o).copied()).collect();
+        if douts.iter().all(Option::is_none) {
+            continue;
+        }
+        let dins = rule(g, &node.op, &node.inputs, &node.outputs, &douts);
+        debug_assert_eq!(dins.len(), node.inputs.len());
+        for (x, dx) in node.inputs.iter().zip(dins) {
+            let Some(dx) = dx else { continue };
+            if matches!(g.def(*x).kind, Kind::Input | Kind::State) {
+                continue;
+            }
+            let total = match grads.get(x) {
+                Some(&prev) => g.add(prev, dx),
+                None => dx,
+            };
+            grads.insert(*x, total);
+        }
+    }
+    grads
+}
+
+/// The gradient rule of one forward op: gradients of its inputs, given the
+/// gradients of its outputs (None where an output has no gradient).
+fn rule(g: &mut Graph, op: &Op, ins: &[T], outs: &[T], douts: &[Option<T>]) -> Vec<Option<T>> {
+    let dy = douts[0];
+    let mut none = vec![None; ins.len()];
+    let Some(dy) = dy else { return none };
+    match op {
+        Op::Conv2d { s, bias } => {
+            let dx = g.temp_like("d.conv.x", ins[0]);
+            g.push(Op::Conv2dBackwardInput(*s), vec![ins[1], dy], vec![dx]);
+            let dw = g.temp_like("d.conv.w", ins[1]);
+            g.push(Op::Conv2dBackwardWeight(*s), vec![ins[0], dy], vec![dw]);
+            let mut v = vec![Some(dx), Some(dw)];
+            if *bias {
+                let db = g.temp_like("d.conv.b", ins[2]);
+                g.push(Op::Conv2dBackwardBias(*s), vec![dy], vec![db]);
+                v.push(Some(db));
+            }
+            v
+        }
+        Op::Relu => {
+            let dx = g.temp_like("d.relu", ins[0]);
+            g.push(Op::ReluBackward, vec![ins[0], dy], vec![dx]);
+            vec![Some(dx)]
+        }
+        // Both addends get dy itself: no copy.
+        Op::Add => vec![Some(dy), Some(dy)],
+        Op::BatchNormTrain(s) => {
+            let dx = g.temp_like("d.bn.x", ins[0]);
+            let (mean, invstd) = (outs[1], outs[2]);
+            let mut bins = vec![ins[0], mean, invstd];
+            let mut bouts = vec![dx];
+            if s.affine {
+                bins.push(ins[1]);
+                let dgamma = g.temp_like("d.bn.gamma", ins[1]);
+                let dbeta = g.temp_like("d.bn.beta", ins[2]);
+                bouts.extend([dgamma, dbeta]);
+            }
+            bins.push(dy);
+            g.push(Op::BatchNormTrainBackward(*s), bins, bouts.clone());
+            bouts.into_iter().map(Some).collect()
+        }
+        Op::BatchNormEval(_) => {
+            panic!("autodiff through evaluation-mode batch norm is not supported")
+        }
+        Op::MaxPool(s) => {
+            let dx = g.temp_like("d.maxpool", ins[0]);
+            g.push(Op::MaxPoolBackward(*s), vec![outs[1], dy], vec![dx]);
+            vec![Some(dx)]
+        }
+        Op::AvgPool(s) => {
+            let dx = g.temp_like("d.avgpool", ins[0]);
+            g.push(Op::AvgPoolBackward(*s), vec![dy], vec![dx]);
+            vec![Some(dx)]
+        }
+        Op::GlobalAvgPool { hw } => {
+            let dx = g.temp_like("d.gap", ins[0]);
+            g.push(Op::GlobalAvgPoolBackward { hw: *hw }, vec![dy], vec![dx]);
+            vec![Some(dx)]
+        }
+        Op::Linear { s, bias } => linear_rule(g, *s, *bias, ins, dy),
+        Op::LogSoftmaxXent(s) => {
+            let dlogits = g.temp_like("d.logits", ins[0]);
+            g.push(
+                Op::LogSoftmaxXentBackward(*s),
+                vec![outs[1], ins[1], dy],
+                vec![dlogits],
+            );
+            none[0] = Some(dlogits);
+            none
+        }
+        other => panic!("{other:?} is not differentiable (a backward or update op)"),
+    }
+}
+
+fn linear_rule(g: &mut Graph, s: LinearShape, bias: bool, ins: &[T], dy: T) -> Vec<Option<T>> {
+    let dx = g.temp_like("d.linear.x", ins[0]);
+    g.push(Op::LinearBackwardInput(s), vec![ins[1], dy], vec![dx]);
+    let dw = g.temp_like("d.linear.w", ins[1]);
+    g.push(Op::LinearBackwardWeight(s), vec![ins[0], dy], vec![dw]);
+    let mut v = vec![Some(dx), Some(dw)];
+    if bias {
+        let db = g.temp_like("d.linear.b", ins[2]);
+        g.push(Op::LinearBackwardBias(s), vec![dy], vec![db]);
+        v.push(Some(db));
+    }
+    v
+}

@@ -1,0 +1,356 @@
+//! The graph IR: tensors (with a kind that decides where they live) and
+//! nodes (an op, its inputs, its outputs), in execution order. A network is
+//! built once as a graph; `autodiff` appends its backward, `optim` nodes
+//! append the updates, and one graph is one training step.
+
+use crate::ops::{
+    batchnorm, conv2d::Conv2dShape, matmul::LinearShape, optim::AdamHyper, optim::SgdHyper, pool,
+    softmax_xent::SoftmaxShape,
+};
+
+/// A tensor of a graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct T(pub usize);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Written by the host before a step (a batch): owns its buffer.
+    Input,
+    /// A trained weight: owns its buffer, has initial values.
+    Param,
+    /// Persistent state (running statistics, optimizer moments, constants,
+    /// metric accumulators): owns its buffer, starts at its init or zeros.
+    State,
+    /// An intermediate value: shares memory with others by lifetime.
+    Temp,
+}
+
+#[derive(Debug, Clone)]
+pub struct TensorDef {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub kind: Kind,
+    /// Initial contents (Param and State); zeros when None.
+    pub init: Option<Vec<f32>>,
+    /// A temp kept in its own buffer so it can be read after a step
+    /// (tests, debugging); never shares memory.
+    pub pinned: bool,
+}
+
+impl TensorDef {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The engine's ops as graph nodes. Inputs and outputs are listed in the
+/// order given in each comment; `*` marks a persistent tensor updated in
+/// place (it is an output, and its old value is read).
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// [x, w, (b)] → [y]
+    Conv2d { s: Conv2dShape, bias: bool },
+    /// [w, dy] → [dx]
+    Conv2dBackwardInput(Conv2dShape),
+    /// [x, dy] → [dw]
+    Conv2dBackwardWeight(Conv2dShape),
+    /// [dy] → [db]
+    Conv2dBackwardBias(Conv2dShape),
+    /// [x] → [y]
+    Relu,
+    /// [x, dy] → [dx]
+    ReluBackward,
+    /// [a, b] → [y]
+    Add,
+    /// [x, (γ, β)] → [y, mean, invstd, running_mean*, running_var*]
+    BatchNormTrain(batchnorm::Shape),
+    /// [x, mean, invstd, (γ), dy] → [dx, (dγ, dβ)]
+    BatchNormTrainBackward(batchnorm::Shape),
+    /// [x, running_mean, running_var, (γ, β)] → [y]
+    BatchNormEval(batchnorm::Shape),
+    /// [x] → [y, argmax]
+    MaxPool(pool::Shape),
+    /// [argmax, dy] → [dx]
+    MaxPoolBackward(pool::Shape),
+    /// [x] → [y]
+    AvgPool(pool::Shape),
+    /// [dy] → [dx]
+    AvgPoolBackward(pool::Shape),
+    /// [x] → [y] over `hw` cells per (n, c)
+    GlobalAvgPool { hw: usize },
+    /// [dy] → [dx]
+    GlobalAvgPoolBackward { hw: usize },
+    /// [x, w, (b)] → [y]
+    Linear { s: LinearShape, bias: bool },
+    /// [w, dy] → [dx]
+    LinearBackwardInput(LinearShape),
+    /// [x, dy] → [dw]
+    LinearBackwardWeight(LinearShape),
+    /// [dy] → [db]
+    LinearBackwardBias(LinearShape),
+    /// [logits, labels] → [loss, probs]
+    LogSoftmaxXent(SoftmaxShape),
+    /// [probs, labels, dl] → [dlogits]
+    LogSoftmaxXentBackward(SoftmaxShape),
+    /// [logits, labels] → [count]
+    CorrectCount(SoftmaxShape),
+    /// [x] → [acc*]: acc += x (metric accumulators).
+    Accumulate,
+    /// [grads...] → [coef]: min(1, max_norm / global norm).
+    ClipCoef { max_norm: f32 },
+    /// [grad, coef] → [param*, momentum*]
+    Sgd(SgdHyper),
+    /// [grad, coef] → [param*, m*, v*]
+    Adam(AdamHyper),
+}
+
+impl Op {
+    /// Updates hyperparameters in place (learning-rate schedules).
+    pub fn is_optimizer(&self) -> bool {
+        matches!(self, Op::Sgd(_) | Op::Adam(_))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub op: Op,
+    pub inputs: Vec<T>,
+    pub outputs: Vec<T>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    pub tensors: Vec<TensorDef>,
+    pub nodes: Vec<Node>,
+}
+
+impl Graph {
+    pub fn new() -> Graph {
+        Graph::default()
+    }
+
+    pub fn def(&self, t: T) -> &TensorDef {
+        &self.tensors[t.0]
+    }
+    pub fn len(&self, t: T) -> usize {
+        self.tensors[t.0].len()
+    }
+
+    pub fn tensor(&mut self, name: &str, shape: &[usize], kind: Kind, init: Option<Vec<f32>>) -> T {
+        if let Some(v) = &init {
+            let n: usize = shape.iter().product();
+            assert_eq!(
+                v.len(),
+                n,
+                "init of {name} has {} values for shape {shape:?}",
+                v.len()
+            );
+        }
+        self.tensors.push(TensorDef {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            kind,
+            init,
+            pinned: false,
+        });
+        T(self.tensors.len() - 1)
+    }
+    pub fn input(&mut self, name: &str, shape: &[usize]) -> T {
+        self.tensor(name, shape, Kind::Input, None)
+    }
+    pub fn param(&mut self, name: &str, shape: &[usize], init: Vec<f32>) -> T {
+        self.tensor(name, shape, Kind::Param, Some(init))
+    }
+    pub fn state(&mut self, name: &str, shape: &[usize], init: Option<Vec<f32>>) -> T {
+        self.tensor(name, shape, Kind::State, init)
+    }
+    pub fn temp(&mut self, name: &str, shape: &[usize]) -> T {
+        self.tensor(name, shape, Kind::Temp, None)
+    }
+    /// A temp shaped like `like`.
+    pub fn temp_like(&mut self, name: &str, like: T) -> T {
+        let shape = self.def(like).shape.clone();
+        self.temp(name, &shape)
+    }
+
+    pub fn push(&mut self, op: Op, inputs: Vec<T>, outputs: Vec<T>) -> usize {
+        self.nodes.push(Node {
+            op,
+            inputs,
+            outputs,
+        });
+        self.nodes.len() - 1
+    }
+
+    // ---- forward builders: each appends one node and returns its main output.
+
+    pub fn conv2d(&mut self, x: T, w: T, b: Option<T>, s: Conv2dShape) -> T {
+        if let Err(e) = s.validate() {
+            panic!("conv2d: {e}");
+        }
+        let y = self.temp("conv", &[s.n, s.c_out, s.oh(), s.ow()]);
+        let mut ins = vec![x, w];
+        ins.extend(b);
+        self.push(
+            Op::Conv2d {
+                s,
+                bias: b.is_some(),
+            },
+            ins,
+            vec![y],
+        );
+        y
+    }
+    pub fn relu(&mut self, x: T) -> T {
+        let y = self.temp_like("relu", x);
+        self.push(Op::Relu, vec![x], vec![y]);
+        y
+    }
+    pub fn add(&mut self, a: T, b: T) -> T {
+        assert_eq!(self.len(a), self.len(b), "add of unequal sizes");
+        let y = self.temp_like("add", a);
+        self.push(Op::Add, vec![a, b], vec![y]);
+        y
+    }
+    /// Training-mode batch norm; `affine` = Some((γ, β)).
+    pub fn batchnorm_train(
+        &mut self,
+        x: T,
+        affine: Option<(T, T)>,
+        running: (T, T),
+        s: batchnorm::Shape,
+    ) -> T {
+        assert_eq!(
+            s.affine,
+            affine.is_some(),
+            "batchnorm: affine flag and γ/β disagree"
+        );
+        let y = self.temp_like("bn", x);
+        let mean = self.temp("bn.mean", &[s.c]);
+        let invstd = self.temp("bn.invstd", &[s.c]);
+        let mut ins = vec![x];
+        if let Some((g, b)) = affine {
+            ins.extend([g, b]);
+        }
+        self.push(
+            Op::BatchNormTrain(s),
+            ins,
+            vec![y, mean, invstd, running.0, running.1],
+        );
+        y
+    }
+    pub fn max_pool(&mut self, x: T, s: pool::Shape) -> T {
+        let y = self.temp("maxpool", &[s.n, s.c, s.out_h(), s.out_w()]);
+        let arg = self.temp("maxpool.argmax", &[s.n, s.c, s.out_h(), s.out_w()]);
+        self.push(Op::MaxPool(s), vec![x], vec![y, arg]);
+        y
+    }
+    pub fn avg_pool(&mut self, x: T, s: pool::Shape) -> T {
+        let y = self.temp("avgpool", &[s.n, s.c, s.out_h(), s.out_w()]);
+        self.push(Op::AvgPool(s), vec![x], vec![y]);
+        y
+    }
+    /// [N, C, H, W] → [N, C].
+    pub fn global_avg_pool(&mut self, x: T) -> T {
+        let sh = self.def(x).shape.clone();
+        assert_eq!(sh.len(), 4, "global_avg_pool wants NCHW");
+        let y = self.temp("gap", &[sh[0], sh[1]]);
+        self.push(Op::GlobalAvgPool { hw: sh[2] * sh[3] }, vec![x], vec![y]);
+        y
+    }
+    pub fn linear(&mut self, x: T, w: T, b: Option<T>, s: LinearShape) -> T {
+        let y = self.temp("linear", &[s.batch, s.out_features]);
+        let mut ins = vec![x, w];
+        ins.extend(b);
+        self.push(
+            Op::Linear {
+                s,
+                bias: b.is_some(),
+            },
+            ins,
+            vec![y],
+        );
+        y
+    }
+    /// Mean cross-entropy of `logits` [rows, cols] against u32 `labels`.
+    pub fn log_softmax_xent(&mut self, logits: T, labels: T) -> T {
+        let sh = self.def(logits).shape.clone();
+        let s = SoftmaxShape {
+            rows: sh[0],
+            cols: sh[1],
+        };
+        let loss = self.temp("loss", &[1]);
+        let probs = self.temp_like("probs", logits);
+        self.push(
+            Op::LogSoftmaxXent(s),
+            vec![logits, labels],
+            vec![loss, probs],
+        );
+        loss
+    }
+    /// acc += (number of rows whose argmax is the label).
+    pub fn count_correct_into(&mut self, logits: T, labels: T, acc: T) {
+        let sh = self.def(logits).shape.clone();
+        let s = SoftmaxShape {
+            rows: sh[0],
+            cols: sh[1],
+        };
+        let count = self.temp("correct", &[1]);
+        self.push(Op::CorrectCount(s), vec![logits, labels], vec![count]);
+        self.push(Op::Accumulate, vec![count], vec![acc]);
+    }
+    /// acc += x (e.g. the loss summed over steps).
+    pub fn accumulate_into(&mut self, x: T, acc: T) {
+        self.push(Op::Accumulate, vec![x], vec![acc]);
+    }
+
+    /// Keep `t` readable after a step (its own buffer).
+    pub fn pin(&mut self, t: T) {
+        self.tensors[t.0].pinned = true;
+    }
+
+    /// True for tensors that share memory by lifetime.
+    pub fn is_planned(&self, t: T) -> bool {
+        let d = &self.tensors[t.0];
+        d.kind == Kind::Temp && !d.pinned
+    }
+
+    /// Where each planned tensor is first written and last read (node
+    /// indices); None for the others, which own their buffers.
+    pub fn temp_lifetimes(&self) -> Vec<Option<(usize, usize)>> {
+        let mut life: Vec<Option<(usize, usize)>> = vec![None; self.tensors.len()];
+        for (i, node) in self.nodes.iter().enumerate() {
+            for t in node.inputs.iter().chain(&node.outputs) {
+                if !self.is_planned(*t) {
+                    continue;
+                }
+                let e = life[t.0].get_or_insert((i, i));
+                e.1 = i;
+            }
+        }
+        life
+    }
+
+    /// Check that every temp is written before it is read.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut written = vec![false; self.tensors.len()];
+        for (i, node) in self.nodes.iter().enumerate() {
+            for t in &node.inputs {
+                let d = &self.tensors[t.0];
+                if d.kind == Kind::Temp && !written[t.0] {
+                    return Err(format!(
+                        "node {i} ({:?}) reads {} before anything writes it",
+                        node.op, d.name
+                    ));
+                }
+            }
+            for t in &node.outputs {
+                written[t.0] = true;
+            }
+        }
+        Ok(())
+    }
+}

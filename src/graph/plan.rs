@@ -1,0 +1,225 @@
+//! The recorded step: buffers planned and kernels (pipelines, bind groups,
+//! uniforms) built once per graph; each step re-encodes that fixed list
+//! into one command encoder and submits once. Nothing is read back inside
+//! a step.
+
+use std::ops::Range;
+
+use super::ir::{Graph, Op, T};
+use super::planner::{self, Lifetime, MemoryPlan};
+use crate::engine::{Buf, Gpu, GpuError, Kernel};
+use crate::ops::matmul::MatmulKernel;
+use crate::ops::{batchnorm, conv2d, elementwise as ew, matmul, optim, pool, softmax_xent};
+
+pub struct Plan {
+    bufs: Vec<Buf>,
+    kernels: Vec<Kernel>,
+    node_kernels: Vec<Range<usize>>,
+    pub memory: MemoryPlan,
+    /// Bytes of tensors that own their buffers (params, states, inputs).
+    pub persistent_bytes: u64,
+}
+
+impl Plan {
+    pub fn new(gpu: &Gpu, g: &Graph) -> Result<Plan, GpuError> {
+        g.validate().map_err(|message| GpuError::Validation {
+            context: "graph".into(),
+            message,
+        })?;
+        let lifetimes: Vec<Option<Lifetime>> = g
+            .temp_lifetimes()
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                l.map(|(first, last)| Lifetime {
+                    first,
+                    last,
+                    bytes: g.tensors[i].len() as u64 * 4,
+                })
+            })
+            .collect();
+        let memory = planner::plan(&lifetimes);
+        let slots: Vec<Buf> = memory
+            .slot_bytes
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| gpu.alloc(&format!("slot{i}"), (b / 4) as usize))
+            .collect::<Result<_, _>>()?;
+        let mut persistent_bytes = 0;
+        let mut bufs = Vec::with_capacity(g.tensors.len());
+        for (i, d) in g.tensors.iter().enumerate() {
+            let b = match memory.slot_of[i] {
+                Some(s) => slots[s].view(d.len()),
+                None => {
+                    persistent_bytes += d.len() as u64 * 4;
+                    match &d.init {
+                        Some(v) => gpu.upload(&d.name, v)?,
+                        None => gpu.zeros(&d.name, d.len())?,
+                    }
+                }
+            };
+            bufs.push(b);
+        }
+        let mm = MatmulKernel::default_for(gpu);
+        let mut kernels = Vec::new();
+        let mut node_kernels = Vec::with_capacity(g.nodes.len());
+        for node in &g.nodes {
+            let ins: Vec<&Buf> = node.inputs.iter().map(|t| &bufs[t.0]).collect();
+            let outs: Vec<&Buf> = node.outputs.iter().map(|t| &bufs[t.0]).collect();
+            let start = kernels.len();
+            kernels.extend(build(gpu, &node.op, &ins, &outs, mm)?);
+            node_kernels.push(start..kernels.len());
+        }
+        Ok(Plan {
+            bufs,
+            kernels,
+            node_kernels,
+            memory,
+            persistent_bytes,
+        })
+    }
+
+    /// One step: every kernel, one encoder, one submit.
+    pub fn step(&self, gpu: &Gpu) -> Result<(), GpuError> {
+        gpu.run(&self.kernels)
+    }
+
+    /// The same work with one submit per node (for the benchmark that
+    /// measures what recording saves).
+    pub fn step_per_node(&self, gpu: &Gpu) -> Result<(), GpuError> {
+        for r in &self.node_kernels {
+            gpu.run(&self.kernels[r.clone()])?;
+        }
+        Ok(())
+    }
+
+    pub fn dispatches(&self) -> usize {
+        self.kernels.len()
+    }
+
+    pub fn buf(&self, t: T) -> &Buf {
+        &self.bufs[t.0]
+    }
+    pub fn write(&self, gpu: &Gpu, t: T, data: &[f32]) {
+        gpu.write(&self.bufs[t.0], data);
+    }
+    pub fn write_u32(&self, gpu: &Gpu, t: T, data: &[u32]) {
+        let b = &self.bufs[t.0];
+        assert_eq!(b.len, data.len(), "write size");
+        gpu.queue
+            .write_buffer(b.raw(), 0, bytemuck::cast_slice(data));
+    }
+    /// Read a tensor back (waits for the GPU). Planned temps are only
+    /// meaningful if pinned; others may have been overwritten.
+    pub fn read(&self, gpu: &Gpu, t: T) -> Result<Vec<f32>, GpuError> {
+        gpu.read(&self.bufs[t.0])
+    }
+
+    /// Re-upload the hyperparameters of the optimizer nodes from `g` (after
+    /// a schedule changed them there).
+    pub fn sync_hyperparameters(&self, gpu: &Gpu, g: &Graph) {
+        for (i, node) in g.nodes.iter().enumerate() {
+            let words = match &node.op {
+                Op::Sgd(h) => optim::sgd_params(h),
+                Op::Adam(h) => optim::adam_params(h),
+                _ => continue,
+            };
+            for k in &self.kernels[self.node_kernels[i].clone()] {
+                k.set_params(gpu, &words);
+            }
+        }
+    }
+}
+
+fn one(k: Kernel) -> Vec<Kernel> {
+    vec![k]
+}
+
+/// The kernels of one node; argument orders as documented on `Op`.
+fn build(
+    gpu: &Gpu,
+    op: &Op,
+    i: &[&Buf],
+    o: &[&Buf],
+    mm: MatmulKernel,
+) -> Result<Vec<Kernel>, GpuError> {
+    let opt = |k: usize, present: bool| present.then(|| i[k]);
+    Ok(match op {
+        Op::Conv2d { s, bias } => one(conv2d::forward(gpu, s, i[0], i[1], opt(2, *bias), o[0])?),
+        Op::Conv2dBackwardInput(s) => one(conv2d::backward_input(gpu, s, i[0], i[1], o[0])?),
+        Op::Conv2dBackwardWeight(s) => conv2d::backward_weight(gpu, s, i[0], i[1], o[0])?,
+        Op::Conv2dBackwardBias(s) => one(conv2d::backward_bias(gpu, s, i[0], o[0])?),
+        Op::Relu => one(ew::relu_forward(gpu, i[0], o[0])?),
+        Op::ReluBackward => one(ew::relu_backward(gpu, i[0], i[1], o[0])?),
+        Op::Add => one(ew::add_forward(gpu, i[0], i[1], o[0])?),
+        Op::BatchNormTrain(s) => one(batchnorm::train_forward(
+            gpu,
+            s,
+            i[0],
+            opt(1, s.affine),
+            opt(2, s.affine),
+            o[0],
+            o[1],
+            o[2],
+            o[3],
+            o[4],
+        )?),
+        Op::BatchNormTrainBackward(s) => one(batchnorm::train_backward(
+            gpu,
+            s,
+            i[0],
+            i[1],
+            i[2],
+            opt(3, s.affine),
+            i[i.len() - 1],
+            o[0],
+            s.affine.then(|| o[1]),
+            s.affine.then(|| o[2]),
+        )?),
+        Op::BatchNormEval(s) => one(batchnorm::eval_forward(
+            gpu,
+            s,
+            i[0],
+            i[1],
+            i[2],
+            opt(3, s.affine),
+            opt(4, s.affine),
+            o[0],
+        )?),
+        Op::MaxPool(s) => one(pool::max_pool_forward(gpu, s, i[0], o[0], o[1])?),
+        Op::MaxPoolBackward(s) => one(pool::max_pool_backward(gpu, s, i[0], i[1], o[0])?),
+        Op::AvgPool(s) => one(pool::avg_pool_forward(gpu, s, i[0], o[0])?),
+        Op::AvgPoolBackward(s) => one(pool::avg_pool_backward(gpu, s, i[0], o[0])?),
+        Op::GlobalAvgPool { hw } => one(pool::global_avg_pool_forward(gpu, i[0], *hw, o[0])?),
+        Op::GlobalAvgPoolBackward { hw } => {
+            one(pool::global_avg_pool_backward(gpu, i[0], *hw, o[0])?)
+        }
+        Op::Linear { s, bias } => one(matmul::linear_forward(
+            gpu,
+            s,
+            mm,
+            i[0],
+            i[1],
+            opt(2, *bias),
+            o[0],
+        )?),
+        Op::LinearBackwardInput(s) => {
+            one(matmul::linear_backward_input(gpu, s, mm, i[0], i[1], o[0])?)
+        }
+        Op::LinearBackwardWeight(s) => one(matmul::linear_backward_weight(
+            gpu, s, mm, i[0], i[1], o[0],
+        )?),
+        Op::LinearBackwardBias(s) => one(matmul::linear_backward_bias(gpu, s, i[0], o[0])?),
+        Op::LogSoftmaxXent(s) => {
+            softmax_xent::log_softmax_xent_forward(gpu, s, i[0], i[1], o[1], o[0])?
+        }
+        Op::LogSoftmaxXentBackward(s) => one(softmax_xent::log_softmax_xent_backward(
+            gpu, s, i[0], i[1], i[2], o[0],
+        )?),
+        Op::CorrectCount(s) => softmax_xent::correct_count(gpu, s, i[0], i[1], o[0])?,
+        Op::Accumulate => one(ew::accumulate(gpu, i[0], o[0], 1.0)?),
+        Op::ClipCoef { max_norm } => optim::clip_coef(gpu, i, *max_norm, o[0])?,
+        Op::Sgd(h) => one(optim::sgd(gpu, h, o[0], i[0], o[1], i[1])?),
+        Op::Adam(h) => one(optim::adam(gpu, h, o[0], i[0], o[1], o[2], i[1])?),
+    })
+}

@@ -1,0 +1,240 @@
+//! A whole training step of a small CNN with batch norm, recorded on the GPU
+//! and run on the CPU reference: loss, every gradient, every updated
+//! parameter and optimizer state agree after each of three SGD steps and
+//! three Adam steps.
+
+mod common;
+
+use gradnas::graph::{self, CpuExec, Graph, Optimizer, Plan, T};
+use gradnas::ops::batchnorm;
+use gradnas::ops::conv2d::Conv2dShape;
+use gradnas::ops::matmul::LinearShape;
+use gradnas::ops::optim::{AdamHyper, SgdHyper};
+use gradnas::ops::pool;
+use gradnas::verify::{self, compare, Tol};
+
+struct Net {
+    g: Graph,
+    images: T,
+    labels: T,
+    loss: T,
+    correct: T,
+    params: Vec<T>,
+    grads: Vec<T>,
+    states: Vec<T>,
+    updates: graph::Updates,
+}
+
+const N: usize = 3;
+
+fn kaiming(rng: &mut verify::Rng, n: usize, fan_in: usize) -> Vec<f32> {
+    let s = (2.0 / fan_in as f32).sqrt();
+    verify::randn(rng, n).iter().map(|v| v * s).collect()
+}
+
+/// conv3×3(1→6, bias) → BN(affine) → ReLU → maxpool 3×3/2 → conv3×3(6→5) →
+/// BN(no affine) → ReLU → global avg pool → linear(5→10, bias) → xent.
+fn net(opt: Optimizer, clip: Option<f32>) -> Net {
+    let mut rng = verify::rng(42);
+    let mut g = Graph::new();
+    let images = g.input("images", &[N, 1, 11, 11]);
+    let labels = g.input("labels", &[N]);
+    let c1 = Conv2dShape {
+        n: N,
+        c_in: 1,
+        h: 11,
+        w: 11,
+        c_out: 6,
+        kh: 3,
+        kw: 3,
+        stride: 1,
+        pad_h: 1,
+        pad_w: 1,
+        dilation: 1,
+        groups: 1,
+    };
+    let w1 = g.param("w1", &[6, 1, 3, 3], kaiming(&mut rng, 54, 9));
+    let b1 = g.param("b1", &[6], verify::randn(&mut rng, 6));
+    let x = g.conv2d(images, w1, Some(b1), c1);
+    let bs1 = batchnorm::Shape::new(N, 6, 121, true);
+    let gamma = g.param("gamma", &[6], verify::uniform(&mut rng, 6, 0.5, 1.5));
+    let beta = g.param("beta", &[6], verify::randn(&mut rng, 6));
+    let rm1 = g.state("rm1", &[6], None);
+    let rv1 = g.state("rv1", &[6], Some(vec![1.0; 6]));
+    let x = g.batchnorm_train(x, Some((gamma, beta)), (rm1, rv1), bs1);
+    let x = g.relu(x);
+    let ps = pool::Shape {
+        n: N,
+        c: 6,
+        h: 11,
+        w: 11,
+        k: 3,
+        stride: 2,
+        pad: 1,
+    };
+    let x = g.max_pool(x, ps);
+    let c2 = Conv2dShape {
+        n: N,
+        c_in: 6,
+        h: 6,
+        w: 6,
+        c_out: 5,
+        kh: 3,
+        kw: 3,
+        stride: 1,
+        pad_h: 1,
+        pad_w: 1,
+        dilation: 1,
+        groups: 1,
+    };
+    let w2 = g.param("w2", &[5, 6, 3, 3], kaiming(&mut rng, 270, 54));
+    let x = g.conv2d(x, w2, None, c2);
+    let rm2 = g.state("rm2", &[5], None);
+    let rv2 = g.state("rv2", &[5], Some(vec![1.0; 5]));
+    let x = g.batchnorm_train(x, None, (rm2, rv2), batchnorm::Shape::new(N, 5, 36, false));
+    let x = g.relu(x);
+    let x = g.global_avg_pool(x);
+    let ls = LinearShape {
+        batch: N,
+        in_features: 5,
+        out_features: 10,
+    };
+    let wl = g.param("wl", &[10, 5], kaiming(&mut rng, 50, 5));
+    let bl = g.param("bl", &[10], vec![0.0; 10]);
+    let logits = g.linear(x, wl, Some(bl), ls);
+    let loss = g.log_softmax_xent(logits, labels);
+    let correct = g.state("correct", &[1], None);
+    g.count_correct_into(logits, labels, correct);
+    g.pin(loss);
+    let params = vec![w1, b1, gamma, beta, w2, wl, bl];
+    let grads_map = graph::backward(&mut g, loss);
+    let grads: Vec<T> = params.iter().map(|p| grads_map[p]).collect();
+    for &gr in &grads {
+        g.pin(gr);
+    }
+    let before = g.tensors.len();
+    let updates = graph::append_updates(&mut g, &params, &grads_map, opt, clip);
+    let mut states: Vec<T> = vec![rm1, rv1, rm2, rv2, correct];
+    states.extend(
+        (before..g.tensors.len())
+            .map(T)
+            .filter(|t| g.def(*t).kind == graph::Kind::State),
+    );
+    Net {
+        g,
+        images,
+        labels,
+        loss,
+        correct,
+        params,
+        grads,
+        states,
+        updates,
+    }
+}
+
+fn tol() -> Tol {
+    // Three optimizer steps compound the f32 differences of two summation
+    // orders; still three orders of magnitude below the values.
+    verify::GRADIENT
+}
+
+fn run_three_steps(opt: Optimizer, clip: Option<f32>, set_step: impl Fn(&mut graph::Op, usize)) {
+    let gpu = common::gpu();
+    let mut net = net(opt, clip);
+    let plan = Plan::new(gpu, &net.g).expect("plan");
+    let mut cpu = CpuExec::new(&net.g);
+    let mut rng = verify::rng(9);
+    let mut bad = Vec::new();
+    for step in 0..3 {
+        for &n in &net.updates.nodes {
+            set_step(&mut net.g.nodes[n].op, step);
+        }
+        plan.sync_hyperparameters(gpu, &net.g);
+        let images = verify::randn(&mut rng, N * 121);
+        let labels: Vec<u32> = (0..N as u32).map(|i| (i * 7 + step as u32) % 10).collect();
+        plan.write(gpu, net.images, &images);
+        plan.write_u32(gpu, net.labels, &labels);
+        cpu.write(net.images, &images);
+        cpu.write_u32(net.labels, &labels);
+        plan.step(gpu).expect("gpu step");
+        cpu.step(&net.g);
+        let mut check = |t: T, what: &str| {
+            let g = plan.read(gpu, t).expect("read");
+            let c = compare(
+                &net.g.def(t).name,
+                what,
+                &format!("step {step}"),
+                cpu.read(t),
+                &g,
+                tol(),
+            );
+            if !c.pass {
+                bad.push(format!("{} {what} step {step}: {:?}", c.op, c.detail));
+            }
+        };
+        check(net.loss, "loss");
+        for &t in &net.grads {
+            check(t, "gradient");
+        }
+        for &t in &net.params {
+            check(t, "updated");
+        }
+        for &t in &net.states {
+            check(t, "state");
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "GPU and CPU steps disagree:\n{}",
+        bad.join("\n")
+    );
+    let correct = plan.read(gpu, net.correct).unwrap()[0];
+    assert!((0.0..=(3 * N) as f32).contains(&correct));
+    assert!(plan.memory.planned_bytes <= plan.memory.unshared_bytes);
+}
+
+#[test]
+fn three_sgd_steps_agree() {
+    let h = SgdHyper {
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 3e-4,
+    };
+    run_three_steps(Optimizer::Sgd(h), Some(0.5), |op, step| {
+        if let graph::Op::Sgd(h) = op {
+            h.lr = 0.1 / (1 + step) as f32; // a schedule, changed between steps
+        }
+    });
+}
+
+#[test]
+fn three_adam_steps_agree() {
+    let mut h = AdamHyper::new(3e-3);
+    h.beta1 = 0.5;
+    h.weight_decay = 1e-3;
+    run_three_steps(Optimizer::Adam(h), None, |op, step| {
+        if let graph::Op::Adam(h) = op {
+            h.step = step as u32 + 1;
+        }
+    });
+}
+
+#[test]
+fn memory_planner_shares_buffers_in_a_real_step() {
+    let net = net(
+        Optimizer::Sgd(SgdHyper {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.0,
+        }),
+        None,
+    );
+    let plan = Plan::new(common::gpu(), &net.g).expect("plan");
+    assert!(
+        plan.memory.planned_bytes < plan.memory.unshared_bytes,
+        "no reuse: {} of {} bytes",
+        plan.memory.planned_bytes,
+        plan.memory.unshared_bytes
+    );
+}
