@@ -42,6 +42,22 @@ pub fn backward(g: &mut Graph, loss: T) -> Grads {
 /// The gradient rule of one forward op: gradients of its inputs, given the
 /// gradients of its outputs (None where an output has no gradient).
 fn rule(g: &mut Graph, op: &Op, ins: &[T], outs: &[T], douts: &[Option<T>]) -> Vec<Option<T>> {
+    if let Op::Split(s) = op {
+        // Parts without a gradient contribute zeros to the concatenation.
+        let parts: Vec<T> = douts
+            .iter()
+            .zip(outs)
+            .map(|(d, o)| {
+                d.unwrap_or_else(|| {
+                    let shape = g.def(*o).shape.clone();
+                    g.state("zeros", &shape, None)
+                })
+            })
+            .collect();
+        let dx = g.temp_like("d.split", ins[0]);
+        g.push(Op::Concat(s.clone()), parts, vec![dx]);
+        return vec![Some(dx)];
+    }
     let dy = douts[0];
     let mut none = vec![None; ins.len()];
     let Some(dy) = dy else { return none };
@@ -66,6 +82,55 @@ fn rule(g: &mut Graph, op: &Op, ins: &[T], outs: &[T], douts: &[Option<T>]) -> V
         }
         // Both addends get dy itself: no copy.
         Op::Add => vec![Some(dy), Some(dy)],
+        Op::Sigmoid | Op::Tanh | Op::Softmax(_) => {
+            let back = match op {
+                Op::Sigmoid => Op::SigmoidBackward,
+                Op::Tanh => Op::TanhBackward,
+                Op::Softmax(s) => Op::SoftmaxBackward(*s),
+                _ => unreachable!(),
+            };
+            let dx = g.temp_like("d.act", ins[0]);
+            g.push(back, vec![outs[0], dy], vec![dx]);
+            vec![Some(dx)]
+        }
+        Op::Mul => {
+            let (da, db) = (
+                g.temp_like("d.mul.a", ins[0]),
+                g.temp_like("d.mul.b", ins[1]),
+            );
+            g.push(Op::MulBackward, vec![ins[0], ins[1], dy], vec![da, db]);
+            vec![Some(da), Some(db)]
+        }
+        Op::Concat(s) => {
+            let parts: Vec<T> = ins.iter().map(|x| g.temp_like("d.concat", *x)).collect();
+            g.push(Op::Split(s.clone()), vec![dy], parts.clone());
+            parts.into_iter().map(Some).collect()
+        }
+        Op::Slice(s) => {
+            let dx = g.temp_like("d.slice", ins[0]);
+            g.push(Op::SliceBackward(*s), vec![dy], vec![dx]);
+            vec![Some(dx)]
+        }
+        Op::WeightedSum(s) => {
+            let dxs = g.temp_like("d.mix.xs", ins[0]);
+            g.push(
+                Op::WeightedSumBackwardInputs(*s),
+                vec![ins[1], dy],
+                vec![dxs],
+            );
+            let dw = g.temp_like("d.mix.w", ins[1]);
+            g.push(
+                Op::WeightedSumBackwardWeights(*s),
+                vec![ins[0], dy],
+                vec![dw],
+            );
+            vec![Some(dxs), Some(dw)]
+        }
+        Op::L1Loss => {
+            let dp = g.temp_like("d.l1", ins[0]);
+            g.push(Op::L1LossBackward, vec![ins[0], ins[1], dy], vec![dp]);
+            vec![Some(dp), None]
+        }
         Op::BatchNormTrain(s) => {
             let dx = g.temp_like("d.bn.x", ins[0]);
             let (mean, invstd) = (outs[1], outs[2]);

@@ -4,7 +4,7 @@
 //! their bit patterns in f32 storage, as they are 32-bit words on the GPU.
 
 use super::ir::{Graph, Kind, Op, T};
-use crate::ops::{batchnorm, elementwise, matmul, optim, pool, softmax_xent};
+use crate::ops::{batchnorm, elementwise, layout, loss, matmul, mix, optim, pool, softmax_xent};
 
 pub struct CpuExec {
     pub vals: Vec<Vec<f32>>,
@@ -80,6 +80,31 @@ fn run(op: &Op, ins: &[&[f32]], outs: &mut [Vec<f32>]) {
         Op::Relu => outs[0] = elementwise::cpu::relu_forward(ins[0]),
         Op::ReluBackward => outs[0] = elementwise::cpu::relu_backward(ins[0], ins[1]),
         Op::Add => outs[0] = elementwise::cpu::add_forward(ins[0], ins[1]),
+        Op::Sigmoid => outs[0] = elementwise::cpu::sigmoid_forward(ins[0]),
+        Op::SigmoidBackward => outs[0] = elementwise::cpu::sigmoid_backward(ins[0], ins[1]),
+        Op::Tanh => outs[0] = elementwise::cpu::tanh_forward(ins[0]),
+        Op::TanhBackward => outs[0] = elementwise::cpu::tanh_backward(ins[0], ins[1]),
+        Op::Mul => outs[0] = elementwise::cpu::mul_forward(ins[0], ins[1]),
+        Op::MulBackward => {
+            (outs[0], outs[1]) = elementwise::cpu::mul_backward(ins[0], ins[1], ins[2]);
+        }
+        Op::Concat(s) => outs[0] = layout::cpu::concat_forward(s, ins),
+        Op::Split(s) => {
+            for (o, part) in outs.iter_mut().zip(layout::cpu::split_forward(s, ins[0])) {
+                *o = part;
+            }
+        }
+        Op::Slice(s) => outs[0] = layout::cpu::slice_forward(s, ins[0]),
+        Op::SliceBackward(s) => outs[0] = layout::cpu::slice_backward(s, ins[0]),
+        Op::WeightedSum(_) => outs[0] = mix::cpu::forward(ins[0], ins[1]),
+        Op::WeightedSumBackwardInputs(_) => outs[0] = mix::cpu::backward_inputs(ins[0], ins[1]),
+        Op::WeightedSumBackwardWeights(_) => outs[0] = mix::cpu::backward_weights(ins[0], ins[1]),
+        Op::Softmax(s) => outs[0] = softmax_xent::cpu::softmax_forward(ins[0], s.cols),
+        Op::SoftmaxBackward(s) => {
+            outs[0] = softmax_xent::cpu::softmax_backward(ins[0], ins[1], s.cols)
+        }
+        Op::L1Loss => outs[0] = vec![loss::cpu::l1_forward(ins[0], ins[1])],
+        Op::L1LossBackward => outs[0] = loss::cpu::l1_backward(ins[0], ins[1], ins[2][0]),
         Op::BatchNormTrain(s) => {
             let (rm, rv) = outs.split_at_mut(4);
             let (y, mean, invstd) = batchnorm::cpu::train_forward(

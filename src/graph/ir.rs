@@ -4,7 +4,14 @@
 //! append the updates, and one graph is one training step.
 
 use crate::ops::{
-    batchnorm, conv2d::Conv2dShape, matmul::LinearShape, optim::AdamHyper, optim::SgdHyper, pool,
+    batchnorm,
+    conv2d::Conv2dShape,
+    layout::{ConcatShape, SliceShape},
+    matmul::LinearShape,
+    mix::MixShape,
+    optim::AdamHyper,
+    optim::SgdHyper,
+    pool,
     softmax_xent::SoftmaxShape,
 };
 
@@ -65,6 +72,41 @@ pub enum Op {
     ReluBackward,
     /// [a, b] → [y]
     Add,
+    /// [x] → [y]
+    Sigmoid,
+    /// [y, dy] → [dx] (from the forward output)
+    SigmoidBackward,
+    /// [x] → [y]
+    Tanh,
+    /// [y, dy] → [dx] (from the forward output)
+    TanhBackward,
+    /// [a, b] → [y]
+    Mul,
+    /// [a, b, dy] → [da, db]
+    MulBackward,
+    /// [x_0, …, x_k] → [y]: channel concatenation (batch 1, hw 1 stacks
+    /// flat tensors, e.g. the K candidates of a mixed op).
+    Concat(ConcatShape),
+    /// [x] → [y_0, …, y_k]: the inverse of Concat.
+    Split(ConcatShape),
+    /// [x] → [y]: spatial crop/pad at an offset.
+    Slice(SliceShape),
+    /// [dy] → [dx]
+    SliceBackward(SliceShape),
+    /// [xs (K stacked), w] → [y] = Σ_k w[k]·x_k
+    WeightedSum(MixShape),
+    /// [w, dy] → [dxs]
+    WeightedSumBackwardInputs(MixShape),
+    /// [xs, dy] → [dw]
+    WeightedSumBackwardWeights(MixShape),
+    /// [x] → [y]: softmax over rows
+    Softmax(SoftmaxShape),
+    /// [y, dy] → [dx]
+    SoftmaxBackward(SoftmaxShape),
+    /// [p, t] → [loss]: mean |p − t|
+    L1Loss,
+    /// [p, t, dl] → [dp]
+    L1LossBackward,
     /// [x, (γ, β)] → [y, mean, invstd, running_mean*, running_var*]
     BatchNormTrain(batchnorm::Shape),
     /// [x, mean, invstd, (γ), dy] → [dx, (dγ, dβ)]
@@ -205,9 +247,7 @@ impl Graph {
         y
     }
     pub fn relu(&mut self, x: T) -> T {
-        let y = self.temp_like("relu", x);
-        self.push(Op::Relu, vec![x], vec![y]);
-        y
+        self.unary(Op::Relu, "relu", x)
     }
     pub fn add(&mut self, a: T, b: T) -> T {
         assert_eq!(self.len(a), self.len(b), "add of unequal sizes");
@@ -215,6 +255,133 @@ impl Graph {
         self.push(Op::Add, vec![a, b], vec![y]);
         y
     }
+    fn unary(&mut self, op: Op, name: &str, x: T) -> T {
+        let y = self.temp_like(name, x);
+        self.push(op, vec![x], vec![y]);
+        y
+    }
+    pub fn sigmoid(&mut self, x: T) -> T {
+        self.unary(Op::Sigmoid, "sigmoid", x)
+    }
+    pub fn tanh(&mut self, x: T) -> T {
+        self.unary(Op::Tanh, "tanh", x)
+    }
+    pub fn mul(&mut self, a: T, b: T) -> T {
+        assert_eq!(self.len(a), self.len(b), "mul of unequal sizes");
+        let y = self.temp_like("mul", a);
+        self.push(Op::Mul, vec![a, b], vec![y]);
+        y
+    }
+    /// Concatenate NCHW tensors along channels.
+    pub fn concat(&mut self, xs: &[T]) -> T {
+        let s = self.concat_shape(xs);
+        let y = self.temp("concat", &[s.batch, s.total_channels(), s.h, s.w]);
+        self.push(Op::Concat(s), xs.to_vec(), vec![y]);
+        y
+    }
+    fn concat_shape(&self, xs: &[T]) -> ConcatShape {
+        let sh: Vec<Vec<usize>> = xs.iter().map(|x| self.def(*x).shape.clone()).collect();
+        assert!(
+            sh.iter()
+                .all(|s| s.len() == 4 && s[0] == sh[0][0] && s[2..] == sh[0][2..]),
+            "concat wants NCHW tensors of one batch and spatial size, got {sh:?}"
+        );
+        ConcatShape {
+            batch: sh[0][0],
+            channels: sh.iter().map(|s| s[1]).collect(),
+            h: sh[0][2],
+            w: sh[0][3],
+        }
+    }
+    /// Stack K tensors of equal size into one [K, n] tensor (a mixed op's
+    /// candidates): a concatenation with batch 1.
+    pub fn stack(&mut self, xs: &[T]) -> T {
+        let n = self.len(xs[0]);
+        assert!(
+            xs.iter().all(|x| self.len(*x) == n),
+            "stack of unequal sizes"
+        );
+        let s = ConcatShape {
+            batch: 1,
+            channels: vec![n; xs.len()],
+            h: 1,
+            w: 1,
+        };
+        let mut shape = vec![xs.len()];
+        shape.extend(&self.def(xs[0]).shape);
+        let y = self.temp("stack", &shape);
+        self.push(Op::Concat(s), xs.to_vec(), vec![y]);
+        y
+    }
+    /// Split `x` ([batch, Σc, h, w]) into parts of `channels` channels.
+    pub fn split(&mut self, x: T, channels: &[usize]) -> Vec<T> {
+        let sh = self.def(x).shape.clone();
+        let (batch, h, w) = match sh.len() {
+            2 => (sh[0], 1, 1),
+            4 => (sh[0], sh[2], sh[3]),
+            _ => panic!("split wants [N, C] or NCHW, got {sh:?}"),
+        };
+        let s = ConcatShape {
+            batch,
+            channels: channels.to_vec(),
+            h,
+            w,
+        };
+        assert_eq!(
+            s.total_channels(),
+            sh[1],
+            "split parts must add up to the channels"
+        );
+        let ys: Vec<T> = channels
+            .iter()
+            .map(|&c| {
+                let shape = if sh.len() == 2 {
+                    vec![batch, c]
+                } else {
+                    vec![batch, c, h, w]
+                };
+                self.temp("split", &shape)
+            })
+            .collect();
+        self.push(Op::Split(s), vec![x], ys.clone());
+        ys
+    }
+    pub fn slice(&mut self, x: T, s: SliceShape) -> T {
+        let y = self.temp("slice", &[s.batch, s.channels, s.out_h, s.out_w]);
+        self.push(Op::Slice(s), vec![x], vec![y]);
+        y
+    }
+    /// Σ_k w[k]·x_k over a stacked [K, ...] tensor; the result has the
+    /// candidates' shape.
+    pub fn weighted_sum(&mut self, xs: T, w: T) -> T {
+        let sh = self.def(xs).shape.clone();
+        let s = MixShape {
+            k: sh[0],
+            n: self.len(xs) / sh[0],
+        };
+        assert_eq!(self.len(w), s.k, "weighted_sum: one weight per candidate");
+        let y = self.temp("mixed", &sh[1..]);
+        self.push(Op::WeightedSum(s), vec![xs, w], vec![y]);
+        y
+    }
+    /// Softmax over the last dimension of [rows, cols].
+    pub fn softmax(&mut self, x: T) -> T {
+        let sh = self.def(x).shape.clone();
+        let cols = *sh.last().expect("softmax of a scalar");
+        let s = SoftmaxShape {
+            rows: self.len(x) / cols,
+            cols,
+        };
+        self.unary(Op::Softmax(s), "softmax", x)
+    }
+    /// Mean absolute error of prediction `p` against target `t`.
+    pub fn l1_loss(&mut self, p: T, t: T) -> T {
+        assert_eq!(self.len(p), self.len(t), "l1_loss of unequal sizes");
+        let loss = self.temp("l1", &[1]);
+        self.push(Op::L1Loss, vec![p, t], vec![loss]);
+        loss
+    }
+
     /// Training-mode batch norm; `affine` = Some((γ, β)).
     pub fn batchnorm_train(
         &mut self,

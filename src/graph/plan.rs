@@ -9,7 +9,9 @@ use super::ir::{Graph, Op, T};
 use super::planner::{self, Lifetime, MemoryPlan};
 use crate::engine::{Buf, Gpu, GpuError, Kernel};
 use crate::ops::matmul::MatmulKernel;
-use crate::ops::{batchnorm, conv2d, elementwise as ew, matmul, optim, pool, softmax_xent};
+use crate::ops::{
+    batchnorm, conv2d, elementwise as ew, layout, loss, matmul, mix, optim, pool, softmax_xent,
+};
 
 pub struct Plan {
     bufs: Vec<Buf>,
@@ -152,6 +154,23 @@ fn build(
         Op::Relu => one(ew::relu_forward(gpu, i[0], o[0])?),
         Op::ReluBackward => one(ew::relu_backward(gpu, i[0], i[1], o[0])?),
         Op::Add => one(ew::add_forward(gpu, i[0], i[1], o[0])?),
+        Op::Sigmoid => one(ew::sigmoid_forward(gpu, i[0], o[0])?),
+        Op::SigmoidBackward => one(ew::sigmoid_backward(gpu, i[0], i[1], o[0])?),
+        Op::Tanh => one(ew::tanh_forward(gpu, i[0], o[0])?),
+        Op::TanhBackward => one(ew::tanh_backward(gpu, i[0], i[1], o[0])?),
+        Op::Mul => one(ew::mul_forward(gpu, i[0], i[1], o[0])?),
+        Op::MulBackward => one(ew::mul_backward(gpu, i[0], i[1], i[2], o[0], o[1])?),
+        Op::Concat(s) => layout::concat_forward(gpu, s, i, o[0])?,
+        Op::Split(s) => layout::split_forward(gpu, s, i[0], o)?,
+        Op::Slice(s) => one(layout::slice_forward(gpu, s, i[0], o[0])?),
+        Op::SliceBackward(s) => one(layout::slice_backward(gpu, s, i[0], o[0])?),
+        Op::WeightedSum(s) => one(mix::forward(gpu, s, i[0], i[1], o[0])?),
+        Op::WeightedSumBackwardInputs(s) => one(mix::backward_inputs(gpu, s, i[0], i[1], o[0])?),
+        Op::WeightedSumBackwardWeights(s) => mix::backward_weights(gpu, s, i[0], i[1], o[0])?,
+        Op::Softmax(s) => one(softmax_xent::softmax_forward(gpu, s, i[0], o[0])?),
+        Op::SoftmaxBackward(s) => one(softmax_xent::softmax_backward(gpu, s, i[0], i[1], o[0])?),
+        Op::L1Loss => loss::l1_forward(gpu, i[0], i[1], o[0])?,
+        Op::L1LossBackward => one(loss::l1_backward(gpu, i[0], i[1], i[2], o[0])?),
         Op::BatchNormTrain(s) => one(batchnorm::train_forward(
             gpu,
             s,

@@ -1,0 +1,227 @@
+//! Autodiff end to end: graphs built from the engine's ops get their
+//! backward from the op gradient rules. The CPU executor's gradients are
+//! checked against finite differences of the graph's own loss, and the GPU
+//! plan against the CPU executor.
+
+mod common;
+
+use gradnas::graph::{self, CpuExec, Graph, Plan, T};
+use gradnas::ops::conv2d::Conv2dShape;
+use gradnas::ops::layout::SliceShape;
+use gradnas::ops::matmul::LinearShape;
+use gradnas::ops::pool;
+use gradnas::verify::{self, compare, GRADIENT};
+
+struct Built {
+    g: Graph,
+    loss: T,
+    params: Vec<T>,
+    grads: Vec<T>,
+    inputs: Vec<(T, Vec<f32>)>,
+    labels: Option<(T, Vec<u32>)>,
+}
+
+fn finish(mut g: Graph, loss: T, params: Vec<T>) -> (Graph, Vec<T>) {
+    g.pin(loss);
+    let gm = graph::backward(&mut g, loss);
+    let grads: Vec<T> = params.iter().map(|p| gm[p]).collect();
+    for &gr in &grads {
+        g.pin(gr);
+    }
+    (g, grads)
+}
+
+/// One LSTM step: gates = x·Wᵀ + h·Uᵀ + b, split into i, f, g, o;
+/// c' = σ(f)·c + σ(i)·tanh(g); h' = σ(o)·tanh(c'); L1 against a target.
+fn lstm_cell() -> Built {
+    let (b, n_in, hid) = (3, 5, 4);
+    let mut rng = verify::rng(1);
+    let mut g = Graph::new();
+    let x = g.input("x", &[b, n_in]);
+    let h0 = g.input("h0", &[b, hid]);
+    let c0 = g.input("c0", &[b, hid]);
+    let target = g.input("target", &[b, hid]);
+    let w = g.param(
+        "w",
+        &[4 * hid, n_in],
+        verify::randn(&mut rng, 4 * hid * n_in),
+    );
+    let u = g.param("u", &[4 * hid, hid], verify::randn(&mut rng, 4 * hid * hid));
+    let bias = g.param("b", &[4 * hid], verify::randn(&mut rng, 4 * hid));
+    let lx = LinearShape {
+        batch: b,
+        in_features: n_in,
+        out_features: 4 * hid,
+    };
+    let lh = LinearShape {
+        batch: b,
+        in_features: hid,
+        out_features: 4 * hid,
+    };
+    let gx = g.linear(x, w, Some(bias), lx);
+    let gh = g.linear(h0, u, None, lh);
+    let gates = g.add(gx, gh);
+    let p = g.split(gates, &[hid; 4]);
+    let (i, f, gg, o) = (
+        g.sigmoid(p[0]),
+        g.sigmoid(p[1]),
+        g.tanh(p[2]),
+        g.sigmoid(p[3]),
+    );
+    let fc = g.mul(f, c0);
+    let ig = g.mul(i, gg);
+    let c1 = g.add(fc, ig);
+    let tc = g.tanh(c1);
+    let h1 = g.mul(o, tc);
+    let loss = g.l1_loss(h1, target);
+    let params = vec![w, u, bias];
+    let (g, grads) = finish(g, loss, params.clone());
+    let inputs = vec![
+        (x, verify::randn(&mut rng, b * n_in)),
+        (h0, verify::randn(&mut rng, b * hid)),
+        (c0, verify::randn(&mut rng, b * hid)),
+        (target, verify::randn(&mut rng, b * hid)),
+    ];
+    Built {
+        g,
+        loss,
+        params,
+        grads,
+        inputs,
+        labels: None,
+    }
+}
+
+/// A DARTS-like edge: three candidates of a conv output (ReLU, avg pool,
+/// max pool) mixed by softmax(α), concatenated with a factorized slice of
+/// the conv output, then global pool, linear, cross-entropy.
+fn mixed_edge() -> Built {
+    let (n, c, hw) = (2, 3, 7);
+    let mut rng = verify::rng(2);
+    let mut g = Graph::new();
+    let x = g.input("x", &[n, c, hw, hw]);
+    let labels = g.input("labels", &[n]);
+    let cs = Conv2dShape {
+        n,
+        c_in: c,
+        h: hw,
+        w: hw,
+        c_out: c,
+        kh: 1,
+        kw: 1,
+        stride: 1,
+        pad_h: 0,
+        pad_w: 0,
+        dilation: 1,
+        groups: 1,
+    };
+    let w = g.param("w", &[c, c, 1, 1], verify::randn(&mut rng, c * c));
+    let y = g.conv2d(x, w, None, cs);
+    let ps = pool::Shape {
+        n,
+        c,
+        h: hw,
+        w: hw,
+        k: 3,
+        stride: 1,
+        pad: 1,
+    };
+    let (a, b, m) = (g.relu(y), g.avg_pool(y, ps), g.max_pool(y, ps));
+    let stacked = g.stack(&[a, b, m]);
+    let alpha = g.param("alpha", &[1, 3], verify::randn(&mut rng, 3));
+    let weights = g.softmax(alpha);
+    let mixed = g.weighted_sum(stacked, weights);
+    let sl = g.slice(y, SliceShape::factorized_reduce(n, c, hw, hw));
+    let both = g.concat(&[mixed, sl]);
+    let pooled = g.global_avg_pool(both);
+    let ls = LinearShape {
+        batch: n,
+        in_features: 2 * c,
+        out_features: 4,
+    };
+    let wl = g.param("wl", &[4, 2 * c], verify::randn(&mut rng, 8 * c));
+    let logits = g.linear(pooled, wl, None, ls);
+    let loss = g.log_softmax_xent(logits, labels);
+    let params = vec![w, alpha, wl];
+    let (g, grads) = finish(g, loss, params.clone());
+    let inputs = vec![(x, verify::randn(&mut rng, n * c * hw * hw))];
+    Built {
+        g,
+        loss,
+        params,
+        grads,
+        inputs,
+        labels: Some((labels, vec![1, 3])),
+    }
+}
+
+fn feed_cpu(b: &Built, cpu: &mut CpuExec) {
+    for (t, v) in &b.inputs {
+        cpu.write(*t, v);
+    }
+    if let Some((t, l)) = &b.labels {
+        cpu.write_u32(*t, l);
+    }
+}
+
+fn check(b: Built) {
+    // CPU gradients against central differences of the CPU loss.
+    let mut cpu = CpuExec::new(&b.g);
+    feed_cpu(&b, &mut cpu);
+    cpu.step(&b.g);
+    let mut rng = verify::rng(3);
+    for (p, gr) in b.params.iter().zip(&b.grads) {
+        let analytic = cpu.read(*gr).to_vec();
+        let init = b.g.def(*p).init.clone().unwrap();
+        let f = |v: &[f32]| {
+            let mut c = CpuExec::new(&b.g);
+            feed_cpu(&b, &mut c);
+            c.vals[p.0] = v.to_vec();
+            c.step(&b.g);
+            c.read(b.loss).to_vec()
+        };
+        verify::gradcheck::check(
+            &b.g.def(*p).name,
+            &f,
+            &init,
+            &[1.0],
+            &analytic,
+            &mut rng,
+            12,
+            1e-3,
+        )
+        .unwrap();
+    }
+    // GPU plan against the CPU executor.
+    let gpu = common::gpu();
+    let plan = Plan::new(gpu, &b.g).expect("plan");
+    for (t, v) in &b.inputs {
+        plan.write(gpu, *t, v);
+    }
+    if let Some((t, l)) = &b.labels {
+        plan.write_u32(gpu, *t, l);
+    }
+    plan.step(gpu).unwrap();
+    for t in std::iter::once(&b.loss).chain(&b.grads) {
+        let got = plan.read(gpu, *t).unwrap();
+        let c = compare(
+            &b.g.def(*t).name,
+            "gpu vs cpu",
+            "",
+            cpu.read(*t),
+            &got,
+            GRADIENT,
+        );
+        assert!(c.pass, "{}: {:?}", c.op, c.detail);
+    }
+}
+
+#[test]
+fn lstm_cell_gradients() {
+    check(lstm_cell());
+}
+
+#[test]
+fn mixed_edge_gradients() {
+    check(mixed_edge());
+}
