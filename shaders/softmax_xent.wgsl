@@ -3,7 +3,8 @@
 // row: class counts are small here (10 for the bundled datasets) and a
 // per-row loop needs no workgroup barriers, which software adapters pay
 // dearly for. Labels are trusted: nothing is clamped here (the data loader
-// validates them, see ops::softmax_xent::validate_labels).
+// validates them, see ops::softmax_xent::validate_labels). A label >= cols
+// (ops::softmax_xent::IGNORE) marks a padding row: no loss, no gradient.
 // Slots: x, dy, labels, dl read; out0, out1 written.
 
 struct Params {
@@ -80,7 +81,8 @@ fn log_softmax_xent_forward(@builtin(global_invocation_id) gid: vec3<u32>, @buil
     let m = row_max(base);
     let s = row_sum_exp(base, m);
     write_softmax(base, m, s);
-    out1[r] = log(s) - (x[base + labels[r]] - m);
+    let l = labels[r];
+    out1[r] = select(0.0, log(s) - (x[base + min(l, p.cols - 1u)] - m), l < p.cols);
 }
 
 // x = probabilities; out0 = dlogits = (x − onehot(label)) · dl[0] · alpha.
@@ -90,8 +92,9 @@ fn log_softmax_xent_backward(@builtin(global_invocation_id) gid: vec3<u32>, @bui
     let i = linear_index(gid, nwg);
     if i >= p.rows * p.cols { return; }
     let r = i / p.cols;
-    let onehot = select(0.0, 1.0, i - r * p.cols == labels[r]);
-    out0[i] = (x[i] - onehot) * (dl[0] * p.alpha);
+    let l = labels[r];
+    let onehot = select(0.0, 1.0, i - r * p.cols == l);
+    out0[i] = select(0.0, (x[i] - onehot) * (dl[0] * p.alpha), l < p.cols);
 }
 
 // x = logits; out1[r] = 1 when the row's argmax (the first, on ties) is its

@@ -7,5 +7,8 @@ pub mod bench;
 pub mod data;
 pub mod engine;
 pub mod graph;
+pub mod models;
+pub mod nn;
 pub mod ops;
+pub mod train;
 pub mod verify;

@@ -6,7 +6,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use std::path::PathBuf;
+
+use gradnas::data::{self, DataSource, SplitConfig};
 use gradnas::engine::{self, Gpu};
+use gradnas::models::Builtin;
+use gradnas::train::{self, TrainConfig};
 use gradnas::{bench, verify};
 
 #[derive(Parser)]
@@ -20,8 +25,74 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// Where the data comes from (default: the bundled Fashion-MNIST subset).
+#[derive(clap::Args, Clone)]
+struct DataArgs {
+    /// A directory with MNIST/Fashion-MNIST IDX files or CIFAR-10 .bin batches.
+    #[arg(long, conflicts_with = "full")]
+    data: Option<PathBuf>,
+    /// The full Fashion-MNIST from Debian's dataset-fashion-mnist package.
+    #[arg(long)]
+    full: bool,
+    /// Share of the training files held out for validation.
+    #[arg(long, default_value_t = 0.1)]
+    val_fraction: f64,
+}
+
+impl DataArgs {
+    fn source(&self) -> DataSource {
+        match (&self.data, self.full) {
+            (Some(d), _) => DataSource::Dir(d.clone()),
+            (None, true) => DataSource::Full,
+            (None, false) => DataSource::Bundled,
+        }
+    }
+    fn load(&self, seed: u64) -> Result<data::Splits> {
+        let split = SplitConfig {
+            val_fraction: self.val_fraction,
+            seed,
+        };
+        Ok(data::load(&self.source(), &split)?)
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
+    /// Train a built-in network and evaluate it on the test set.
+    Train {
+        /// The network: builtin:cnn.
+        #[arg(long, default_value = "builtin:cnn")]
+        model: String,
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long, default_value_t = 4)]
+        epochs: usize,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long, default_value_t = 0.05)]
+        lr: f32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// No random-crop (and flip) augmentation.
+        #[arg(long)]
+        no_augment: bool,
+        /// The model directory to write.
+        #[arg(long, default_value = "runs/cnn")]
+        out: PathBuf,
+        /// Metrics as JSON lines on stderr instead of readable progress.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Re-evaluate a trained model directory on the test set.
+    Eval {
+        /// A directory written by `gradnas train`.
+        #[arg(long)]
+        model: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+    },
     /// List every adapter seen and the limits gradnas uses on the chosen one.
     Info {
         #[arg(long)]
@@ -65,6 +136,28 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
+        Cmd::Train {
+            model,
+            data,
+            epochs,
+            batch,
+            lr,
+            seed,
+            no_augment,
+            out,
+            log_json,
+        } => {
+            let cfg = TrainConfig {
+                epochs,
+                batch,
+                lr,
+                seed,
+                augment: !no_augment,
+                ..TrainConfig::default()
+            };
+            train_cmd(&model, &data, &cfg, &out, log_json)
+        }
+        Cmd::Eval { model, data, batch } => eval_cmd(&model, &data, batch),
         Cmd::Info { json } => info(json),
         Cmd::Verify { json, full, seed } => verify_cmd(json, full, seed),
         Cmd::Bench {
@@ -73,6 +166,65 @@ fn run(cli: Cli) -> Result<ExitCode> {
             repeats,
         } => bench_cmd(json, filter, repeats),
     }
+}
+
+fn train_cmd(
+    model: &str,
+    data: &DataArgs,
+    cfg: &TrainConfig,
+    out: &std::path::Path,
+    log_json: bool,
+) -> Result<ExitCode> {
+    let model = Builtin::parse(model).map_err(anyhow::Error::msg)?;
+    let splits = data.load(cfg.seed)?;
+    let gpu = gpu()?;
+    eprintln!(
+        "training {} on {} ({} train / {} val / {} test, {}, {} classes) on {}",
+        model.name(),
+        splits.dir.display(),
+        splits.train.len(),
+        splits.val.len(),
+        splits.test.len(),
+        splits.train.dims,
+        splits.train.classes,
+        gpu.describe()
+    );
+    let report = train::train(gpu, model, &splits, cfg, out, |m| {
+        if log_json {
+            eprintln!("{}", serde_json::to_string(m).unwrap_or_default());
+        } else {
+            eprintln!(
+                "{:<5} epoch {:>2} step {:>5}  loss {:.4}  acc {:6.2}%  lr {:.4}  {:7.1} img/s  {:6.1}s",
+                m.phase,
+                m.epoch,
+                m.step,
+                m.loss,
+                100.0 * m.accuracy,
+                m.lr,
+                m.images_per_s,
+                m.seconds
+            );
+        }
+    })?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    println!("test accuracy: {:.2}%", 100.0 * report.test_accuracy);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn eval_cmd(model: &std::path::Path, data: &DataArgs, batch: usize) -> Result<ExitCode> {
+    let gpu = gpu()?;
+    let (eval, card) = train::load(gpu, model, batch)?;
+    let splits = data.load(card.seed)?;
+    splits.test.check_dims(card.dims)?;
+    let (loss, acc) = eval.evaluate(gpu, &splits.test, &card.norm)?;
+    println!(
+        "{}: test loss {loss:.4}, test accuracy {:.2}% on {} images ({})",
+        model.display(),
+        100.0 * acc,
+        splits.test.len(),
+        gpu.describe()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn info(json: bool) -> Result<ExitCode> {

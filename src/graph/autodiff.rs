@@ -82,6 +82,11 @@ fn rule(g: &mut Graph, op: &Op, ins: &[T], outs: &[T], douts: &[Option<T>]) -> V
         }
         // Both addends get dy itself: no copy.
         Op::Add => vec![Some(dy), Some(dy)],
+        Op::Reshape => {
+            let dx = g.temp_like("d.reshape", ins[0]);
+            g.push(Op::Reshape, vec![dy], vec![dx]);
+            vec![Some(dx)]
+        }
         Op::Sigmoid | Op::Tanh | Op::Softmax(_) => {
             let back = match op {
                 Op::Sigmoid => Op::SigmoidBackward,

@@ -80,6 +80,7 @@ fn run(op: &Op, ins: &[&[f32]], outs: &mut [Vec<f32>]) {
         Op::Relu => outs[0] = elementwise::cpu::relu_forward(ins[0]),
         Op::ReluBackward => outs[0] = elementwise::cpu::relu_backward(ins[0], ins[1]),
         Op::Add => outs[0] = elementwise::cpu::add_forward(ins[0], ins[1]),
+        Op::Reshape => outs[0] = ins[0].to_vec(),
         Op::Sigmoid => outs[0] = elementwise::cpu::sigmoid_forward(ins[0]),
         Op::SigmoidBackward => outs[0] = elementwise::cpu::sigmoid_backward(ins[0], ins[1]),
         Op::Tanh => outs[0] = elementwise::cpu::tanh_forward(ins[0]),

@@ -72,6 +72,9 @@ pub enum Op {
     ReluBackward,
     /// [a, b] → [y]
     Add,
+    /// [x] → [y]: the same elements under another shape (a copy, so
+    /// every tensor keeps one buffer of its own).
+    Reshape,
     /// [x] → [y]
     Sigmoid,
     /// [y, dy] → [dx] (from the forward output)
@@ -258,6 +261,19 @@ impl Graph {
     fn unary(&mut self, op: Op, name: &str, x: T) -> T {
         let y = self.temp_like(name, x);
         self.push(op, vec![x], vec![y]);
+        y
+    }
+    /// `x` under another shape with the same number of elements (e.g. NCHW
+    /// flattened to [N, C·H·W] for a linear layer).
+    pub fn reshape(&mut self, x: T, shape: &[usize]) -> T {
+        let n: usize = shape.iter().product();
+        assert_eq!(
+            n,
+            self.len(x),
+            "reshape to {shape:?} changes the element count"
+        );
+        let y = self.temp("reshape", shape);
+        self.push(Op::Reshape, vec![x], vec![y]);
         y
     }
     pub fn sigmoid(&mut self, x: T) -> T {

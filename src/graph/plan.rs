@@ -117,6 +117,22 @@ impl Plan {
         gpu.read(&self.bufs[t.0])
     }
 
+    /// Copy tensors from another plan on the GPU, `(ours, theirs)` pairs of
+    /// equal size (trained weights into an evaluation plan), one submit.
+    pub fn copy_from(&self, gpu: &Gpu, src: &Plan, pairs: &[(T, T)]) {
+        let mut enc = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("copy"),
+            });
+        for &(dst, from) in pairs {
+            let (d, s) = (&self.bufs[dst.0], &src.bufs[from.0]);
+            assert_eq!(d.len, s.len, "copy between tensors of different sizes");
+            enc.copy_buffer_to_buffer(s.raw(), 0, d.raw(), 0, s.bytes());
+        }
+        gpu.queue.submit([enc.finish()]);
+    }
+
     /// Re-upload the hyperparameters of the optimizer nodes from `g` (after
     /// a schedule changed them there).
     pub fn sync_hyperparameters(&self, gpu: &Gpu, g: &Graph) {
@@ -154,6 +170,7 @@ fn build(
         Op::Relu => one(ew::relu_forward(gpu, i[0], o[0])?),
         Op::ReluBackward => one(ew::relu_backward(gpu, i[0], i[1], o[0])?),
         Op::Add => one(ew::add_forward(gpu, i[0], i[1], o[0])?),
+        Op::Reshape => one(ew::copy_scaled(gpu, i[0], o[0], 1.0)?),
         Op::Sigmoid => one(ew::sigmoid_forward(gpu, i[0], o[0])?),
         Op::SigmoidBackward => one(ew::sigmoid_backward(gpu, i[0], i[1], o[0])?),
         Op::Tanh => one(ew::tanh_forward(gpu, i[0], o[0])?),

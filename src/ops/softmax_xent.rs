@@ -32,9 +32,18 @@ impl SoftmaxShape {
     }
 }
 
-/// Every label names one of `classes` classes.
+/// The label of a padding row (a short last batch filled up to the plan's
+/// batch size): it adds no loss and no gradient and is never counted correct.
+/// The batch mean still divides by all rows; callers rescale by
+/// rows / real rows (PyTorch's `ignore_index`, with a fixed value).
+pub const IGNORE: u32 = u32::MAX;
+
+/// Every label names one of `classes` classes (or is IGNORE).
 pub fn validate_labels(labels: &[u32], classes: usize) -> Result<(), String> {
-    match labels.iter().position(|&l| l as usize >= classes) {
+    match labels
+        .iter()
+        .position(|&l| l != IGNORE && l as usize >= classes)
+    {
         Some(i) => Err(format!(
             "label {} at position {i} is out of range for {classes} classes",
             labels[i]
@@ -77,6 +86,7 @@ pub mod cpu {
         let total: f64 = x
             .chunks(cols)
             .zip(labels)
+            .filter(|(_, &l)| l != super::IGNORE)
             .map(|(row, &l)| {
                 let (m, s) = max_sum_exp(row);
                 s.ln() - (row[l as usize] as f64 - m)
@@ -97,6 +107,9 @@ pub mod cpu {
             .zip(labels)
             .flat_map(|(row, &l)| {
                 row.iter().enumerate().map(move |(j, &p)| {
+                    if l == super::IGNORE {
+                        return 0.0;
+                    }
                     let onehot = if j == l as usize { 1.0 } else { 0.0 };
                     ((p as f64 - onehot) * scale) as f32
                 })

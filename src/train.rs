@@ -1,0 +1,416 @@
+//! Training and evaluation of a network on real data with the recorded
+//! step: one submit per step, the batch uploaded with one write per input,
+//! loss and accuracy accumulated on the GPU and read back every
+//! `log_every` steps and at the end of each epoch.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Dataset, Dims, Normalization, Order, Splits};
+use crate::engine::Gpu;
+use crate::graph::{self, Graph, Op, Optimizer, Plan, T};
+use crate::models::{self, Builtin};
+use crate::ops::optim::SgdHyper;
+use crate::ops::softmax_xent::IGNORE;
+use crate::verify;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch: usize,
+    /// Initial learning rate, cosine-annealed to `lr_min` over all steps.
+    pub lr: f32,
+    pub lr_min: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    /// Clip gradients to this global norm.
+    pub clip: Option<f32>,
+    pub seed: u64,
+    pub augment: bool,
+    /// Read the GPU's loss and accuracy every this many steps.
+    pub log_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 4,
+            batch: 64,
+            lr: 0.05,
+            lr_min: 0.0,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            clip: Some(5.0),
+            seed: 1,
+            augment: true,
+            log_every: 50,
+        }
+    }
+}
+
+/// What the trained model directory holds besides its weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub model: Builtin,
+    pub dims: Dims,
+    pub classes: usize,
+    pub norm: Normalization,
+    pub seed: u64,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Metric {
+    pub phase: &'static str,
+    pub epoch: usize,
+    pub step: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub lr: f32,
+    pub images_per_s: f64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub test_accuracy: f64,
+    pub test_loss: f64,
+    pub val_accuracy: f64,
+    pub seconds: f64,
+    pub images_per_s: f64,
+    pub dispatches_per_step: usize,
+    pub planned_bytes: u64,
+    pub unshared_bytes: u64,
+}
+
+/// A network's evaluation plan: BN with running statistics, inputs of
+/// `batch` images, loss and correct counts accumulated on the GPU.
+pub struct Evaluator {
+    g: Graph,
+    plan: Plan,
+    images: T,
+    labels: T,
+    loss_sum: T,
+    correct: T,
+    batch: usize,
+    /// Weights and running statistics by name.
+    pub tensors: HashMap<String, T>,
+}
+
+impl Evaluator {
+    pub fn new(gpu: &Gpu, card: &ModelCard, batch: usize) -> Result<Evaluator> {
+        let mut g = Graph::new();
+        let d = card.dims;
+        let images = g.input("images", &[batch, d.channels, d.height, d.width]);
+        let labels = g.input("labels", &[batch]);
+        let net = models::build(card.model, &mut g, images, card.classes, false, card.seed);
+        let loss = g.log_softmax_xent(net.logits, labels);
+        let loss_sum = g.state("loss_sum", &[1], None);
+        g.accumulate_into(loss, loss_sum);
+        let correct = g.state("correct", &[1], None);
+        g.count_correct_into(net.logits, labels, correct);
+        let tensors = named(&g, net.params.iter().chain(&net.running));
+        let plan = Plan::new(gpu, &g)?;
+        Ok(Evaluator {
+            g,
+            plan,
+            images,
+            labels,
+            loss_sum,
+            correct,
+            batch,
+            tensors,
+        })
+    }
+
+    /// (mean loss, accuracy) over all of `data`: the last batch is padded
+    /// and its padding rows carry the IGNORE label, so nothing is dropped or
+    /// counted twice.
+    pub fn evaluate(&self, gpu: &Gpu, data: &Dataset, norm: &Normalization) -> Result<(f64, f64)> {
+        let b = self.batch;
+        let mut pixels = vec![0f32; b * data.dims.len()];
+        let mut labels = vec![0u32; b];
+        let mut rng = verify::rng(0);
+        self.plan.write(gpu, self.loss_sum, &[0.0]);
+        self.plan.write(gpu, self.correct, &[0.0]);
+        let mut batches = 0usize;
+        for idx in data.batches(b, Order::Sequential) {
+            let real = data.fill_batch(&idx, norm, None, &mut rng, &mut pixels, &mut labels);
+            labels[real..].fill(IGNORE);
+            self.plan.write(gpu, self.images, &pixels);
+            self.plan.write_u32(gpu, self.labels, &labels);
+            self.plan.step(gpu)?;
+            batches += 1;
+        }
+        let n = data.len() as f64;
+        // Each batch's loss is a mean over all b rows (padding adds 0).
+        let loss = self.plan.read(gpu, self.loss_sum)?[0] as f64 * b as f64 / n;
+        let correct = self.plan.read(gpu, self.correct)?[0] as f64;
+        debug_assert!(batches * b >= data.len());
+        Ok((loss, correct / n))
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.g
+    }
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+}
+
+fn named<'a>(g: &Graph, ts: impl Iterator<Item = &'a T>) -> HashMap<String, T> {
+    ts.map(|t| (g.def(*t).name.clone(), *t)).collect()
+}
+
+/// Train `model` on `splits`, writing `metrics.jsonl`, `model.safetensors`
+/// and `model.json` into `out`. `progress` receives each metric as it is
+/// logged.
+pub fn train(
+    gpu: &Gpu,
+    model: Builtin,
+    splits: &Splits,
+    cfg: &TrainConfig,
+    out: &Path,
+    mut progress: impl FnMut(&Metric),
+) -> Result<TrainReport> {
+    if cfg.epochs == 0 || cfg.batch == 0 || cfg.log_every == 0 {
+        bail!("epochs, batch and log_every must be at least 1 (got {cfg:?})");
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let dims = splits.train.dims;
+    let classes = splits.train.classes;
+    let card = ModelCard {
+        model,
+        dims,
+        classes,
+        norm: splits.norm.clone(),
+        seed: cfg.seed,
+    };
+    let b = cfg.batch;
+
+    // The training step: forward, backward, clipping, SGD, metrics.
+    let mut g = Graph::new();
+    let images = g.input("images", &[b, dims.channels, dims.height, dims.width]);
+    let labels = g.input("labels", &[b]);
+    let net = models::build(model, &mut g, images, classes, true, cfg.seed);
+    let loss = g.log_softmax_xent(net.logits, labels);
+    let loss_sum = g.state("loss_sum", &[1], None);
+    g.accumulate_into(loss, loss_sum);
+    let correct = g.state("correct", &[1], None);
+    g.count_correct_into(net.logits, labels, correct);
+    let grads = graph::backward(&mut g, loss);
+    let hyper = SgdHyper {
+        lr: cfg.lr,
+        momentum: cfg.momentum,
+        weight_decay: cfg.weight_decay,
+    };
+    let updates =
+        graph::append_updates(&mut g, &net.params, &grads, Optimizer::Sgd(hyper), cfg.clip);
+    let plan = Plan::new(gpu, &g)?;
+    let trained = named(&g, net.params.iter().chain(&net.running));
+
+    let eval = Evaluator::new(gpu, &card, 256)?;
+    let pairs: Vec<(T, T)> = eval
+        .tensors
+        .iter()
+        .map(|(name, &t)| (t, trained[name]))
+        .collect();
+
+    let mut metrics = std::fs::File::create(out.join("metrics.jsonl"))?;
+    let mut log = |m: Metric| -> Result<()> {
+        writeln!(metrics, "{}", serde_json::to_string(&m)?)?;
+        progress(&m);
+        Ok(())
+    };
+
+    let n = splits.train.len();
+    let steps_per_epoch = n.div_ceil(b);
+    let total_steps = steps_per_epoch * cfg.epochs;
+    let augment = cfg.augment.then(|| splits.kind.augment());
+    let mut rng = verify::rng(cfg.seed ^ 0xa5a5);
+    let mut pixels = vec![0f32; b * dims.len()];
+    let mut lbl = vec![0u32; b];
+    let start = Instant::now();
+    let mut step = 0usize;
+    let (mut window_start, mut window_steps) = (Instant::now(), 0usize);
+    let mut val_accuracy = 0.0;
+    for epoch in 0..cfg.epochs {
+        let order = splits.train.order(Order::Shuffled {
+            seed: cfg.seed,
+            epoch: epoch as u64,
+        });
+        for k in 0..steps_per_epoch {
+            // A short last batch is completed with the epoch's first
+            // samples: every sample is seen, none twice in a row.
+            let idx: Vec<usize> = (0..b).map(|i| order[(k * b + i) % n]).collect();
+            splits.train.fill_batch(
+                &idx,
+                &splits.norm,
+                augment.as_ref(),
+                &mut rng,
+                &mut pixels,
+                &mut lbl,
+            );
+            let lr = cosine(cfg.lr, cfg.lr_min, step, total_steps);
+            for &node in &updates.nodes {
+                if let Op::Sgd(h) = &mut g.nodes[node].op {
+                    h.lr = lr;
+                }
+            }
+            plan.sync_hyperparameters(gpu, &g);
+            plan.write(gpu, images, &pixels);
+            plan.write_u32(gpu, labels, &lbl);
+            plan.step(gpu)?;
+            step += 1;
+            window_steps += 1;
+            if step.is_multiple_of(cfg.log_every) || k + 1 == steps_per_epoch {
+                let l = plan.read(gpu, loss_sum)?[0] as f64 / window_steps as f64;
+                if !l.is_finite() {
+                    bail!("training loss became {l} at epoch {epoch}, step {step}: stopping (lower --lr?)");
+                }
+                let acc = plan.read(gpu, correct)?[0] as f64 / (window_steps * b) as f64;
+                plan.write(gpu, loss_sum, &[0.0]);
+                plan.write(gpu, correct, &[0.0]);
+                let secs = window_start.elapsed().as_secs_f64();
+                log(Metric {
+                    phase: "train",
+                    epoch,
+                    step,
+                    loss: l,
+                    accuracy: acc,
+                    lr,
+                    images_per_s: (window_steps * b) as f64 / secs,
+                    seconds: start.elapsed().as_secs_f64(),
+                })?;
+                (window_start, window_steps) = (Instant::now(), 0);
+            }
+        }
+        eval.plan().copy_from(gpu, &plan, &pairs);
+        let t = Instant::now();
+        let (vl, va) = eval.evaluate(gpu, &splits.val, &splits.norm)?;
+        val_accuracy = va;
+        log(Metric {
+            phase: "val",
+            epoch,
+            step,
+            loss: vl,
+            accuracy: va,
+            lr: cosine(cfg.lr, cfg.lr_min, step, total_steps),
+            images_per_s: splits.val.len() as f64 / t.elapsed().as_secs_f64(),
+            seconds: start.elapsed().as_secs_f64(),
+        })?;
+        window_start = Instant::now();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let (test_loss, test_accuracy) = eval.evaluate(gpu, &splits.test, &splits.norm)?;
+    log(Metric {
+        phase: "test",
+        epoch: cfg.epochs,
+        step,
+        loss: test_loss,
+        accuracy: test_accuracy,
+        lr: 0.0,
+        images_per_s: 0.0,
+        seconds: start.elapsed().as_secs_f64(),
+    })?;
+    save(gpu, &eval, &card, out)?;
+    Ok(TrainReport {
+        test_accuracy,
+        test_loss,
+        val_accuracy,
+        seconds,
+        images_per_s: (step * b) as f64 / seconds,
+        dispatches_per_step: plan.dispatches(),
+        planned_bytes: plan.memory.planned_bytes,
+        unshared_bytes: plan.memory.unshared_bytes,
+    })
+}
+
+/// Cosine annealing from `hi` to `lo` over `total` steps.
+pub fn cosine(hi: f32, lo: f32, step: usize, total: usize) -> f32 {
+    let t = step as f64 / total.max(1) as f64;
+    (lo as f64 + 0.5 * (hi - lo) as f64 * (1.0 + (std::f64::consts::PI * t).cos())) as f32
+}
+
+/// Write `model.safetensors` (weights and running statistics by name) and
+/// `model.json` (the card), each through a temp file and a rename.
+pub fn save(gpu: &Gpu, eval: &Evaluator, card: &ModelCard, out: &Path) -> Result<()> {
+    let mut names: Vec<&String> = eval.tensors.keys().collect();
+    names.sort();
+    let mut data: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+    for name in names {
+        let t = eval.tensors[name];
+        let v = eval.plan().read(gpu, t)?;
+        data.push((
+            name.clone(),
+            bytemuck::cast_slice(&v).to_vec(),
+            eval.graph().def(t).shape.clone(),
+        ));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
+        .iter()
+        .map(|(n, bytes, shape)| {
+            let v =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                    .expect("tensor view");
+            (n.clone(), v)
+        })
+        .collect();
+    let meta = HashMap::from([("model".to_string(), card.model.name().to_string())]);
+    let bytes = safetensors::serialize(views, Some(meta))?;
+    write_atomic(&out.join("model.safetensors"), &bytes)?;
+    write_atomic(
+        &out.join("model.json"),
+        serde_json::to_string_pretty(card)?.as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// Load a model directory written by `save` into a fresh evaluator.
+pub fn load(gpu: &Gpu, dir: &Path, batch: usize) -> Result<(Evaluator, ModelCard)> {
+    let card_path = dir.join("model.json");
+    let card: ModelCard = serde_json::from_slice(
+        &std::fs::read(&card_path).with_context(|| format!("reading {}", card_path.display()))?,
+    )
+    .with_context(|| format!("{}: not a gradnas model card", card_path.display()))?;
+    let wpath = dir.join("model.safetensors");
+    let bytes = std::fs::read(&wpath).with_context(|| format!("reading {}", wpath.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{}: not a safetensors file", wpath.display()))?;
+    let eval = Evaluator::new(gpu, &card, batch)?;
+    for (name, &t) in &eval.tensors {
+        let view = st
+            .tensor(name)
+            .with_context(|| format!("{}: no tensor {name:?}", wpath.display()))?;
+        let want = &eval.graph().def(t).shape;
+        if view.dtype() != safetensors::Dtype::F32 || view.shape() != want.as_slice() {
+            bail!(
+                "{}: tensor {name:?} is {:?} {:?}, expected F32 {want:?}",
+                wpath.display(),
+                view.dtype(),
+                view.shape()
+            );
+        }
+        let v: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        eval.plan().write(gpu, t, &v);
+    }
+    Ok((eval, card))
+}
+
+/// Write through a temp file and a rename, so a crash never leaves a
+/// half-written file under the final name.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
