@@ -425,6 +425,27 @@ impl Graph {
         );
         y
     }
+    /// Evaluation-mode batch norm with the running statistics.
+    pub fn batchnorm_eval(
+        &mut self,
+        x: T,
+        affine: Option<(T, T)>,
+        running: (T, T),
+        s: batchnorm::Shape,
+    ) -> T {
+        assert_eq!(
+            s.affine,
+            affine.is_some(),
+            "batchnorm: affine flag and γ/β disagree"
+        );
+        let y = self.temp_like("bn", x);
+        let mut ins = vec![x, running.0, running.1];
+        if let Some((g, b)) = affine {
+            ins.extend([g, b]);
+        }
+        self.push(Op::BatchNormEval(s), ins, vec![y]);
+        y
+    }
     pub fn max_pool(&mut self, x: T, s: pool::Shape) -> T {
         let y = self.temp("maxpool", &[s.n, s.c, s.out_h(), s.out_w()]);
         let arg = self.temp("maxpool.argmax", &[s.n, s.c, s.out_h(), s.out_w()]);

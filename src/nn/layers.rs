@@ -115,7 +115,12 @@ pub fn conv(g: &mut Graph, store: &mut ParamStore, leaf: &str, x: T, spec: ConvS
 pub fn batchnorm(g: &mut Graph, store: &mut ParamStore, leaf: &str, x: T, affine: bool) -> T {
     let [n, c, h, w] = nchw(g, x);
     let s = batchnorm::Shape::new(n, c, h * w, affine);
-    if let Err(e) = s.validate_train() {
+    let check = if store.eval {
+        s.validate()
+    } else {
+        s.validate_train()
+    };
+    if let Err(e) = check {
         panic!("{leaf}: {e}");
     }
     let (gb, running) = store.scoped(leaf, |st| {
@@ -131,7 +136,11 @@ pub fn batchnorm(g: &mut Graph, store: &mut ParamStore, leaf: &str, x: T, affine
         );
         (gb, running)
     });
-    g.batchnorm_train(x, gb, running, s)
+    if store.eval {
+        g.batchnorm_eval(x, gb, running, s)
+    } else {
+        g.batchnorm_train(x, gb, running, s)
+    }
 }
 
 /// DARTS's ReLUConvBN: ReLU, k×k convolution (`conv`), batch norm (`bn`).

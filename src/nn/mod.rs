@@ -53,6 +53,10 @@ pub struct ParamStore {
     pub params: Vec<T>,
     /// Persistent non-trained tensors (batch-norm running statistics).
     pub states: Vec<T>,
+    /// Build for evaluation: batch norm uses its running statistics. The
+    /// same builder with the same seed then names and shapes every tensor
+    /// as in training, so trained weights move over by name.
+    pub eval: bool,
 }
 
 impl ParamStore {
@@ -63,6 +67,7 @@ impl ParamStore {
             names: HashSet::new(),
             params: Vec::new(),
             states: Vec::new(),
+            eval: false,
         }
     }
 
