@@ -470,3 +470,79 @@ fn elementwise_cases(v: &mut Vec<BenchCase>) {
         },
     ));
 }
+
+/// The built-in CNN's training step (forward, backward, clipping, SGD) as
+/// one recorded submit against the same kernels submitted node by node, and
+/// its planned memory against giving every tensor its own buffer.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepBench {
+    pub model: &'static str,
+    pub batch: usize,
+    pub nodes: usize,
+    pub dispatches: usize,
+    pub recorded_ms: f64,
+    pub per_node_ms: f64,
+    /// per_node_ms / recorded_ms: what recording saves.
+    pub per_node_over_recorded: f64,
+    pub images_per_s: f64,
+    pub planned_bytes: u64,
+    pub unshared_bytes: u64,
+    /// planned / unshared intermediate bytes.
+    pub planned_over_unshared: f64,
+    pub persistent_bytes: u64,
+}
+
+fn median_secs(
+    repeats: usize,
+    mut f: impl FnMut() -> Result<(), GpuError>,
+) -> Result<f64, GpuError> {
+    f()?; // warm-up
+    let mut v = Vec::with_capacity(repeats);
+    for _ in 0..repeats.max(1) {
+        let t = Instant::now();
+        f()?;
+        v.push(t.elapsed().as_secs_f64());
+    }
+    v.sort_by(f64::total_cmp);
+    Ok(v[v.len() / 2])
+}
+
+pub fn train_step(gpu: &Gpu, batch: usize, repeats: usize) -> Result<StepBench, GpuError> {
+    use crate::data::Dims;
+    use crate::graph::Plan;
+    use crate::models::Builtin;
+    use crate::train::{train_graph, TrainConfig};
+    let cfg = TrainConfig {
+        batch,
+        ..TrainConfig::default()
+    };
+    let tg = train_graph(Builtin::Cnn, Dims::new(1, 28, 28), 10, &cfg);
+    let plan = Plan::new(gpu, &tg.g)?;
+    let mut rng = verify::rng(5);
+    plan.write(gpu, tg.images, &verify::randn(&mut rng, batch * 784));
+    let labels: Vec<u32> = (0..batch as u32).map(|i| i % 10).collect();
+    plan.write_u32(gpu, tg.labels, &labels);
+    let recorded = median_secs(repeats, || {
+        plan.step(gpu)?;
+        gpu.sync()
+    })?;
+    let per_node = median_secs(repeats, || {
+        plan.step_per_node(gpu)?;
+        gpu.sync()
+    })?;
+    let m = &plan.memory;
+    Ok(StepBench {
+        model: Builtin::Cnn.name(),
+        batch,
+        nodes: tg.g.nodes.len(),
+        dispatches: plan.dispatches(),
+        recorded_ms: recorded * 1e3,
+        per_node_ms: per_node * 1e3,
+        per_node_over_recorded: per_node / recorded,
+        images_per_s: batch as f64 / recorded,
+        planned_bytes: m.planned_bytes,
+        unshared_bytes: m.unshared_bytes,
+        planned_over_unshared: m.planned_bytes as f64 / m.unshared_bytes as f64,
+        persistent_bytes: plan.persistent_bytes,
+    })
+}

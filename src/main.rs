@@ -330,9 +330,11 @@ fn bench_cmd(json: bool, filter: Option<String>, repeats: usize) -> Result<ExitC
         .into_iter()
         .filter(|c| filter.as_deref().is_none_or(|f| c.op.contains(f)))
         .collect();
+    let step = filter.as_deref().is_none_or(|f| "train_step".contains(f));
     anyhow::ensure!(
-        !cases.is_empty(),
-        "no benchmark matches --filter {filter:?}"
+        !cases.is_empty() || step,
+        "no benchmark matches --filter {}",
+        filter.as_deref().unwrap_or("")
     );
     if !json {
         eprintln!("adapter: {}", gpu.describe());
@@ -352,8 +354,31 @@ fn bench_cmd(json: bool, filter: Option<String>, repeats: usize) -> Result<ExitC
         }
         rows.push(r);
     }
+    let step = if step {
+        let s = bench::train_step(gpu, 64, repeats)?;
+        if !json {
+            println!(
+                "train_step {} batch {}: {} nodes, {} dispatches; recorded {:.1} ms, one submit per node {:.1} ms ({:.2}x); {:.0} images/s; planned intermediates {:.1} MB vs {:.1} MB unshared ({:.2}); persistent {:.1} MB",
+                s.model,
+                s.batch,
+                s.nodes,
+                s.dispatches,
+                s.recorded_ms,
+                s.per_node_ms,
+                s.per_node_over_recorded,
+                s.images_per_s,
+                s.planned_bytes as f64 / 1e6,
+                s.unshared_bytes as f64 / 1e6,
+                s.planned_over_unshared,
+                s.persistent_bytes as f64 / 1e6
+            );
+        }
+        Some(s)
+    } else {
+        None
+    };
     if json {
-        let v = serde_json::json!({ "adapter": gpu.adapter_row(), "results": rows });
+        let v = serde_json::json!({ "adapter": gpu.adapter_row(), "results": rows, "train_step": step });
         println!("{}", serde_json::to_string_pretty(&v)?);
     }
     Ok(ExitCode::SUCCESS)

@@ -163,6 +163,50 @@ impl Evaluator {
     }
 }
 
+/// One training step as a graph: forward, cross-entropy, backward,
+/// clipping, SGD updates, loss and correct counts accumulated on the GPU.
+pub struct TrainGraph {
+    pub g: Graph,
+    pub images: T,
+    pub labels: T,
+    pub loss_sum: T,
+    pub correct: T,
+    pub updates: graph::Updates,
+    /// Weights and running statistics by name.
+    pub trained: HashMap<String, T>,
+}
+
+pub fn train_graph(model: Builtin, dims: Dims, classes: usize, cfg: &TrainConfig) -> TrainGraph {
+    let b = cfg.batch;
+    let mut g = Graph::new();
+    let images = g.input("images", &[b, dims.channels, dims.height, dims.width]);
+    let labels = g.input("labels", &[b]);
+    let net = models::build(model, &mut g, images, classes, true, cfg.seed);
+    let loss = g.log_softmax_xent(net.logits, labels);
+    let loss_sum = g.state("loss_sum", &[1], None);
+    g.accumulate_into(loss, loss_sum);
+    let correct = g.state("correct", &[1], None);
+    g.count_correct_into(net.logits, labels, correct);
+    let grads = graph::backward(&mut g, loss);
+    let hyper = SgdHyper {
+        lr: cfg.lr,
+        momentum: cfg.momentum,
+        weight_decay: cfg.weight_decay,
+    };
+    let updates =
+        graph::append_updates(&mut g, &net.params, &grads, Optimizer::Sgd(hyper), cfg.clip);
+    let trained = named(&g, net.params.iter().chain(&net.running));
+    TrainGraph {
+        g,
+        images,
+        labels,
+        loss_sum,
+        correct,
+        updates,
+        trained,
+    }
+}
+
 fn named<'a>(g: &Graph, ts: impl Iterator<Item = &'a T>) -> HashMap<String, T> {
     ts.map(|t| (g.def(*t).name.clone(), *t)).collect()
 }
@@ -193,26 +237,16 @@ pub fn train(
     };
     let b = cfg.batch;
 
-    // The training step: forward, backward, clipping, SGD, metrics.
-    let mut g = Graph::new();
-    let images = g.input("images", &[b, dims.channels, dims.height, dims.width]);
-    let labels = g.input("labels", &[b]);
-    let net = models::build(model, &mut g, images, classes, true, cfg.seed);
-    let loss = g.log_softmax_xent(net.logits, labels);
-    let loss_sum = g.state("loss_sum", &[1], None);
-    g.accumulate_into(loss, loss_sum);
-    let correct = g.state("correct", &[1], None);
-    g.count_correct_into(net.logits, labels, correct);
-    let grads = graph::backward(&mut g, loss);
-    let hyper = SgdHyper {
-        lr: cfg.lr,
-        momentum: cfg.momentum,
-        weight_decay: cfg.weight_decay,
-    };
-    let updates =
-        graph::append_updates(&mut g, &net.params, &grads, Optimizer::Sgd(hyper), cfg.clip);
+    let TrainGraph {
+        mut g,
+        images,
+        labels,
+        loss_sum,
+        correct,
+        updates,
+        trained,
+    } = train_graph(model, dims, classes, cfg);
     let plan = Plan::new(gpu, &g)?;
-    let trained = named(&g, net.params.iter().chain(&net.running));
 
     let eval = Evaluator::new(gpu, &card, 256)?;
     let pairs: Vec<(T, T)> = eval
