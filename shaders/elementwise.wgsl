@@ -4,6 +4,8 @@
 struct Params {
     n: u32,
     alpha: f32,
+    // row_scale: the row length.
+    cols: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -113,4 +115,27 @@ fn broadcast_scalar(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     let i = linear_index(gid, nwg);
     if i >= p.n { return; }
     out0[i] = p.alpha * c[0];
+}
+
+// out0[r, j] = a[r, j] * b[r]: scale each row of `cols` by its own factor
+// (β_i times softmax(α_i) in the supernet's mixing weights). With a = dy it
+// is also the input gradient.
+@compute @workgroup_size(256)
+fn row_scale_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    out0[i] = a[i] * b[i / p.cols];
+}
+
+// out0[r] = Σ_j a[r, j] * c[r, j] (a = x, c = dy): the gradient of each
+// row's factor. One invocation per row (n = rows); rows are short.
+@compute @workgroup_size(256)
+fn row_scale_backward_scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = linear_index(gid, nwg);
+    if r >= p.n { return; }
+    var acc = 0.0;
+    for (var j = 0u; j < p.cols; j = j + 1u) {
+        acc = acc + a[r * p.cols + j] * c[r * p.cols + j];
+    }
+    out0[r] = acc;
 }

@@ -92,9 +92,9 @@ fn lstm_cell() -> Built {
     }
 }
 
-/// A DARTS-like edge: three candidates of a conv output (ReLU, avg pool,
-/// max pool) mixed by softmax(α), concatenated with a factorized slice of
-/// the conv output, then global pool, linear, cross-entropy.
+/// The supernet's node: x_j = Σ_i β_i Σ_o softmax(α_i)_o · o(x_i) over two
+/// inputs (a conv output and its factorized slice) and three ops each
+/// (ReLU, avg pool, max pool), then global pool, linear, cross-entropy.
 fn mixed_edge() -> Built {
     let (n, c, hw) = (2, 3, 7);
     let mut rng = verify::rng(2);
@@ -117,6 +117,7 @@ fn mixed_edge() -> Built {
     };
     let w = g.param("w", &[c, c, 1, 1], verify::randn(&mut rng, c * c));
     let y = g.conv2d(x, w, None, cs);
+    let sl = g.slice(y, SliceShape::factorized_reduce(n, c, hw, hw));
     let ps = pool::Shape {
         n,
         c,
@@ -126,23 +127,26 @@ fn mixed_edge() -> Built {
         stride: 1,
         pad: 1,
     };
-    let (a, b, m) = (g.relu(y), g.avg_pool(y, ps), g.max_pool(y, ps));
-    let stacked = g.stack(&[a, b, m]);
-    let alpha = g.param("alpha", &[1, 3], verify::randn(&mut rng, 3));
-    let weights = g.softmax(alpha);
+    let mut cands = Vec::new();
+    for input in [y, sl] {
+        cands.extend([g.relu(input), g.avg_pool(input, ps), g.max_pool(input, ps)]);
+    }
+    let stacked = g.stack(&cands);
+    let alpha = g.param("alpha", &[2, 3], verify::randn(&mut rng, 6));
+    let beta = g.param("beta", &[2], vec![0.3, 0.7]);
+    let soft = g.softmax(alpha);
+    let weights = g.row_scale(soft, beta);
     let mixed = g.weighted_sum(stacked, weights);
-    let sl = g.slice(y, SliceShape::factorized_reduce(n, c, hw, hw));
-    let both = g.concat(&[mixed, sl]);
-    let pooled = g.global_avg_pool(both);
+    let pooled = g.global_avg_pool(mixed);
     let ls = LinearShape {
         batch: n,
-        in_features: 2 * c,
+        in_features: c,
         out_features: 4,
     };
-    let wl = g.param("wl", &[4, 2 * c], verify::randn(&mut rng, 8 * c));
+    let wl = g.param("wl", &[4, c], verify::randn(&mut rng, 4 * c));
     let logits = g.linear(pooled, wl, None, ls);
     let loss = g.log_softmax_xent(logits, labels);
-    let params = vec![w, alpha, wl];
+    let params = vec![w, alpha, beta, wl];
     let (g, grads) = finish(g, loss, params.clone());
     let inputs = vec![(x, verify::randn(&mut rng, n * c * hw * hw))];
     Built {

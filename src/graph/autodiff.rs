@@ -106,6 +106,18 @@ fn rule(g: &mut Graph, op: &Op, ins: &[T], outs: &[T], douts: &[Option<T>]) -> V
             g.push(Op::MulBackward, vec![ins[0], ins[1], dy], vec![da, db]);
             vec![Some(da), Some(db)]
         }
+        Op::RowScale => {
+            let dx = g.temp_like("d.row_scale.x", ins[0]);
+            g.push(Op::RowScale, vec![dy, ins[1]], vec![dx]);
+            let ds = g.temp_like("d.row_scale.s", ins[1]);
+            let rows = g.len(ins[1]);
+            g.push(
+                Op::RowScaleBackwardScale { rows },
+                vec![ins[0], dy],
+                vec![ds],
+            );
+            vec![Some(dx), Some(ds)]
+        }
         Op::Concat(s) => {
             let parts: Vec<T> = ins.iter().map(|x| g.temp_like("d.concat", *x)).collect();
             g.push(Op::Split(s.clone()), vec![dy], parts.clone());

@@ -89,6 +89,10 @@ fn run(op: &Op, ins: &[&[f32]], outs: &mut [Vec<f32>]) {
         Op::MulBackward => {
             (outs[0], outs[1]) = elementwise::cpu::mul_backward(ins[0], ins[1], ins[2]);
         }
+        Op::RowScale => outs[0] = elementwise::cpu::row_scale_forward(ins[0], ins[1]),
+        Op::RowScaleBackwardScale { rows } => {
+            outs[0] = elementwise::cpu::row_scale_backward_scale(ins[0], ins[1], *rows)
+        }
         Op::Concat(s) => outs[0] = layout::cpu::concat_forward(s, ins),
         Op::Split(s) => {
             for (o, part) in outs.iter_mut().zip(layout::cpu::split_forward(s, ins[0])) {

@@ -85,6 +85,10 @@ pub enum Op {
     TanhBackward,
     /// [a, b] → [y]
     Mul,
+    /// [x, s] → [y]: y[r, j] = x[r, j]·s[r]
+    RowScale,
+    /// [x, dy] → [ds] over `rows` rows
+    RowScaleBackwardScale { rows: usize },
     /// [a, b, dy] → [da, db]
     MulBackward,
     /// [x_0, …, x_k] → [y]: channel concatenation (batch 1, hw 1 stacks
@@ -286,6 +290,17 @@ impl Graph {
         assert_eq!(self.len(a), self.len(b), "mul of unequal sizes");
         let y = self.temp_like("mul", a);
         self.push(Op::Mul, vec![a, b], vec![y]);
+        y
+    }
+    /// Scale each row of `x` by its entry of `s` (rows = len(s)).
+    pub fn row_scale(&mut self, x: T, s: T) -> T {
+        assert_eq!(
+            self.len(x) % self.len(s),
+            0,
+            "row_scale: rows do not divide x"
+        );
+        let y = self.temp_like("row_scale", x);
+        self.push(Op::RowScale, vec![x, s], vec![y]);
         y
     }
     /// Concatenate NCHW tensors along channels.

@@ -177,6 +177,10 @@ fn build(
         Op::TanhBackward => one(ew::tanh_backward(gpu, i[0], i[1], o[0])?),
         Op::Mul => one(ew::mul_forward(gpu, i[0], i[1], o[0])?),
         Op::MulBackward => one(ew::mul_backward(gpu, i[0], i[1], i[2], o[0], o[1])?),
+        Op::RowScale => one(ew::row_scale_forward(gpu, i[0], i[1], o[0])?),
+        Op::RowScaleBackwardScale { .. } => {
+            one(ew::row_scale_backward_scale(gpu, i[0], i[1], o[0])?)
+        }
         Op::Concat(s) => layout::concat_forward(gpu, s, i, o[0])?,
         Op::Split(s) => layout::split_forward(gpu, s, i[0], o)?,
         Op::Slice(s) => one(layout::slice_forward(gpu, s, i[0], o[0])?),

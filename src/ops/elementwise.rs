@@ -42,6 +42,32 @@ pub mod cpu {
     pub fn scale_forward(s: f32, x: &[f32]) -> Vec<f32> {
         x.iter().map(|v| s * v).collect()
     }
+    /// y[r, j] = x[r, j] · s[r] for rows of `s.len()`.
+    pub fn row_scale_forward(x: &[f32], s: &[f32]) -> Vec<f32> {
+        let cols = x.len() / s.len();
+        x.iter()
+            .enumerate()
+            .map(|(i, &v)| v * s[i / cols])
+            .collect()
+    }
+    /// ds[r] = Σ_j x[r, j] · dy[r, j] over `rows` rows.
+    pub fn row_scale_backward_scale(x: &[f32], dy: &[f32], rows: usize) -> Vec<f32> {
+        let cols = x.len() / rows;
+        (0..rows)
+            .map(|r| {
+                (r * cols..(r + 1) * cols)
+                    .map(|i| x[i] as f64 * dy[i] as f64)
+                    .sum::<f64>() as f32
+            })
+            .collect()
+    }
+    /// (dx, ds) of y = row_scale(x, s).
+    pub fn row_scale_backward(x: &[f32], s: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        (
+            row_scale_forward(dy, s),
+            row_scale_backward_scale(x, dy, s.len()),
+        )
+    }
     /// (dx, ds) of y = s · x.
     pub fn scale_backward(s: f32, x: &[f32], dy: &[f32]) -> (Vec<f32>, f32) {
         let ds: f64 = x.iter().zip(dy).map(|(&a, &g)| a as f64 * g as f64).sum();
@@ -60,7 +86,18 @@ fn ew(
     alpha: f32,
     slots: &[(u32, &Buf)],
 ) -> Result<Kernel, GpuError> {
-    let params = [n as u32, alpha.to_bits()];
+    ew_cols(gpu, entry, n, alpha, 0, slots)
+}
+
+fn ew_cols(
+    gpu: &Gpu,
+    entry: &'static str,
+    n: usize,
+    alpha: f32,
+    cols: usize,
+    slots: &[(u32, &Buf)],
+) -> Result<Kernel, GpuError> {
+    let params = [n as u32, alpha.to_bits(), cols as u32];
     gpu.kernel(SHADER, entry, &params, slots, grid_1d(n, WG))
 }
 
@@ -141,4 +178,47 @@ pub fn scale_forward(gpu: &Gpu, s: &Buf, x: &Buf, y: &Buf, alpha: f32) -> Result
 /// out = alpha · s[0] everywhere (the backward of sum and mean).
 pub fn broadcast_scalar(gpu: &Gpu, s: &Buf, out: &Buf, alpha: f32) -> Result<Kernel, GpuError> {
     ew(gpu, "broadcast_scalar", out.len, alpha, &[(3, s), (4, out)])
+}
+
+/// y[r, j] = x[r, j] · s[r], rows of x.len / s.len. With x = dy it is the
+/// input gradient.
+pub fn row_scale_forward(gpu: &Gpu, x: &Buf, s: &Buf, y: &Buf) -> Result<Kernel, GpuError> {
+    assert!(
+        s.len > 0 && x.len % s.len == 0,
+        "row_scale: {} elements in {} rows",
+        x.len,
+        s.len
+    );
+    let cols = x.len / s.len;
+    ew_cols(
+        gpu,
+        "row_scale_forward",
+        x.len,
+        1.0,
+        cols,
+        &[(1, x), (2, s), (4, y)],
+    )
+}
+/// ds[r] = Σ_j x[r, j] · dy[r, j].
+pub fn row_scale_backward_scale(
+    gpu: &Gpu,
+    x: &Buf,
+    dy: &Buf,
+    ds: &Buf,
+) -> Result<Kernel, GpuError> {
+    assert!(
+        ds.len > 0 && x.len % ds.len == 0,
+        "row_scale: {} elements in {} rows",
+        x.len,
+        ds.len
+    );
+    let cols = x.len / ds.len;
+    ew_cols(
+        gpu,
+        "row_scale_backward_scale",
+        ds.len,
+        1.0,
+        cols,
+        &[(1, x), (3, dy), (4, ds)],
+    )
 }

@@ -104,6 +104,29 @@ pub fn cases(level: Level) -> Vec<Case> {
                 c.check("backward_b", &db, &dbb, GRADIENT)
             },
         ));
+        // Rows as long as a mixed op's candidate list where n allows.
+        let cols = [8, 5, 3, 1].into_iter().find(|c| n % c == 0).unwrap_or(1);
+        v.push(Case::new(
+            "elementwise",
+            "row_scale",
+            format!("[{},{cols}]", n / cols),
+            move |c| {
+                let rows = n / cols;
+                let (x, s, dy) = (c.randn(n), c.randn(rows), c.randn(n));
+                let (xb, sb, dyb) = (c.input(&x)?, c.input(&s)?, c.input(&dy)?);
+                let (yb, dxb, dsb) = (c.output(n)?, c.output(n)?, c.output(rows)?);
+                let g = c.gpu;
+                c.run(&[
+                    ew::row_scale_forward(g, &xb, &sb, &yb)?,
+                    ew::row_scale_forward(g, &dyb, &sb, &dxb)?,
+                    ew::row_scale_backward_scale(g, &xb, &dyb, &dsb)?,
+                ])?;
+                let (dx, ds) = cpu::row_scale_backward(&x, &s, &dy);
+                c.check("forward", &cpu::row_scale_forward(&x, &s), &yb, FORWARD)?;
+                c.check("backward_input", &dx, &dxb, GRADIENT)?;
+                c.check("backward_scale", &ds, &dsb, GRADIENT)
+            },
+        ));
         v.push(Case::new(
             "elementwise",
             "scale",
