@@ -10,5 +10,6 @@ pub mod graph;
 pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod space;
 pub mod train;
 pub mod verify;

@@ -12,11 +12,18 @@ pub type Grads = HashMap<T, T>;
 /// Append the backward of every node so far to `g`, seeded with dL/dloss = 1,
 /// and return the gradients. Gradients stop at inputs, states and labels.
 pub fn backward(g: &mut Graph, loss: T) -> Grads {
+    backward_since(g, loss, 0)
+}
+
+/// `backward` through the nodes from index `since` on only: a second pass
+/// in the same graph (the supernet's weight step after its architecture
+/// step) must not walk back into the first pass or its update nodes.
+pub fn backward_since(g: &mut Graph, loss: T, since: usize) -> Grads {
     assert_eq!(g.len(loss), 1, "backward needs a scalar loss");
     let seed = g.state("dloss", &[1], Some(vec![1.0]));
     let mut grads: Grads = HashMap::from([(loss, seed)]);
     let forward = g.nodes.len();
-    for i in (0..forward).rev() {
+    for i in (since..forward).rev() {
         let node = g.nodes[i].clone();
         let douts: Vec<Option<T>> = node.outputs.iter().map(|o| grads.get(o).copied()).collect();
         if douts.iter().all(Option::is_none) {

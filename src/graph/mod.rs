@@ -9,7 +9,7 @@ pub mod optim;
 pub mod plan;
 pub mod planner;
 
-pub use autodiff::{backward, Grads};
+pub use autodiff::{backward, backward_since, Grads};
 pub use cpu::CpuExec;
 pub use ir::{Graph, Kind, Node, Op, T};
 pub use optim::{append_updates, Optimizer, Updates};

@@ -7,7 +7,7 @@
 pub mod layers;
 pub mod lstm;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::graph::{Graph, T};
 use crate::verify::{self, Rng};
@@ -53,6 +53,11 @@ pub struct ParamStore {
     pub params: Vec<T>,
     /// Persistent non-trained tensors (batch-norm running statistics).
     pub states: Vec<T>,
+    /// Tensors created so far, by name: with `reuse`, asking for a name
+    /// again returns the same tensor (a network applied twice in one graph,
+    /// like the supernet's validation and training passes).
+    made: HashMap<String, T>,
+    pub reuse: bool,
     /// Build for evaluation: batch norm uses its running statistics. The
     /// same builder with the same seed then names and shapes every tensor
     /// as in training, so trained weights move over by name.
@@ -67,6 +72,8 @@ impl ParamStore {
             names: HashSet::new(),
             params: Vec::new(),
             states: Vec::new(),
+            made: HashMap::new(),
+            reuse: false,
             eval: false,
         }
     }
@@ -117,21 +124,46 @@ impl ParamStore {
         }
     }
 
+    /// The tensor already made under `leaf` here, when reusing.
+    fn reused(&self, g: &Graph, leaf: &str, shape: &[usize]) -> Option<T> {
+        if !self.reuse {
+            return None;
+        }
+        let mut parts = self.scope.clone();
+        parts.push(leaf.to_string());
+        let t = *self.made.get(&parts.join("."))?;
+        assert_eq!(
+            g.def(t).shape,
+            shape,
+            "{} reused with another shape",
+            g.def(t).name
+        );
+        Some(t)
+    }
+
     /// A trained tensor named `leaf` in the current scope.
     pub fn param(&mut self, g: &mut Graph, leaf: &str, shape: &[usize], init: Init) -> T {
+        if let Some(t) = self.reused(g, leaf, shape) {
+            return t;
+        }
         let name = self.claim(leaf);
         let v = self.values(init, shape.iter().product());
         let t = g.param(&name, shape, v);
         self.params.push(t);
+        self.made.insert(name, t);
         t
     }
 
     /// A persistent non-trained tensor (running statistics) filled with `value`.
     pub fn state(&mut self, g: &mut Graph, leaf: &str, shape: &[usize], value: f32) -> T {
+        if let Some(t) = self.reused(g, leaf, shape) {
+            return t;
+        }
         let name = self.claim(leaf);
         let n = shape.iter().product();
         let t = g.state(&name, shape, Some(vec![value; n]));
         self.states.push(t);
+        self.made.insert(name, t);
         t
     }
 

@@ -184,7 +184,7 @@ pub fn broadcast_scalar(gpu: &Gpu, s: &Buf, out: &Buf, alpha: f32) -> Result<Ker
 /// input gradient.
 pub fn row_scale_forward(gpu: &Gpu, x: &Buf, s: &Buf, y: &Buf) -> Result<Kernel, GpuError> {
     assert!(
-        s.len > 0 && x.len % s.len == 0,
+        s.len > 0 && x.len.is_multiple_of(s.len),
         "row_scale: {} elements in {} rows",
         x.len,
         s.len
@@ -207,7 +207,7 @@ pub fn row_scale_backward_scale(
     ds: &Buf,
 ) -> Result<Kernel, GpuError> {
     assert!(
-        ds.len > 0 && x.len % ds.len == 0,
+        ds.len > 0 && x.len.is_multiple_of(ds.len),
         "row_scale: {} elements in {} rows",
         x.len,
         ds.len
