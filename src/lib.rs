@@ -10,6 +10,7 @@ pub mod graph;
 pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod search;
 pub mod space;
 pub mod train;
 pub mod verify;

@@ -374,35 +374,52 @@ pub fn cosine(hi: f32, lo: f32, step: usize, total: usize) -> f32 {
 /// Write `model.safetensors` (weights and running statistics by name) and
 /// `model.json` (the card), each through a temp file and a rename.
 pub fn save(gpu: &Gpu, eval: &Evaluator, card: &ModelCard, out: &Path) -> Result<()> {
-    let mut names: Vec<&String> = eval.tensors.keys().collect();
-    names.sort();
-    let mut data: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
-    for name in names {
-        let t = eval.tensors[name];
-        let v = eval.plan().read(gpu, t)?;
-        data.push((
-            name.clone(),
-            bytemuck::cast_slice(&v).to_vec(),
-            eval.graph().def(t).shape.clone(),
-        ));
-    }
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
-        .iter()
-        .map(|(n, bytes, shape)| {
-            let v =
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                    .expect("tensor view");
-            (n.clone(), v)
-        })
-        .collect();
+    let tensors: Vec<T> = eval.tensors.values().copied().collect();
     let meta = HashMap::from([("model".to_string(), card.model.name().to_string())]);
-    let bytes = safetensors::serialize(views, Some(meta))?;
-    write_atomic(&out.join("model.safetensors"), &bytes)?;
+    save_tensors(
+        gpu,
+        eval.plan(),
+        eval.graph(),
+        &tensors,
+        meta,
+        &out.join("model.safetensors"),
+    )?;
     write_atomic(
         &out.join("model.json"),
         serde_json::to_string_pretty(card)?.as_bytes(),
     )?;
     Ok(())
+}
+
+/// Read `tensors` of a plan back and write them, by graph name, as one
+/// safetensors file (atomically).
+pub fn save_tensors(
+    gpu: &Gpu,
+    plan: &Plan,
+    g: &Graph,
+    tensors: &[T],
+    meta: HashMap<String, String>,
+    path: &Path,
+) -> Result<()> {
+    let mut data: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::with_capacity(tensors.len());
+    for &t in tensors {
+        let v = plan.read(gpu, t)?;
+        let d = g.def(t);
+        data.push((
+            d.name.clone(),
+            bytemuck::cast_slice(&v).to_vec(),
+            d.shape.clone(),
+        ));
+    }
+    data.sort_by(|a, b| a.0.cmp(&b.0));
+    let views = data
+        .iter()
+        .map(|(n, bytes, shape)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map(|v| (n.clone(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    write_atomic(path, &safetensors::serialize(views, Some(meta))?)
 }
 
 /// Load a model directory written by `save` into a fresh evaluator.

@@ -57,3 +57,8 @@ fn loss() {
 fn optim() {
     common::run_family("optim");
 }
+
+#[test]
+fn affine_scaling() {
+    common::run_family("affine_scaling");
+}

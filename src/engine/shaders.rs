@@ -23,6 +23,10 @@ pub const FILES: &[(&str, &str)] = &[
     ),
     ("loss", include_str!("../../shaders/loss.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),
+    (
+        "affine_scaling",
+        include_str!("../../shaders/affine_scaling.wgsl"),
+    ),
 ];
 
 /// The full source the device compiles for shader `name`.

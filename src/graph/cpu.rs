@@ -4,7 +4,9 @@
 //! their bit patterns in f32 storage, as they are 32-bit words on the GPU.
 
 use super::ir::{Graph, Kind, Op, T};
-use crate::ops::{batchnorm, elementwise, layout, loss, matmul, mix, optim, pool, softmax_xent};
+use crate::ops::{
+    affine_scaling, batchnorm, elementwise, layout, loss, matmul, mix, optim, pool, softmax_xent,
+};
 
 pub struct CpuExec {
     pub vals: Vec<Vec<f32>>,
@@ -44,7 +46,8 @@ impl CpuExec {
 
     /// Run every node in order.
     pub fn step(&mut self, g: &Graph) {
-        for node in &g.nodes {
+        let live = g.live_nodes();
+        for (node, _) in g.nodes.iter().zip(live).filter(|(_, l)| *l) {
             // Outputs are taken out (in-place ones keep their values), so
             // inputs can be borrowed while they are written.
             let mut outs: Vec<Vec<f32>> = node
@@ -194,6 +197,9 @@ fn run(op: &Op, ins: &[&[f32]], outs: &mut [Vec<f32>]) {
             let mut buf = Some(std::mem::take(&mut mom[0]));
             optim::cpu::sgd(h, ins[1][0], &mut param[0], ins[0], &mut buf);
             mom[0] = buf.expect("momentum buffer");
+        }
+        Op::AffineScaling { h, segments } => {
+            affine_scaling::cpu::step(h, &mut outs[0], ins[0], segments)
         }
         Op::Adam(h) => {
             let (param, mv) = outs.split_at_mut(1);

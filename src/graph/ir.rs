@@ -4,6 +4,7 @@
 //! append the updates, and one graph is one training step.
 
 use crate::ops::{
+    affine_scaling::AffineHyper,
     batchnorm,
     conv2d::Conv2dShape,
     layout::{ConcatShape, SliceShape},
@@ -154,12 +155,18 @@ pub enum Op {
     Sgd(SgdHyper),
     /// [grad, coef] → [param*, m*, v*]
     Adam(AdamHyper),
+    /// [grad] → [beta*]: the affine-scaling interior-point step on the
+    /// simplex of each segment (METHOD.md S14).
+    AffineScaling {
+        h: AffineHyper,
+        segments: Vec<usize>,
+    },
 }
 
 impl Op {
     /// Updates hyperparameters in place (learning-rate schedules).
     pub fn is_optimizer(&self) -> bool {
-        matches!(self, Op::Sgd(_) | Op::Adam(_))
+        matches!(self, Op::Sgd(_) | Op::Adam(_) | Op::AffineScaling { .. })
     }
 }
 
@@ -541,7 +548,11 @@ impl Graph {
     /// indices); None for the others, which own their buffers.
     pub fn temp_lifetimes(&self) -> Vec<Option<(usize, usize)>> {
         let mut life: Vec<Option<(usize, usize)>> = vec![None; self.tensors.len()];
+        let live = self.live_nodes();
         for (i, node) in self.nodes.iter().enumerate() {
+            if !live[i] {
+                continue;
+            }
             for t in node.inputs.iter().chain(&node.outputs) {
                 if !self.is_planned(*t) {
                     continue;
@@ -551,6 +562,27 @@ impl Graph {
             }
         }
         life
+    }
+
+    /// Which nodes matter: those writing a persistent or pinned tensor, or
+    /// a tensor a live node reads. The rest (e.g. weight gradients of the
+    /// supernet's architecture pass) are skipped by the executors; node
+    /// indices stay as they are.
+    pub fn live_nodes(&self) -> Vec<bool> {
+        let mut needed = vec![false; self.tensors.len()];
+        let mut live = vec![false; self.nodes.len()];
+        for (i, node) in self.nodes.iter().enumerate().rev() {
+            live[i] = node.outputs.iter().any(|t| {
+                let d = &self.tensors[t.0];
+                needed[t.0] || d.pinned || d.kind != Kind::Temp
+            });
+            if live[i] {
+                for t in &node.inputs {
+                    needed[t.0] = true;
+                }
+            }
+        }
+        live
     }
 
     /// Check that every temp is written before it is read.

@@ -12,5 +12,5 @@ pub mod planner;
 pub use autodiff::{backward, backward_since, Grads};
 pub use cpu::CpuExec;
 pub use ir::{Graph, Kind, Node, Op, T};
-pub use optim::{append_updates, Optimizer, Updates};
+pub use optim::{append_affine_scaling, append_updates, Optimizer, Updates};
 pub use plan::Plan;

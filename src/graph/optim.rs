@@ -62,3 +62,24 @@ pub fn append_updates(
     }
     Updates { nodes }
 }
+
+/// Append one affine-scaling step per β tensor (each one simplex), from
+/// `grads`; returns the nodes so a schedule can change their lr.
+pub fn append_affine_scaling(
+    g: &mut Graph,
+    betas: &[T],
+    grads: &Grads,
+    h: crate::ops::affine_scaling::AffineHyper,
+) -> Updates {
+    let nodes = betas
+        .iter()
+        .map(|&b| {
+            let gr = *grads
+                .get(&b)
+                .unwrap_or_else(|| panic!("{} gets no gradient", g.def(b).name));
+            let segments = vec![g.len(b)];
+            g.push(Op::AffineScaling { h, segments }, vec![gr], vec![b])
+        })
+        .collect();
+    Updates { nodes }
+}

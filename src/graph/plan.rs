@@ -10,7 +10,8 @@ use super::planner::{self, Lifetime, MemoryPlan};
 use crate::engine::{Buf, Gpu, GpuError, Kernel};
 use crate::ops::matmul::MatmulKernel;
 use crate::ops::{
-    batchnorm, conv2d, elementwise as ew, layout, loss, matmul, mix, optim, pool, softmax_xent,
+    affine_scaling, batchnorm, conv2d, elementwise as ew, layout, loss, matmul, mix, optim, pool,
+    softmax_xent,
 };
 
 pub struct Plan {
@@ -49,9 +50,12 @@ impl Plan {
             .collect::<Result<_, _>>()?;
         let mut persistent_bytes = 0;
         let mut bufs = Vec::with_capacity(g.tensors.len());
+        // Temps only dead nodes touch get no memory (they are never bound).
+        let unused = gpu.alloc("unused", 1)?;
         for (i, d) in g.tensors.iter().enumerate() {
             let b = match memory.slot_of[i] {
                 Some(s) => slots[s].view(d.len()),
+                None if g.is_planned(T(i)) => unused.clone(),
                 None => {
                     persistent_bytes += d.len() as u64 * 4;
                     match &d.init {
@@ -65,7 +69,12 @@ impl Plan {
         let mm = MatmulKernel::default_for(gpu);
         let mut kernels = Vec::new();
         let mut node_kernels = Vec::with_capacity(g.nodes.len());
-        for node in &g.nodes {
+        let live = g.live_nodes();
+        for (node, live) in g.nodes.iter().zip(live) {
+            if !live {
+                node_kernels.push(kernels.len()..kernels.len());
+                continue;
+            }
             let ins: Vec<&Buf> = node.inputs.iter().map(|t| &bufs[t.0]).collect();
             let outs: Vec<&Buf> = node.outputs.iter().map(|t| &bufs[t.0]).collect();
             let start = kernels.len();
@@ -140,6 +149,7 @@ impl Plan {
             let words = match &node.op {
                 Op::Sgd(h) => optim::sgd_params(h),
                 Op::Adam(h) => optim::adam_params(h),
+                Op::AffineScaling { h, .. } => affine_scaling::params(h),
                 _ => continue,
             };
             for k in &self.kernels[self.node_kernels[i].clone()] {
@@ -261,5 +271,8 @@ fn build(
         Op::ClipCoef { max_norm } => optim::clip_coef(gpu, i, *max_norm, o[0])?,
         Op::Sgd(h) => one(optim::sgd(gpu, h, o[0], i[0], o[1], i[1])?),
         Op::Adam(h) => one(optim::adam(gpu, h, o[0], i[0], o[1], o[2], i[1])?),
+        Op::AffineScaling { h, segments } => {
+            one(affine_scaling::step(gpu, h, segments, o[0], i[0])?)
+        }
     })
 }

@@ -3,6 +3,7 @@
 //! GPU is checked against), and the GPU dispatch builders that return
 //! `Kernel`s for a plan to record.
 
+pub mod affine_scaling;
 pub mod batchnorm;
 pub mod conv2d;
 pub mod elementwise;

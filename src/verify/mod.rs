@@ -5,6 +5,7 @@
 
 pub mod gradcheck;
 
+mod affine_scaling;
 mod batchnorm;
 mod conv2d;
 mod elementwise;
@@ -228,6 +229,7 @@ pub fn cases(level: Level) -> Vec<Case> {
     v.extend(softmax_xent::cases(level));
     v.extend(loss::cases(level));
     v.extend(optim::cases(level));
+    v.extend(affine_scaling::cases(level));
     v
 }
 
@@ -248,6 +250,9 @@ pub const REQUIRED: &[(&str, &str)] = &[
     ("scale", "forward"),
     ("scale", "backward_input"),
     ("scale", "backward_scalar"),
+    ("row_scale", "forward"),
+    ("row_scale", "backward_input"),
+    ("row_scale", "backward_scale"),
     ("sum", "forward"),
     ("sum", "backward"),
     ("mean", "forward"),
@@ -301,6 +306,7 @@ pub const REQUIRED: &[(&str, &str)] = &[
     ("adam", "v"),
     ("clip_grad_norm", "coefficient"),
     ("clip_grad_norm", "clipped_grad"),
+    ("affine_scaling", "beta"),
 ];
 
 /// The required (op, direction) pairs that `checks` does not report.

@@ -1,0 +1,238 @@
+//! S1's supernet (METHOD.md S11–S13): a stack of cells of 5 blocks over the
+//! PNAS cell space. Every edge (input i → block j) carries every op of the
+//! op set; block j's output is x_j = Σ_i β_ij Σ_o softmax(α_ij)_o · o(x_i).
+//! α and β are shared by all cells of the same kind (normal, reduction).
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::Dims;
+use crate::graph::{Graph, T};
+use crate::nn::layers::{self, ConvSpec};
+use crate::nn::{Init, ParamStore};
+use crate::space::{num_inputs, OpKind, OpSet, BLOCKS};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SupernetConfig {
+    /// Channels of the first cell (the patent's N).
+    pub width: usize,
+    /// Number of stacked cells (the patent's F).
+    pub depth: usize,
+    pub batch: usize,
+    pub op_set: OpSet,
+    pub dims: Dims,
+    pub classes: usize,
+    /// Stem channels = stem_multiplier × width (DARTS: 3).
+    pub stem_multiplier: usize,
+}
+
+impl SupernetConfig {
+    /// Refuse impossible values before any work, naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.width < 2 || !self.width.is_multiple_of(2) {
+            return Err(format!(
+                "width {}: must be an even number ≥ 2 (FactorizedReduce halves it)",
+                self.width
+            ));
+        }
+        if self.depth == 0 {
+            return Err("depth 0: need at least one cell".into());
+        }
+        if self.batch < 2 {
+            return Err(format!(
+                "batch {}: batch norm with batch statistics needs ≥ 2",
+                self.batch
+            ));
+        }
+        if self.stem_multiplier == 0 || self.classes < 2 || self.dims.is_empty() {
+            return Err("stem_multiplier, classes and input dims must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Reduction cells sit at 1/3 and 2/3 of the depth (DARTS's rule).
+    pub fn is_reduction(&self, cell: usize) -> bool {
+        cell == self.depth / 3 || cell == 2 * self.depth / 3
+    }
+}
+
+/// α and β of one cell kind: per block j, α_j is [num_inputs(j), K] and β_j
+/// is [num_inputs(j)] on the simplex.
+#[derive(Debug, Clone)]
+pub struct KindArch {
+    pub alpha: Vec<T>,
+    pub beta: Vec<T>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Arch {
+    pub normal: KindArch,
+    pub reduce: KindArch,
+}
+
+impl Arch {
+    /// α ~ 1e-3·N(0, 1) as DARTS; β uniform over each block's inputs.
+    pub fn new(g: &mut Graph, store: &mut ParamStore, op_set: &OpSet) -> Arch {
+        let mut kind = |name: &str| {
+            store.scoped("arch", |st| {
+                st.scoped(name, |st| {
+                    let (mut alpha, mut beta) = (Vec::new(), Vec::new());
+                    for j in 0..BLOCKS {
+                        let n = num_inputs(j);
+                        alpha.push(st.param(
+                            g,
+                            &format!("alpha{j}"),
+                            &[n, op_set.len()],
+                            Init::Normal { std: 1e-3 },
+                        ));
+                        beta.push(st.param(
+                            g,
+                            &format!("beta{j}"),
+                            &[n],
+                            Init::Values(vec![1.0 / n as f32; n]),
+                        ));
+                    }
+                    KindArch { alpha, beta }
+                })
+            })
+        };
+        let normal = kind("normal");
+        let reduce = kind("reduce");
+        Arch { normal, reduce }
+    }
+    pub fn alphas(&self) -> Vec<T> {
+        self.normal
+            .alpha
+            .iter()
+            .chain(&self.reduce.alpha)
+            .copied()
+            .collect()
+    }
+    pub fn betas(&self) -> Vec<T> {
+        self.normal
+            .beta
+            .iter()
+            .chain(&self.reduce.beta)
+            .copied()
+            .collect()
+    }
+}
+
+/// Per block, the [num_inputs(j), K] weights β_j ⊙ softmax(α_j) (rows).
+pub fn mixing_weights(g: &mut Graph, k: &KindArch) -> Vec<T> {
+    k.alpha
+        .iter()
+        .zip(&k.beta)
+        .map(|(&a, &b)| {
+            let s = g.softmax(a);
+            g.row_scale(s, b)
+        })
+        .collect()
+}
+
+/// One candidate op on one edge (BN without affine, as in the DARTS
+/// supernet; pools get a BN after them as DARTS's MixedOp does).
+fn candidate(g: &mut Graph, st: &mut ParamStore, op: OpKind, x: T, c: usize, stride: usize) -> T {
+    match op {
+        OpKind::SepConv3x3 => layers::sep_conv(g, st, x, c, 3, stride, false),
+        OpKind::SepConv5x5 => layers::sep_conv(g, st, x, c, 5, stride, false),
+        OpKind::SepConv7x7 => layers::sep_conv(g, st, x, c, 7, stride, false),
+        OpKind::Conv7x1_1x7 => layers::conv_7x1_1x7(g, st, x, c, stride, false),
+        OpKind::DilConv3x3 => layers::dil_conv(g, st, x, c, 3, stride, false),
+        OpKind::DilConv5x5 => layers::dil_conv(g, st, x, c, 5, stride, false),
+        OpKind::Identity | OpKind::SkipConnect => layers::skip_connect(g, st, x, c, stride, false),
+        OpKind::AvgPool3x3 => {
+            let y = layers::avg_pool_3x3(g, x, stride);
+            layers::batchnorm(g, st, "bn", y, false)
+        }
+        OpKind::MaxPool3x3 => {
+            let y = layers::max_pool_3x3(g, x, stride);
+            layers::batchnorm(g, st, "bn", y, false)
+        }
+        OpKind::None_ => {
+            let sh = g.def(x).shape.clone();
+            let shape = [
+                sh[0],
+                c,
+                sh[2] / stride + sh[2] % stride,
+                sh[3] / stride + sh[3] % stride,
+            ];
+            g.state("zeros", &shape, None)
+        }
+    }
+}
+
+/// A cell: preprocess both inputs to `c` channels, 5 mixed blocks, concat.
+#[allow(clippy::too_many_arguments)]
+fn cell(
+    g: &mut Graph,
+    st: &mut ParamStore,
+    s0: T,
+    s1: T,
+    c: usize,
+    reduction: bool,
+    reduction_prev: bool,
+    weights: &[T],
+    op_set: &OpSet,
+) -> T {
+    let p0 = if reduction_prev {
+        st.scoped("pre0", |st| layers::factorized_reduce(g, st, s0, c, false))
+    } else {
+        st.scoped("pre0", |st| {
+            layers::relu_conv_bn(g, st, s0, c, 1, 1, 0, false)
+        })
+    };
+    let p1 = st.scoped("pre1", |st| {
+        layers::relu_conv_bn(g, st, s1, c, 1, 1, 0, false)
+    });
+    let mut states = vec![p0, p1];
+    for (j, &w) in weights.iter().enumerate().take(BLOCKS) {
+        let mut cands = Vec::with_capacity(num_inputs(j) * op_set.len());
+        for (i, &x) in states.iter().enumerate() {
+            let stride = if reduction && i < 2 { 2 } else { 1 };
+            for &op in op_set.ops() {
+                let edge = format!("b{j}_in{i}");
+                cands.push(st.scoped(&edge, |st| {
+                    st.scoped(op.name(), |st| candidate(g, st, op, x, c, stride))
+                }));
+            }
+        }
+        let stacked = g.stack(&cands);
+        states.push(g.weighted_sum(stacked, w));
+    }
+    g.concat(&states[2..])
+}
+
+/// The supernet's logits for `images` with mixing weights per cell kind.
+pub fn forward(
+    g: &mut Graph,
+    st: &mut ParamStore,
+    cfg: &SupernetConfig,
+    images: T,
+    normal: &[T],
+    reduce: &[T],
+) -> T {
+    let stem_c = cfg.stem_multiplier * cfg.width;
+    let stem = st.scoped("stem", |st| {
+        let y = layers::conv(g, st, "conv", images, ConvSpec::new(stem_c, 3).pad(1, 1));
+        layers::batchnorm(g, st, "bn", y, false)
+    });
+    let (mut s0, mut s1) = (stem, stem);
+    let mut c = cfg.width;
+    let mut reduction_prev = false;
+    for k in 0..cfg.depth {
+        let reduction = cfg.is_reduction(k);
+        if reduction {
+            c *= 2;
+        }
+        let w = if reduction { reduce } else { normal };
+        let out = st.scoped(&format!("cell{k}"), |st| {
+            cell(g, st, s0, s1, c, reduction, reduction_prev, w, &cfg.op_set)
+        });
+        (s0, s1) = (s1, out);
+        reduction_prev = reduction;
+    }
+    let pooled = g.global_avg_pool(s1);
+    st.scoped("classifier", |st| {
+        layers::linear(g, st, pooled, cfg.classes, true)
+    })
+}

@@ -1,0 +1,126 @@
+//! S1's bilevel step on a tiny supernet: one recorded GPU step against the
+//! CPU reference (both losses, α after Adam, β after affine scaling, every
+//! weight after SGD), β staying on the simplex, for both op sets.
+
+mod common;
+
+use gradnas::data::Dims;
+use gradnas::graph::{CpuExec, Plan, T};
+use gradnas::search::bilevel::{build_step, SearchHyper};
+use gradnas::search::supernet::SupernetConfig;
+use gradnas::space::OpSet;
+use gradnas::verify::{self, compare, Tol};
+
+fn tiny(op_set: OpSet) -> SupernetConfig {
+    SupernetConfig {
+        width: 2,
+        depth: 3,
+        batch: 2,
+        op_set,
+        dims: Dims::new(1, 8, 8),
+        classes: 3,
+        stem_multiplier: 1,
+    }
+}
+
+fn one_step(op_set: OpSet) {
+    let gpu = common::gpu();
+    let cfg = tiny(op_set);
+    // A large β lr so the affine step visibly moves β within one step.
+    let h = SearchHyper {
+        beta_lr: 50.0,
+        a_lr: 0.05,
+        ..SearchHyper::default()
+    };
+    let step = build_step(&cfg, &h, 11);
+    let plan = Plan::new(gpu, &step.g).expect("plan");
+    let mut cpu = CpuExec::new(&step.g);
+    let mut rng = verify::rng(4);
+    let n = cfg.batch * 64;
+    let feeds: [(T, Vec<f32>); 2] = [
+        (step.val_images, verify::randn(&mut rng, n)),
+        (step.train_images, verify::randn(&mut rng, n)),
+    ];
+    for (t, v) in &feeds {
+        plan.write(gpu, *t, v);
+        cpu.write(*t, v);
+    }
+    for (t, l) in [(step.val_labels, [0u32, 2]), (step.train_labels, [1, 0])] {
+        plan.write_u32(gpu, t, &l);
+        cpu.write_u32(t, &l);
+    }
+    let before: Vec<Vec<f32>> = step
+        .arch
+        .betas()
+        .iter()
+        .map(|b| cpu.read(*b).to_vec())
+        .collect();
+    plan.step(gpu).expect("gpu step");
+    cpu.step(&step.g);
+
+    let tol = Tol {
+        rel: 2e-3,
+        abs: 2e-4,
+    };
+    let mut bad = Vec::new();
+    let watched = [step.val_loss, step.train_loss]
+        .into_iter()
+        .chain(step.arch.alphas())
+        .chain(step.arch.betas())
+        .chain(step.weights.iter().copied());
+    for t in watched {
+        let got = plan.read(gpu, t).unwrap();
+        let c = compare(
+            &step.g.def(t).name,
+            "after step",
+            "",
+            cpu.read(t),
+            &got,
+            tol,
+        );
+        if !c.pass {
+            bad.push(format!("{}: {:?}", c.op, c.detail));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} of the watched tensors disagree:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+
+    // β is still on the simplex, strictly inside, and the step moved it.
+    let mut moved = 0.0f32;
+    for (b, old) in step.arch.betas().iter().zip(&before) {
+        let v = plan.read(gpu, *b).unwrap();
+        let sum: f32 = v.iter().sum();
+        assert!(
+            (sum - 1.0).abs() < 1e-5 && v.iter().all(|&x| x > 0.0),
+            "β = {v:?}"
+        );
+        moved += v.iter().zip(old).map(|(a, b)| (a - b).abs()).sum::<f32>();
+    }
+    assert!(moved > 1e-6, "the affine-scaling step did not move β");
+    let l = plan.read(gpu, step.val_loss).unwrap()[0];
+    assert!(l.is_finite() && l > 0.0);
+}
+
+#[test]
+fn bilevel_step_matches_cpu_pnas() {
+    one_step(OpSet::pnas());
+}
+
+#[test]
+fn bilevel_step_matches_cpu_darts() {
+    one_step(OpSet::darts());
+}
+
+#[test]
+fn impossible_configs_are_refused_naming_the_field() {
+    let mut c = tiny(OpSet::pnas());
+    c.width = 3;
+    assert!(c.validate().unwrap_err().contains("width"));
+    c.width = 2;
+    c.depth = 0;
+    assert!(c.validate().unwrap_err().contains("depth"));
+}
