@@ -11,6 +11,10 @@ use std::path::PathBuf;
 use gradnas::data::{self, DataSource, SplitConfig};
 use gradnas::engine::{self, Gpu};
 use gradnas::models::Builtin;
+use gradnas::search::bilevel::SearchHyper;
+use gradnas::search::s1::{self, S1Config};
+use gradnas::search::supernet::SupernetConfig;
+use gradnas::space::OpSet;
 use gradnas::train::{self, TrainConfig};
 use gradnas::{bench, verify};
 
@@ -58,6 +62,36 @@ impl DataArgs {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The architecture search. Today: S1 (`--stage s1`), the gradient
+    /// search over the PNAS cell space; S2–S4 follow.
+    Search {
+        /// Which stage to run: s1.
+        #[arg(long)]
+        stage: Option<String>,
+        /// quick (bundled data, minutes on lavapipe), standard, paper.
+        #[arg(long, default_value = "quick")]
+        preset: String,
+        #[arg(long)]
+        width: Option<usize>,
+        #[arg(long)]
+        depth: Option<usize>,
+        #[arg(long)]
+        batch: Option<usize>,
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Bilevel steps per epoch (default: one pass over the training split).
+        #[arg(long)]
+        steps_per_epoch: Option<usize>,
+        /// pnas (default) or darts.
+        #[arg(long, default_value = "pnas")]
+        op_set: String,
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value = "runs/search")]
+        out: PathBuf,
+    },
     /// Train a built-in network and evaluate it on the test set.
     Train {
         /// The network: builtin:cnn.
@@ -136,6 +170,46 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
+        Cmd::Search {
+            stage,
+            preset,
+            width,
+            depth,
+            batch,
+            epochs,
+            steps_per_epoch,
+            op_set,
+            data,
+            seed,
+            out,
+        } => {
+            match stage.as_deref() {
+                Some("s1") => {}
+                Some(other) => anyhow::bail!("--stage {other:?}: only s1 exists so far"),
+                None => anyhow::bail!(
+                    "the full S1 → S4 search is not built yet; run `gradnas search --stage s1`"
+                ),
+            }
+            let p = Preset::parse(&preset)?;
+            let splits = data.load(seed)?;
+            let cfg = S1Config {
+                supernet: SupernetConfig {
+                    width: width.unwrap_or(p.width),
+                    depth: depth.unwrap_or(p.depth),
+                    batch: batch.unwrap_or(p.batch),
+                    op_set: OpSet::by_name(&op_set).map_err(anyhow::Error::msg)?,
+                    dims: splits.train.dims,
+                    classes: splits.train.classes,
+                    stem_multiplier: 3,
+                },
+                hyper: SearchHyper::default(),
+                epochs: epochs.unwrap_or(p.epochs),
+                steps_per_epoch: steps_per_epoch.or(p.steps_per_epoch),
+                seed,
+                log_every: 5,
+            };
+            search_s1(&splits, &cfg, &out)
+        }
         Cmd::Train {
             model,
             data,
@@ -166,6 +240,67 @@ fn run(cli: Cli) -> Result<ExitCode> {
             repeats,
         } => bench_cmd(json, filter, repeats),
     }
+}
+
+/// Search sizes; flags override each field.
+struct Preset {
+    width: usize,
+    depth: usize,
+    batch: usize,
+    epochs: usize,
+    steps_per_epoch: Option<usize>,
+}
+
+impl Preset {
+    fn parse(name: &str) -> Result<Preset> {
+        Ok(match name {
+            // Minutes on 2-core lavapipe with the bundled data.
+            "quick" => Preset {
+                width: 4,
+                depth: 3,
+                batch: 8,
+                epochs: 3,
+                steps_per_epoch: Some(8),
+            },
+            // A laptop GPU with the full data set (bench-small's supernet).
+            "standard" => Preset {
+                width: 8,
+                depth: 5,
+                batch: 32,
+                epochs: 20,
+                steps_per_epoch: None,
+            },
+            // DARTS/PNAS-sized supernet.
+            "paper" => Preset {
+                width: 16,
+                depth: 8,
+                batch: 64,
+                epochs: 50,
+                steps_per_epoch: None,
+            },
+            other => anyhow::bail!("--preset {other:?}: expected quick, standard or paper"),
+        })
+    }
+}
+
+fn search_s1(splits: &data::Splits, cfg: &S1Config, out: &std::path::Path) -> Result<ExitCode> {
+    let gpu = gpu()?;
+    eprintln!(
+        "S1 on {} ({} train / {} val) on {}: width {}, depth {}, batch {}, {} ops, {} epochs",
+        splits.dir.display(),
+        splits.train.len(),
+        splits.val.len(),
+        gpu.describe(),
+        cfg.supernet.width,
+        cfg.supernet.depth,
+        cfg.supernet.batch,
+        cfg.supernet.op_set.name(),
+        cfg.epochs
+    );
+    let report = s1::run(gpu, splits, cfg, out, |line| eprintln!("{line}"))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    println!("genotype: {}", out.join("genotype.json").display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn train_cmd(

@@ -96,13 +96,24 @@ pub fn build_step(cfg: &SupernetConfig, h: &SearchHyper, seed: u64) -> SearchSte
         decoupled: false,
         step: 1,
     };
-    let alpha_updates =
-        graph::append_updates(&mut g, &arch.alphas(), &grads, Optimizer::Adam(adam), None);
+    // A cell kind the supernet does not use (depth 1 has no reduction
+    // cell) gets no gradient: its α and β stay as initialised.
+    let alphas: Vec<T> = arch
+        .alphas()
+        .into_iter()
+        .filter(|a| grads.contains_key(a))
+        .collect();
+    let betas: Vec<T> = arch
+        .betas()
+        .into_iter()
+        .filter(|b| grads.contains_key(b))
+        .collect();
+    let alpha_updates = graph::append_updates(&mut g, &alphas, &grads, Optimizer::Adam(adam), None);
     let affine = AffineHyper {
         lr: h.beta_lr,
         theta: h.beta_theta,
     };
-    let beta_updates = graph::append_affine_scaling(&mut g, &arch.betas(), &grads, affine);
+    let beta_updates = graph::append_affine_scaling(&mut g, &betas, &grads, affine);
     let arch_nodes = g.nodes.len();
 
     // Weight step on a training batch, with the architecture just updated.

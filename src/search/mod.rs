@@ -3,4 +3,5 @@
 //! and the derived genotype.
 
 pub mod bilevel;
+pub mod s1;
 pub mod supernet;

@@ -49,8 +49,13 @@ impl SupernetConfig {
         Ok(())
     }
 
-    /// Reduction cells sit at 1/3 and 2/3 of the depth (DARTS's rule).
+    /// Reduction cells sit at 1/3 and 2/3 of the depth (DARTS's rule); a
+    /// supernet of fewer than 3 cells keeps its first cell normal (depth 2:
+    /// normal, reduction; depth 1: normal only).
     pub fn is_reduction(&self, cell: usize) -> bool {
+        if self.depth < 3 {
+            return self.depth == 2 && cell == 1;
+        }
         cell == self.depth / 3 || cell == 2 * self.depth / 3
     }
 }
