@@ -58,14 +58,12 @@ pub struct S1Report {
     pub dispatches_per_step: usize,
 }
 
+/// Per-edge or per-block rows of weights.
+type Rows = Vec<Vec<f32>>;
+
 /// Read the rows of each block's α (edges in `space::edges()` order) and
 /// each block's β.
-fn read_kind(
-    gpu: &Gpu,
-    plan: &Plan,
-    k: &KindArch,
-    k_ops: usize,
-) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+fn read_kind(gpu: &Gpu, plan: &Plan, k: &KindArch, k_ops: usize) -> Result<(Rows, Rows)> {
     let mut alpha = Vec::new();
     for &a in &k.alpha {
         alpha.extend(plan.read(gpu, a)?.chunks(k_ops).map(<[f32]>::to_vec));
