@@ -546,3 +546,90 @@ pub fn train_step(gpu: &Gpu, batch: usize, repeats: usize) -> Result<StepBench, 
         persistent_bytes: plan.persistent_bytes,
     })
 }
+
+/// S1's bilevel step on a supernet config, and the supernet's forward pass
+/// alone, with the step's planned memory.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchBench {
+    pub config: String,
+    pub bilevel_ms: f64,
+    pub forward_ms: f64,
+    pub dispatches: usize,
+    pub planned_bytes: u64,
+    pub unshared_bytes: u64,
+    pub persistent_bytes: u64,
+}
+
+/// bench-small (width 8, depth 5, batch 32, 1×28×28, pnas, first order).
+pub fn bench_small() -> crate::search::supernet::SupernetConfig {
+    crate::search::supernet::SupernetConfig {
+        width: 8,
+        depth: 5,
+        batch: 32,
+        op_set: crate::space::OpSet::pnas(),
+        dims: crate::data::Dims::new(1, 28, 28),
+        classes: 10,
+        stem_multiplier: 3,
+    }
+}
+
+pub fn search_step(
+    gpu: &Gpu,
+    cfg: &crate::search::supernet::SupernetConfig,
+    repeats: usize,
+) -> Result<SearchBench, GpuError> {
+    use crate::graph::{Graph, Plan};
+    use crate::nn::ParamStore;
+    use crate::search::{bilevel, supernet};
+    let step = bilevel::build_step(cfg, &bilevel::SearchHyper::default(), 1);
+    let plan = Plan::new(gpu, &step.g)?;
+    let n = cfg.batch * cfg.dims.len();
+    let mut rng = verify::rng(2);
+    let labels: Vec<u32> = (0..cfg.batch as u32)
+        .map(|i| i % cfg.classes as u32)
+        .collect();
+    for (x, y) in [
+        (step.val_images, step.val_labels),
+        (step.train_images, step.train_labels),
+    ] {
+        plan.write(gpu, x, &verify::randn(&mut rng, n));
+        plan.write_u32(gpu, y, &labels);
+    }
+    let bilevel = median_secs(repeats, || {
+        plan.step(gpu)?;
+        gpu.sync()
+    })?;
+    // The forward pass alone: one batch through the supernet.
+    let mut g = Graph::new();
+    let arch = supernet::Arch::new(&mut g, &mut ParamStore::new(3), &cfg.op_set);
+    let d = cfg.dims;
+    let images = g.input("images", &[cfg.batch, d.channels, d.height, d.width]);
+    let wn = supernet::mixing_weights(&mut g, &arch.normal);
+    let wr = supernet::mixing_weights(&mut g, &arch.reduce);
+    let logits = supernet::forward(&mut g, &mut ParamStore::new(1), cfg, images, &wn, &wr);
+    g.pin(logits);
+    let fplan = Plan::new(gpu, &g)?;
+    fplan.write(gpu, images, &verify::randn(&mut rng, n));
+    let forward = median_secs(repeats, || {
+        fplan.step(gpu)?;
+        gpu.sync()
+    })?;
+    Ok(SearchBench {
+        config: format!(
+            "width {} depth {} batch {} {}×{}×{} {}",
+            cfg.width,
+            cfg.depth,
+            cfg.batch,
+            d.channels,
+            d.height,
+            d.width,
+            cfg.op_set.name()
+        ),
+        bilevel_ms: bilevel * 1e3,
+        forward_ms: forward * 1e3,
+        dispatches: plan.dispatches(),
+        planned_bytes: plan.memory.planned_bytes,
+        unshared_bytes: plan.memory.unshared_bytes,
+        persistent_bytes: plan.persistent_bytes,
+    })
+}

@@ -466,8 +466,9 @@ fn bench_cmd(json: bool, filter: Option<String>, repeats: usize) -> Result<ExitC
         .filter(|c| filter.as_deref().is_none_or(|f| c.op.contains(f)))
         .collect();
     let step = filter.as_deref().is_none_or(|f| "train_step".contains(f));
+    let search = filter.as_deref().is_none_or(|f| "search_step".contains(f));
     anyhow::ensure!(
-        !cases.is_empty() || step,
+        !cases.is_empty() || step || search,
         "no benchmark matches --filter {}",
         filter.as_deref().unwrap_or("")
     );
@@ -512,8 +513,32 @@ fn bench_cmd(json: bool, filter: Option<String>, repeats: usize) -> Result<ExitC
     } else {
         None
     };
+    let search = if search {
+        // Seconds per step on software adapters: a few repeats suffice.
+        let s = bench::search_step(gpu, &bench::bench_small(), repeats.min(3))?;
+        if !json {
+            println!(
+                "search_step bench-small ({}): bilevel step {:.0} ms, forward {:.0} ms, {} dispatches; planned {:.1} MB vs {:.1} MB unshared, persistent {:.1} MB",
+                s.config,
+                s.bilevel_ms,
+                s.forward_ms,
+                s.dispatches,
+                s.planned_bytes as f64 / 1e6,
+                s.unshared_bytes as f64 / 1e6,
+                s.persistent_bytes as f64 / 1e6
+            );
+        }
+        Some(s)
+    } else {
+        None
+    };
     if json {
-        let v = serde_json::json!({ "adapter": gpu.adapter_row(), "results": rows, "train_step": step });
+        let v = serde_json::json!({
+            "adapter": gpu.adapter_row(),
+            "results": rows,
+            "train_step": step,
+            "search_step": search,
+        });
         println!("{}", serde_json::to_string_pretty(&v)?);
     }
     Ok(ExitCode::SUCCESS)
