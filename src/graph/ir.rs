@@ -183,6 +183,19 @@ pub struct Graph {
     pub nodes: Vec<Node>,
 }
 
+/// A batch-norm node's inputs: `first`, then γ and β when affine.
+fn bn_inputs(mut first: Vec<T>, affine: Option<(T, T)>, s: &batchnorm::Shape) -> Vec<T> {
+    assert_eq!(
+        s.affine,
+        affine.is_some(),
+        "batchnorm: affine flag and γ/β disagree"
+    );
+    if let Some((g, b)) = affine {
+        first.extend([g, b]);
+    }
+    first
+}
+
 impl Graph {
     pub fn new() -> Graph {
         Graph::default()
@@ -428,23 +441,12 @@ impl Graph {
         running: (T, T),
         s: batchnorm::Shape,
     ) -> T {
-        assert_eq!(
-            s.affine,
-            affine.is_some(),
-            "batchnorm: affine flag and γ/β disagree"
-        );
+        let ins = bn_inputs(vec![x], affine, &s);
         let y = self.temp_like("bn", x);
         let mean = self.temp("bn.mean", &[s.c]);
         let invstd = self.temp("bn.invstd", &[s.c]);
-        let mut ins = vec![x];
-        if let Some((g, b)) = affine {
-            ins.extend([g, b]);
-        }
-        self.push(
-            Op::BatchNormTrain(s),
-            ins,
-            vec![y, mean, invstd, running.0, running.1],
-        );
+        let outs = vec![y, mean, invstd, running.0, running.1];
+        self.push(Op::BatchNormTrain(s), ins, outs);
         y
     }
     /// Evaluation-mode batch norm with the running statistics.
@@ -455,16 +457,8 @@ impl Graph {
         running: (T, T),
         s: batchnorm::Shape,
     ) -> T {
-        assert_eq!(
-            s.affine,
-            affine.is_some(),
-            "batchnorm: affine flag and γ/β disagree"
-        );
+        let ins = bn_inputs(vec![x, running.0, running.1], affine, &s);
         let y = self.temp_like("bn", x);
-        let mut ins = vec![x, running.0, running.1];
-        if let Some((g, b)) = affine {
-            ins.extend([g, b]);
-        }
         self.push(Op::BatchNormEval(s), ins, vec![y]);
         y
     }
