@@ -3,7 +3,7 @@
 //! bundled Fashion-MNIST (counts, split, normalization, batching).
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use gradnas::data::{
@@ -19,12 +19,12 @@ const SPLIT: SplitConfig = SplitConfig {
 
 // ---------------------------------------------------------------- helpers
 
-/// A fresh directory unique to this process and test.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gradnas-data-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory for one test, removed when dropped.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("gradnas-data-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -62,9 +62,9 @@ fn train_labels() -> Vec<u8> {
 /// classes), 6 test images. The training images are gzipped under the plain
 /// name and the training labels raw under the `.gz` name: the readers must
 /// go by the bytes.
-fn idx_dir(name: &str) -> PathBuf {
+fn idx_dir(name: &str) -> tempfile::TempDir {
     let dir = temp_dir(name);
-    let w = |f: &str, b: Vec<u8>| std::fs::write(dir.join(f), b).unwrap();
+    let w = |f: &str, b: Vec<u8>| std::fs::write(dir.path().join(f), b).unwrap();
     w(
         IDX_FILES[0],
         gzip(&idx_images(20, ROWS, COLS, |i| (i * 7 % 251) as u8)),
@@ -90,9 +90,9 @@ fn cifar_batch(labels: &[u8], first_pixel: u8) -> Vec<u8> {
 
 /// A valid CIFAR-10 directory: data_batch_1 (3 records), data_batch_2
 /// (2 records, the first with label 9), test_batch (2 records).
-fn cifar_dir(name: &str) -> PathBuf {
+fn cifar_dir(name: &str) -> tempfile::TempDir {
     let dir = temp_dir(name);
-    let w = |f: &str, b: Vec<u8>| std::fs::write(dir.join(f), b).unwrap();
+    let w = |f: &str, b: Vec<u8>| std::fs::write(dir.path().join(f), b).unwrap();
     w("data_batch_1.bin", cifar_batch(&[0, 1, 2], 0));
     w("data_batch_2.bin", cifar_batch(&[9, 3], 0x55));
     w("test_batch.bin", cifar_batch(&[4, 5], 0xaa));
@@ -118,7 +118,7 @@ fn expect_err(r: Result<Splits, DataError>, file: &str) -> DataError {
 #[test]
 fn idx_dir_loads_gzip_and_raw_by_content() {
     let dir = idx_dir("idx-ok");
-    let s = load_dir(&dir).unwrap();
+    let s = load_dir(dir.path()).unwrap();
     assert_eq!(s.kind, DataKind::Idx);
     assert_eq!(s.train.dims, Dims::new(1, 5, 4));
     assert_eq!(s.train.classes, 7);
@@ -145,7 +145,7 @@ fn idx_dir_loads_gzip_and_raw_by_content() {
 fn cifar_dir_loads() {
     let dir = cifar_dir("cifar-ok");
     let s = load(
-        &DataSource::Dir(dir),
+        &DataSource::Dir(dir.path().to_path_buf()),
         &SplitConfig {
             val_fraction: 0.0,
             seed: 1,
@@ -170,8 +170,8 @@ fn cifar_dir_loads() {
 fn error_bad_magic() {
     let dir = idx_dir("bad-magic");
     // A labels file where the images file belongs.
-    std::fs::write(dir.join(IDX_FILES[0]), idx_labels(&[1; 20])).unwrap();
-    let e = expect_err(load_dir(&dir), IDX_FILES[0]);
+    std::fs::write(dir.path().join(IDX_FILES[0]), idx_labels(&[1; 20])).unwrap();
+    let e = expect_err(load_dir(dir.path()), IDX_FILES[0]);
     assert!(
         matches!(
             e,
@@ -190,11 +190,11 @@ fn error_bad_magic() {
 fn error_truncated_header() {
     let dir = idx_dir("trunc-header");
     std::fs::write(
-        dir.join(IDX_FILES[2]),
+        dir.path().join(IDX_FILES[2]),
         &idx_images(6, ROWS, COLS, |_| 0)[..10],
     )
     .unwrap();
-    let e = expect_err(load_dir(&dir), IDX_FILES[2]);
+    let e = expect_err(load_dir(dir.path()), IDX_FILES[2]);
     assert!(
         matches!(&e, DataError::Truncated { part, expected: 16, found: 10, .. } if part.contains("header")),
         "{e:?}"
@@ -205,8 +205,8 @@ fn error_truncated_header() {
 fn error_truncated_body() {
     let dir = idx_dir("trunc-body");
     let full = idx_images(6, ROWS, COLS, |_| 0);
-    std::fs::write(dir.join(IDX_FILES[2]), gzip(&full[..full.len() - 1])).unwrap();
-    let e = expect_err(load_dir(&dir), IDX_FILES[2]);
+    std::fs::write(dir.path().join(IDX_FILES[2]), gzip(&full[..full.len() - 1])).unwrap();
+    let e = expect_err(load_dir(dir.path()), IDX_FILES[2]);
     assert!(
         matches!(
             e,
@@ -225,8 +225,8 @@ fn error_trailing_data() {
     let dir = idx_dir("trailing");
     let mut b = idx_labels(&[0, 1, 2, 3, 4, 5]);
     b.push(0);
-    std::fs::write(dir.join(format!("{}.gz", IDX_FILES[3])), b).unwrap();
-    let e = expect_err(load_dir(&dir), IDX_FILES[3]);
+    std::fs::write(dir.path().join(format!("{}.gz", IDX_FILES[3])), b).unwrap();
+    let e = expect_err(load_dir(dir.path()), IDX_FILES[3]);
     assert!(
         matches!(
             e,
@@ -244,11 +244,11 @@ fn error_trailing_data() {
 fn error_count_mismatch() {
     let dir = idx_dir("count");
     std::fs::write(
-        dir.join(format!("{}.gz", IDX_FILES[3])),
+        dir.path().join(format!("{}.gz", IDX_FILES[3])),
         idx_labels(&[0; 5]),
     )
     .unwrap();
-    let e = expect_err(load_dir(&dir), IDX_FILES[3]);
+    let e = expect_err(load_dir(dir.path()), IDX_FILES[3]);
     assert!(e.to_string().contains(IDX_FILES[2]), "{e}");
     assert!(
         matches!(
@@ -268,11 +268,11 @@ fn error_test_label_out_of_range() {
     let dir = idx_dir("label-range");
     // Training labels go up to 6, so 7 classes: a test label 7 is invalid.
     std::fs::write(
-        dir.join(format!("{}.gz", IDX_FILES[3])),
+        dir.path().join(format!("{}.gz", IDX_FILES[3])),
         idx_labels(&[0, 1, 2, 7, 4, 5]),
     )
     .unwrap();
-    let e = expect_err(load_dir(&dir), IDX_FILES[3]);
+    let e = expect_err(load_dir(dir.path()), IDX_FILES[3]);
     assert!(
         matches!(
             e,
@@ -290,8 +290,12 @@ fn error_test_label_out_of_range() {
 #[test]
 fn error_cifar_label_out_of_range() {
     let dir = cifar_dir("cifar-label");
-    std::fs::write(dir.join("data_batch_2.bin"), cifar_batch(&[1, 10], 0)).unwrap();
-    let e = expect_err(load_dir(&dir), "data_batch_2.bin");
+    std::fs::write(
+        dir.path().join("data_batch_2.bin"),
+        cifar_batch(&[1, 10], 0),
+    )
+    .unwrap();
+    let e = expect_err(load_dir(dir.path()), "data_batch_2.bin");
     assert!(
         matches!(
             e,
@@ -310,8 +314,8 @@ fn error_cifar_label_out_of_range() {
 fn error_cifar_truncated_record() {
     let dir = cifar_dir("cifar-trunc");
     let b = cifar_batch(&[4, 5], 0);
-    std::fs::write(dir.join("test_batch.bin"), &b[..3073 + 100]).unwrap();
-    let e = expect_err(load_dir(&dir), "test_batch.bin");
+    std::fs::write(dir.path().join("test_batch.bin"), &b[..3073 + 100]).unwrap();
+    let e = expect_err(load_dir(dir.path()), "test_batch.bin");
     assert!(
         matches!(&e, DataError::Truncated { part, expected: 6146, found: 3173, .. } if part.contains("record 1")),
         "{e:?}"
@@ -321,8 +325,12 @@ fn error_cifar_truncated_record() {
 #[test]
 fn error_zero_images() {
     let dir = idx_dir("zero");
-    std::fs::write(dir.join(IDX_FILES[0]), idx_images(0, ROWS, COLS, |_| 0)).unwrap();
-    let e = expect_err(load_dir(&dir), IDX_FILES[0]);
+    std::fs::write(
+        dir.path().join(IDX_FILES[0]),
+        idx_images(0, ROWS, COLS, |_| 0),
+    )
+    .unwrap();
+    let e = expect_err(load_dir(dir.path()), IDX_FILES[0]);
     assert!(matches!(e, DataError::Empty { .. }), "{e:?}");
     // Images of size 0 are no images either; nor is an empty CIFAR batch.
     let e = idx::images_from_bytes(Path::new("x"), idx_images(3, 0, 4, |_| 0)).unwrap_err();
@@ -336,8 +344,8 @@ fn error_unreadable_gzip() {
     let dir = idx_dir("bad-gzip");
     let mut b = gzip(&idx_labels(&train_labels()));
     b.truncate(b.len() / 2);
-    std::fs::write(dir.join(format!("{}.gz", IDX_FILES[1])), b).unwrap();
-    let e = expect_err(load_dir(&dir), IDX_FILES[1]);
+    std::fs::write(dir.path().join(format!("{}.gz", IDX_FILES[1])), b).unwrap();
+    let e = expect_err(load_dir(dir.path()), IDX_FILES[1]);
     assert!(matches!(e, DataError::Gzip { .. }), "{e:?}");
     assert!(e.to_string().contains("gzip"), "{e}");
 }
@@ -345,8 +353,8 @@ fn error_unreadable_gzip() {
 #[test]
 fn error_missing_files() {
     let dir = idx_dir("missing");
-    std::fs::remove_file(dir.join(IDX_FILES[2])).unwrap();
-    let e = expect_err(load_dir(&dir), "gradnas-data");
+    std::fs::remove_file(dir.path().join(IDX_FILES[2])).unwrap();
+    let e = expect_err(load_dir(dir.path()), "gradnas-data");
     let msg = e.to_string();
     assert!(matches!(e, DataError::MissingFiles { .. }), "{e:?}");
     for f in IDX_FILES
@@ -361,21 +369,22 @@ fn error_missing_files() {
     );
     // CIFAR batches without the test batch are not a data set either.
     let dir = cifar_dir("missing-cifar");
-    std::fs::remove_file(dir.join("test_batch.bin")).unwrap();
-    let e = expect_err(load_dir(&dir), "test_batch.bin");
+    std::fs::remove_file(dir.path().join("test_batch.bin")).unwrap();
+    let e = expect_err(load_dir(dir.path()), "test_batch.bin");
     assert!(matches!(e, DataError::MissingFiles { .. }), "{e:?}");
 }
 
 #[test]
 fn error_no_such_directory() {
-    let dir = temp_dir("absent").join("nope");
+    let absent = temp_dir("absent");
+    let dir = absent.path().join("nope");
     let e = expect_err(load_dir(&dir), "nope");
     assert!(matches!(e, DataError::Io { .. }), "{e:?}");
 }
 
 #[test]
 fn error_dims_disagree_with_model() {
-    let s = load_dir(&idx_dir("dims")).unwrap();
+    let s = load_dir(idx_dir("dims").path()).unwrap();
     s.train.check_dims(Dims::new(1, 5, 4)).unwrap();
     let e = s.train.check_dims(Dims::new(3, 32, 32)).unwrap_err();
     let msg = e.to_string();
@@ -389,7 +398,7 @@ fn error_invalid_split() {
     let dir = idx_dir("split");
     for f in [1.0, -0.1, f64::NAN, 0.99] {
         let r = load(
-            &DataSource::Dir(dir.clone()),
+            &DataSource::Dir(dir.path().to_path_buf()),
             &SplitConfig {
                 val_fraction: f,
                 seed: 0,
@@ -581,7 +590,7 @@ fn normalization_centres_the_train_split() {
 
 #[test]
 fn multi_channel_normalization_is_per_channel() {
-    let d = load_dir(&cifar_dir("norm-cifar")).unwrap().train;
+    let d = load_dir(cifar_dir("norm-cifar").path()).unwrap().train;
     let norm = Normalization::fit(&d);
     assert_eq!(norm.mean.len(), 3);
     let v = normalized(&d, &norm);

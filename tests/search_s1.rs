@@ -42,9 +42,13 @@ fn s1_writes_a_valid_genotype_and_history() {
         seed: 3,
         log_every: 1,
     };
-    let out = std::env::temp_dir().join(format!("gradnas-s1-{}", std::process::id()));
+    let dir = tempfile::Builder::new()
+        .prefix("gradnas-s1-")
+        .tempdir()
+        .unwrap();
+    let out = dir.path();
     let mut lines = 0;
-    let report = s1::run(gpu, &splits, &cfg, &out, |_| lines += 1).expect("s1");
+    let report = s1::run(gpu, &splits, &cfg, out, |_| lines += 1).expect("s1");
     assert_eq!(report.steps, 4);
     assert!(lines >= 4, "progress lines: {lines}");
     let g = Genotype::load(&out.join("genotype.json")).expect("genotype.json");
@@ -83,5 +87,4 @@ fn s1_writes_a_valid_genotype_and_history() {
     );
     assert!(out.join("supernet.safetensors").is_file());
     assert!(report.planned_bytes < report.unshared_bytes);
-    std::fs::remove_dir_all(&out).ok();
 }

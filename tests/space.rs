@@ -2,7 +2,6 @@
 //! derivation from α/β, entropy, and the S2 enumeration/expansion/encoding.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 
 use gradnas::space::{
     canonical, canonical_cell, derive, edge_index, edges, encode, enumerate_one_block_cells,
@@ -16,11 +15,12 @@ fn names(set: &OpSet) -> Vec<&'static str> {
     set.ops().iter().map(|op| op.name()).collect()
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gradnas-space-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory for one test, removed when dropped.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("gradnas-space-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn assert_err_contains<T: std::fmt::Debug>(r: Result<T, String>, parts: &[&str]) {
@@ -198,7 +198,7 @@ fn genotype_json_round_trips() {
     assert_eq!(Genotype::from_json(&json).unwrap(), bare);
 
     let dir = temp_dir("roundtrip");
-    let path = dir.join("genotype.json");
+    let path = dir.path().join("genotype.json");
     g.save(&path).unwrap();
     assert_eq!(Genotype::load(&path).unwrap(), g);
 }
@@ -206,12 +206,12 @@ fn genotype_json_round_trips() {
 #[test]
 fn genotype_files_errors_name_the_file() {
     let dir = temp_dir("errors");
-    let missing = dir.join("missing.json");
+    let missing = dir.path().join("missing.json");
     assert_err_contains(Genotype::load(&missing), &["missing.json"]);
-    let broken = dir.join("broken.json");
+    let broken = dir.path().join("broken.json");
     std::fs::write(&broken, "{\"op_set\": \"pnas\", ").unwrap();
     assert_err_contains(Genotype::load(&broken), &["broken.json"]);
-    let bad_op = dir.join("bad_op.json");
+    let bad_op = dir.path().join("bad_op.json");
     let text = sample_genotype()
         .to_json()
         .replace("max_pool_3x3", "max_pool_9x9");
@@ -220,10 +220,10 @@ fn genotype_files_errors_name_the_file() {
     let mut invalid = sample_genotype();
     invalid.normal.blocks.clear();
     assert_err_contains(
-        invalid.save(&dir.join("invalid.json")),
+        invalid.save(&dir.path().join("invalid.json")),
         &["invalid.json", "empty"],
     );
-    assert!(!dir.join("invalid.json").exists());
+    assert!(!dir.path().join("invalid.json").exists());
 }
 
 #[test]

@@ -30,16 +30,19 @@ fn small_splits() -> &'static Splits {
     })
 }
 
-fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("gradnas-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A fresh directory for one test, removed when dropped.
+fn tmp(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("gradnas-train-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 #[test]
 fn trains_saves_and_reloads() {
     let gpu = common::gpu();
-    let out = tmp("run");
+    let dir = tmp("run");
+    let out = dir.path();
     let cfg = TrainConfig {
         epochs: 2,
         batch: 32,
@@ -47,7 +50,7 @@ fn trains_saves_and_reloads() {
         ..TrainConfig::default()
     };
     let mut losses = Vec::new();
-    let report = train::train(gpu, Builtin::Cnn, small_splits(), &cfg, &out, |m| {
+    let report = train::train(gpu, Builtin::Cnn, small_splits(), &cfg, out, |m| {
         if m.phase == "train" {
             losses.push(m.loss);
         }
@@ -76,7 +79,7 @@ fn trains_saves_and_reloads() {
 
     // The saved weights give the same test numbers in a fresh evaluator
     // with another batch size.
-    let (eval, card) = train::load(gpu, &out, 64).expect("load");
+    let (eval, card) = train::load(gpu, out, 64).expect("load");
     assert_eq!(card.classes, 10);
     let (loss, acc) = eval
         .evaluate(gpu, &small_splits().test, &card.norm)
@@ -87,23 +90,21 @@ fn trains_saves_and_reloads() {
         report.test_accuracy
     );
     assert!((loss - report.test_loss).abs() < 1e-3 * report.test_loss.max(1.0));
-    std::fs::remove_dir_all(&out).ok();
 }
 
 #[test]
 fn bad_model_directories_are_refused_clearly() {
     let gpu = common::gpu();
-    let empty = tmp("empty");
-    std::fs::create_dir_all(&empty).unwrap();
-    let e = train::load(gpu, &empty, 8)
+    let dir = tmp("empty");
+    let empty = dir.path();
+    let e = train::load(gpu, empty, 8)
         .err()
         .expect("empty dir must fail")
         .to_string();
     assert!(e.contains("model.json"), "{e}");
     std::fs::write(empty.join("model.json"), "{not json").unwrap();
-    let e = format!("{:#}", train::load(gpu, &empty, 8).err().unwrap());
+    let e = format!("{:#}", train::load(gpu, empty, 8).err().unwrap());
     assert!(e.contains("not a gradnas model card"), "{e}");
-    std::fs::remove_dir_all(&empty).ok();
 }
 
 #[test]
@@ -118,7 +119,7 @@ fn zero_epochs_is_refused_before_any_work() {
         Builtin::Cnn,
         small_splits(),
         &cfg,
-        &tmp("zero"),
+        tmp("zero").path(),
         |_| {},
     )
     .err()
