@@ -43,6 +43,25 @@ fn covering(i: u32, len: u32) -> vec2<u32> {
     return vec2<u32>(u32(lo), u32(max(hi, lo)));
 }
 
+// The outputs whose windows read input element i (the gather of both
+// backwards): the first output of i's plane, i's index within its input
+// plane, and the covering output rows and columns as [lo, hi).
+struct Cover {
+    base: u32,
+    idx: u32,
+    ry: vec2<u32>,
+    rx: vec2<u32>,
+}
+
+fn cover(i: u32) -> Cover {
+    let plane_in = p.h * p.w;
+    let plane = i / plane_in;
+    let idx = i - plane * plane_in;
+    let iy = idx / p.w;
+    let ix = idx - iy * p.w;
+    return Cover(plane * p.oh * p.ow, idx, covering(iy, p.oh), covering(ix, p.ow));
+}
+
 // Valid input cells of window (oy, ox): the count an average divides by.
 fn window_count(oy: u32, ox: u32) -> f32 {
     let y0 = window_start(oy);
@@ -92,19 +111,12 @@ fn max_pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 fn max_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     if i >= p.total { return; }
-    let plane_in = p.h * p.w;
-    let plane = i / plane_in;
-    let idx = i - plane * plane_in;
-    let iy = idx / p.w;
-    let ix = idx - iy * p.w;
-    let ry = covering(iy, p.oh);
-    let rx = covering(ix, p.ow);
-    let base = plane * p.oh * p.ow;
+    let c = cover(i);
     var acc = 0.0;
-    for (var oy = ry.x; oy < ry.y; oy = oy + 1u) {
-        for (var ox = rx.x; ox < rx.y; ox = ox + 1u) {
-            let o = base + oy * p.ow + ox;
-            if arg_in[o] == idx {
+    for (var oy = c.ry.x; oy < c.ry.y; oy = oy + 1u) {
+        for (var ox = c.rx.x; ox < c.rx.y; ox = ox + 1u) {
+            let o = c.base + oy * p.ow + ox;
+            if arg_in[o] == c.idx {
                 acc = acc + src[o];
             }
         }
@@ -137,18 +149,11 @@ fn avg_pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 fn avg_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     if i >= p.total { return; }
-    let plane_in = p.h * p.w;
-    let plane = i / plane_in;
-    let idx = i - plane * plane_in;
-    let iy = idx / p.w;
-    let ix = idx - iy * p.w;
-    let ry = covering(iy, p.oh);
-    let rx = covering(ix, p.ow);
-    let base = plane * p.oh * p.ow;
+    let c = cover(i);
     var acc = 0.0;
-    for (var oy = ry.x; oy < ry.y; oy = oy + 1u) {
-        for (var ox = rx.x; ox < rx.y; ox = ox + 1u) {
-            acc = acc + src[base + oy * p.ow + ox] / window_count(oy, ox);
+    for (var oy = c.ry.x; oy < c.ry.y; oy = oy + 1u) {
+        for (var ox = c.rx.x; ox < c.rx.y; ox = ox + 1u) {
+            acc = acc + src[c.base + oy * p.ow + ox] / window_count(oy, ox);
         }
     }
     dst[i] = acc;
