@@ -4,6 +4,7 @@
 //! Every layer appends nodes to a `Graph` and returns its output tensor;
 //! gradients come from `graph::backward` on the finished graph.
 
+pub mod cellnet;
 pub mod layers;
 pub mod lstm;
 

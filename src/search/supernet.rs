@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Dims;
 use crate::graph::{Graph, T};
-use crate::nn::layers::{self, ConvSpec};
+use crate::nn::cellnet::{self, network, CellIo, Skeleton};
+use crate::nn::layers;
 use crate::nn::{Init, ParamStore};
 use crate::space::{num_inputs, OpKind, OpSet, BLOCKS};
 
@@ -49,14 +50,20 @@ impl SupernetConfig {
         Ok(())
     }
 
-    /// Reduction cells sit at 1/3 and 2/3 of the depth (DARTS's rule); a
-    /// supernet of fewer than 3 cells keeps its first cell normal (depth 2:
-    /// normal, reduction; depth 1: normal only).
+    /// See [`cellnet::is_reduction`].
     pub fn is_reduction(&self, cell: usize) -> bool {
-        if self.depth < 3 {
-            return self.depth == 2 && cell == 1;
+        cellnet::is_reduction(self.depth, cell)
+    }
+
+    /// The stack of cells this supernet is (BN without affine).
+    pub fn skeleton(&self) -> Skeleton {
+        Skeleton {
+            width: self.width,
+            depth: self.depth,
+            stem_multiplier: self.stem_multiplier,
+            classes: self.classes,
+            affine: false,
         }
-        cell == self.depth / 3 || cell == 2 * self.depth / 3
     }
 }
 
@@ -135,22 +142,12 @@ pub fn mixing_weights(g: &mut Graph, k: &KindArch) -> Vec<T> {
 }
 
 /// One candidate op on one edge (BN without affine, as in the DARTS
-/// supernet; pools get a BN after them as DARTS's MixedOp does).
+/// supernet; pools get a BN after them as DARTS's MixedOp does; `none` is
+/// zeros).
 fn candidate(g: &mut Graph, st: &mut ParamStore, op: OpKind, x: T, c: usize, stride: usize) -> T {
     match op {
-        OpKind::SepConv3x3 => layers::sep_conv(g, st, x, c, 3, stride, false),
-        OpKind::SepConv5x5 => layers::sep_conv(g, st, x, c, 5, stride, false),
-        OpKind::SepConv7x7 => layers::sep_conv(g, st, x, c, 7, stride, false),
-        OpKind::Conv7x1_1x7 => layers::conv_7x1_1x7(g, st, x, c, stride, false),
-        OpKind::DilConv3x3 => layers::dil_conv(g, st, x, c, 3, stride, false),
-        OpKind::DilConv5x5 => layers::dil_conv(g, st, x, c, 5, stride, false),
-        OpKind::Identity | OpKind::SkipConnect => layers::skip_connect(g, st, x, c, stride, false),
-        OpKind::AvgPool3x3 => {
-            let y = layers::avg_pool_3x3(g, x, stride);
-            layers::batchnorm(g, st, "bn", y, false)
-        }
-        OpKind::MaxPool3x3 => {
-            let y = layers::max_pool_3x3(g, x, stride);
+        OpKind::AvgPool3x3 | OpKind::MaxPool3x3 => {
+            let y = cellnet::candidate_op(g, st, op, x, c, stride, false);
             layers::batchnorm(g, st, "bn", y, false)
         }
         OpKind::None_ => {
@@ -163,37 +160,18 @@ fn candidate(g: &mut Graph, st: &mut ParamStore, op: OpKind, x: T, c: usize, str
             ];
             g.state("zeros", &shape, None)
         }
+        _ => cellnet::candidate_op(g, st, op, x, c, stride, false),
     }
 }
 
-/// A cell: preprocess both inputs to `c` channels, 5 mixed blocks, concat.
-#[allow(clippy::too_many_arguments)]
-fn cell(
-    g: &mut Graph,
-    st: &mut ParamStore,
-    s0: T,
-    s1: T,
-    c: usize,
-    reduction: bool,
-    reduction_prev: bool,
-    weights: &[T],
-    op_set: &OpSet,
-) -> T {
-    let p0 = if reduction_prev {
-        st.scoped("pre0", |st| layers::factorized_reduce(g, st, s0, c, false))
-    } else {
-        st.scoped("pre0", |st| {
-            layers::relu_conv_bn(g, st, s0, c, 1, 1, 0, false)
-        })
-    };
-    let p1 = st.scoped("pre1", |st| {
-        layers::relu_conv_bn(g, st, s1, c, 1, 1, 0, false)
-    });
-    let mut states = vec![p0, p1];
+/// A cell's 5 mixed blocks over its preprocessed inputs, concatenated.
+fn cell(g: &mut Graph, st: &mut ParamStore, io: CellIo, weights: &[T], op_set: &OpSet) -> T {
+    let c = io.channels;
+    let mut states = io.inputs.to_vec();
     for (j, &w) in weights.iter().enumerate().take(BLOCKS) {
         let mut cands = Vec::with_capacity(num_inputs(j) * op_set.len());
         for (i, &x) in states.iter().enumerate() {
-            let stride = if reduction && i < 2 { 2 } else { 1 };
+            let stride = if io.reduction && i < 2 { 2 } else { 1 };
             for &op in op_set.ops() {
                 let edge = format!("b{j}_in{i}");
                 cands.push(st.scoped(&edge, |st| {
@@ -216,28 +194,8 @@ pub fn forward(
     normal: &[T],
     reduce: &[T],
 ) -> T {
-    let stem_c = cfg.stem_multiplier * cfg.width;
-    let stem = st.scoped("stem", |st| {
-        let y = layers::conv(g, st, "conv", images, ConvSpec::new(stem_c, 3).pad(1, 1));
-        layers::batchnorm(g, st, "bn", y, false)
-    });
-    let (mut s0, mut s1) = (stem, stem);
-    let mut c = cfg.width;
-    let mut reduction_prev = false;
-    for k in 0..cfg.depth {
-        let reduction = cfg.is_reduction(k);
-        if reduction {
-            c *= 2;
-        }
-        let w = if reduction { reduce } else { normal };
-        let out = st.scoped(&format!("cell{k}"), |st| {
-            cell(g, st, s0, s1, c, reduction, reduction_prev, w, &cfg.op_set)
-        });
-        (s0, s1) = (s1, out);
-        reduction_prev = reduction;
-    }
-    let pooled = g.global_avg_pool(s1);
-    st.scoped("classifier", |st| {
-        layers::linear(g, st, pooled, cfg.classes, true)
+    network(g, st, &cfg.skeleton(), images, |g, st, io| {
+        let w = if io.reduction { reduce } else { normal };
+        cell(g, st, io, w, &cfg.op_set)
     })
 }
