@@ -109,6 +109,15 @@ fn scale_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     out0[i] = p.alpha * c[0] * a[i];
 }
 
+// out0 = a + alpha * c[0] * b: a tensor moved along a direction by a step
+// held in a buffer (the virtual weights of the second-order search step).
+@compute @workgroup_size(256)
+fn axpy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    out0[i] = a[i] + p.alpha * c[0] * b[i];
+}
+
 // out0 = alpha * c[0] everywhere: the backward of a sum (alpha 1) or mean (1/n).
 @compute @workgroup_size(256)
 fn broadcast_scalar(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -71,3 +71,24 @@ fn clip_coef() {
     }
     coef_out[0] = min(1.0, p.max_norm / (sqrt(total) + 1e-6));
 }
+
+// coef_out[0] = max_norm · ‖g‖ and = max_norm / ‖g‖ (‖g‖ from the squared
+// norms as above): the finite-difference step ε = 0.01 / ‖v‖ of the
+// second-order search step and its inverse.
+@compute @workgroup_size(1)
+fn scaled_norm() {
+    var total = 0.0;
+    for (var i = 0u; i < arrayLength(&norms); i = i + 1u) {
+        total = total + norms[i];
+    }
+    coef_out[0] = p.max_norm * sqrt(total);
+}
+
+@compute @workgroup_size(1)
+fn scaled_inv_norm() {
+    var total = 0.0;
+    for (var i = 0u; i < arrayLength(&norms); i = i + 1u) {
+        total = total + norms[i];
+    }
+    coef_out[0] = p.max_norm / max(sqrt(total), 1e-12);
+}

@@ -1,6 +1,7 @@
 //! S1's bilevel step on a tiny supernet: one recorded GPU step against the
 //! CPU reference (both losses, α after Adam, β after affine scaling, every
-//! weight after SGD), β staying on the simplex, for both op sets.
+//! weight after SGD), β staying on the simplex, for both op sets and for
+//! the second-order step.
 
 mod common;
 
@@ -23,13 +24,14 @@ fn tiny(op_set: OpSet) -> SupernetConfig {
     }
 }
 
-fn one_step(op_set: OpSet) {
+fn one_step(op_set: OpSet, second_order: bool) {
     let gpu = common::gpu();
     let cfg = tiny(op_set);
     // A large β lr so the affine step visibly moves β within one step.
     let h = SearchHyper {
         beta_lr: 50.0,
         a_lr: 0.05,
+        second_order,
         ..SearchHyper::default()
     };
     let step = build_step(&cfg, &h, 11);
@@ -67,6 +69,7 @@ fn one_step(op_set: OpSet) {
         .into_iter()
         .chain(step.arch.alphas())
         .chain(step.arch.betas())
+        .chain(step.arch_grads.iter().map(|&(_, d)| d))
         .chain(step.weights.iter().copied());
     for t in watched {
         let got = plan.read(gpu, t).unwrap();
@@ -107,12 +110,17 @@ fn one_step(op_set: OpSet) {
 
 #[test]
 fn bilevel_step_matches_cpu_pnas() {
-    one_step(OpSet::pnas());
+    one_step(OpSet::pnas(), false);
+}
+
+#[test]
+fn bilevel_step_second_order_matches_cpu() {
+    one_step(OpSet::pnas(), true);
 }
 
 #[test]
 fn bilevel_step_matches_cpu_darts() {
-    one_step(OpSet::darts());
+    one_step(OpSet::darts(), false);
 }
 
 #[test]

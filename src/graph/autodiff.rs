@@ -89,6 +89,7 @@ fn rule(g: &mut Graph, op: &Op, ins: &[T], outs: &[T], douts: &[Option<T>]) -> V
         }
         // Both addends get dy itself: no copy.
         Op::Add => vec![Some(dy), Some(dy)],
+        Op::Axpy { .. } => vec![Some(dy), None, None],
         Op::Reshape => {
             let dx = g.temp_like("d.reshape", ins[0]);
             g.push(Op::Reshape, vec![dy], vec![dx]);

@@ -192,6 +192,10 @@ fn run(op: &Op, ins: &[&[f32]], outs: &mut [Vec<f32>]) {
             }
         }
         Op::ClipCoef { max_norm } => outs[0] = vec![optim::cpu::clip_coef(ins, *max_norm)],
+        Op::Axpy { alpha } => outs[0] = elementwise::cpu::axpy(ins[0], ins[1], ins[2][0], *alpha),
+        Op::ScaledNorm { scale, inverse } => {
+            outs[0] = vec![optim::cpu::scaled_norm(ins, *scale, *inverse)]
+        }
         Op::Sgd(h) => {
             let (param, mom) = outs.split_at_mut(1);
             let mut buf = Some(std::mem::take(&mut mom[0]));

@@ -151,6 +151,14 @@ pub enum Op {
     Accumulate,
     /// [grads...] → [coef]: min(1, max_norm / global norm).
     ClipCoef { max_norm: f32 },
+    /// [x, d, s] → [y] = x + alpha·s[0]·d: x moved along d by a step held
+    /// in a buffer (the virtual weights of the second-order search step).
+    /// Autodiff passes dy to x only: d and s are held constant, as the
+    /// finite-difference second-order term accounts for d's dependence.
+    Axpy { alpha: f32 },
+    /// [tensors...] → [s]: scale·‖tensors‖, or scale/‖tensors‖ with
+    /// `inverse` (no gradient; a finite difference's step).
+    ScaledNorm { scale: f32, inverse: bool },
     /// [grad, coef] → [param*, momentum*]
     Sgd(SgdHyper),
     /// [grad, coef] → [param*, m*, v*]
@@ -310,6 +318,21 @@ impl Graph {
         assert_eq!(self.len(a), self.len(b), "mul of unequal sizes");
         let y = self.temp_like("mul", a);
         self.push(Op::Mul, vec![a, b], vec![y]);
+        y
+    }
+    /// x + alpha·s[0]·d (see `Op::Axpy`: no gradient reaches d or s).
+    pub fn axpy(&mut self, x: T, d: T, s: T, alpha: f32) -> T {
+        assert_eq!(self.len(x), self.len(d), "axpy of unequal sizes");
+        assert_eq!(self.len(s), 1, "axpy: the step is a scalar");
+        let y = self.temp_like("axpy", x);
+        self.push(Op::Axpy { alpha }, vec![x, d, s], vec![y]);
+        y
+    }
+    /// scale·‖ts‖ (or scale/‖ts‖), the norm over all of `ts` together.
+    pub fn scaled_norm(&mut self, ts: &[T], scale: f32, inverse: bool) -> T {
+        assert!(!ts.is_empty(), "scaled_norm of nothing");
+        let y = self.temp("scaled_norm", &[1]);
+        self.push(Op::ScaledNorm { scale, inverse }, ts.to_vec(), vec![y]);
         y
     }
     /// Scale each row of `x` by its entry of `s` (rows = len(s)).

@@ -269,6 +269,8 @@ fn build(
         Op::CorrectCount(s) => softmax_xent::correct_count(gpu, s, i[0], i[1], o[0])?,
         Op::Accumulate => one(ew::accumulate(gpu, i[0], o[0], 1.0)?),
         Op::ClipCoef { max_norm } => optim::clip_coef(gpu, i, *max_norm, o[0])?,
+        Op::Axpy { alpha } => one(ew::axpy(gpu, i[0], i[1], i[2], o[0], *alpha)?),
+        Op::ScaledNorm { scale, inverse } => optim::scaled_norm(gpu, i, *scale, *inverse, o[0])?,
         Op::Sgd(h) => one(optim::sgd(gpu, h, o[0], i[0], o[1], i[1])?),
         Op::Adam(h) => one(optim::adam(gpu, h, o[0], i[0], o[1], o[2], i[1])?),
         Op::AffineScaling { h, segments } => {

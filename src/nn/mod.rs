@@ -169,6 +169,30 @@ impl ParamStore {
     }
 
     /// Number of trained scalars so far.
+    /// Run `f` with the tensors of `subs` standing in for the ones they
+    /// replace: the same network applied to other weights (the virtual
+    /// weights w − ξ∇w of the second-order search step). Needs `reuse`;
+    /// with substitutes, `f` must not create parameters (they would not be
+    /// the substituted network's).
+    pub fn substituted<R>(&mut self, subs: &HashMap<T, T>, f: impl FnOnce(&mut Self) -> R) -> R {
+        assert!(self.reuse, "substituted weights need a reusing store");
+        let mut saved = Vec::new();
+        for (name, t) in self.made.iter_mut() {
+            if let Some(&s) = subs.get(t) {
+                saved.push((name.clone(), *t));
+                *t = s;
+            }
+        }
+        let count = self.params.len();
+        let r = f(self);
+        assert!(
+            subs.is_empty() || self.params.len() == count,
+            "new parameters created while weights were substituted"
+        );
+        self.made.extend(saved);
+        r
+    }
+
     pub fn count(&self, g: &Graph) -> usize {
         self.params.iter().map(|p| g.len(*p)).sum()
     }

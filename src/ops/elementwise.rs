@@ -42,6 +42,11 @@ pub mod cpu {
     pub fn scale_forward(s: f32, x: &[f32]) -> Vec<f32> {
         x.iter().map(|v| s * v).collect()
     }
+    /// y = x + alpha · s · d.
+    pub fn axpy(x: &[f32], d: &[f32], s: f32, alpha: f32) -> Vec<f32> {
+        assert_eq!(x.len(), d.len(), "axpy: x and d differ in length");
+        x.iter().zip(d).map(|(&x, &d)| x + alpha * s * d).collect()
+    }
     /// y[r, j] = x[r, j] · s[r] for rows of `s.len()`.
     pub fn row_scale_forward(x: &[f32], s: &[f32]) -> Vec<f32> {
         let cols = x.len() / s.len();
@@ -173,6 +178,18 @@ pub fn scale_forward(gpu: &Gpu, s: &Buf, x: &Buf, y: &Buf, alpha: f32) -> Result
         x.len,
         alpha,
         &[(1, x), (3, s), (4, y)],
+    )
+}
+/// y = x + alpha · s[0] · d, the scalar s held in a one-element buffer.
+pub fn axpy(gpu: &Gpu, x: &Buf, d: &Buf, s: &Buf, y: &Buf, alpha: f32) -> Result<Kernel, GpuError> {
+    assert_eq!(x.len, d.len, "axpy: x and d differ in length");
+    assert_eq!(s.len, 1, "axpy: the step is a scalar");
+    ew(
+        gpu,
+        "axpy",
+        x.len,
+        alpha,
+        &[(1, x), (2, d), (3, s), (4, y)],
     )
 }
 /// out = alpha · s[0] everywhere (the backward of sum and mean).

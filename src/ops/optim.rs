@@ -173,6 +173,22 @@ pub mod cpu {
             .sum();
         (max_norm / (sq.sqrt() as f32 + 1e-6)).min(1.0)
     }
+
+    /// The L2 norm over all tensors together, times `scale` or, with
+    /// `inverse`, `scale` over it (kept finite for a zero norm).
+    pub fn scaled_norm(tensors: &[&[f32]], scale: f32, inverse: bool) -> f32 {
+        let sq: f64 = tensors
+            .iter()
+            .flat_map(|g| g.iter())
+            .map(|&v| v as f64 * v as f64)
+            .sum();
+        let norm = sq.sqrt() as f32;
+        if inverse {
+            scale / norm.max(1e-12)
+        } else {
+            scale * norm
+        }
+    }
 }
 
 const SHADER: &str = "optim";
@@ -246,6 +262,31 @@ pub fn clip_coef(
         &[(3, &norms), (7, coef)],
         [1, 1, 1],
     )?);
+    Ok(ks)
+}
+
+/// out[0] = scale · ‖(t_1, …, t_n)‖ or, with `inverse`, scale / ‖…‖
+/// (the step and inverse step of a finite difference along t).
+pub fn scaled_norm(
+    gpu: &Gpu,
+    tensors: &[&Buf],
+    scale: f32,
+    inverse: bool,
+    out: &Buf,
+) -> Result<Vec<Kernel>, GpuError> {
+    assert!(!tensors.is_empty(), "scaled_norm: no tensors");
+    let norms = gpu.alloc("optim.norms", tensors.len())?;
+    let mut ks = Vec::new();
+    for (i, t) in tensors.iter().enumerate() {
+        ks.extend(reduce::sqnorm_into(gpu, t, &norms, i)?);
+    }
+    let params = words(0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, scale);
+    let entry = if inverse {
+        "scaled_inv_norm"
+    } else {
+        "scaled_norm"
+    };
+    ks.push(gpu.kernel(SHADER, entry, &params, &[(3, &norms), (7, out)], [1, 1, 1])?);
     Ok(ks)
 }
 

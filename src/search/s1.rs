@@ -103,6 +103,7 @@ pub fn run(
         train_loss,
         alpha_updates,
         weight_updates,
+        xi,
         ..
     } = build_step(&cfg.supernet, &cfg.hyper, cfg.seed);
     let plan = Plan::new(gpu, &g)?;
@@ -157,6 +158,9 @@ pub fn run(
                 if let Op::Adam(h) = &mut g.nodes[n].op {
                     h.step = step as u32 + 1;
                 }
+            }
+            if let Some(xi) = xi {
+                plan.write(gpu, xi, &[lr]); // the virtual step uses the current lr
             }
             plan.sync_hyperparameters(gpu, &g);
             plan.step(gpu)?;

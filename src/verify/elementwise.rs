@@ -149,6 +149,19 @@ pub fn cases(level: Level) -> Vec<Case> {
                 c.check("backward_scalar", &[ds], &dsb, GRADIENT)
             },
         ));
+        v.push(Case::new(
+            "elementwise",
+            "axpy",
+            format!("[{n}]"),
+            move |c| {
+                let (x, d) = (c.randn(n), c.randn(n));
+                let s = c.randn(1)[0];
+                let (xb, db, sb) = (c.input(&x)?, c.input(&d)?, c.input(&[s])?);
+                let yb = c.output(n)?;
+                c.run(&[ew::axpy(c.gpu, &xb, &db, &sb, &yb, -0.5)?])?;
+                c.check("forward", &cpu::axpy(&x, &d, s, -0.5), &yb, FORWARD)
+            },
+        ));
     }
     v
 }

@@ -250,6 +250,7 @@ pub const REQUIRED: &[(&str, &str)] = &[
     ("scale", "forward"),
     ("scale", "backward_input"),
     ("scale", "backward_scalar"),
+    ("axpy", "forward"),
     ("row_scale", "forward"),
     ("row_scale", "backward_input"),
     ("row_scale", "backward_scale"),
@@ -306,6 +307,8 @@ pub const REQUIRED: &[(&str, &str)] = &[
     ("adam", "v"),
     ("clip_grad_norm", "coefficient"),
     ("clip_grad_norm", "clipped_grad"),
+    ("scaled_norm", "norm"),
+    ("scaled_norm", "inverse"),
     ("affine_scaling", "beta"),
 ];
 

@@ -169,6 +169,26 @@ fn clip_case(lens: Vec<usize>, active: bool) -> Case {
     })
 }
 
+/// scale·‖t‖ and scale/‖t‖ over several tensors.
+fn scaled_norm_case(lens: Vec<usize>) -> Case {
+    Case::new("optim", "scaled_norm", format!("{lens:?}"), move |c| {
+        let ts: Vec<Vec<f32>> = lens.iter().map(|&n| c.randn(n)).collect();
+        let slices: Vec<&[f32]> = ts.iter().map(|t| &t[..]).collect();
+        let bufs = ts
+            .iter()
+            .map(|t| c.input(t))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let refs: Vec<&Buf> = bufs.iter().collect();
+        let (norm, inv) = (c.output(1)?, c.output(1)?);
+        let mut ks = optim::scaled_norm(c.gpu, &refs, 0.01, false, &norm)?;
+        ks.extend(optim::scaled_norm(c.gpu, &refs, 0.01, true, &inv)?);
+        c.run(&ks)?;
+        let want = cpu::scaled_norm(&slices, 0.01, false);
+        c.check("norm", &[want], &norm, FORWARD)?;
+        c.check("inverse", &[cpu::scaled_norm(&slices, 0.01, true)], &inv, FORWARD)
+    })
+}
+
 pub fn cases(level: Level) -> Vec<Case> {
     let mut v = Vec::new();
     for n in sizes(level) {
@@ -207,6 +227,7 @@ pub fn cases(level: Level) -> Vec<Case> {
         for active in [true, false] {
             v.push(clip_case(l.clone(), active));
         }
+        v.push(scaled_norm_case(l));
     }
     v
 }
