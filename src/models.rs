@@ -1,16 +1,26 @@
-//! Built-in networks, built from `nn` layers on the graph IR. The same
-//! builder makes the training graph (batch-statistics BN) and the
-//! evaluation graph (running statistics) with the same tensor names, so
-//! trained weights move from one plan to the other by name.
+//! The networks `gradnas train` builds, from `nn` layers on the graph IR:
+//! a built-in CNN, or the discrete network of a genotype (S1's
+//! `genotype.json`, or a random one for a baseline). The same builder makes
+//! the training graph (batch-statistics BN) and the evaluation graph
+//! (running statistics) with the same tensor names, so trained weights move
+//! from one plan to the other by name.
+
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::Dims;
 use crate::graph::{Graph, T};
+use crate::nn::cellnet::Skeleton;
+use crate::nn::genotype_net;
 use crate::nn::layers::{self, ConvSpec};
 use crate::nn::ParamStore;
 use crate::ops::pool;
+use crate::space::genotype::random_genotype;
+use crate::space::{Genotype, OpSet};
+use crate::verify;
 
-/// What `--model` names.
+/// The built-in networks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Builtin {
     /// conv3×3(16)-BN-ReLU-maxpool, conv3×3(32)-BN-ReLU-maxpool,
@@ -32,6 +42,181 @@ impl Builtin {
     }
 }
 
+/// Default channels of the first cell of a genotype network (DARTS's
+/// CIFAR network uses 36; 16 keeps lavapipe and laptop runs short).
+pub const DEFAULT_WIDTH: usize = 16;
+/// Default number of cells of a genotype network.
+pub const DEFAULT_DEPTH: usize = 5;
+/// Stem channels = this × width (DARTS: 3).
+pub const DEFAULT_STEM_MULTIPLIER: usize = 3;
+
+/// The discrete network of a genotype, stacked `depth` cells deep from
+/// `width` channels (reductions at 1/3 and 2/3 of the depth, as the
+/// supernet).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenotypeModel {
+    pub genotype: Genotype,
+    pub width: usize,
+    pub depth: usize,
+    pub stem_multiplier: usize,
+}
+
+impl GenotypeModel {
+    /// The default shape (width 16, depth 5, stem ×3).
+    pub fn new(genotype: Genotype) -> GenotypeModel {
+        GenotypeModel {
+            genotype,
+            width: DEFAULT_WIDTH,
+            depth: DEFAULT_DEPTH,
+            stem_multiplier: DEFAULT_STEM_MULTIPLIER,
+        }
+    }
+
+    /// The genotype (`Genotype::validate`) and every size, naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        self.genotype
+            .validate()
+            .map_err(|e| format!("genotype: {e}"))?;
+        for (field, v) in [
+            ("width", self.width),
+            ("depth", self.depth),
+            ("stem_multiplier", self.stem_multiplier),
+        ] {
+            if v == 0 {
+                return Err(format!("{field} 0: must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Its stack of cells (affine batch norm: a discrete network).
+    pub fn skeleton(&self, classes: usize) -> Skeleton {
+        Skeleton {
+            width: self.width,
+            depth: self.depth,
+            stem_multiplier: self.stem_multiplier,
+            classes,
+            affine: true,
+        }
+    }
+
+    /// Trained scalars for inputs of `dims` and `classes` outputs.
+    pub fn count_params(&self, dims: Dims, classes: usize) -> usize {
+        genotype_net::count_params(&self.skeleton(classes), &self.genotype, dims)
+    }
+}
+
+/// What `--model` names and a model card records: a built-in network or a
+/// genotype's discrete network. In JSON a built-in is its variant name
+/// (`"Cnn"`, as model cards written before genotypes existed) and a
+/// genotype model the object of its fields (`{"genotype": …, "width": …}`);
+/// reading validates the genotype.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ModelSpec {
+    Builtin(Builtin),
+    Genotype(GenotypeModel),
+}
+
+impl From<Builtin> for ModelSpec {
+    fn from(b: Builtin) -> ModelSpec {
+        ModelSpec::Builtin(b)
+    }
+}
+
+impl From<GenotypeModel> for ModelSpec {
+    fn from(m: GenotypeModel) -> ModelSpec {
+        ModelSpec::Genotype(m)
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ModelSpec, D::Error> {
+        use serde::de::Error;
+        // Through a JSON value, so each form reports its own error rather
+        // than serde's "did not match any variant".
+        let v = serde_json::Value::deserialize(d)?;
+        if v.is_string() {
+            let b: Builtin =
+                serde_json::from_value(v).map_err(|e| D::Error::custom(format!("model: {e}")))?;
+            return Ok(ModelSpec::Builtin(b));
+        }
+        if !v.is_object() {
+            return Err(D::Error::custom(format!(
+                "model: expected a built-in name (\"Cnn\") or a genotype model object, got {v}"
+            )));
+        }
+        let m: GenotypeModel =
+            serde_json::from_value(v).map_err(|e| D::Error::custom(format!("model: {e}")))?;
+        m.validate()
+            .map_err(|e| D::Error::custom(format!("model: {e}")))?;
+        Ok(ModelSpec::Genotype(m))
+    }
+}
+
+impl ModelSpec {
+    /// The `--model` argument: `builtin:cnn`, `random:SEED` (a random pnas
+    /// genotype, `random_genotype` with `verify::rng(SEED)`: the baseline),
+    /// or the path of a genotype JSON file (S1's `genotype.json`). `width`
+    /// and `depth` shape a genotype network (defaults 16 and 5) and are
+    /// refused for a built-in, whose shape is fixed.
+    pub fn parse(
+        model: &str,
+        width: Option<usize>,
+        depth: Option<usize>,
+    ) -> Result<ModelSpec, String> {
+        if model.starts_with("builtin:") {
+            if width.is_some() || depth.is_some() {
+                return Err(format!(
+                    "--width and --depth shape genotype networks; {model} has a fixed shape"
+                ));
+            }
+            return Builtin::parse(model).map(ModelSpec::Builtin);
+        }
+        let genotype = if let Some(seed) = model.strip_prefix("random:") {
+            let seed: u64 = seed.parse().map_err(|_| {
+                format!("--model {model:?}: expected random:SEED with SEED a whole number")
+            })?;
+            random_genotype(&OpSet::pnas(), &mut verify::rng(seed))
+        } else {
+            let path = Path::new(model);
+            if path.is_dir() {
+                return Err(format!(
+                    "--model {model}: is a directory; expected builtin:cnn, random:SEED \
+                     or a genotype JSON file (e.g. {})",
+                    path.join("genotype.json").display()
+                ));
+            }
+            if !path.exists() {
+                return Err(format!(
+                    "--model {model}: no such file; expected builtin:cnn, random:SEED \
+                     or a genotype JSON file"
+                ));
+            }
+            Genotype::load(path).map_err(|e| format!("--model: {e}"))?
+        };
+        let m = GenotypeModel {
+            width: width.unwrap_or(DEFAULT_WIDTH),
+            depth: depth.unwrap_or(DEFAULT_DEPTH),
+            ..GenotypeModel::new(genotype)
+        };
+        m.validate().map_err(|e| format!("--model {model}: {e}"))?;
+        Ok(ModelSpec::Genotype(m))
+    }
+
+    /// A short name: `builtin:cnn`, `genotype(pnas, width 16, depth 5)`.
+    pub fn name(&self) -> String {
+        match self {
+            ModelSpec::Builtin(b) => b.name().to_string(),
+            ModelSpec::Genotype(m) => format!(
+                "genotype({}, width {}, depth {})",
+                m.genotype.op_set, m.width, m.depth
+            ),
+        }
+    }
+}
+
 /// A network in a graph: its logits, its weights and its BN running
 /// statistics (both saved with the model, by tensor name).
 pub struct Net {
@@ -42,11 +227,21 @@ pub struct Net {
 
 /// Appends `model` for input `x` ([batch, C, H, W]) with `classes` outputs;
 /// weights are drawn from `seed`.
-pub fn build(model: Builtin, g: &mut Graph, x: T, classes: usize, train: bool, seed: u64) -> Net {
+pub fn build(
+    model: &ModelSpec,
+    g: &mut Graph,
+    x: T,
+    classes: usize,
+    train: bool,
+    seed: u64,
+) -> Net {
     let mut store = ParamStore::new(seed);
     store.eval = !train;
     let logits = match model {
-        Builtin::Cnn => cnn(g, &mut store, x, classes),
+        ModelSpec::Builtin(Builtin::Cnn) => cnn(g, &mut store, x, classes),
+        ModelSpec::Genotype(m) => {
+            genotype_net::forward(g, &mut store, &m.skeleton(classes), &m.genotype, x)
+        }
     };
     Net {
         logits,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Dataset, Dims, Normalization, Order, Splits};
 use crate::engine::Gpu;
 use crate::graph::{self, Graph, Op, Optimizer, Plan, T};
-use crate::models::{self, Builtin};
+use crate::models::{self, ModelSpec};
 use crate::ops::optim::SgdHyper;
 use crate::ops::softmax_xent::IGNORE;
 use crate::verify;
@@ -56,7 +56,8 @@ impl Default for TrainConfig {
 /// What the trained model directory holds besides its weights.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelCard {
-    pub model: Builtin,
+    /// A built-in (`"Cnn"`) or a genotype network (genotype and shape).
+    pub model: ModelSpec,
     pub dims: Dims,
     pub classes: usize,
     pub norm: Normalization,
@@ -108,7 +109,7 @@ impl Evaluator {
         let d = card.dims;
         let images = g.input("images", &[batch, d.channels, d.height, d.width]);
         let labels = g.input("labels", &[batch]);
-        let net = models::build(card.model, &mut g, images, card.classes, false, card.seed);
+        let net = models::build(&card.model, &mut g, images, card.classes, false, card.seed);
         let loss = g.log_softmax_xent(net.logits, labels);
         let loss_sum = g.state("loss_sum", &[1], None);
         g.accumulate_into(loss, loss_sum);
@@ -176,12 +177,18 @@ pub struct TrainGraph {
     pub trained: HashMap<String, T>,
 }
 
-pub fn train_graph(model: Builtin, dims: Dims, classes: usize, cfg: &TrainConfig) -> TrainGraph {
+pub fn train_graph(
+    model: impl Into<ModelSpec>,
+    dims: Dims,
+    classes: usize,
+    cfg: &TrainConfig,
+) -> TrainGraph {
+    let model = model.into();
     let b = cfg.batch;
     let mut g = Graph::new();
     let images = g.input("images", &[b, dims.channels, dims.height, dims.width]);
     let labels = g.input("labels", &[b]);
-    let net = models::build(model, &mut g, images, classes, true, cfg.seed);
+    let net = models::build(&model, &mut g, images, classes, true, cfg.seed);
     let loss = g.log_softmax_xent(net.logits, labels);
     let loss_sum = g.state("loss_sum", &[1], None);
     g.accumulate_into(loss, loss_sum);
@@ -216,7 +223,7 @@ fn named<'a>(g: &Graph, ts: impl Iterator<Item = &'a T>) -> HashMap<String, T> {
 /// logged.
 pub fn train(
     gpu: &Gpu,
-    model: Builtin,
+    model: impl Into<ModelSpec>,
     splits: &Splits,
     cfg: &TrainConfig,
     out: &Path,
@@ -225,11 +232,12 @@ pub fn train(
     if cfg.epochs == 0 || cfg.batch == 0 || cfg.log_every == 0 {
         bail!("epochs, batch and log_every must be at least 1 (got {cfg:?})");
     }
+    let model = model.into();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let dims = splits.train.dims;
     let classes = splits.train.classes;
     let card = ModelCard {
-        model,
+        model: model.clone(),
         dims,
         classes,
         norm: splits.norm.clone(),
@@ -375,7 +383,7 @@ pub fn cosine(hi: f32, lo: f32, step: usize, total: usize) -> f32 {
 /// `model.json` (the card), each through a temp file and a rename.
 pub fn save(gpu: &Gpu, eval: &Evaluator, card: &ModelCard, out: &Path) -> Result<()> {
     let tensors: Vec<T> = eval.tensors.values().copied().collect();
-    let meta = HashMap::from([("model".to_string(), card.model.name().to_string())]);
+    let meta = HashMap::from([("model".to_string(), card.model.name())]);
     save_tensors(
         gpu,
         eval.plan(),

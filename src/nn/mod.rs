@@ -5,6 +5,7 @@
 //! gradients come from `graph::backward` on the finished graph.
 
 pub mod cellnet;
+pub mod genotype_net;
 pub mod layers;
 pub mod lstm;
 
@@ -168,7 +169,6 @@ impl ParamStore {
         t
     }
 
-    /// Number of trained scalars so far.
     /// Run `f` with the tensors of `subs` standing in for the ones they
     /// replace: the same network applied to other weights (the virtual
     /// weights w − ξ∇w of the second-order search step). Needs `reuse`;
@@ -193,6 +193,7 @@ impl ParamStore {
         r
     }
 
+    /// Number of trained scalars so far.
     pub fn count(&self, g: &Graph) -> usize {
         self.params.iter().map(|p| g.len(*p)).sum()
     }

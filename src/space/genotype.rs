@@ -264,3 +264,46 @@ pub fn derive(op_set: &OpSet, alpha: &[Vec<f32>], beta: &[Vec<f32>]) -> Cell {
         .collect();
     Cell { blocks }
 }
+
+/// A cell of `blocks` blocks drawn at random: each block's two (input, op)
+/// pairs independently and uniformly from its candidate inputs and the op
+/// set's ops other than `none` (so both may be the same pair), the block
+/// then made canonical as `expand` makes it (pairs ascending).
+pub fn random_cell<R: rand::Rng + ?Sized>(op_set: &OpSet, blocks: usize, rng: &mut R) -> Cell {
+    let ops: Vec<OpKind> = op_set.choosable().collect();
+    assert!(
+        !ops.is_empty(),
+        "op set {} has no op other than none",
+        op_set.name()
+    );
+    let blocks = (0..blocks)
+        .map(|b| {
+            let mut pick = || {
+                let input = rng.random_range(0..num_inputs(b));
+                let op = ops[rng.random_range(0..ops.len())];
+                (input, op)
+            };
+            let (i1, o1) = pick();
+            let (i2, o2) = pick();
+            super::canonical(&Block::new(i1, o1, i2, o2))
+        })
+        .collect();
+    Cell { blocks }
+}
+
+/// A random full genotype over `op_set` (normal cell first, then the
+/// reduction cell, from one stream), the baseline a searched genotype is
+/// compared with. The same seeded `rng` state (`verify::rng(seed)`) gives
+/// the same genotype. It names `op_set` by its name, so it validates only
+/// for the named sets (`OpSet::by_name`).
+pub fn random_genotype<R: rand::Rng + ?Sized>(op_set: &OpSet, rng: &mut R) -> Genotype {
+    let normal = random_cell(op_set, BLOCKS, rng);
+    let reduce = random_cell(op_set, BLOCKS, rng);
+    Genotype {
+        op_set: op_set.name().to_string(),
+        normal,
+        reduce,
+        alpha: None,
+        beta: None,
+    }
+}
