@@ -570,18 +570,24 @@ pub fn bench_small() -> crate::search::supernet::SupernetConfig {
         dims: crate::data::Dims::new(1, 28, 28),
         classes: 10,
         stem_multiplier: 3,
+        partial_channels: 1,
     }
 }
 
 pub fn search_step(
     gpu: &Gpu,
     cfg: &crate::search::supernet::SupernetConfig,
+    second_order: bool,
     repeats: usize,
 ) -> Result<SearchBench, GpuError> {
     use crate::graph::{Graph, Plan};
     use crate::nn::ParamStore;
     use crate::search::{bilevel, supernet};
-    let step = bilevel::build_step(cfg, &bilevel::SearchHyper::default(), 1);
+    let h = bilevel::SearchHyper {
+        second_order,
+        ..Default::default()
+    };
+    let step = bilevel::build_step(cfg, &h, 1);
     let plan = Plan::new(gpu, &step.g)?;
     let n = cfg.batch * cfg.dims.len();
     let mut rng = verify::rng(2);
@@ -616,14 +622,19 @@ pub fn search_step(
     })?;
     Ok(SearchBench {
         config: format!(
-            "width {} depth {} batch {} {}×{}×{} {}",
+            "width {} depth {} batch {} {}×{}×{} {}, {} order{}",
             cfg.width,
             cfg.depth,
             cfg.batch,
             d.channels,
             d.height,
             d.width,
-            cfg.op_set.name()
+            cfg.op_set.name(),
+            if second_order { "second" } else { "first" },
+            match cfg.partial_channels {
+                1 => String::new(),
+                k => format!(", partial channels 1/{k}"),
+            }
         ),
         bilevel_ms: bilevel * 1e3,
         forward_ms: forward * 1e3,

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use gradnas::data::{self, DataSource, SplitConfig};
 use gradnas::engine::{self, Gpu};
-use gradnas::models::Builtin;
+use gradnas::models::ModelSpec;
 use gradnas::search::bilevel::SearchHyper;
 use gradnas::search::s1::{self, S1Config};
 use gradnas::search::supernet::SupernetConfig;
@@ -85,6 +85,14 @@ enum Cmd {
         /// pnas (default) or darts.
         #[arg(long, default_value = "pnas")]
         op_set: String,
+        /// The unrolled (second-order) architecture gradient, with a
+        /// finite-difference Hessian-vector product (about 2.5× a step).
+        #[arg(long)]
+        second_order: bool,
+        /// Partial-channel mixing (PC-DARTS): only 1/K of each edge's
+        /// channels go through its mixed op; cuts the step's memory.
+        #[arg(long, default_value_t = 1)]
+        partial_channels: usize,
         #[command(flatten)]
         data: DataArgs,
         #[arg(long, default_value_t = 1)]
@@ -92,11 +100,21 @@ enum Cmd {
         #[arg(long, default_value = "runs/search")]
         out: PathBuf,
     },
-    /// Train a built-in network and evaluate it on the test set.
+    /// Train a network (built-in, or the discrete network of a genotype) and
+    /// evaluate it on the test set.
     Train {
-        /// The network: builtin:cnn.
+        /// The network: builtin:cnn, a genotype JSON file (S1's
+        /// genotype.json), or random:SEED (a random pnas genotype, the
+        /// baseline for a searched one).
         #[arg(long, default_value = "builtin:cnn")]
         model: String,
+        /// Channels of the first cell of a genotype network [default: 16]
+        /// (refused for builtin:cnn, whose shape is fixed).
+        #[arg(long)]
+        width: Option<usize>,
+        /// Cells of a genotype network [default: 5] (refused for builtin:cnn).
+        #[arg(long)]
+        depth: Option<usize>,
         #[command(flatten)]
         data: DataArgs,
         #[arg(long, default_value_t = 4)]
@@ -110,9 +128,10 @@ enum Cmd {
         /// No random-crop (and flip) augmentation.
         #[arg(long)]
         no_augment: bool,
-        /// The model directory to write.
-        #[arg(long, default_value = "runs/cnn")]
-        out: PathBuf,
+        /// The model directory to write [default: runs/cnn for builtin:cnn,
+        /// runs/genotype otherwise].
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Metrics as JSON lines on stderr instead of readable progress.
         #[arg(long)]
         log_json: bool,
@@ -179,6 +198,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             epochs,
             steps_per_epoch,
             op_set,
+            second_order,
+            partial_channels,
             data,
             seed,
             out,
@@ -201,8 +222,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     dims: splits.train.dims,
                     classes: splits.train.classes,
                     stem_multiplier: 3,
+                    partial_channels,
                 },
-                hyper: SearchHyper::default(),
+                hyper: SearchHyper {
+                    second_order,
+                    ..p.hyper
+                },
                 epochs: epochs.unwrap_or(p.epochs),
                 steps_per_epoch: steps_per_epoch.or(p.steps_per_epoch),
                 seed,
@@ -212,6 +237,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Train {
             model,
+            width,
+            depth,
             data,
             epochs,
             batch,
@@ -229,6 +256,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 augment: !no_augment,
                 ..TrainConfig::default()
             };
+            let model = ModelSpec::parse(&model, width, depth).map_err(anyhow::Error::msg)?;
+            let out = out.unwrap_or_else(|| match model {
+                ModelSpec::Builtin(_) => PathBuf::from("runs/cnn"),
+                ModelSpec::Genotype(_) => PathBuf::from("runs/genotype"),
+            });
             train_cmd(&model, &data, &cfg, &out, log_json)
         }
         Cmd::Eval { model, data, batch } => eval_cmd(&model, &data, batch),
@@ -249,6 +281,7 @@ struct Preset {
     batch: usize,
     epochs: usize,
     steps_per_epoch: Option<usize>,
+    hyper: SearchHyper,
 }
 
 impl Preset {
@@ -261,6 +294,12 @@ impl Preset {
                 batch: 8,
                 epochs: 3,
                 steps_per_epoch: Some(8),
+                // 24 steps instead of DARTS's ~20,000: α's Adam lr is
+                // raised (3e-4 → 1e-2) so the op choice can move at all.
+                hyper: SearchHyper {
+                    a_lr: 1e-2,
+                    ..SearchHyper::default()
+                },
             },
             // A laptop GPU with the full data set (bench-small's supernet).
             "standard" => Preset {
@@ -269,6 +308,7 @@ impl Preset {
                 batch: 32,
                 epochs: 20,
                 steps_per_epoch: None,
+                hyper: SearchHyper::default(),
             },
             // DARTS/PNAS-sized supernet.
             "paper" => Preset {
@@ -277,6 +317,7 @@ impl Preset {
                 batch: 64,
                 epochs: 50,
                 steps_per_epoch: None,
+                hyper: SearchHyper::default(),
             },
             other => anyhow::bail!("--preset {other:?}: expected quick, standard or paper"),
         })
@@ -304,17 +345,23 @@ fn search_s1(splits: &data::Splits, cfg: &S1Config, out: &std::path::Path) -> Re
 }
 
 fn train_cmd(
-    model: &str,
+    model: &ModelSpec,
     data: &DataArgs,
     cfg: &TrainConfig,
     out: &std::path::Path,
     log_json: bool,
 ) -> Result<ExitCode> {
-    let model = Builtin::parse(model).map_err(anyhow::Error::msg)?;
     let splits = data.load(cfg.seed)?;
     let gpu = gpu()?;
+    let params = match model {
+        ModelSpec::Genotype(m) => format!(
+            ", {} parameters",
+            m.count_params(splits.train.dims, splits.train.classes)
+        ),
+        ModelSpec::Builtin(_) => String::new(),
+    };
     eprintln!(
-        "training {} on {} ({} train / {} val / {} test, {}, {} classes) on {}",
+        "training {}{params} on {} ({} train / {} val / {} test, {}, {} classes) on {}",
         model.name(),
         splits.dir.display(),
         splits.train.len(),
@@ -324,7 +371,7 @@ fn train_cmd(
         splits.train.classes,
         gpu.describe()
     );
-    let report = train::train(gpu, model, &splits, cfg, out, |m| {
+    let report = train::train(gpu, model.clone(), &splits, cfg, out, |m| {
         if log_json {
             eprintln!("{}", serde_json::to_string(m).unwrap_or_default());
         } else {
@@ -514,21 +561,37 @@ fn bench_cmd(json: bool, filter: Option<String>, repeats: usize) -> Result<ExitC
         None
     };
     let search = if search {
-        // Seconds per step on software adapters: a few repeats suffice.
-        let s = bench::search_step(gpu, &bench::bench_small(), repeats.min(3))?;
-        if !json {
-            println!(
-                "search_step bench-small ({}): bilevel step {:.0} ms, forward {:.0} ms, {} dispatches; planned {:.1} MB vs {:.1} MB unshared, persistent {:.1} MB",
-                s.config,
-                s.bilevel_ms,
-                s.forward_ms,
-                s.dispatches,
-                s.planned_bytes as f64 / 1e6,
-                s.unshared_bytes as f64 / 1e6,
-                s.persistent_bytes as f64 / 1e6
-            );
+        // bench-small as specified, then its partial-channel (k = 4) and
+        // second-order variants. Seconds per step on software adapters: a
+        // few repeats suffice (one for the costlier second order).
+        let small = bench::bench_small();
+        let pc = SupernetConfig {
+            partial_channels: 4,
+            ..small.clone()
+        };
+        let variants = [
+            (small.clone(), false, repeats.min(3)),
+            (pc, false, repeats.min(3)),
+            (small, true, 1),
+        ];
+        let mut out = Vec::new();
+        for (cfg, second_order, reps) in variants {
+            let s = bench::search_step(gpu, &cfg, second_order, reps)?;
+            if !json {
+                println!(
+                    "search_step bench-small ({}): bilevel step {:.0} ms, forward {:.0} ms, {} dispatches; planned {:.1} MB vs {:.1} MB unshared, persistent {:.1} MB",
+                    s.config,
+                    s.bilevel_ms,
+                    s.forward_ms,
+                    s.dispatches,
+                    s.planned_bytes as f64 / 1e6,
+                    s.unshared_bytes as f64 / 1e6,
+                    s.persistent_bytes as f64 / 1e6
+                );
+            }
+            out.push(s);
         }
-        Some(s)
+        Some(out)
     } else {
         None
     };

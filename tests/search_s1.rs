@@ -32,6 +32,7 @@ fn s1_writes_a_valid_genotype_and_history() {
             dims: splits.train.dims,
             classes: splits.train.classes,
             stem_multiplier: 1,
+            partial_channels: 1,
         },
         hyper: SearchHyper {
             a_lr: 0.1,

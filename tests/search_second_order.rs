@@ -36,6 +36,7 @@ fn tiny() -> SupernetConfig {
         dims: Dims::new(1, 6, 6),
         classes: 3,
         stem_multiplier: 1,
+        partial_channels: 1,
     }
 }
 
@@ -99,7 +100,10 @@ impl Smooth {
         let mut rng = verify::rng(17);
         let mut param = |g: &mut Graph, name: &str, shape: &[usize], scale: f32| {
             let n: usize = shape.iter().product();
-            let v = verify::randn(&mut rng, n).iter().map(|x| x * scale).collect();
+            let v = verify::randn(&mut rng, n)
+                .iter()
+                .map(|x| x * scale)
+                .collect();
             g.param(name, shape, v)
         };
         let alpha = param(g, "alpha", &[EDGES, CANDS], 0.5);

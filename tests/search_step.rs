@@ -6,7 +6,7 @@
 mod common;
 
 use gradnas::data::Dims;
-use gradnas::graph::{CpuExec, Plan, T};
+use gradnas::graph::{memory_plan, CpuExec, Plan, T};
 use gradnas::search::bilevel::{build_step, SearchHyper};
 use gradnas::search::supernet::SupernetConfig;
 use gradnas::space::OpSet;
@@ -21,12 +21,16 @@ fn tiny(op_set: OpSet) -> SupernetConfig {
         dims: Dims::new(1, 8, 8),
         classes: 3,
         stem_multiplier: 1,
+        partial_channels: 1,
     }
 }
 
 fn one_step(op_set: OpSet, second_order: bool) {
+    step_with(tiny(op_set), second_order);
+}
+
+fn step_with(cfg: SupernetConfig, second_order: bool) {
     let gpu = common::gpu();
-    let cfg = tiny(op_set);
     // A large β lr so the affine step visibly moves β within one step.
     let h = SearchHyper {
         beta_lr: 50.0,
@@ -38,7 +42,7 @@ fn one_step(op_set: OpSet, second_order: bool) {
     let plan = Plan::new(gpu, &step.g).expect("plan");
     let mut cpu = CpuExec::new(&step.g);
     let mut rng = verify::rng(4);
-    let n = cfg.batch * 64;
+    let n = cfg.batch * cfg.dims.len();
     let feeds: [(T, Vec<f32>); 2] = [
         (step.val_images, verify::randn(&mut rng, n)),
         (step.train_images, verify::randn(&mut rng, n)),
@@ -118,6 +122,43 @@ fn bilevel_step_second_order_matches_cpu() {
     one_step(OpSet::pnas(), true);
 }
 
+/// Partial channels, k = 2: width 4 gives 2-channel slices in normal cells
+/// and 4 in reduction cells (FactorizedReduce on a slice).
+#[test]
+fn bilevel_step_partial_channels_matches_cpu() {
+    let cfg = SupernetConfig {
+        width: 4,
+        partial_channels: 2,
+        ..tiny(OpSet::pnas())
+    };
+    step_with(cfg, false);
+}
+
+/// Partial channels cut the supernet step's planned memory (k = 4 to less
+/// than half of k = 1 on a bench-small-shaped supernet); no device needed.
+#[test]
+fn partial_channels_cut_planned_memory() {
+    let planned = |k: usize| {
+        let cfg = SupernetConfig {
+            width: 8,
+            depth: 5,
+            batch: 4,
+            dims: Dims::new(1, 28, 28),
+            classes: 10,
+            partial_channels: k,
+            ..tiny(OpSet::pnas())
+        };
+        let step = build_step(&cfg, &SearchHyper::default(), 1);
+        memory_plan(&step.g).planned_bytes
+    };
+    let (full, pc) = (planned(1), planned(4));
+    eprintln!(
+        "planned bytes: k=1 {full}, k=4 {pc} ({:.2}×)",
+        pc as f64 / full as f64
+    );
+    assert!(pc * 2 < full, "k=4 plans {pc} bytes vs {full} for k=1");
+}
+
 #[test]
 fn bilevel_step_matches_cpu_darts() {
     one_step(OpSet::darts(), false);
@@ -131,4 +172,7 @@ fn impossible_configs_are_refused_naming_the_field() {
     c.width = 2;
     c.depth = 0;
     assert!(c.validate().unwrap_err().contains("depth"));
+    c.depth = 3;
+    c.partial_channels = 4; // does not divide width 2
+    assert!(c.validate().unwrap_err().contains("partial_channels"));
 }

@@ -23,25 +23,31 @@ pub struct Plan {
     pub persistent_bytes: u64,
 }
 
+/// Where the graph's temporaries live (no device needed): what a `Plan`
+/// allocates, so memory can be compared without building one.
+pub fn memory_plan(g: &Graph) -> MemoryPlan {
+    let lifetimes: Vec<Option<Lifetime>> = g
+        .temp_lifetimes()
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            l.map(|(first, last)| Lifetime {
+                first,
+                last,
+                bytes: g.tensors[i].len() as u64 * 4,
+            })
+        })
+        .collect();
+    planner::plan(&lifetimes)
+}
+
 impl Plan {
     pub fn new(gpu: &Gpu, g: &Graph) -> Result<Plan, GpuError> {
         g.validate().map_err(|message| GpuError::Validation {
             context: "graph".into(),
             message,
         })?;
-        let lifetimes: Vec<Option<Lifetime>> = g
-            .temp_lifetimes()
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                l.map(|(first, last)| Lifetime {
-                    first,
-                    last,
-                    bytes: g.tensors[i].len() as u64 * 4,
-                })
-            })
-            .collect();
-        let memory = planner::plan(&lifetimes);
+        let memory = memory_plan(g);
         let slots: Vec<Buf> = memory
             .slot_bytes
             .iter()

@@ -184,13 +184,7 @@ pub fn scale_forward(gpu: &Gpu, s: &Buf, x: &Buf, y: &Buf, alpha: f32) -> Result
 pub fn axpy(gpu: &Gpu, x: &Buf, d: &Buf, s: &Buf, y: &Buf, alpha: f32) -> Result<Kernel, GpuError> {
     assert_eq!(x.len, d.len, "axpy: x and d differ in length");
     assert_eq!(s.len, 1, "axpy: the step is a scalar");
-    ew(
-        gpu,
-        "axpy",
-        x.len,
-        alpha,
-        &[(1, x), (2, d), (3, s), (4, y)],
-    )
+    ew(gpu, "axpy", x.len, alpha, &[(1, x), (2, d), (3, s), (4, y)])
 }
 /// out = alpha · s[0] everywhere (the backward of sum and mean).
 pub fn broadcast_scalar(gpu: &Gpu, s: &Buf, out: &Buf, alpha: f32) -> Result<Kernel, GpuError> {

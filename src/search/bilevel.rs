@@ -109,7 +109,12 @@ struct Passes<'a> {
 impl Bilevel for Passes<'_> {
     /// Fresh mixing weights each pass, so a backward from `mark` reaches α
     /// and β.
-    fn loss(&mut self, g: &mut Graph, (images, labels): (T, T), subs: &HashMap<T, T>) -> (T, usize) {
+    fn loss(
+        &mut self,
+        g: &mut Graph,
+        (images, labels): (T, T),
+        subs: &HashMap<T, T>,
+    ) -> (T, usize) {
         let mark = g.nodes.len();
         let wn = supernet::mixing_weights(g, &self.arch.normal);
         let wr = supernet::mixing_weights(g, &self.arch.reduce);
@@ -120,7 +125,11 @@ impl Bilevel for Passes<'_> {
         (g.log_softmax_xent(logits, labels), mark)
     }
     fn arch(&self) -> Vec<T> {
-        self.arch.alphas().into_iter().chain(self.arch.betas()).collect()
+        self.arch
+            .alphas()
+            .into_iter()
+            .chain(self.arch.betas())
+            .collect()
     }
     fn weights(&self) -> Vec<T> {
         self.st.params.clone()
@@ -306,7 +315,11 @@ pub fn build_step(cfg: &SupernetConfig, h: &SearchHyper, seed: u64) -> SearchSte
         train,
     } = setup(cfg, seed);
     let ((val_images, val_labels), (train_images, train_labels)) = (val, train);
-    let mut p = Passes { cfg, arch: &arch, st };
+    let mut p = Passes {
+        cfg,
+        arch: &arch,
+        st,
+    };
     let (val_loss, arch_grads, xi) = if h.second_order {
         let (l, grads, xi) = second_order(&mut g, &mut p, val, train, h.w_lr);
         (l, grads, Some(xi))
@@ -391,4 +404,3 @@ pub fn build_step(cfg: &SupernetConfig, h: &SearchHyper, seed: u64) -> SearchSte
         arch_nodes,
     }
 }
-

@@ -185,7 +185,12 @@ fn scaled_norm_case(lens: Vec<usize>) -> Case {
         c.run(&ks)?;
         let want = cpu::scaled_norm(&slices, 0.01, false);
         c.check("norm", &[want], &norm, FORWARD)?;
-        c.check("inverse", &[cpu::scaled_norm(&slices, 0.01, true)], &inv, FORWARD)
+        c.check(
+            "inverse",
+            &[cpu::scaled_norm(&slices, 0.01, true)],
+            &inv,
+            FORWARD,
+        )
     })
 }
 
