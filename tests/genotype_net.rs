@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use gradnas::data::{self, DataSource, Dims, SplitConfig, Splits, IDX_FILES};
+use gradnas::data::{Dims, Splits, IDX_FILES};
 use gradnas::graph::{CpuExec, Graph, Plan, T};
 use gradnas::models::{GenotypeModel, ModelSpec, DEFAULT_DEPTH, DEFAULT_WIDTH};
 use gradnas::nn::cellnet::Skeleton;
@@ -367,21 +367,7 @@ fn random_genotypes_are_seeded_valid_canonical_and_varied() {
 
 fn small_splits() -> &'static Splits {
     static S: OnceLock<Splits> = OnceLock::new();
-    S.get_or_init(|| {
-        let mut s = data::load(
-            &DataSource::Bundled,
-            &SplitConfig {
-                val_fraction: 0.1,
-                seed: 3,
-            },
-        )
-        .expect("bundled data");
-        let take = |d: &data::Dataset, n: usize| d.subset(&(0..n).collect::<Vec<_>>());
-        s.train = take(&s.train, 96);
-        s.val = take(&s.val, 40);
-        s.test = take(&s.test, 70);
-        s
-    })
+    S.get_or_init(|| common::bundled_subset(96, 40, 70))
 }
 
 #[test]

@@ -12,6 +12,17 @@ use gradnas::space::{Genotype, OpSet};
 
 #[test]
 fn s1_writes_a_valid_genotype_and_history() {
+    s1_run(false, 1);
+}
+
+/// The options end to end: the second-order step (ξ written each step)
+/// with partial channels (width 2, k = 2: one-channel slices).
+#[test]
+fn s1_second_order_with_partial_channels() {
+    s1_run(true, 2);
+}
+
+fn s1_run(second_order: bool, partial_channels: usize) {
     let gpu = common::gpu();
     let mut splits = data::load(
         &DataSource::Bundled,
@@ -32,10 +43,11 @@ fn s1_writes_a_valid_genotype_and_history() {
             dims: splits.train.dims,
             classes: splits.train.classes,
             stem_multiplier: 1,
-            partial_channels: 1,
+            partial_channels,
         },
         hyper: SearchHyper {
             a_lr: 0.1,
+            second_order,
             ..SearchHyper::default()
         },
         epochs: 2,
@@ -80,12 +92,18 @@ fn s1_writes_a_valid_genotype_and_history() {
             }
         }
     }
-    // α moved with a large lr: the entropy of softmax(α) fell below uniform.
+    // α moved with a large lr: the entropy of softmax(α) fell below
+    // uniform after the first epoch and fell again during the second.
+    let entropy = |row: &serde_json::Value| {
+        row["entropy_normal"].as_f64().unwrap() + row["entropy_reduce"].as_f64().unwrap()
+    };
+    let (e0, e1) = (entropy(&rows[0]), entropy(&rows[1]));
     assert!(
-        report.entropy_last < (8f32).ln(),
-        "entropy {}",
-        report.entropy_last
+        e1 < e0 && e0 < 2.0 * (8f64).ln() - 1e-4,
+        "entropy (normal + reduce) per epoch: {e0}, {e1}"
     );
+    let last = rows[1]["entropy_normal"].as_f64().unwrap();
+    assert!((report.entropy_last as f64 - last).abs() < 1e-6);
     assert!(out.join("supernet.safetensors").is_file());
     assert!(report.planned_bytes < report.unshared_bytes);
 }

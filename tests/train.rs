@@ -7,27 +7,14 @@ mod common;
 
 use std::sync::OnceLock;
 
-use gradnas::data::{self, DataSource, SplitConfig, Splits};
+use gradnas::data::Splits;
 use gradnas::models::Builtin;
 use gradnas::train::{self, TrainConfig};
 
 fn small_splits() -> &'static Splits {
     static S: OnceLock<Splits> = OnceLock::new();
-    S.get_or_init(|| {
-        let mut s = data::load(
-            &DataSource::Bundled,
-            &SplitConfig {
-                val_fraction: 0.1,
-                seed: 3,
-            },
-        )
-        .expect("bundled data");
-        let take = |d: &data::Dataset, n: usize| d.subset(&(0..n).collect::<Vec<_>>());
-        s.train = take(&s.train, 640);
-        s.val = take(&s.val, 100);
-        s.test = take(&s.test, 300); // not a multiple of the eval batch: padding
-        s
-    })
+    S.get_or_init(|| common::bundled_subset(640, 100, 300))
+    // 300 test images: not a multiple of the eval batch (padding).
 }
 
 /// A fresh directory for one test, removed when dropped.

@@ -240,29 +240,34 @@ pub fn adam(
     update(gpu, "adam", &adam_params(h), param, coef, &tensors)
 }
 
-/// coef[0] = min(1, max_norm / (‖(g_1, …, g_n)‖ + 1e-6)): each tensor's
-/// squared norm into a scratch buffer, then one invocation combines them.
+/// Each tensor's squared norm into a scratch buffer, then `entry` (one
+/// invocation) combines them with `scale` into out[0].
+fn norm_kernels(
+    gpu: &Gpu,
+    tensors: &[&Buf],
+    entry: &'static str,
+    scale: f32,
+    out: &Buf,
+) -> Result<Vec<Kernel>, GpuError> {
+    assert!(!tensors.is_empty(), "{entry}: no tensors");
+    let norms = gpu.alloc("optim.norms", tensors.len())?;
+    let mut ks = Vec::new();
+    for (i, t) in tensors.iter().enumerate() {
+        ks.extend(reduce::sqnorm_into(gpu, t, &norms, i)?);
+    }
+    let params = words(0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, scale);
+    ks.push(gpu.kernel(SHADER, entry, &params, &[(3, &norms), (7, out)], [1, 1, 1])?);
+    Ok(ks)
+}
+
+/// coef[0] = min(1, max_norm / (‖(g_1, …, g_n)‖ + 1e-6)).
 pub fn clip_coef(
     gpu: &Gpu,
     grads: &[&Buf],
     max_norm: f32,
     coef: &Buf,
 ) -> Result<Vec<Kernel>, GpuError> {
-    assert!(!grads.is_empty(), "clip_coef: no gradients");
-    let norms = gpu.alloc("optim.norms", grads.len())?;
-    let mut ks = Vec::new();
-    for (i, g) in grads.iter().enumerate() {
-        ks.extend(reduce::sqnorm_into(gpu, g, &norms, i)?);
-    }
-    let params = words(0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, max_norm);
-    ks.push(gpu.kernel(
-        SHADER,
-        "clip_coef",
-        &params,
-        &[(3, &norms), (7, coef)],
-        [1, 1, 1],
-    )?);
-    Ok(ks)
+    norm_kernels(gpu, grads, "clip_coef", max_norm, coef)
 }
 
 /// out[0] = scale · ‖(t_1, …, t_n)‖ or, with `inverse`, scale / ‖…‖
@@ -274,20 +279,12 @@ pub fn scaled_norm(
     inverse: bool,
     out: &Buf,
 ) -> Result<Vec<Kernel>, GpuError> {
-    assert!(!tensors.is_empty(), "scaled_norm: no tensors");
-    let norms = gpu.alloc("optim.norms", tensors.len())?;
-    let mut ks = Vec::new();
-    for (i, t) in tensors.iter().enumerate() {
-        ks.extend(reduce::sqnorm_into(gpu, t, &norms, i)?);
-    }
-    let params = words(0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, scale);
     let entry = if inverse {
         "scaled_inv_norm"
     } else {
         "scaled_norm"
     };
-    ks.push(gpu.kernel(SHADER, entry, &params, &[(3, &norms), (7, out)], [1, 1, 1])?);
-    Ok(ks)
+    norm_kernels(gpu, tensors, entry, scale, out)
 }
 
 /// clipped_i = coef[0] · grads_i, for callers that want the clipped

@@ -62,3 +62,22 @@ pub fn run_family(family: &str) {
         bad.join("\n")
     );
 }
+
+/// The bundled data (split with seed 3) cut to its first `train`, `val`
+/// and `test` images: small enough for lavapipe.
+pub fn bundled_subset(train: usize, val: usize, test: usize) -> gradnas::data::Splits {
+    use gradnas::data::{self, DataSource, SplitConfig};
+    let mut s = data::load(
+        &DataSource::Bundled,
+        &SplitConfig {
+            val_fraction: 0.1,
+            seed: 3,
+        },
+    )
+    .expect("bundled data");
+    let take = |d: &data::Dataset, n: usize| d.subset(&(0..n).collect::<Vec<_>>());
+    s.train = take(&s.train, train);
+    s.val = take(&s.val, val);
+    s.test = take(&s.test, test);
+    s
+}
