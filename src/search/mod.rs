@@ -3,5 +3,6 @@
 //! and the derived genotype.
 
 pub mod bilevel;
+pub mod gate;
 pub mod s1;
 pub mod supernet;
