@@ -10,6 +10,8 @@ pub mod graph;
 pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod pipeline;
+pub mod predict;
 pub mod search;
 pub mod space;
 pub mod train;

@@ -11,7 +11,12 @@ use std::path::PathBuf;
 use gradnas::data::{self, DataSource, SplitConfig};
 use gradnas::engine::{self, Gpu};
 use gradnas::models::ModelSpec;
+use gradnas::pipeline::{self, SearchConfig};
+use gradnas::predict::measure::MeasureConfig;
+use gradnas::predict::predictor::PredictorConfig;
+use gradnas::predict::progressive::ProgressiveConfig;
 use gradnas::search::bilevel::SearchHyper;
+use gradnas::search::gate::GateConfig;
 use gradnas::search::s1::{self, S1Config};
 use gradnas::search::supernet::SupernetConfig;
 use gradnas::space::OpSet;
@@ -93,6 +98,15 @@ enum Cmd {
         /// channels go through its mixed op; cuts the step's memory.
         #[arg(long, default_value_t = 1)]
         partial_channels: usize,
+        /// S2: cells kept and measured per level (K; the patent's ≥ 128).
+        #[arg(long)]
+        top_k: Option<usize>,
+        /// S3: the validation accuracy a candidate must reach.
+        #[arg(long)]
+        gate: Option<f32>,
+        /// S3: rounds of S1–S2 at most (each failed round widens/deepens).
+        #[arg(long)]
+        max_rounds: Option<usize>,
         #[command(flatten)]
         data: DataArgs,
         #[arg(long, default_value_t = 1)]
@@ -200,17 +214,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             op_set,
             second_order,
             partial_channels,
+            top_k,
+            gate,
+            max_rounds,
             data,
             seed,
             out,
         } => {
-            match stage.as_deref() {
-                Some("s1") => {}
-                Some(other) => anyhow::bail!("--stage {other:?}: only s1 exists so far"),
+            let through_s3 = match stage.as_deref() {
+                Some("s1") => false,
+                Some("s1-s3") => true,
+                Some(other) => anyhow::bail!("--stage {other:?}: expected s1 or s1-s3"),
                 None => anyhow::bail!(
-                    "the full S1 → S4 search is not built yet; run `gradnas search --stage s1`"
+                    "the full S1 → S4 search is not built yet; run `gradnas search --stage s1-s3`"
                 ),
-            }
+            };
             let p = Preset::parse(&preset)?;
             let splits = data.load(seed)?;
             let cfg = S1Config {
@@ -233,7 +251,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 seed,
                 log_every: 5,
             };
-            search_s1(&splits, &cfg, &out)
+            if !through_s3 {
+                return search_s1(&splits, &cfg, &out);
+            }
+            let mut search = p.s2_s3;
+            search.s1 = cfg;
+            if let Some(k) = top_k {
+                search.progressive.top_k = k;
+            }
+            if let Some(g) = gate {
+                search.gate.threshold = g;
+            }
+            if let Some(r) = max_rounds {
+                search.gate.max_rounds = r;
+            }
+            search_s1_s3(&splits, &search, &out)
         }
         Cmd::Train {
             model,
@@ -282,6 +314,8 @@ struct Preset {
     epochs: usize,
     steps_per_epoch: Option<usize>,
     hyper: SearchHyper,
+    /// S2 and S3 settings (its `s1` is replaced by the S1 config above).
+    s2_s3: SearchConfig,
 }
 
 impl Preset {
@@ -300,6 +334,31 @@ impl Preset {
                     a_lr: 1e-2,
                     ..SearchHyper::default()
                 },
+                // K = 4, cells measured on 128 validation images (BN from
+                // 2 × 32 training images), a 5-epoch predictor, one round:
+                // minutes on lavapipe rather than hours.
+                s2_s3: SearchConfig {
+                    progressive: ProgressiveConfig {
+                        top_k: 4,
+                        ..ProgressiveConfig::default()
+                    },
+                    predictor: PredictorConfig {
+                        epochs: 5,
+                        ..PredictorConfig::default()
+                    },
+                    measure: MeasureConfig {
+                        bn_batches: 2,
+                        bn_batch: 32,
+                        n_val: 128,
+                        eval_batch: 64,
+                        seed: 0,
+                    },
+                    gate: GateConfig {
+                        max_rounds: 1,
+                        ..GateConfig::default()
+                    },
+                    ..SearchConfig::paper()
+                },
             },
             // A laptop GPU with the full data set (bench-small's supernet).
             "standard" => Preset {
@@ -309,6 +368,7 @@ impl Preset {
                 epochs: 20,
                 steps_per_epoch: None,
                 hyper: SearchHyper::default(),
+                s2_s3: SearchConfig::paper(),
             },
             // DARTS/PNAS-sized supernet.
             "paper" => Preset {
@@ -318,6 +378,7 @@ impl Preset {
                 epochs: 50,
                 steps_per_epoch: None,
                 hyper: SearchHyper::default(),
+                s2_s3: SearchConfig::paper(),
             },
             other => anyhow::bail!("--preset {other:?}: expected quick, standard or paper"),
         })
@@ -341,6 +402,30 @@ fn search_s1(splits: &data::Splits, cfg: &S1Config, out: &std::path::Path) -> Re
     let report = s1::run(gpu, splits, cfg, out, |line| eprintln!("{line}"))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     println!("genotype: {}", out.join("genotype.json").display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn search_s1_s3(
+    splits: &data::Splits,
+    cfg: &SearchConfig,
+    out: &std::path::Path,
+) -> Result<ExitCode> {
+    let gpu = gpu()?;
+    eprintln!(
+        "S1–S3 on {} ({} train / {} val) on {}: width {}, depth {}, top-K {}, gate {:.0}% over ≤ {} rounds",
+        splits.dir.display(),
+        splits.train.len(),
+        splits.val.len(),
+        gpu.describe(),
+        cfg.s1.supernet.width,
+        cfg.s1.supernet.depth,
+        cfg.progressive.top_k,
+        100.0 * cfg.gate.threshold,
+        cfg.gate.max_rounds
+    );
+    let report = pipeline::s1_s3(gpu, splits, cfg, out, &mut |l| eprintln!("{l}"))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    println!("candidate: {}", out.join("candidate.json").display());
     Ok(ExitCode::SUCCESS)
 }
 

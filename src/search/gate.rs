@@ -43,7 +43,7 @@ impl GateConfig {
         if self.max_rounds == 0 {
             return Err("max_rounds 0: need at least one round".into());
         }
-        if !(self.width_factor >= 1.0) {
+        if self.width_factor.is_nan() || self.width_factor < 1.0 {
             return Err(format!(
                 "width_factor {}: must be ≥ 1 (the space grows)",
                 self.width_factor

@@ -30,6 +30,21 @@ pub struct S1Config {
     pub log_every: usize,
 }
 
+impl Default for S1Config {
+    /// bench-small's supernet on Fashion-MNIST-shaped data, DARTS's
+    /// hyperparameters, 20 epochs.
+    fn default() -> Self {
+        S1Config {
+            supernet: crate::bench::bench_small(),
+            hyper: SearchHyper::default(),
+            epochs: 20,
+            steps_per_epoch: None,
+            seed: 1,
+            log_every: 5,
+        }
+    }
+}
+
 /// One line of `history.jsonl`: α and β per cell kind after an epoch.
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoryLine {

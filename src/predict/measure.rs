@@ -1,0 +1,948 @@
+//! Measuring a cell one-shot (S2, METHOD.md): the validation accuracy of
+//! the sub-network that a (normal, reduction) cell pair takes from the S1
+//! supernet's shared weights, with batch-norm statistics recomputed for
+//! that sub-network first. The progressive search measures hundreds of
+//! cells, so this is its hot path. Two ways are built, with the same
+//! result (tests/measure.rs checks they agree):
+//!
+//! - [`OneShot`], the **mask plan**: ONE recorded plan of the supernet whose
+//!   mixing weights are plan inputs. A cell is measured by writing its
+//!   masks (per cell kind and block j, a [num_inputs(j), K] matrix, all in
+//!   one buffer), one submit, one read of the correct count. Nothing is
+//!   rebuilt per cell, but every candidate op of every edge is computed
+//!   (and weighted by 0).
+//! - [`OneShotDiscrete`], the **discrete plan**: per cell pair, the
+//!   sub-network alone (only the chosen ops), its plan built and the
+//!   inherited weights uploaded, then the same one submit and one read.
+//!   Much less arithmetic per image, but a graph and a plan per cell.
+//!   (A plan cache keyed by the cell would never hit: the progressive
+//!   search measures every cell once.)
+//!
+//! Which is faster was measured (`bench_cells_per_second` in
+//! tests/measure.rs: lavapipe, width 4, depth 3, pnas, 5-block cells,
+//! BN on 4 × 64 training images, 1000 validation images): the discrete
+//! plan took 10.2 s per cell (0.04 s of it building the graph and plan and
+//! uploading), the mask plan 205 s per cell. The mask plan computes every
+//! candidate of every edge, about 16× the discrete cell's ops, and that
+//! arithmetic dominates; building a plan costs far less. Do not keep a mask
+//! plan alive while building others: while a submitted plan with tens of
+//! thousands of dispatches exists, every wgpu call here took milliseconds
+//! (a discrete plan's build went from 0.04 s to 16 s).
+//!
+//! **The mask reading.** A block of a discrete cell computes
+//! O1(x_I1) + O2(x_I2). The supernet's block j computes
+//! Σ_i Σ_o w[i, o] · o(x_i); with w[i, o] = the number of the block's two
+//! slots that are (i, o) (0, 1 or 2) the two agree. A block whose two
+//! slots are the same (input, op) gets weight 2: the discrete network's
+//! second copy of that op (`{op}_2` in `nn::genotype_net`) inherits the
+//! same supernet weights, so it adds the same output again. A cell of
+//! b < 5 blocks gives blocks b..5 all-zero rows, so their outputs are zero
+//! channels of the cell's concatenation; the next cell's 1×1
+//! preprocessing convolutions (and the classifier after the last cell)
+//! then see zeros there, and the network equals the b-block discrete
+//! network whose preprocessing and classifier weights are the supernet's
+//! restricted to the leading channels, those of the b blocks ([`inherit`]
+//! slices them so).
+//!
+//! What the sub-network is, exactly: the supernet's own candidates, so
+//! pools keep the BN that the supernet puts after them (DARTS's MixedOp),
+//! and batch norm has no affine γ, β. The `none` candidate is never chosen
+//! and has no weights, so the measurement supernet is built without it.
+//! With partial-channel mixing (PC-DARTS, `partial_channels` k > 1) an
+//! edge is a slice through its op and a bypass scaled by β_ij; the masked
+//! supernet sets β_ij = the number of slots reading input i, so each slot
+//! is one partial edge collapsed to its op. That geometry has no full-width
+//! discrete counterpart, so [`OneShotDiscrete`] refuses k > 1.
+//!
+//! **Batch-norm statistics** are recomputed per cell as a cumulative
+//! average: the plan first runs `bn_batches` training batches through the
+//! train-mode (batch statistics) forward, and pass t's batch norms update
+//! their running statistics with momentum 1/t, so after N passes they hold
+//! the plain mean of the N batches' means and unbiased variances
+//! (PyTorch's `momentum=None`). Pass 1 has momentum 1, so whatever the
+//! previous cell left is overwritten: no reset is needed. A fixed momentum
+//! (PyTorch's 0.1) would keep 0.9^N of the previous cell's statistics
+//! after N batches. The N batches are the same for every cell (drawn once
+//! from the training split by `seed`), so measurements differ by the cell
+//! alone. The evaluation passes then run the first `n_val` validation
+//! images (resident on the GPU) with the running statistics and count the
+//! correct answers on the GPU, plus 0 · ‖logits‖, so the one number read
+//! back is NaN when any logit is not finite: that is an error (after which
+//! the mask plan resets its statistics, as momentum 1 keeps 0 · NaN).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Dims, Order, Splits};
+use crate::engine::Gpu;
+use crate::graph::{CpuExec, Graph, Op, Plan, T};
+use crate::nn::cellnet::{self, CellIo};
+use crate::nn::{layers, ParamStore};
+use crate::ops::softmax_xent::{SoftmaxShape, IGNORE};
+use crate::search::s1::S1Config;
+use crate::search::supernet::{self, KindMix, SupernetConfig};
+use crate::space::{num_inputs, Cell, OpKind, OpSet, BLOCKS};
+use crate::verify;
+
+/// How a cell is measured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeasureConfig {
+    /// Training batches whose statistics become batch norm's running
+    /// statistics (cumulative average).
+    pub bn_batches: usize,
+    /// Images per statistics batch (≥ 2).
+    pub bn_batch: usize,
+    /// Validation images measured: the first `n_val` of the validation
+    /// split (all of it when it is smaller).
+    pub n_val: usize,
+    /// Images per evaluation pass (memory: the supernet's largest block
+    /// stacks every candidate of every input for this many images).
+    pub eval_batch: usize,
+    /// Seed of the shuffled training order the statistics batches come from.
+    pub seed: u64,
+}
+
+impl Default for MeasureConfig {
+    fn default() -> Self {
+        MeasureConfig {
+            bn_batches: 4,
+            bn_batch: 64,
+            n_val: 1000,
+            eval_batch: 100,
+            seed: 0,
+        }
+    }
+}
+
+impl MeasureConfig {
+    /// Refuse impossible values, naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.bn_batches == 0 {
+            return Err("bn_batches 0: need at least one batch for the statistics".into());
+        }
+        if self.bn_batch < 2 {
+            return Err(format!(
+                "bn_batch {}: batch statistics need at least 2 images",
+                self.bn_batch
+            ));
+        }
+        if self.n_val == 0 {
+            return Err("n_val 0: need at least one validation image".into());
+        }
+        if self.eval_batch == 0 {
+            return Err("eval_batch 0: need at least one image per pass".into());
+        }
+        Ok(())
+    }
+}
+
+/// The supernet's trained weights (not α, β) by graph name, with the
+/// configuration they belong to.
+#[derive(Debug, Clone)]
+pub struct SupernetWeights {
+    pub config: SupernetConfig,
+    /// Name → (shape, values).
+    pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    /// Where they came from (for error messages).
+    pub origin: String,
+}
+
+impl SupernetWeights {
+    /// Read an S1 run directory: `s1_config.json` and `supernet.safetensors`.
+    pub fn load(run_dir: &Path) -> Result<SupernetWeights> {
+        let cpath = run_dir.join("s1_config.json");
+        let text = std::fs::read(&cpath).with_context(|| format!("reading {}", cpath.display()))?;
+        let s1: S1Config = serde_json::from_slice(&text)
+            .with_context(|| format!("{}: not an S1 configuration", cpath.display()))?;
+        s1.supernet
+            .validate()
+            .map_err(|e| anyhow!("{}: supernet: {e}", cpath.display()))?;
+        let wpath = run_dir.join("supernet.safetensors");
+        let bytes =
+            std::fs::read(&wpath).with_context(|| format!("reading {}", wpath.display()))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .with_context(|| format!("{}: not a safetensors file", wpath.display()))?;
+        let mut tensors = HashMap::new();
+        for (name, view) in st.tensors() {
+            if view.dtype() != safetensors::Dtype::F32 {
+                bail!(
+                    "{}: tensor {name:?} is {:?}, expected F32",
+                    wpath.display(),
+                    view.dtype()
+                );
+            }
+            let v: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            tensors.insert(name, (view.shape().to_vec(), v));
+        }
+        Ok(SupernetWeights {
+            config: s1.supernet,
+            tensors,
+            origin: wpath.display().to_string(),
+        })
+    }
+
+    /// A freshly initialized supernet (seeded), for tests and benchmarks:
+    /// what measuring costs does not depend on the weights' values.
+    pub fn random(config: SupernetConfig, seed: u64) -> Result<SupernetWeights> {
+        config.validate().map_err(|e| anyhow!("supernet: {e}"))?;
+        let mut g = Graph::new();
+        let mut st = ParamStore::new(seed);
+        // Running statistics: no batch-size requirement for this shape-only build.
+        st.eval = true;
+        let d = config.dims;
+        let x = g.input("images", &[1, d.channels, d.height, d.width]);
+        let m = mask_input(&mut g, config.op_set.len());
+        supernet::forward(&mut g, &mut st, &config, x, &m.normal, &m.reduce);
+        let tensors = st
+            .params
+            .iter()
+            .map(|&t| {
+                let d = g.def(t);
+                let v = d.init.clone().expect("parameters have initial values");
+                (d.name.clone(), (d.shape.clone(), v))
+            })
+            .collect();
+        Ok(SupernetWeights {
+            config,
+            tensors,
+            origin: format!("random supernet (seed {seed})"),
+        })
+    }
+
+    /// The stored tensor for a parameter of the measurement graph, shaped
+    /// `want` (sliced by [`inherit`] where a sub-network is narrower).
+    fn value(&self, name: &str, want: &[usize]) -> Result<Vec<f32>> {
+        let (have, v) = self.tensors.get(name).ok_or_else(|| {
+            anyhow!(
+                "{}: no tensor {name:?} (weights of another supernet configuration?)",
+                self.origin
+            )
+        })?;
+        inherit(name, want, have, v).map_err(|e| anyhow!("{}: {e}", self.origin))
+    }
+}
+
+/// The op set a measurement supernet is built over: `op_set` without
+/// `none` (never chosen, no weights).
+pub fn measure_op_set(op_set: &OpSet) -> OpSet {
+    OpSet::new(op_set.name(), op_set.choosable().collect())
+        .expect("an op set holds an op other than none")
+}
+
+/// The mask of `cell` (module comment): per block j of the 5, a row-major
+/// [num_inputs(j), op_set.len()] matrix counting the block's slots on each
+/// (input, op); zeros for blocks past the cell's. Errors name the block,
+/// the slot and what is wrong.
+pub fn cell_mask(cell: &Cell, op_set: &OpSet) -> Result<Vec<Vec<f32>>, String> {
+    cell.validate(op_set)?;
+    let k = op_set.len();
+    let mut mask: Vec<Vec<f32>> = (0..BLOCKS).map(|j| vec![0.0; num_inputs(j) * k]).collect();
+    for (j, block) in cell.blocks.iter().enumerate() {
+        for s in 0..2 {
+            let op = op_set
+                .index_of(block.ops[s])
+                .expect("validated: the op is in the set");
+            mask[j][block.inputs[s] * k + op] += 1.0;
+        }
+    }
+    Ok(mask)
+}
+
+/// The partial-channel β of a mask: per block, per input, the number of
+/// slots reading that input (the mask's row sums).
+pub fn mask_betas(mask: &[Vec<f32>], k: usize) -> Vec<Vec<f32>> {
+    mask.iter()
+        .map(|m| m.chunks(k).map(|row| row.iter().sum()).collect())
+        .collect()
+}
+
+/// The masks of both cell kinds as ONE plan input, so measuring a cell
+/// pair writes one buffer: per kind (normal, then reduction), the 5
+/// blocks' [num_inputs(j), k] weights, then the 5 blocks' β rows
+/// [num_inputs(j)], split into `KindMix` tensors inside the graph (the
+/// layout [`mask_values`] fills).
+pub struct MaskInput {
+    /// The input tensor, [1, mask_len(k)].
+    pub all: T,
+    pub normal: KindMix,
+    pub reduce: KindMix,
+}
+
+/// Elements of a [`MaskInput`] for `k` ops.
+pub fn mask_len(k: usize) -> usize {
+    2 * (0..BLOCKS).map(|j| num_inputs(j) * (k + 1)).sum::<usize>()
+}
+
+/// A [`MaskInput`] in `g` for an op set of `k` ops.
+pub fn mask_input(g: &mut Graph, k: usize) -> MaskInput {
+    let kind_parts = (0..BLOCKS)
+        .map(|j| num_inputs(j) * k)
+        .chain((0..BLOCKS).map(num_inputs));
+    let parts: Vec<usize> = kind_parts.clone().chain(kind_parts).collect();
+    let all = g.input("masks", &[1, mask_len(k)]);
+    let mut pieces = g.split(all, &parts).into_iter();
+    let mut kind = |g: &mut Graph| {
+        let mut next = |shape: &[usize]| {
+            let piece = pieces.next().expect("one piece per part");
+            g.reshape(piece, shape)
+        };
+        let weights = (0..BLOCKS).map(|j| next(&[num_inputs(j), k])).collect();
+        let betas = (0..BLOCKS).map(|j| next(&[num_inputs(j)])).collect();
+        KindMix { weights, betas }
+    };
+    let normal = kind(g);
+    let reduce = kind(g);
+    MaskInput {
+        all,
+        normal,
+        reduce,
+    }
+}
+
+/// The values of a [`MaskInput`] for a cell pair: [`cell_mask`] and
+/// [`mask_betas`] of each. Errors name the cell kind, the block, the slot
+/// and what is wrong.
+pub fn mask_values(normal: &Cell, reduce: &Cell, op_set: &OpSet) -> Result<Vec<f32>, String> {
+    let mut v = Vec::with_capacity(mask_len(op_set.len()));
+    for (what, cell) in [("normal cell", normal), ("reduction cell", reduce)] {
+        let mask = cell_mask(cell, op_set).map_err(|e| format!("{what}: {e}"))?;
+        let betas = mask_betas(&mask, op_set.len());
+        v.extend(mask.into_iter().flatten());
+        v.extend(betas.into_iter().flatten());
+    }
+    Ok(v)
+}
+
+/// A supernet tensor's values for a (sub-)network tensor of shape `want`:
+/// the same values when the shapes agree; when only dimension 1 (input
+/// channels of a convolution, input features of the classifier) is
+/// narrower, the leading `want[1]` entries of it, i.e. the channels of the
+/// blocks a shorter cell keeps.
+pub fn inherit(name: &str, want: &[usize], have: &[usize], values: &[f32]) -> Result<Vec<f32>> {
+    let n: usize = have.iter().product();
+    ensure!(
+        values.len() == n,
+        "{name}: {} values for shape {have:?}",
+        values.len()
+    );
+    if want == have {
+        return Ok(values.to_vec());
+    }
+    let sliceable = want.len() == have.len()
+        && want.len() >= 2
+        && want[0] == have[0]
+        && want[1] <= have[1]
+        && want[2..] == have[2..];
+    ensure!(
+        sliceable,
+        "{name}: the network wants shape {want:?}, the supernet has {have:?}"
+    );
+    let (row_have, row_want) = (n / have[0], want[1..].iter().product::<usize>());
+    Ok(values
+        .chunks(row_have)
+        .flat_map(|row| row[..row_want].iter().copied())
+        .collect())
+}
+
+/// The supernet name of a discrete network's tensor (`nn::genotype_net`):
+/// the second copy of an op in a block, `…b{j}_in{i}.{op}_2.…`, is the
+/// supernet's `…b{j}_in{i}.{op}.…`.
+pub fn supernet_name(name: &str) -> String {
+    name.split('.')
+        .map(|part| match part.strip_suffix("_2") {
+            Some(op) if op.parse::<OpKind>().is_ok() => op,
+            _ => part,
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+// ---- the passes of one measurement, shared by both modes.
+
+/// The sizes of a measurement's passes.
+#[derive(Debug, Clone, Copy)]
+struct Shapes {
+    dims: Dims,
+    bn_batches: usize,
+    bn_batch: usize,
+    /// Validation images measured.
+    n: usize,
+    eval_batch: usize,
+}
+
+impl Shapes {
+    fn new(mc: &MeasureConfig, dims: Dims, val_len: usize) -> Result<Shapes> {
+        mc.validate().map_err(|e| anyhow!("measure: {e}"))?;
+        ensure!(val_len > 0, "measure: the validation split is empty");
+        let n = mc.n_val.min(val_len);
+        Ok(Shapes {
+            dims,
+            bn_batches: mc.bn_batches,
+            bn_batch: mc.bn_batch,
+            n,
+            eval_batch: mc.eval_batch.min(n),
+        })
+    }
+    fn eval_passes(&self) -> usize {
+        self.n.div_ceil(self.eval_batch)
+    }
+}
+
+/// The tensors of the statistics and evaluation passes.
+struct Passes {
+    /// Trained tensors of the network, by creation.
+    params: Vec<T>,
+    bn_images: Vec<T>,
+    /// (images, labels, logits) per evaluation pass; logits pinned.
+    eval: Vec<(T, T, T)>,
+    /// The correct answers, summed over the evaluation passes, plus a
+    /// guard that is 0 when every logit is finite and NaN otherwise (pinned).
+    correct: T,
+    /// Batch norm's running statistics.
+    states: Vec<T>,
+}
+
+/// `bn_batches` train-mode passes (pass t's batch norms at momentum 1/t),
+/// then the evaluation passes with running statistics, all sharing one set
+/// of weights and statistics, each through `forward(g, store, images)`.
+fn build_passes(
+    g: &mut Graph,
+    s: &Shapes,
+    mut forward: impl FnMut(&mut Graph, &mut ParamStore, T) -> T,
+) -> Passes {
+    let d = s.dims;
+    let mut st = ParamStore::new(0);
+    st.reuse = true;
+    let mut bn_images = Vec::with_capacity(s.bn_batches);
+    for t in 1..=s.bn_batches {
+        let x = g.input(
+            &format!("bn{t}.images"),
+            &[s.bn_batch, d.channels, d.height, d.width],
+        );
+        let mark = g.nodes.len();
+        forward(g, &mut st, x);
+        for node in &mut g.nodes[mark..] {
+            if let Op::BatchNormTrain(bn) = &mut node.op {
+                bn.momentum = 1.0 / t as f32;
+            }
+        }
+        bn_images.push(x);
+    }
+    st.eval = true;
+    let e = s.eval_batch;
+    let mut correct: Option<T> = None;
+    let mut eval = Vec::with_capacity(s.eval_passes());
+    for p in 0..s.eval_passes() {
+        let x = g.input(
+            &format!("val{p}.images"),
+            &[e, d.channels, d.height, d.width],
+        );
+        let labels = g.input(&format!("val{p}.labels"), &[e]);
+        let logits = forward(g, &mut st, x);
+        g.pin(logits);
+        // Summed by adds into a pinned temp rather than accumulated into
+        // a state: nothing to reset, so a cell costs one write.
+        let rows_cols = SoftmaxShape {
+            rows: e,
+            cols: g.def(logits).shape[1],
+        };
+        let count = g.temp("correct", &[1]);
+        g.push(
+            Op::CorrectCount(rows_cols),
+            vec![logits, labels],
+            vec![count],
+        );
+        correct = Some(match correct {
+            None => count,
+            Some(sum) => g.add(sum, count),
+        });
+        eval.push((x, labels, logits));
+    }
+    let correct = correct.expect("at least one evaluation pass");
+    // 0 · ‖logits‖: 0 while every logit is finite, NaN otherwise, so the
+    // one number read back also says whether the statistics broke.
+    let logits: Vec<T> = eval.iter().map(|e| e.2).collect();
+    let guard = g.scaled_norm(&logits, 0.0, false);
+    let correct = g.add(correct, guard);
+    g.pin(correct);
+    Passes {
+        params: st.params,
+        bn_images,
+        eval,
+        correct,
+        states: st.states,
+    }
+}
+
+/// The host data of the passes: the statistics batches and the validation
+/// images with their labels (padding rows labelled IGNORE).
+struct Feed {
+    bn: Vec<Vec<f32>>,
+    eval: Vec<(Vec<f32>, Vec<u32>)>,
+}
+
+impl Feed {
+    fn new(splits: &Splits, s: &Shapes, seed: u64) -> Result<Feed> {
+        splits.train.check_dims(s.dims)?;
+        splits.val.check_dims(s.dims)?;
+        ensure!(
+            !splits.train.is_empty(),
+            "measure: the training split is empty"
+        );
+        let mut rng = verify::rng(seed);
+        let order = splits.train.order(Order::Shuffled { seed, epoch: 0 });
+        let mut labels = vec![0u32; s.bn_batch];
+        let bn = (0..s.bn_batches)
+            .map(|t| {
+                let idx: Vec<usize> = (0..s.bn_batch)
+                    .map(|i| order[(t * s.bn_batch + i) % order.len()])
+                    .collect();
+                let mut px = vec![0f32; s.bn_batch * s.dims.len()];
+                splits
+                    .train
+                    .fill_batch(&idx, &splits.norm, None, &mut rng, &mut px, &mut labels);
+                px
+            })
+            .collect();
+        let e = s.eval_batch;
+        let eval = (0..s.eval_passes())
+            .map(|p| {
+                let idx: Vec<usize> = (p * e..((p + 1) * e).min(s.n)).collect();
+                let mut px = vec![0f32; e * s.dims.len()];
+                let mut lb = vec![0u32; e];
+                let real =
+                    splits
+                        .val
+                        .fill_batch(&idx, &splits.norm, None, &mut rng, &mut px, &mut lb);
+                lb[real..].fill(IGNORE);
+                (px, lb)
+            })
+            .collect();
+        Ok(Feed { bn, eval })
+    }
+}
+
+/// Where a measurement's data goes: a GPU plan or the CPU reference.
+trait Sink {
+    fn f32(&mut self, t: T, v: &[f32]);
+    fn u32(&mut self, t: T, v: &[u32]);
+}
+
+struct GpuSink<'a>(&'a Plan, &'a Gpu);
+
+impl Sink for GpuSink<'_> {
+    fn f32(&mut self, t: T, v: &[f32]) {
+        self.0.write(self.1, t, v);
+    }
+    fn u32(&mut self, t: T, v: &[u32]) {
+        self.0.write_u32(self.1, t, v);
+    }
+}
+
+impl Sink for CpuExec {
+    fn f32(&mut self, t: T, v: &[f32]) {
+        self.write(t, v);
+    }
+    fn u32(&mut self, t: T, v: &[u32]) {
+        self.write_u32(t, v);
+    }
+}
+
+fn write_feed(sink: &mut impl Sink, p: &Passes, feed: &Feed) {
+    for (&t, v) in p.bn_images.iter().zip(&feed.bn) {
+        sink.f32(t, v);
+    }
+    for (&(x, labels, _), (px, lb)) in p.eval.iter().zip(&feed.eval) {
+        sink.f32(x, px);
+        sink.u32(labels, lb);
+    }
+}
+
+/// The accuracy from the correct count read back, refusing a non-finite
+/// one (some logit was not finite).
+fn accuracy(correct: f32, n: usize, normal: &Cell, reduce: &Cell) -> Result<f32> {
+    ensure!(
+        correct.is_finite(),
+        "measuring normal cell {normal:?} / reduction cell {reduce:?}: \
+         the sub-network's logits are not finite"
+    );
+    Ok(correct / n as f32)
+}
+
+/// The logits of the measured images (padding rows dropped), row-major.
+fn logits_of(rows: Vec<Vec<f32>>, n: usize, classes: usize) -> Vec<f32> {
+    let mut all: Vec<f32> = rows.into_iter().flatten().collect();
+    all.truncate(n * classes);
+    all
+}
+
+/// The measurement configuration of the supernet: without `none`, BN
+/// batches of `bn_batch`.
+fn measure_config(cfg: &SupernetConfig, s: &Shapes, splits: &Splits) -> Result<SupernetConfig> {
+    cfg.validate().map_err(|e| anyhow!("supernet: {e}"))?;
+    ensure!(
+        splits.train.classes <= cfg.classes && splits.val.classes <= cfg.classes,
+        "measure: the data has {} classes, the supernet classifies {}",
+        splits.train.classes.max(splits.val.classes),
+        cfg.classes
+    );
+    Ok(SupernetConfig {
+        op_set: measure_op_set(&cfg.op_set),
+        batch: s.bn_batch,
+        ..cfg.clone()
+    })
+}
+
+// ---- the mask plan.
+
+/// One recorded plan of the masked supernet (module comment): measuring a
+/// cell pair writes its masks, submits once and reads one number.
+pub struct OneShot {
+    op_set: OpSet,
+    classes: usize,
+    g: Graph,
+    plan: Plan,
+    passes: Passes,
+    masks: MaskInput,
+    /// Host copies of what was uploaded, for the CPU reference.
+    weights: Vec<(T, Vec<f32>)>,
+    feed: Feed,
+    n: usize,
+    /// Seconds spent building the graph and the plan and uploading.
+    pub build_seconds: f64,
+}
+
+impl OneShot {
+    /// The mask plan for `weights`, measuring on `splits` as `mc` says.
+    pub fn new(
+        gpu: &Gpu,
+        weights: &SupernetWeights,
+        splits: &Splits,
+        mc: &MeasureConfig,
+    ) -> Result<OneShot> {
+        let start = Instant::now();
+        let s = Shapes::new(mc, weights.config.dims, splits.val.len())?;
+        let cfg = measure_config(&weights.config, &s, splits)?;
+        let feed = Feed::new(splits, &s, mc.seed)?;
+        let mut g = Graph::new();
+        let masks = mask_input(&mut g, cfg.op_set.len());
+        let passes = build_passes(&mut g, &s, |g, st, x| {
+            supernet::forward(g, st, &cfg, x, &masks.normal, &masks.reduce)
+        });
+        let weights = passes
+            .params
+            .iter()
+            .map(|&t| {
+                let d = g.def(t);
+                Ok((t, weights.value(&d.name, &d.shape)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let plan = Plan::new(gpu, &g)?;
+        let mut sink = GpuSink(&plan, gpu);
+        for (t, v) in &weights {
+            sink.f32(*t, v);
+        }
+        write_feed(&mut sink, &passes, &feed);
+        gpu.sync()?;
+        Ok(OneShot {
+            op_set: cfg.op_set,
+            classes: cfg.classes,
+            g,
+            plan,
+            passes,
+            masks,
+            weights,
+            feed,
+            n: s.n,
+            build_seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// [`OneShot::new`] on the run directory of S1 (`supernet.safetensors`,
+    /// `s1_config.json`).
+    pub fn from_run_dir(
+        gpu: &Gpu,
+        run_dir: &Path,
+        splits: &Splits,
+        mc: &MeasureConfig,
+    ) -> Result<OneShot> {
+        OneShot::new(gpu, &SupernetWeights::load(run_dir)?, splits, mc)
+    }
+
+    /// The validation accuracy in [0, 1] of the sub-network of this cell
+    /// pair (one submit, one read).
+    /// A non-finite result is an error, after which the running
+    /// statistics are reset (pass 1 would otherwise keep 0 · NaN).
+    pub fn measure(&mut self, gpu: &Gpu, normal: &Cell, reduce: &Cell) -> Result<f32> {
+        self.run(gpu, normal, reduce)?;
+        let correct = self.plan.read(gpu, self.passes.correct)?[0];
+        accuracy(correct, self.n, normal, reduce).inspect_err(|_| {
+            for &t in &self.passes.states {
+                let init = self.g.def(t).init.as_ref().expect("statistics start set");
+                self.plan.write(gpu, t, init);
+            }
+        })
+    }
+
+    /// [`OneShot::measure`] and the logits of the measured images
+    /// ([n_val, classes] row-major; extra reads, for tests).
+    pub fn measure_logits(
+        &mut self,
+        gpu: &Gpu,
+        normal: &Cell,
+        reduce: &Cell,
+    ) -> Result<(f32, Vec<f32>)> {
+        let acc = self.measure(gpu, normal, reduce)?;
+        let rows = self
+            .passes
+            .eval
+            .iter()
+            .map(|&(_, _, l)| self.plan.read(gpu, l))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((acc, logits_of(rows, self.n, self.classes)))
+    }
+
+    /// The same measurement on the CPU reference executor (same graph,
+    /// same data): accuracy and logits.
+    pub fn measure_cpu(&self, normal: &Cell, reduce: &Cell) -> Result<(f32, Vec<f32>)> {
+        let mut exec = CpuExec::new(&self.g);
+        for (t, v) in &self.weights {
+            exec.write(*t, v);
+        }
+        write_feed(&mut exec, &self.passes, &self.feed);
+        self.write_masks(&mut exec, normal, reduce)?;
+        exec.step(&self.g);
+        let acc = accuracy(exec.read(self.passes.correct)[0], self.n, normal, reduce)?;
+        let rows = self
+            .passes
+            .eval
+            .iter()
+            .map(|&(_, _, l)| exec.read(l).to_vec())
+            .collect();
+        Ok((acc, logits_of(rows, self.n, self.classes)))
+    }
+
+    /// Validation images each measurement counts.
+    pub fn n_val(&self) -> usize {
+        self.n
+    }
+    /// The ops a cell may use (the supernet's, without `none`).
+    pub fn op_set(&self) -> &OpSet {
+        &self.op_set
+    }
+    /// Kernels dispatched per measurement.
+    pub fn dispatches(&self) -> usize {
+        self.plan.dispatches()
+    }
+
+    fn write_masks(&self, sink: &mut impl Sink, normal: &Cell, reduce: &Cell) -> Result<()> {
+        let v = mask_values(normal, reduce, &self.op_set).map_err(anyhow::Error::msg)?;
+        sink.f32(self.masks.all, &v);
+        Ok(())
+    }
+
+    fn run(&mut self, gpu: &Gpu, normal: &Cell, reduce: &Cell) -> Result<()> {
+        self.write_masks(&mut GpuSink(&self.plan, gpu), normal, reduce)?;
+        self.plan.step(gpu)?;
+        Ok(())
+    }
+}
+
+// ---- the discrete plan.
+
+/// One candidate of the supernet (`none` excluded) as the sub-network
+/// computes it: pools followed by a BN, batch norm without affine.
+fn candidate(g: &mut Graph, st: &mut ParamStore, op: OpKind, x: T, c: usize, stride: usize) -> T {
+    let y = cellnet::candidate_op(g, st, op, x, c, stride, false);
+    match op {
+        OpKind::AvgPool3x3 | OpKind::MaxPool3x3 => layers::batchnorm(g, st, "bn", y, false),
+        _ => y,
+    }
+}
+
+/// A discrete cell with the supernet's names (`b{j}_in{i}.{op}`): each
+/// block O1(x_I1) + O2(x_I2), two identical slots computed once and
+/// doubled (one supernet candidate, so one set of statistics); the output
+/// concatenates the cell's blocks.
+fn discrete_cell(g: &mut Graph, st: &mut ParamStore, io: CellIo, cell: &Cell) -> T {
+    let c = io.channels;
+    let mut states = io.inputs.to_vec();
+    for (j, block) in cell.blocks.iter().enumerate() {
+        let slot = |g: &mut Graph, st: &mut ParamStore, s: usize| {
+            let (i, op) = (block.inputs[s], block.ops[s]);
+            let stride = if io.reduction && i < 2 { 2 } else { 1 };
+            let x = states[i];
+            st.scoped(&format!("b{j}_in{i}"), |st| {
+                st.scoped(op.name(), |st| candidate(g, st, op, x, c, stride))
+            })
+        };
+        let a = slot(g, st, 0);
+        let out = if block.inputs[0] == block.inputs[1] && block.ops[0] == block.ops[1] {
+            g.add(a, a)
+        } else {
+            let b = slot(g, st, 1);
+            g.add(a, b)
+        };
+        states.push(out);
+    }
+    match &states[2..] {
+        [only] => *only,
+        outs => g.concat(outs),
+    }
+}
+
+/// The sub-network alone, built, planned and uploaded per cell pair
+/// (module comment); the same measurement as [`OneShot`].
+pub struct OneShotDiscrete {
+    cfg: SupernetConfig,
+    weights: SupernetWeights,
+    shapes: Shapes,
+    feed: Feed,
+    /// Seconds of the last measurement spent building the graph and the
+    /// plan and uploading, and running.
+    pub last_build_seconds: f64,
+    pub last_run_seconds: f64,
+}
+
+impl OneShotDiscrete {
+    pub fn new(
+        weights: SupernetWeights,
+        splits: &Splits,
+        mc: &MeasureConfig,
+    ) -> Result<OneShotDiscrete> {
+        let s = Shapes::new(mc, weights.config.dims, splits.val.len())?;
+        let cfg = measure_config(&weights.config, &s, splits)?;
+        ensure!(
+            cfg.partial_channels == 1,
+            "{}: partial_channels {}: a partial-channel supernet has no full-width \
+             discrete sub-network; measure it with the mask plan (OneShot)",
+            weights.origin,
+            cfg.partial_channels
+        );
+        let feed = Feed::new(splits, &s, mc.seed)?;
+        Ok(OneShotDiscrete {
+            cfg,
+            weights,
+            shapes: s,
+            feed,
+            last_build_seconds: 0.0,
+            last_run_seconds: 0.0,
+        })
+    }
+
+    /// The validation accuracy in [0, 1] of the sub-network of this cell pair.
+    pub fn measure(&mut self, gpu: &Gpu, normal: &Cell, reduce: &Cell) -> Result<f32> {
+        Ok(self.run(gpu, normal, reduce, false)?.0)
+    }
+
+    /// [`OneShotDiscrete::measure`] and the logits of the measured images.
+    pub fn measure_logits(
+        &mut self,
+        gpu: &Gpu,
+        normal: &Cell,
+        reduce: &Cell,
+    ) -> Result<(f32, Vec<f32>)> {
+        self.run(gpu, normal, reduce, true)
+    }
+
+    fn run(
+        &mut self,
+        gpu: &Gpu,
+        normal: &Cell,
+        reduce: &Cell,
+        logits: bool,
+    ) -> Result<(f32, Vec<f32>)> {
+        let start = Instant::now();
+        // The masks are not used here; making them validates both cells
+        // with the same errors as the mask plan.
+        mask_values(normal, reduce, &self.cfg.op_set).map_err(anyhow::Error::msg)?;
+        let sk = self.cfg.skeleton();
+        let mut g = Graph::new();
+        let passes = build_passes(&mut g, &self.shapes, |g, st, x| {
+            cellnet::network(g, st, &sk, x, |g, st, io| {
+                let cell = if io.reduction { reduce } else { normal };
+                discrete_cell(g, st, io, cell)
+            })
+        });
+        let plan = Plan::new(gpu, &g)?;
+        let mut sink = GpuSink(&plan, gpu);
+        for &t in &passes.params {
+            let d = g.def(t);
+            sink.f32(t, &self.weights.value(&d.name, &d.shape)?);
+        }
+        write_feed(&mut sink, &passes, &self.feed);
+        let built = Instant::now();
+        self.last_build_seconds = (built - start).as_secs_f64();
+        plan.step(gpu)?;
+        let correct = plan.read(gpu, passes.correct)?[0];
+        let acc = accuracy(correct, self.shapes.n, normal, reduce)?;
+        self.last_run_seconds = built.elapsed().as_secs_f64();
+        let rows = if logits {
+            passes
+                .eval
+                .iter()
+                .map(|&(_, _, l)| plan.read(gpu, l))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            Vec::new()
+        };
+        Ok((acc, logits_of(rows, self.shapes.n, self.cfg.classes)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After the statistics passes, batch norm's running statistics are the
+    /// plain mean of the batches' means and unbiased variances (momentum
+    /// 1/t), whatever they held before.
+    #[test]
+    fn statistics_are_a_cumulative_average() {
+        let s = Shapes {
+            dims: Dims::new(2, 1, 3),
+            bn_batches: 3,
+            bn_batch: 4,
+            n: 5,
+            eval_batch: 5,
+        };
+        let mut g = Graph::new();
+        let p = build_passes(&mut g, &s, |g, st, x| {
+            let y = layers::batchnorm(g, st, "bn", x, false);
+            g.reshape(y, &[g.def(x).shape[0], 6])
+        });
+        assert_eq!(p.states.len(), 2, "running mean and variance");
+        let mut exec = CpuExec::new(&g);
+        exec.write(p.states[0], &[7.0, -7.0]);
+        exec.write(p.states[1], &[9.0, 0.5]);
+        let mut rng = verify::rng(4);
+        let batches: Vec<Vec<f32>> = (0..3).map(|_| verify::randn(&mut rng, 4 * 6)).collect();
+        for (&t, v) in p.bn_images.iter().zip(&batches) {
+            exec.write(t, v);
+        }
+        exec.step(&g);
+        for ch in 0..2 {
+            let (mut mean, mut var) = (0.0, 0.0);
+            for b in &batches {
+                let x: Vec<f64> = (0..4)
+                    .flat_map(|n| (0..3).map(move |i| (n * 2 + ch) * 3 + i))
+                    .map(|i| b[i] as f64)
+                    .collect();
+                let m = x.iter().sum::<f64>() / 12.0;
+                mean += m / 3.0;
+                var += x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / 11.0 / 3.0;
+            }
+            let (rm, rv) = (exec.read(p.states[0])[ch], exec.read(p.states[1])[ch]);
+            assert!((rm as f64 - mean).abs() < 1e-5, "mean {rm} vs {mean}");
+            assert!((rv as f64 - var).abs() < 1e-5, "var {rv} vs {var}");
+        }
+    }
+}

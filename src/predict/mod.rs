@@ -1,0 +1,9 @@
+//! S2 (METHOD.md): the performance-prediction search. `predictor` is the
+//! LSTM ensemble that scores cells, `rank` the rank correlations that say
+//! how well it scores, `progressive` the level-by-level search, and `measure` the one-shot accuracy of a cell from
+//! the S1 supernet's shared weights.
+
+pub mod measure;
+pub mod predictor;
+pub mod progressive;
+pub mod rank;

@@ -1,0 +1,233 @@
+//! The progressive search of S2 (PNAS, METHOD.md): b = 1 measures every
+//! distinct 1-block cell; for b = 2..5 the kept cells are expanded by one
+//! block, every expansion is scored by the predictor, the top K are
+//! measured and the predictor is retrained on all measurements so far. At
+//! the end the S1-derived cell is measured beside the top K of b = 5 and
+//! the best measured cell is the candidate.
+//!
+//! One cell structure is searched and used for both cell kinds, normal and
+//! reduction (PNAS's choice: a reduction cell is the same cell with stride
+//! 2 on the inputs from previous cells), so every measurement and every
+//! prediction is of one `Cell`. The measurer decides how a cell becomes a
+//! network (see `measure`).
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use anyhow::{ensure, Result};
+use serde::{Deserialize, Serialize};
+
+use super::rank::{kendall_tau, spearman_rho};
+use crate::space::{canonical_cell, enumerate_one_block_cells, expand, Cell, OpSet, BLOCKS};
+
+/// Turns a cell into an accuracy in [0, 1] (one-shot from the supernet, or
+/// trained from scratch).
+pub trait Measure {
+    fn measure(&mut self, cell: &Cell) -> Result<f32>;
+}
+
+/// A performance predictor: trained on (cell, accuracy) pairs, it scores
+/// cells with a mean and a spread (the ensemble's disagreement).
+pub trait Predict {
+    fn fit(&mut self, cells: &[Cell], accuracy: &[f32]) -> Result<()>;
+    fn predict(&mut self, cells: &[Cell]) -> Result<Vec<(f32, f32)>>;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProgressiveConfig {
+    /// Cells kept (and measured) per level: PNAS's K, ≥ 128 in the patent.
+    pub top_k: usize,
+    /// Blocks of the final cell (5 in the cell space).
+    pub blocks: usize,
+}
+
+impl Default for ProgressiveConfig {
+    fn default() -> Self {
+        ProgressiveConfig {
+            top_k: 128,
+            blocks: BLOCKS,
+        }
+    }
+}
+
+impl ProgressiveConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.top_k == 0 {
+            return Err("top_k 0: keep at least one cell per level".into());
+        }
+        if self.blocks == 0 || self.blocks > BLOCKS {
+            return Err(format!("blocks {}: must be 1..={BLOCKS}", self.blocks));
+        }
+        Ok(())
+    }
+}
+
+/// One line of `predictor.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LevelReport {
+    /// Blocks per cell at this level.
+    pub blocks: usize,
+    /// Expansions scored by the predictor (0 at b = 1: all are measured).
+    pub predicted: usize,
+    pub measured: usize,
+    /// Kendall τ and Spearman ρ between the predictor's scores (before it
+    /// is retrained on them) and the measured accuracies of this level's
+    /// cells; None at b = 1, where nothing is predicted.
+    pub kendall_tau: Option<f64>,
+    pub spearman_rho: Option<f64>,
+    /// Mean ensemble spread over the measured cells' predictions.
+    pub mean_spread: Option<f64>,
+    pub best_accuracy: f32,
+    pub mean_accuracy: f32,
+    pub best_cell: Cell,
+    pub seconds: f64,
+    pub measure_seconds: f64,
+    pub predict_seconds: f64,
+    pub fit_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProgressiveResult {
+    pub levels: Vec<LevelReport>,
+    /// The best measured cell of the last level or the S1 cell.
+    pub candidate: Cell,
+    pub candidate_accuracy: f32,
+    /// The S1-derived cell's measured accuracy, when one was given.
+    pub s1_accuracy: Option<f32>,
+    /// Whether the candidate is the S1 cell (it measured best).
+    pub candidate_is_s1: bool,
+    /// Every measurement, in order.
+    pub measured: Vec<(Cell, f32)>,
+}
+
+/// Indices of the `k` largest scores, best first; ties keep the earlier.
+fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx
+}
+
+fn measure_all(m: &mut impl Measure, cells: &[Cell]) -> Result<Vec<f32>> {
+    cells
+        .iter()
+        .map(|c| {
+            let a = m.measure(c)?;
+            ensure!(
+                a.is_finite() && (0.0..=1.0).contains(&a),
+                "measured accuracy {a} of a cell is not in [0, 1]"
+            );
+            Ok(a)
+        })
+        .collect()
+}
+
+/// Run the progressive search; `log` receives each level as it ends.
+pub fn run(
+    cfg: &ProgressiveConfig,
+    op_set: &OpSet,
+    measurer: &mut impl Measure,
+    predictor: &mut impl Predict,
+    s1_cell: Option<&Cell>,
+    mut log: impl FnMut(&LevelReport),
+) -> Result<ProgressiveResult> {
+    cfg.validate().map_err(anyhow::Error::msg)?;
+    let mut measured: Vec<(Cell, f32)> = Vec::new();
+    let mut levels = Vec::new();
+    let mut kept: Vec<Cell> = Vec::new();
+    let mut kept_acc: Vec<f32> = Vec::new();
+    for b in 1..=cfg.blocks {
+        let start = Instant::now();
+        let (mut predict_s, mut fit_s) = (0.0, 0.0);
+        // The cells of this level and, from b = 2, their predicted scores.
+        let (cells, scores, predicted) = if b == 1 {
+            (enumerate_one_block_cells(op_set), None, 0)
+        } else {
+            let expansions: Vec<Cell> = kept
+                .iter()
+                .flat_map(|c| expand(c, op_set))
+                .map(|c| canonical_cell(&c))
+                .collect::<BTreeSet<Cell>>()
+                .into_iter()
+                .collect();
+            let t = Instant::now();
+            let preds = predictor.predict(&expansions)?;
+            predict_s = t.elapsed().as_secs_f64();
+            ensure!(
+                preds.len() == expansions.len(),
+                "the predictor scored {} of {} cells",
+                preds.len(),
+                expansions.len()
+            );
+            let means: Vec<f32> = preds.iter().map(|p| p.0).collect();
+            let top = top_k(&means, cfg.top_k);
+            let cells: Vec<Cell> = top.iter().map(|&i| expansions[i].clone()).collect();
+            let scores: Vec<(f32, f32)> = top.iter().map(|&i| preds[i]).collect();
+            (cells, Some(scores), expansions.len())
+        };
+        let t = Instant::now();
+        let acc = measure_all(measurer, &cells)?;
+        let measure_s = t.elapsed().as_secs_f64();
+        let (tau, rho, spread) = match &scores {
+            Some(s) if cells.len() >= 2 => {
+                let p: Vec<f64> = s.iter().map(|x| x.0 as f64).collect();
+                let a: Vec<f64> = acc.iter().map(|&x| x as f64).collect();
+                let spread = s.iter().map(|x| x.1 as f64).sum::<f64>() / s.len() as f64;
+                (
+                    Some(kendall_tau(&p, &a)),
+                    Some(spearman_rho(&p, &a)),
+                    Some(spread),
+                )
+            }
+            _ => (None, None, None),
+        };
+        measured.extend(cells.iter().cloned().zip(acc.iter().copied()));
+        if b < cfg.blocks {
+            let (all_cells, all_acc): (Vec<Cell>, Vec<f32>) = measured.iter().cloned().unzip();
+            let t = Instant::now();
+            predictor.fit(&all_cells, &all_acc)?;
+            fit_s = t.elapsed().as_secs_f64();
+        }
+        // Keep the K best measured cells of this level for expansion.
+        let order = top_k(&acc, cfg.top_k);
+        kept = order.iter().map(|&i| cells[i].clone()).collect();
+        kept_acc = order.iter().map(|&i| acc[i]).collect();
+        let report = LevelReport {
+            blocks: b,
+            predicted,
+            measured: cells.len(),
+            kendall_tau: tau,
+            spearman_rho: rho,
+            mean_spread: spread,
+            best_accuracy: kept_acc[0],
+            mean_accuracy: acc.iter().sum::<f32>() / acc.len() as f32,
+            best_cell: kept[0].clone(),
+            seconds: start.elapsed().as_secs_f64(),
+            measure_seconds: measure_s,
+            predict_seconds: predict_s,
+            fit_seconds: fit_s,
+        };
+        log(&report);
+        levels.push(report);
+    }
+    let (mut candidate, mut candidate_accuracy) = (kept[0].clone(), kept_acc[0]);
+    let mut s1_accuracy = None;
+    let mut candidate_is_s1 = false;
+    if let Some(s1) = s1_cell {
+        let s1 = canonical_cell(s1);
+        let a = measure_all(measurer, std::slice::from_ref(&s1))?[0];
+        measured.push((s1.clone(), a));
+        s1_accuracy = Some(a);
+        if a > candidate_accuracy {
+            (candidate, candidate_accuracy, candidate_is_s1) = (s1, a, true);
+        }
+    }
+    Ok(ProgressiveResult {
+        levels,
+        candidate,
+        candidate_accuracy,
+        s1_accuracy,
+        candidate_is_s1,
+        measured,
+    })
+}

@@ -1,0 +1,171 @@
+//! S2's progressive search with a stand-in measurer (a known function of
+//! the cell) and an oracle predictor (the same function), so the expected
+//! outcome is known: the counts per level, τ = ρ = 1 wherever the
+//! predictor is exact, and the candidate at least as good as the S1 cell.
+
+use anyhow::Result;
+use gradnas::predict::progressive::{self, Measure, Predict, ProgressiveConfig};
+use gradnas::space::{enumerate_one_block_cells, Block, Cell, OpKind, OpSet};
+
+/// A known accuracy: ops scored by their index in the op set, inputs by
+/// their index, squashed into (0, 1).
+fn truth(op_set: &OpSet, c: &Cell) -> f32 {
+    let s: f32 = c
+        .blocks
+        .iter()
+        .flat_map(|b| b.inputs.iter().zip(&b.ops))
+        .map(|(&i, &o)| op_set.index_of(o).unwrap() as f32 * 0.3 + i as f32 * 0.11)
+        .sum();
+    1.0 / (1.0 + (-(s / c.blocks.len() as f32 - 1.5)).exp())
+}
+
+struct Known {
+    op_set: OpSet,
+    calls: usize,
+}
+impl Measure for Known {
+    fn measure(&mut self, c: &Cell) -> Result<f32> {
+        self.calls += 1;
+        Ok(truth(&self.op_set, c))
+    }
+}
+
+struct Oracle {
+    op_set: OpSet,
+    fits: Vec<usize>,
+}
+impl Predict for Oracle {
+    fn fit(&mut self, cells: &[Cell], acc: &[f32]) -> Result<()> {
+        assert_eq!(cells.len(), acc.len());
+        self.fits.push(cells.len());
+        Ok(())
+    }
+    fn predict(&mut self, cells: &[Cell]) -> Result<Vec<(f32, f32)>> {
+        Ok(cells
+            .iter()
+            .map(|c| (truth(&self.op_set, c), 0.01))
+            .collect())
+    }
+}
+
+#[test]
+fn levels_measure_all_then_top_k_and_the_candidate_is_the_best() {
+    let op_set = OpSet::pnas();
+    let k = 5;
+    let cfg = ProgressiveConfig {
+        top_k: k,
+        ..ProgressiveConfig::default()
+    };
+    let mut m = Known {
+        op_set: op_set.clone(),
+        calls: 0,
+    };
+    let mut p = Oracle {
+        op_set: op_set.clone(),
+        fits: Vec::new(),
+    };
+    // A weak S1 cell: the lowest-scoring op on the lowest input.
+    let s1 = Cell {
+        blocks: (0..5)
+            .map(|_| Block::new(0, OpKind::SepConv3x3, 0, OpKind::SepConv3x3))
+            .collect(),
+    };
+    let mut logged = 0;
+    let r = progressive::run(&cfg, &op_set, &mut m, &mut p, Some(&s1), |_| logged += 1).unwrap();
+    let ones = enumerate_one_block_cells(&op_set).len();
+    assert_eq!(logged, 5);
+    let counts: Vec<usize> = r.levels.iter().map(|l| l.measured).collect();
+    assert_eq!(counts, vec![ones, k, k, k, k]);
+    assert_eq!(
+        m.calls,
+        ones + 4 * k + 1,
+        "every level's cells plus the S1 cell"
+    );
+    // Retrained on everything measured so far after each level but the last.
+    assert_eq!(p.fits, vec![ones, ones + k, ones + 2 * k, ones + 3 * k]);
+    for l in &r.levels[1..] {
+        assert!(
+            l.predicted > k,
+            "level {} predicted {}",
+            l.blocks,
+            l.predicted
+        );
+        assert_eq!(l.kendall_tau, Some(1.0));
+        assert!((l.spearman_rho.unwrap() - 1.0).abs() < 1e-9);
+        assert_eq!(l.best_cell.blocks.len(), l.blocks);
+    }
+    // The candidate is the best measured 5-block cell and beats the S1 cell.
+    let best5 = r
+        .measured
+        .iter()
+        .filter(|(c, _)| c.blocks.len() == 5)
+        .map(|(_, a)| *a)
+        .fold(0.0f32, f32::max);
+    assert_eq!(r.candidate_accuracy, best5);
+    assert!(r.candidate_accuracy >= r.s1_accuracy.unwrap());
+    assert!(!r.candidate_is_s1);
+}
+
+#[test]
+fn a_better_s1_cell_becomes_the_candidate() {
+    let op_set = OpSet::pnas();
+    let cfg = ProgressiveConfig {
+        top_k: 2,
+        blocks: 2,
+    };
+    let mut m = Known {
+        op_set: op_set.clone(),
+        calls: 0,
+    };
+    let mut p = Oracle {
+        op_set: op_set.clone(),
+        fits: Vec::new(),
+    };
+    // The highest-scoring op on the highest inputs, five times.
+    let top = *op_set.ops().last().unwrap();
+    let s1 = Cell {
+        blocks: (0..5).map(|b| Block::new(b + 1, top, b + 1, top)).collect(),
+    };
+    let r = progressive::run(&cfg, &op_set, &mut m, &mut p, Some(&s1), |_| {}).unwrap();
+    assert!(
+        r.candidate_is_s1,
+        "{:?} vs {:?}",
+        r.candidate_accuracy, r.s1_accuracy
+    );
+    assert_eq!(r.candidate, s1);
+}
+
+#[test]
+fn bad_configs_and_bad_measurements_are_refused() {
+    let op_set = OpSet::pnas();
+    let mut p = Oracle {
+        op_set: op_set.clone(),
+        fits: Vec::new(),
+    };
+    let cfg = ProgressiveConfig {
+        top_k: 0,
+        ..ProgressiveConfig::default()
+    };
+    let mut m = Known {
+        op_set: op_set.clone(),
+        calls: 0,
+    };
+    let e = progressive::run(&cfg, &op_set, &mut m, &mut p, None, |_| {}).unwrap_err();
+    assert!(e.to_string().contains("top_k"));
+    struct Broken;
+    impl Measure for Broken {
+        fn measure(&mut self, _: &Cell) -> Result<f32> {
+            Ok(f32::NAN)
+        }
+    }
+    let e = progressive::run(
+        &ProgressiveConfig::default(),
+        &op_set,
+        &mut Broken,
+        &mut p,
+        None,
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("not in [0, 1]"), "{e}");
+}
