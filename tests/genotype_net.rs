@@ -697,3 +697,55 @@ fn model_cards_round_trip_and_bad_genotypes_in_them_are_refused() {
         "{e}"
     );
 }
+
+/// A cell that never reads input 1 (the previous cell) leaves cells that
+/// nobody reads: with such a cell for both kinds at depth 4, cell k is read
+/// only by cell k + 2, so cells 0 and 2 are dead and not built, nothing
+/// preprocesses an unread input, and the training step builds (every
+/// weight gets a gradient; it used to panic on `pre1`).
+#[test]
+fn cells_nobody_reads_are_not_built() {
+    let cell = Cell {
+        blocks: vec![
+            b(0, SepConv3x3, 0, MaxPool3x3),
+            b(2, Identity, 0, DilConv3x3),
+        ],
+    };
+    let genotype = Genotype {
+        op_set: "pnas".into(),
+        normal: cell.clone(),
+        reduce: cell,
+        alpha: None,
+        beta: None,
+    };
+    let model = GenotypeModel {
+        width: 2,
+        depth: 4,
+        stem_multiplier: 1,
+        ..GenotypeModel::new(genotype)
+    };
+    let cfg = TrainConfig {
+        batch: 2,
+        ..TrainConfig::default()
+    };
+    let tg = train::train_graph(model, Dims::new(1, 8, 8), 10, &cfg);
+    let names: Vec<&str> = tg.trained.keys().map(String::as_str).collect();
+    for dead in ["cell0.", "cell2."] {
+        assert!(
+            !names.iter().any(|n| n.starts_with(dead)),
+            "{dead} built: {names:?}"
+        );
+    }
+    for live in ["cell1.pre0.", "cell3.pre0.", "stem.", "classifier."] {
+        assert!(
+            names.iter().any(|n| n.starts_with(live)),
+            "{live} missing: {names:?}"
+        );
+    }
+    assert!(!names.iter().any(|n| n.contains(".pre1.")), "{names:?}");
+    let mut exec = CpuExec::new(&tg.g);
+    exec.write(tg.images, &verify::randn(&mut verify::rng(1), 2 * 64));
+    exec.write_u32(tg.labels, &[3, 4]);
+    exec.step(&tg.g);
+    assert!(exec.read(tg.loss_sum)[0].is_finite());
+}

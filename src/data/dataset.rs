@@ -66,6 +66,46 @@ pub enum Order {
     Shuffled { seed: u64, epoch: u64 },
 }
 
+/// An endless shuffled stream of sample indices over a dataset: each pass
+/// is the next epoch's [`Order::Shuffled`] permutation, and batches run on
+/// across pass boundaries (for training by steps rather than epochs).
+#[derive(Debug, Clone)]
+pub struct Stream {
+    seed: u64,
+    epoch: u64,
+    pos: usize,
+    order: Vec<usize>,
+}
+
+impl Stream {
+    pub fn new(data: &Dataset, seed: u64) -> Stream {
+        Stream {
+            seed,
+            epoch: 0,
+            pos: 0,
+            order: data.order(Order::Shuffled { seed, epoch: 0 }),
+        }
+    }
+
+    /// The next `n` indices of `data` (the dataset the stream was made for).
+    pub fn next(&mut self, data: &Dataset, n: usize) -> Vec<usize> {
+        (0..n)
+            .map(|_| {
+                if self.pos == self.order.len() {
+                    self.epoch += 1;
+                    self.pos = 0;
+                    self.order = data.order(Order::Shuffled {
+                        seed: self.seed,
+                        epoch: self.epoch,
+                    });
+                }
+                self.pos += 1;
+                self.order[self.pos - 1]
+            })
+            .collect()
+    }
+}
+
 /// Random augmentation, drawn per sample in [`Dataset::fill_batch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Augment {

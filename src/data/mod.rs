@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use rand::seq::SliceRandom as _;
 use rand::SeedableRng as _;
 
-pub use dataset::{Augment, Batches, Dataset, Dims, Normalization, Order};
+pub use dataset::{Augment, Batches, Dataset, Dims, Normalization, Order, Stream};
 
 /// Where Debian's `dataset-fashion-mnist` package puts the full data set.
 pub const FULL_DIR: &str = "/usr/share/datasets/fashion-mnist";

@@ -85,6 +85,22 @@ pub fn network(
     st: &mut ParamStore,
     sk: &Skeleton,
     images: T,
+    cell: impl FnMut(&mut Graph, &mut ParamStore, CellIo) -> T,
+) -> T {
+    network_using(g, st, sk, images, |_| [true, true], cell)
+}
+
+/// [`network`] for cells that may not read both inputs: `uses(reduction)`
+/// says which of the two a cell of that kind reads, and an unread input
+/// gets no preprocessing (a discrete cell that never reads input 1 has no
+/// `pre1`, so no weight without a gradient), nor does a cell nobody reads.
+/// An unread input's `CellIo` entry is a placeholder the cell must not use.
+pub fn network_using(
+    g: &mut Graph,
+    st: &mut ParamStore,
+    sk: &Skeleton,
+    images: T,
+    uses: impl Fn(bool) -> [bool; 2],
     mut cell: impl FnMut(&mut Graph, &mut ParamStore, CellIo) -> T,
 ) -> T {
     let stem_c = sk.stem_multiplier * sk.width;
@@ -95,13 +111,33 @@ pub fn network(
     let (mut s0, mut s1) = (stem, stem);
     let mut c = sk.width;
     let mut reduction_prev = false;
+    let used: Vec<[bool; 2]> = (0..sk.depth).map(|k| uses(sk.is_reduction(k))).collect();
+    // A cell is live when the classifier reads it (the last cell) or a live
+    // cell reads it: cell k + 1 as its input 1, cell k + 2 as its input 0.
+    // Cells that never read input 1 can leave a cell dead; it is not built
+    // (no weights that no gradient reaches, no uncounted parameters).
+    let mut live = vec![false; sk.depth];
+    for k in (0..sk.depth).rev() {
+        live[k] = k + 1 == sk.depth
+            || (live[k + 1] && used[k + 1][1])
+            || (k + 2 < sk.depth && live[k + 2] && used[k + 2][0]);
+    }
     for k in 0..sk.depth {
         let reduction = sk.is_reduction(k);
         if reduction {
             c *= 2;
         }
+        if !live[k] {
+            // Never read (see above): the placeholder is not used.
+            (s0, s1) = (s1, s1);
+            reduction_prev = reduction;
+            continue;
+        }
+        let used = used[k];
         let out = st.scoped(&format!("cell{k}"), |st| {
-            let p0 = if reduction_prev {
+            let p0 = if !used[0] {
+                s0
+            } else if reduction_prev {
                 st.scoped("pre0", |st| {
                     layers::factorized_reduce(g, st, s0, c, sk.affine)
                 })
@@ -110,9 +146,13 @@ pub fn network(
                     layers::relu_conv_bn(g, st, s0, c, 1, 1, 0, sk.affine)
                 })
             };
-            let p1 = st.scoped("pre1", |st| {
-                layers::relu_conv_bn(g, st, s1, c, 1, 1, 0, sk.affine)
-            });
+            let p1 = if used[1] {
+                st.scoped("pre1", |st| {
+                    layers::relu_conv_bn(g, st, s1, c, 1, 1, 0, sk.affine)
+                })
+            } else {
+                s1
+            };
             let io = CellIo {
                 index: k,
                 inputs: [p0, p1],

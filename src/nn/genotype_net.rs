@@ -17,7 +17,7 @@
 //! whenever the skeleton says so (discrete networks: always), so the BN
 //! γ/β have no supernet counterpart either.
 
-use super::cellnet::{self, network, CellIo, Skeleton};
+use super::cellnet::{self, network_using, CellIo, Skeleton};
 use super::ParamStore;
 use crate::data::Dims;
 use crate::graph::{Graph, T};
@@ -33,14 +33,23 @@ pub fn forward(
     genotype: &Genotype,
     images: T,
 ) -> T {
-    network(g, st, sk, images, |g, st, io| {
-        let cell = if io.reduction {
-            &genotype.reduce
-        } else {
-            &genotype.normal
-        };
-        cell_forward(g, st, io, cell, sk.affine)
-    })
+    let uses = |cell: &Cell| [0, 1].map(|i| cell.blocks.iter().any(|b| b.inputs.contains(&i)));
+    let kinds = [uses(&genotype.normal), uses(&genotype.reduce)];
+    network_using(
+        g,
+        st,
+        sk,
+        images,
+        |r| kinds[usize::from(r)],
+        |g, st, io| {
+            let cell = if io.reduction {
+                &genotype.reduce
+            } else {
+                &genotype.normal
+            };
+            cell_forward(g, st, io, cell, sk.affine)
+        },
+    )
 }
 
 /// The scope of slot `k` (0 or 1) of a block, below its edge scope
