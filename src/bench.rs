@@ -644,3 +644,119 @@ pub fn search_step(
         persistent_bytes: plan.persistent_bytes,
     })
 }
+
+/// S2's hot paths: the predictor's training step and scoring rate, the
+/// one-shot measurement rate of the quick preset's supernet (1- and
+/// 5-block cells), and path training per path.
+#[derive(Debug, Clone, Serialize)]
+pub struct S2Bench {
+    pub predictor_train_ms_per_step: f64,
+    pub predictor_train_dispatches: usize,
+    pub predictor_scored_cells_per_s: f64,
+    pub measure_config: String,
+    pub measured_cells_per_s_1_block: f64,
+    pub measured_cells_per_s_5_blocks: f64,
+    /// Share of a measurement spent building the graph and plan and
+    /// uploading the inherited weights (5-block cells).
+    pub measure_build_share: f64,
+    pub path_seconds: f64,
+    pub path_steps: usize,
+    pub path_batch: usize,
+}
+
+/// The supernet the quick preset searches (width 4, depth 3, stem 3×,
+/// pnas, Fashion-MNIST-shaped).
+pub fn quick_supernet() -> crate::search::supernet::SupernetConfig {
+    crate::search::supernet::SupernetConfig {
+        width: 4,
+        depth: 3,
+        batch: 8,
+        ..bench_small()
+    }
+}
+
+/// The measurement the quick preset uses (BN on 2 × 32 training images,
+/// 256 validation images in passes of 64).
+pub fn quick_measure() -> crate::predict::measure::MeasureConfig {
+    crate::predict::measure::MeasureConfig {
+        bn_batches: 2,
+        bn_batch: 32,
+        n_val: 256,
+        eval_batch: 64,
+        seed: 0,
+    }
+}
+
+/// S2 on `splits` (Fashion-MNIST-shaped); `cells` cells measured per length.
+pub fn s2(gpu: &Gpu, splits: &crate::data::Splits, cells: usize) -> anyhow::Result<S2Bench> {
+    use crate::predict::measure::{measure_op_set, OneShotDiscrete, SupernetWeights};
+    use crate::predict::paths::{self, PathConfig};
+    use crate::predict::predictor::{Predictor, PredictorConfig};
+    use crate::space::genotype::random_cell;
+    let cfg = quick_supernet();
+    let op_set = measure_op_set(&cfg.op_set);
+    let mut rng = verify::rng(17);
+    // The predictor: a fit of 2 epochs on 256 measurements, then scoring
+    // 2,000 five-block cells.
+    let pcfg = PredictorConfig {
+        epochs: 2,
+        ..PredictorConfig::default()
+    };
+    let mut predictor = Predictor::new(gpu, &cfg.op_set, pcfg)?;
+    let train_cells: Vec<_> = (0..256)
+        .map(|i| random_cell(&op_set, 1 + i % 5, &mut rng))
+        .collect();
+    let acc: Vec<f32> = (0..256).map(|i| (i % 100) as f32 / 100.0).collect();
+    let fit = predictor.fit(gpu, &train_cells, &acc)?;
+    let score: Vec<_> = (0..2000)
+        .map(|_| random_cell(&op_set, 5, &mut rng))
+        .collect();
+    predictor.predict(gpu, &score[..10])?; // warm-up
+    let t = Instant::now();
+    predictor.predict(gpu, &score)?;
+    let scored = score.len() as f64 / t.elapsed().as_secs_f64();
+    // One-shot measurement on freshly initialized weights (the cost does
+    // not depend on their values).
+    let weights = SupernetWeights::random(cfg.clone(), 1)?;
+    let mc = quick_measure();
+    let mut m = OneShotDiscrete::new(weights.clone(), splits, &mc)?;
+    let mut rate = |blocks: usize| -> anyhow::Result<(f64, f64)> {
+        let cs: Vec<_> = (0..cells.max(1))
+            .map(|_| random_cell(&op_set, blocks, &mut rng))
+            .collect();
+        m.measure(gpu, &cs[0], &cs[0])?; // warm-up
+        let (t, mut build) = (Instant::now(), 0.0);
+        for c in &cs {
+            m.measure(gpu, c, c)?;
+            build += m.last_build_seconds;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        Ok((cs.len() as f64 / secs, build / secs))
+    };
+    let (one, _) = rate(1)?;
+    let (five, build_share) = rate(5)?;
+    // Path training: 4 paths of 4 steps of 32 images.
+    let pc = PathConfig {
+        paths: 4,
+        steps_per_path: 4,
+        batch: 32,
+        ..PathConfig::default()
+    };
+    let mut w = weights;
+    let report = paths::train(gpu, &mut w, splits, &pc, |_| {})?;
+    Ok(S2Bench {
+        predictor_train_ms_per_step: fit.ms_per_step,
+        predictor_train_dispatches: predictor.dispatches().0,
+        predictor_scored_cells_per_s: scored,
+        measure_config: format!(
+            "width {} depth {} pnas; BN {}×{}, {} val images",
+            cfg.width, cfg.depth, mc.bn_batches, mc.bn_batch, mc.n_val
+        ),
+        measured_cells_per_s_1_block: one,
+        measured_cells_per_s_5_blocks: five,
+        measure_build_share: build_share,
+        path_seconds: report.seconds / pc.paths as f64,
+        path_steps: pc.steps_per_path,
+        path_batch: pc.batch,
+    })
+}

@@ -154,6 +154,12 @@ pub struct SupernetWeights {
 impl SupernetWeights {
     /// Read an S1 run directory: `s1_config.json` and `supernet.safetensors`.
     pub fn load(run_dir: &Path) -> Result<SupernetWeights> {
+        SupernetWeights::load_file(run_dir, "supernet.safetensors")
+    }
+
+    /// [`SupernetWeights::load`] with another weights file of the run
+    /// directory (`predict::paths::WEIGHTS_FILE`, the path-trained weights).
+    pub fn load_file(run_dir: &Path, file: &str) -> Result<SupernetWeights> {
         let cpath = run_dir.join("s1_config.json");
         let text = std::fs::read(&cpath).with_context(|| format!("reading {}", cpath.display()))?;
         let s1: S1Config = serde_json::from_slice(&text)
@@ -161,7 +167,7 @@ impl SupernetWeights {
         s1.supernet
             .validate()
             .map_err(|e| anyhow!("{}: supernet: {e}", cpath.display()))?;
-        let wpath = run_dir.join("supernet.safetensors");
+        let wpath = run_dir.join(file);
         let bytes =
             std::fs::read(&wpath).with_context(|| format!("reading {}", wpath.display()))?;
         let st = safetensors::SafeTensors::deserialize(&bytes)
@@ -219,7 +225,7 @@ impl SupernetWeights {
 
     /// The stored tensor for a parameter of the measurement graph, shaped
     /// `want` (sliced by [`inherit`] where a sub-network is narrower).
-    fn value(&self, name: &str, want: &[usize]) -> Result<Vec<f32>> {
+    pub(crate) fn value(&self, name: &str, want: &[usize]) -> Result<Vec<f32>> {
         let (have, v) = self.tensors.get(name).ok_or_else(|| {
             anyhow!(
                 "{}: no tensor {name:?} (weights of another supernet configuration?)",
@@ -772,7 +778,7 @@ fn candidate(g: &mut Graph, st: &mut ParamStore, op: OpKind, x: T, c: usize, str
 /// block O1(x_I1) + O2(x_I2), two identical slots computed once and
 /// doubled (one supernet candidate, so one set of statistics); the output
 /// concatenates the cell's blocks.
-fn discrete_cell(g: &mut Graph, st: &mut ParamStore, io: CellIo, cell: &Cell) -> T {
+pub(crate) fn discrete_cell(g: &mut Graph, st: &mut ParamStore, io: CellIo, cell: &Cell) -> T {
     let c = io.channels;
     let mut states = io.inputs.to_vec();
     for (j, block) in cell.blocks.iter().enumerate() {

@@ -4,6 +4,7 @@
 //! the S1 supernet's shared weights.
 
 pub mod measure;
+pub mod paths;
 pub mod predictor;
 pub mod progressive;
 pub mod rank;
