@@ -4,8 +4,10 @@
 //! against.
 
 pub mod bench;
+pub mod compress;
 pub mod data;
 pub mod engine;
+pub mod export;
 pub mod graph;
 pub mod models;
 pub mod nn;

@@ -8,11 +8,13 @@ use clap::{Parser, Subcommand};
 
 use std::path::PathBuf;
 
+use gradnas::compress::discretize::DiscretizeConfig;
 use gradnas::data::{self, DataSource, SplitConfig};
 use gradnas::engine::{self, Gpu};
 use gradnas::models::ModelSpec;
-use gradnas::pipeline::{self, SearchConfig};
+use gradnas::pipeline::{self, PruneConfig, S4Config, SearchConfig};
 use gradnas::predict::measure::MeasureConfig;
+use gradnas::predict::paths::PathConfig;
 use gradnas::predict::predictor::PredictorConfig;
 use gradnas::predict::progressive::ProgressiveConfig;
 use gradnas::search::bilevel::SearchHyper;
@@ -107,11 +109,21 @@ enum Cmd {
         /// S3: rounds of S1–S2 at most (each failed round widens/deepens).
         #[arg(long)]
         max_rounds: Option<usize>,
+        /// S2: single paths the shared weights are trained on before
+        /// cells are measured (0: measure S1's weights as they are).
+        #[arg(long)]
+        paths: Option<usize>,
+        /// S4: the S1–S3 run directory to compress (`--stage s4`).
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// S4: the fraction of prunable channels removed.
+        #[arg(long)]
+        prune: Option<f32>,
         #[command(flatten)]
         data: DataArgs,
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        #[arg(long, default_value = "runs/search")]
+        #[arg(long, default_value = DEFAULT_OUT)]
         out: PathBuf,
     },
     /// Train a network (built-in, or the discrete network of a genotype) and
@@ -159,6 +171,17 @@ enum Cmd {
         data: DataArgs,
         #[arg(long, default_value_t = 256)]
         batch: usize,
+    },
+    /// Write a trained model directory as an ONNX model (opset 17): input
+    /// `images`, float32 NCHW pixels / 255 with a dynamic batch (the data
+    /// normalization is in the graph); output `logits`.
+    Export {
+        /// A directory written by `gradnas train`.
+        #[arg(long)]
+        model: PathBuf,
+        /// The ONNX file to write.
+        #[arg(long)]
+        onnx: PathBuf,
     },
     /// List every adapter seen and the limits gradnas uses on the chosen one.
     Info {
@@ -217,6 +240,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             top_k,
             gate,
             max_rounds,
+            paths,
+            from,
+            prune,
             data,
             seed,
             out,
@@ -224,11 +250,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let through_s3 = match stage.as_deref() {
                 Some("s1") => false,
                 Some("s1-s3") => true,
-                Some(other) => anyhow::bail!("--stage {other:?}: expected s1 or s1-s3"),
+                Some("s4") => {
+                    let from = from.context("--stage s4 needs --from RUN_DIR (an S1–S3 run)")?;
+                    let mut s4 = Preset::parse(&preset)?.s4;
+                    if let Some(r) = prune {
+                        s4.prune.ratio = r;
+                    }
+                    return search_s4(&data, &from, &s4, &out);
+                }
+                Some(other) => anyhow::bail!("--stage {other:?}: expected s1, s1-s3 or s4"),
                 None => anyhow::bail!(
-                    "the full S1 → S4 search is not built yet; run `gradnas search --stage s1-s3`"
+                    "the full S1 → S4 search is not built yet; run `gradnas search --stage s1-s3`, then `--stage s4 --from RUN_DIR`"
                 ),
             };
+            anyhow::ensure!(
+                from.is_none() && prune.is_none(),
+                "--from and --prune are for --stage s4"
+            );
             let p = Preset::parse(&preset)?;
             let splits = data.load(seed)?;
             let cfg = S1Config {
@@ -265,6 +303,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(r) = max_rounds {
                 search.gate.max_rounds = r;
             }
+            if let Some(n) = paths {
+                search.paths.paths = n;
+            }
             search_s1_s3(&splits, &search, &out)
         }
         Cmd::Train {
@@ -296,6 +337,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             train_cmd(&model, &data, &cfg, &out, log_json)
         }
         Cmd::Eval { model, data, batch } => eval_cmd(&model, &data, batch),
+        Cmd::Export { model, onnx } => export_cmd(&model, &onnx),
         Cmd::Info { json } => info(json),
         Cmd::Verify { json, full, seed } => verify_cmd(json, full, seed),
         Cmd::Bench {
@@ -305,6 +347,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => bench_cmd(json, filter, repeats),
     }
 }
+
+/// Where `gradnas search` writes by default.
+const DEFAULT_OUT: &str = "runs/search";
 
 /// Search sizes; flags override each field.
 struct Preset {
@@ -316,6 +361,7 @@ struct Preset {
     hyper: SearchHyper,
     /// S2 and S3 settings (its `s1` is replaced by the S1 config above).
     s2_s3: SearchConfig,
+    s4: S4Config,
 }
 
 impl Preset {
@@ -334,12 +380,19 @@ impl Preset {
                     a_lr: 1e-2,
                     ..SearchHyper::default()
                 },
-                // K = 4, cells measured on 128 validation images (BN from
+                // K = 8, cells measured on 256 validation images (BN from
                 // 2 × 32 training images), a 5-epoch predictor, one round:
                 // minutes on lavapipe rather than hours.
                 s2_s3: SearchConfig {
+                    // 40 paths × 4 steps of 32 images (~1.5 min): one-shot
+                    // accuracies far from chance, so they rank cells.
+                    paths: PathConfig {
+                        paths: 40,
+                        batch: 32,
+                        ..PathConfig::default()
+                    },
                     progressive: ProgressiveConfig {
-                        top_k: 4,
+                        top_k: 8,
                         ..ProgressiveConfig::default()
                     },
                     predictor: PredictorConfig {
@@ -349,7 +402,7 @@ impl Preset {
                     measure: MeasureConfig {
                         bn_batches: 2,
                         bn_batch: 32,
-                        n_val: 128,
+                        n_val: 256,
                         eval_batch: 64,
                         seed: 0,
                     },
@@ -358,6 +411,37 @@ impl Preset {
                         ..GateConfig::default()
                     },
                     ..SearchConfig::paper()
+                },
+                // 30 annealing steps, then 2 epochs of fine-tuning.
+                s4: S4Config {
+                    discretize: DiscretizeConfig {
+                        anneal_steps: 30,
+                        batch: 32,
+                        fine_tune: TrainConfig {
+                            epochs: 2,
+                            batch: 32,
+                            lr: 0.025,
+                            ..TrainConfig::default()
+                        },
+                        ..DiscretizeConfig::default()
+                    },
+                    // One epoch each of sparsity training and fine-tuning.
+                    prune: PruneConfig {
+                        ratio: 0.5,
+                        sparsity: TrainConfig {
+                            epochs: 1,
+                            batch: 32,
+                            lr: 0.01,
+                            l1_gamma: 5e-4,
+                            ..TrainConfig::default()
+                        },
+                        fine_tune: TrainConfig {
+                            epochs: 1,
+                            batch: 32,
+                            lr: 0.01,
+                            ..TrainConfig::default()
+                        },
+                    },
                 },
             },
             // A laptop GPU with the full data set (bench-small's supernet).
@@ -369,6 +453,10 @@ impl Preset {
                 steps_per_epoch: None,
                 hyper: SearchHyper::default(),
                 s2_s3: SearchConfig::paper(),
+                s4: S4Config {
+                    discretize: DiscretizeConfig::default(),
+                    prune: PruneConfig::default(),
+                },
             },
             // DARTS/PNAS-sized supernet.
             "paper" => Preset {
@@ -379,6 +467,10 @@ impl Preset {
                 steps_per_epoch: None,
                 hyper: SearchHyper::default(),
                 s2_s3: SearchConfig::paper(),
+                s4: S4Config {
+                    discretize: DiscretizeConfig::default(),
+                    prune: PruneConfig::default(),
+                },
             },
             other => anyhow::bail!("--preset {other:?}: expected quick, standard or paper"),
         })
@@ -402,6 +494,53 @@ fn search_s1(splits: &data::Splits, cfg: &S1Config, out: &std::path::Path) -> Re
     let report = s1::run(gpu, splits, cfg, out, |line| eprintln!("{line}"))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     println!("genotype: {}", out.join("genotype.json").display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn search_s4(
+    data: &DataArgs,
+    from: &std::path::Path,
+    cfg: &S4Config,
+    out: &std::path::Path,
+) -> Result<ExitCode> {
+    // The same split as the search: its seed is in the run's config.
+    let cpath = from.join("config.json");
+    let text = std::fs::read(&cpath).with_context(|| format!("reading {}", cpath.display()))?;
+    let search: SearchConfig = serde_json::from_slice(&text)
+        .with_context(|| format!("{}: not an S1–S3 configuration", cpath.display()))?;
+    let splits = data.load(search.s1.seed)?;
+    let gpu = gpu()?;
+    eprintln!(
+        "S4 of {} on {} ({} train / {} val / {} test) on {}",
+        from.display(),
+        splits.dir.display(),
+        splits.train.len(),
+        splits.val.len(),
+        splits.test.len(),
+        gpu.describe()
+    );
+    let out = if out == std::path::Path::new(DEFAULT_OUT) {
+        from.join("s4")
+    } else {
+        out.to_path_buf()
+    };
+    let report = pipeline::s4(gpu, &splits, from, cfg, &out, &mut |l| eprintln!("{l}"))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    for st in &report.stages {
+        eprintln!(
+            "{:<12} test accuracy {:6.2}%  {:>8} parameters  {:>11} multiply-adds  {:.3} ms/image",
+            st.stage,
+            100.0 * st.test_accuracy,
+            st.params,
+            st.flops,
+            st.latency_ms_per_image
+        );
+    }
+    println!(
+        "final model: {} (ONNX: {})",
+        out.join("final").display(),
+        report.onnx.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -491,6 +630,12 @@ fn eval_cmd(model: &std::path::Path, data: &DataArgs, batch: usize) -> Result<Ex
         splits.test.len(),
         gpu.describe()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export_cmd(model: &std::path::Path, onnx: &std::path::Path) -> Result<ExitCode> {
+    let summary = gradnas::export::onnx::write(model, onnx)?;
+    println!("{}: wrote {}: {summary}", model.display(), onnx.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -599,8 +744,9 @@ fn bench_cmd(json: bool, filter: Option<String>, repeats: usize) -> Result<ExitC
         .collect();
     let step = filter.as_deref().is_none_or(|f| "train_step".contains(f));
     let search = filter.as_deref().is_none_or(|f| "search_step".contains(f));
+    let s2 = filter.as_deref().is_none_or(|f| "s2".contains(f));
     anyhow::ensure!(
-        !cases.is_empty() || step || search,
+        !cases.is_empty() || step || search || s2,
         "no benchmark matches --filter {}",
         filter.as_deref().unwrap_or("")
     );
@@ -680,12 +826,42 @@ fn bench_cmd(json: bool, filter: Option<String>, repeats: usize) -> Result<ExitC
     } else {
         None
     };
+    let s2 = if s2 {
+        let splits = data::load(
+            &DataSource::Bundled,
+            &SplitConfig {
+                val_fraction: 0.1,
+                seed: 1,
+            },
+        )?;
+        let s = bench::s2(gpu, &splits, repeats.clamp(3, 20))?;
+        if !json {
+            println!(
+                "s2 predictor (ensemble of 5, hidden 100): training step {:.0} ms ({} dispatches), scoring {:.0} cells/s",
+                s.predictor_train_ms_per_step, s.predictor_train_dispatches, s.predictor_scored_cells_per_s
+            );
+            println!(
+                "s2 one-shot measurement ({}): {:.2} cells/s (1 block), {:.2} cells/s (5 blocks, {:.0}% building); path training {:.2} s/path ({} steps of {})",
+                s.measure_config,
+                s.measured_cells_per_s_1_block,
+                s.measured_cells_per_s_5_blocks,
+                100.0 * s.measure_build_share,
+                s.path_seconds,
+                s.path_steps,
+                s.path_batch
+            );
+        }
+        Some(s)
+    } else {
+        None
+    };
     if json {
         let v = serde_json::json!({
             "adapter": gpu.adapter_row(),
             "results": rows,
             "train_step": step,
             "search_step": search,
+            "s2": s2,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     }

@@ -5,6 +5,7 @@
 //! (running statistics) with the same tensor names, so trained weights move
 //! from one plan to the other by name.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -52,7 +53,7 @@ pub const DEFAULT_STEM_MULTIPLIER: usize = 3;
 
 /// The discrete network of a genotype, stacked `depth` cells deep from
 /// `width` channels (reductions at 1/3 and 2/3 of the depth, as the
-/// supernet).
+/// supernet), possibly channel-pruned (S4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GenotypeModel {
@@ -60,6 +61,12 @@ pub struct GenotypeModel {
     pub width: usize,
     pub depth: usize,
     pub stem_multiplier: usize,
+    /// A pruned network (`compress::prune`): the output channels each
+    /// pruned convolution keeps, by its scope name (its weight's name less
+    /// `.weight`, e.g. `cell0.pre1.conv`), as ascending indices into the
+    /// unpruned network's channels. Absent or empty: unpruned.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub keep: BTreeMap<String, Vec<usize>>,
 }
 
 impl GenotypeModel {
@@ -70,6 +77,7 @@ impl GenotypeModel {
             width: DEFAULT_WIDTH,
             depth: DEFAULT_DEPTH,
             stem_multiplier: DEFAULT_STEM_MULTIPLIER,
+            keep: BTreeMap::new(),
         }
     }
 
@@ -87,7 +95,21 @@ impl GenotypeModel {
                 return Err(format!("{field} 0: must be at least 1"));
             }
         }
+        if !self.keep.is_empty() {
+            crate::compress::prune::check_keep(self).map_err(|e| format!("keep: {e}"))?;
+        }
         Ok(())
+    }
+
+    /// Whether channels were pruned away.
+    pub fn is_pruned(&self) -> bool {
+        !self.keep.is_empty()
+    }
+
+    /// The output channels of every convolution of a pruned network, for
+    /// the builders (`ParamStore::widths`; empty when unpruned).
+    pub fn widths(&self) -> std::collections::HashMap<String, usize> {
+        crate::compress::prune::widths(self)
     }
 
     /// Its stack of cells (affine batch norm: a discrete network).
@@ -103,7 +125,13 @@ impl GenotypeModel {
 
     /// Trained scalars for inputs of `dims` and `classes` outputs.
     pub fn count_params(&self, dims: Dims, classes: usize) -> usize {
-        genotype_net::count_params(&self.skeleton(classes), &self.genotype, dims)
+        if !self.is_pruned() {
+            return genotype_net::count_params(&self.skeleton(classes), &self.genotype, dims);
+        }
+        let mut g = Graph::new();
+        let x = g.input("images", &[1, dims.channels, dims.height, dims.width]);
+        let net = build(&self.clone().into(), &mut g, x, classes, false, 0);
+        net.params.iter().map(|p| g.len(*p)).sum()
     }
 }
 
@@ -114,6 +142,9 @@ impl GenotypeModel {
 /// reading validates the genotype.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
+// Made once per run and matched everywhere: boxing the genotype model
+// would cost every match a deref for a couple of hundred bytes saved.
+#[allow(clippy::large_enum_variant)]
 pub enum ModelSpec {
     Builtin(Builtin),
     Genotype(GenotypeModel),
@@ -210,8 +241,11 @@ impl ModelSpec {
         match self {
             ModelSpec::Builtin(b) => b.name().to_string(),
             ModelSpec::Genotype(m) => format!(
-                "genotype({}, width {}, depth {})",
-                m.genotype.op_set, m.width, m.depth
+                "genotype({}, width {}, depth {}{})",
+                m.genotype.op_set,
+                m.width,
+                m.depth,
+                if m.is_pruned() { ", pruned" } else { "" }
             ),
         }
     }
@@ -240,6 +274,7 @@ pub fn build(
     let logits = match model {
         ModelSpec::Builtin(Builtin::Cnn) => cnn(g, &mut store, x, classes),
         ModelSpec::Genotype(m) => {
+            store.widths = m.widths();
             genotype_net::forward(g, &mut store, &m.skeleton(classes), &m.genotype, x)
         }
     };

@@ -4,7 +4,8 @@
 //! that widens and deepens the space and runs S1–S2 again. (S4 follows.)
 //!
 //! Run directory: `round{r}/` per gate round (S1's `genotype.json`,
-//! `history.jsonl`, `supernet.safetensors`; S2's `predictor.jsonl`), and at
+//! `history.jsonl`, `supernet.safetensors`; the path-trained weights
+//! `supernet_paths.safetensors` with `paths.json`; S2's `predictor.jsonl`), and at
 //! the top `predictor.jsonl` (every round's levels), `gate.jsonl` and
 //! `candidate.json` (a genotype: `gradnas train --model candidate.json`).
 
@@ -15,10 +16,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::compress::discretize::{self, DiscretizeConfig, DiscretizeReport};
+use crate::compress::prune;
 use crate::data::Splits;
 use crate::engine::Gpu;
 use crate::models::GenotypeModel;
 use crate::predict::measure::{MeasureConfig, OneShotDiscrete, SupernetWeights};
+use crate::predict::paths::{self, PathConfig};
 use crate::predict::predictor::{Predictor, PredictorConfig};
 use crate::predict::progressive::{self, LevelReport, Measure, Predict, ProgressiveConfig};
 use crate::search::gate::{self, GateConfig, RoundLog, RoundOutcome};
@@ -34,6 +38,10 @@ pub struct SearchConfig {
     pub predictor: PredictorConfig,
     pub measure: MeasureConfig,
     pub gate: GateConfig,
+    /// Single-path training of the shared weights before S2 measures
+    /// (`predict::paths`); `paths: 0` measures S1's weights as they are.
+    #[serde(default)]
+    pub paths: PathConfig,
     /// How the gate judges a round's candidate: None, its one-shot
     /// validation accuracy on the round's supernet (already measured by
     /// S2); Some(epochs), the validation accuracy of its discrete network
@@ -51,6 +59,7 @@ impl SearchConfig {
             predictor: PredictorConfig::default(),
             measure: MeasureConfig::default(),
             gate: GateConfig::default(),
+            paths: PathConfig::default(),
             gate_train_epochs: None,
         }
     }
@@ -62,6 +71,7 @@ impl SearchConfig {
         self.predictor.validate().map_err(|e| e.to_string())?;
         self.measure.validate()?;
         self.gate.validate()?;
+        self.paths.validate().map_err(|e| format!("paths: {e}"))?;
         if self.s1.epochs == 0 {
             return Err("epochs 0: S1 needs at least one epoch".into());
         }
@@ -108,8 +118,8 @@ struct PredictorLine<'a> {
     level: &'a LevelReport,
 }
 
-/// What S1–S3 produced.
-#[derive(Debug, Clone, Serialize)]
+/// What S1–S3 produced (also written as `s1_s3.json`, which S4 reads).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct S1S3Report {
     pub candidate: Genotype,
     pub candidate_accuracy: f32,
@@ -156,9 +166,22 @@ pub fn s1_s3(
             s1cfg.supernet.depth = depth;
             progress(&format!("round {r}: S1 at width {width}, depth {depth}"));
             let s1 = s1::run(gpu, splits, &s1cfg, &dir, |l| progress(l))?;
+            let mut weights = SupernetWeights::load(&dir)?;
+            if cfg.paths.paths > 0 {
+                progress(&format!(
+                    "round {r}: training the shared weights on {} sampled paths",
+                    cfg.paths.paths
+                ));
+                let report = paths::train(gpu, &mut weights, splits, &cfg.paths, |l| progress(l))?;
+                weights.save(&dir.join(paths::WEIGHTS_FILE))?;
+                write_atomic(
+                    &dir.join("paths.json"),
+                    serde_json::to_string_pretty(&report)?.as_bytes(),
+                )?;
+            }
             let mut measurer = OneShotMeasure {
                 gpu,
-                one_shot: OneShotDiscrete::new(SupernetWeights::load(&dir)?, splits, &cfg.measure)?,
+                one_shot: OneShotDiscrete::new(weights, splits, &cfg.measure)?,
             };
             let mut predictor = GpuPredictor {
                 gpu,
@@ -248,7 +271,7 @@ pub fn s1_s3(
     candidate
         .save(&out.join("candidate.json"))
         .map_err(anyhow::Error::msg)?;
-    Ok(S1S3Report {
+    let report = S1S3Report {
         candidate,
         candidate_accuracy: result.outcome.accuracy,
         one_shot_accuracy: s2.candidate_accuracy,
@@ -259,7 +282,12 @@ pub fn s1_s3(
         depth: chosen.depth,
         rounds: result.rounds,
         round_dir: dir,
-    })
+    };
+    write_atomic(
+        &out.join("s1_s3.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    Ok(report)
 }
 
 /// The genotype that uses `cell` for both cell kinds.
@@ -271,4 +299,225 @@ pub fn single_cell(op_set: &crate::space::OpSet, cell: &Cell) -> Genotype {
         alpha: None,
         beta: None,
     }
+}
+
+/// What S4 needs beyond S1–S3's run directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct S4Config {
+    pub discretize: DiscretizeConfig,
+    pub prune: PruneConfig,
+}
+
+/// Channel pruning by network slimming: a sparsity fine-tune (L1 on the
+/// BN scales γ, `sparsity.l1_gamma`), the global threshold that removes
+/// `ratio` of the prunable channels, the channels physically removed, then
+/// a fine-tune.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PruneConfig {
+    pub ratio: f32,
+    pub sparsity: TrainConfig,
+    pub fine_tune: TrainConfig,
+}
+
+impl Default for PruneConfig {
+    fn default() -> Self {
+        PruneConfig {
+            ratio: 0.5,
+            sparsity: TrainConfig {
+                epochs: 5,
+                lr: 0.01,
+                l1_gamma: 1e-4,
+                ..TrainConfig::default()
+            },
+            fine_tune: TrainConfig {
+                epochs: 5,
+                lr: 0.01,
+                ..TrainConfig::default()
+            },
+        }
+    }
+}
+
+/// One stage of S4's table: its network's test accuracy, size and speed.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    pub stage: String,
+    pub test_accuracy: f64,
+    pub params: usize,
+    /// Multiply-adds per image (convolutions and the classifier).
+    pub flops: u64,
+    /// Test-set inference time per image on the adapter, batches of 256,
+    /// uploads included.
+    pub latency_ms_per_image: f64,
+    /// The model directory.
+    pub dir: PathBuf,
+}
+
+/// What S4 produced, per stage.
+#[derive(Debug, Clone, Serialize)]
+pub struct S4Report {
+    pub discretize: DiscretizeReport,
+    pub prune_ratio: f32,
+    pub prunable_channels: usize,
+    pub removed_channels: usize,
+    pub threshold: Option<f32>,
+    /// discretized, sparse (after the L1 fine-tune), pruned (before
+    /// fine-tuning), final (pruned and fine-tuned).
+    pub stages: Vec<StageReport>,
+    pub onnx: PathBuf,
+    pub seconds: f64,
+}
+
+/// Evaluate a model directory's network on the test split.
+fn stage(gpu: &Gpu, splits: &Splits, name: &str, dir: &Path) -> Result<StageReport> {
+    let (eval, card) = train::load(gpu, dir, 256)?;
+    let start = std::time::Instant::now();
+    let (_, acc) = eval.evaluate(gpu, &splits.test, &splits.norm)?;
+    let secs = start.elapsed().as_secs_f64();
+    Ok(StageReport {
+        stage: name.to_string(),
+        test_accuracy: acc,
+        params: prune::params(&card),
+        flops: prune::flops(&card),
+        latency_ms_per_image: 1e3 * secs / splits.test.len().max(1) as f64,
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// S4 on the S1–S3 run directory `from` (its `s1_s3.json`, the chosen
+/// round's weights and S1 genotype), writing model directories
+/// `out/discretized`, `out/sparse`, `out/pruned`, `out/final` (each one
+/// `gradnas eval --model` and `gradnas export` read), `out/final.onnx`
+/// and `out/s4.json`.
+pub fn s4(
+    gpu: &Gpu,
+    splits: &Splits,
+    from: &Path,
+    cfg: &S4Config,
+    out: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<S4Report> {
+    let start = std::time::Instant::now();
+    if !(0.0..1.0).contains(&cfg.prune.ratio) {
+        anyhow::bail!(
+            "prune ratio {}: expected a fraction in [0, 1) of the prunable channels",
+            cfg.prune.ratio
+        );
+    }
+    let rpath = from.join("s1_s3.json");
+    let text = std::fs::read(&rpath).with_context(|| {
+        format!(
+            "reading {} (is {} an S1–S3 run directory? run `gradnas search --stage s1-s3` first)",
+            rpath.display(),
+            from.display()
+        )
+    })?;
+    let s13: S1S3Report = serde_json::from_slice(&text)
+        .with_context(|| format!("{}: not an S1–S3 report", rpath.display()))?;
+    // The round directory sits inside the run directory, wherever that moved.
+    let round = &match s13.round_dir.file_name() {
+        Some(name) => from.join(name),
+        None => anyhow::bail!("{}: no round directory named", rpath.display()),
+    };
+    let weights = if round.join(paths::WEIGHTS_FILE).exists() {
+        SupernetWeights::load_file(round, paths::WEIGHTS_FILE)?
+    } else {
+        SupernetWeights::load(round)?
+    };
+    let s1 = Genotype::load(&round.join("genotype.json")).map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let discretized = out.join("discretized");
+    let discretize = discretize::run(
+        gpu,
+        &weights,
+        Some(&s1),
+        &s13.candidate.normal,
+        splits,
+        &cfg.discretize,
+        &discretized,
+        |l| progress(l),
+    )?;
+    let mut stages = vec![stage(gpu, splits, "discretized", &discretized)?];
+
+    // Sparsity fine-tune: L1 on γ drives unneeded channels' scales down.
+    let (eval, card) = train::load(gpu, &discretized, 256)?;
+    let tensors = prune::read_tensors(gpu, &eval)?;
+    drop(eval);
+    let sparse = out.join("sparse");
+    progress(&format!(
+        "s4 sparsity fine-tune: λ {} on the BN scales, {} epochs",
+        cfg.prune.sparsity.l1_gamma, cfg.prune.sparsity.epochs
+    ));
+    train::train_from(
+        gpu,
+        card.model.clone(),
+        splits,
+        &cfg.prune.sparsity,
+        Some(&tensors),
+        &sparse,
+        |m| {
+            progress(&format!(
+                "s4 sparsity {} epoch {}: accuracy {:.2}%",
+                m.phase,
+                m.epoch,
+                100.0 * m.accuracy
+            ))
+        },
+    )?;
+    stages.push(stage(gpu, splits, "sparse", &sparse)?);
+
+    // Prune: one global threshold, channels physically removed.
+    let (eval, card) = train::load(gpu, &sparse, 256)?;
+    let tensors = prune::read_tensors(gpu, &eval)?;
+    drop(eval);
+    let plan = prune::plan(&card, &tensors, cfg.prune.ratio)?;
+    let (pcard, ptensors) = prune::apply(&card, &tensors, &plan)?;
+    let pruned = out.join("pruned");
+    std::fs::create_dir_all(&pruned).with_context(|| format!("creating {}", pruned.display()))?;
+    let peval = prune::evaluator(gpu, &pcard, &ptensors, 256)?;
+    train::save(gpu, &peval, &pcard, &pruned)?;
+    drop(peval);
+    stages.push(stage(gpu, splits, "pruned", &pruned)?);
+    progress(&format!(
+        "s4 pruned {} of {} channels (threshold |γ| {:?}): {} → {} parameters",
+        plan.removed, plan.prunable, plan.threshold, stages[1].params, stages[2].params
+    ));
+
+    // Fine-tune the pruned network.
+    let last = out.join("final");
+    train::train_from(
+        gpu,
+        pcard.model.clone(),
+        splits,
+        &cfg.prune.fine_tune,
+        Some(&ptensors),
+        &last,
+        |m| {
+            progress(&format!(
+                "s4 fine-tune pruned {} epoch {}: accuracy {:.2}%",
+                m.phase,
+                m.epoch,
+                100.0 * m.accuracy
+            ))
+        },
+    )?;
+    stages.push(stage(gpu, splits, "final", &last)?);
+    let onnx = out.join("final.onnx");
+    crate::export::onnx::write(&last, &onnx)?;
+
+    let report = S4Report {
+        discretize,
+        prune_ratio: cfg.prune.ratio,
+        prunable_channels: plan.prunable,
+        removed_channels: plan.removed,
+        threshold: plan.threshold,
+        stages,
+        onnx,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    write_atomic(
+        &out.join("s4.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    Ok(report)
 }

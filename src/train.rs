@@ -34,6 +34,11 @@ pub struct TrainConfig {
     pub augment: bool,
     /// Read the GPU's loss and accuracy every this many steps.
     pub log_every: usize,
+    /// λ of network slimming's sparsity term λ·Σ|γ| over every affine
+    /// batch norm's scale (S4, `compress::prune::l1_gamma`), added to the
+    /// objective but not to the logged loss; 0 = off.
+    #[serde(default)]
+    pub l1_gamma: f32,
 }
 
 impl Default for TrainConfig {
@@ -49,6 +54,7 @@ impl Default for TrainConfig {
             seed: 1,
             augment: true,
             log_every: 50,
+            l1_gamma: 0.0,
         }
     }
 }
@@ -194,7 +200,13 @@ pub fn train_graph(
     g.accumulate_into(loss, loss_sum);
     let correct = g.state("correct", &[1], None);
     g.count_correct_into(net.logits, labels, correct);
-    let grads = graph::backward(&mut g, loss);
+    let objective = if cfg.l1_gamma > 0.0 {
+        let sparsity = crate::compress::prune::l1_gamma(&mut g, cfg.l1_gamma);
+        g.add(loss, sparsity)
+    } else {
+        loss
+    };
+    let grads = graph::backward(&mut g, objective);
     let hyper = SgdHyper {
         lr: cfg.lr,
         momentum: cfg.momentum,
@@ -227,10 +239,27 @@ pub fn train(
     splits: &Splits,
     cfg: &TrainConfig,
     out: &Path,
+    progress: impl FnMut(&Metric),
+) -> Result<TrainReport> {
+    train_from(gpu, model, splits, cfg, None, out, progress)
+}
+
+/// [`train`] starting from given weights and running statistics (by graph
+/// name; those not named keep their seeded initial values): fine-tuning.
+pub fn train_from(
+    gpu: &Gpu,
+    model: impl Into<ModelSpec>,
+    splits: &Splits,
+    cfg: &TrainConfig,
+    init: Option<&HashMap<String, Vec<f32>>>,
+    out: &Path,
     mut progress: impl FnMut(&Metric),
 ) -> Result<TrainReport> {
     if cfg.epochs == 0 || cfg.batch == 0 || cfg.log_every == 0 {
         bail!("epochs, batch and log_every must be at least 1 (got {cfg:?})");
+    }
+    if !(cfg.l1_gamma.is_finite() && cfg.l1_gamma >= 0.0) {
+        bail!("l1_gamma {}: expected a finite λ ≥ 0", cfg.l1_gamma);
     }
     let model = model.into();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -255,6 +284,19 @@ pub fn train(
         trained,
     } = train_graph(model, dims, classes, cfg);
     let plan = Plan::new(gpu, &g)?;
+    for (name, v) in init.into_iter().flatten() {
+        let t = *trained
+            .get(name)
+            .with_context(|| format!("initial weights: the model has no tensor {name:?}"))?;
+        let want = g.def(t).shape.iter().product::<usize>();
+        if v.len() != want {
+            bail!(
+                "initial weights: {name} has {} values, the model wants {want}",
+                v.len()
+            );
+        }
+        plan.write(gpu, t, v);
+    }
 
     let eval = Evaluator::new(gpu, &card, 256)?;
     let pairs: Vec<(T, T)> = eval

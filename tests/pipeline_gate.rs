@@ -1,12 +1,15 @@
-//! S3 through the real pipeline (S1 → S2 → gate) on a tiny supernet and a
-//! slice of the bundled data: a gate above reach fails the first round, the
-//! second round runs wider and deeper, the loop ends after `max_rounds`, and
-//! the run directory holds every file S1–S3 write.
+//! S3 through the real pipeline (S1 → paths → S2 → gate) on a tiny supernet
+//! and a slice of the bundled data: a gate above reach fails the first
+//! round, the second round runs wider and deeper, the loop ends after
+//! `max_rounds`, and the run directory holds every file S1–S3 write; then
+//! S4's discretization reads that directory and writes a model directory.
 
 mod common;
 
-use gradnas::pipeline::{self, SearchConfig};
+use gradnas::compress::discretize::DiscretizeConfig;
+use gradnas::pipeline::{self, PruneConfig, S4Config, SearchConfig};
 use gradnas::predict::measure::MeasureConfig;
+use gradnas::predict::paths::PathConfig;
 use gradnas::predict::predictor::PredictorConfig;
 use gradnas::predict::progressive::ProgressiveConfig;
 use gradnas::search::bilevel::SearchHyper;
@@ -14,6 +17,7 @@ use gradnas::search::gate::{GateConfig, RoundLog};
 use gradnas::search::s1::S1Config;
 use gradnas::search::supernet::SupernetConfig;
 use gradnas::space::{Genotype, OpSet};
+use gradnas::train::{self, TrainConfig};
 
 #[test]
 fn a_gate_above_reach_grows_the_space_and_the_loop_ends() {
@@ -60,6 +64,12 @@ fn a_gate_above_reach_grows_the_space_and_the_loop_ends() {
             width_factor: 2.0,
             depth_step: 1,
         },
+        paths: PathConfig {
+            paths: 2,
+            steps_per_path: 1,
+            batch: 4,
+            ..PathConfig::default()
+        },
         gate_train_epochs: None,
     };
     let dir = tempfile::Builder::new()
@@ -89,7 +99,13 @@ fn a_gate_above_reach_grows_the_space_and_the_loop_ends() {
     assert_eq!(predictor.lines().count(), 2, "one level per round");
     for r in 0..2 {
         let round = out.join(format!("round{r}"));
-        for f in ["genotype.json", "supernet.safetensors", "predictor.jsonl"] {
+        for f in [
+            "genotype.json",
+            "supernet.safetensors",
+            "supernet_paths.safetensors",
+            "paths.json",
+            "predictor.jsonl",
+        ] {
             assert!(round.join(f).is_file(), "round{r}/{f} missing");
         }
     }
@@ -101,4 +117,66 @@ fn a_gate_above_reach_grows_the_space_and_the_loop_ends() {
     let best = r0.accuracy.max(r1.accuracy);
     assert_eq!(report.candidate_accuracy, best);
     assert!(report.one_shot_accuracy >= report.s1_one_shot_accuracy.unwrap());
+
+    // S4 reads the run directory (`s1_s3.json`, the chosen round's
+    // path-trained weights and α) and writes a model directory.
+    let s4cfg = S4Config {
+        discretize: DiscretizeConfig {
+            anneal_steps: 2,
+            batch: 4,
+            fine_tune: TrainConfig {
+                epochs: 1,
+                batch: 8,
+                ..TrainConfig::default()
+            },
+            ..DiscretizeConfig::default()
+        },
+        prune: PruneConfig {
+            ratio: 0.5,
+            sparsity: TrainConfig {
+                epochs: 1,
+                batch: 8,
+                l1_gamma: 1e-3,
+                ..TrainConfig::default()
+            },
+            fine_tune: TrainConfig {
+                epochs: 1,
+                batch: 8,
+                ..TrainConfig::default()
+            },
+        },
+    };
+    let s4 = pipeline::s4(gpu, &splits, out, &s4cfg, &out.join("s4"), &mut |_| {}).expect("s4");
+    let d = &s4.discretize;
+    assert_eq!(d.model.width, report.width);
+    assert_eq!(d.model.genotype.normal, report.candidate.normal);
+    assert!(d.anneal_loss_last.is_finite());
+    let (eval, card) = train::load(gpu, &out.join("s4/discretized"), 16).expect("a model dir");
+    let (_, acc) = eval.evaluate(gpu, &splits.test, &card.norm).unwrap();
+    assert_eq!(
+        acc, d.fine_tune.test_accuracy,
+        "the saved model is the fine-tuned one"
+    );
+    assert!(out.join("s4/s4.json").is_file());
+    // Then slimming: the stages in order, the pruned ones physically smaller.
+    let names: Vec<&str> = s4.stages.iter().map(|s| s.stage.as_str()).collect();
+    assert_eq!(names, ["discretized", "sparse", "pruned", "final"]);
+    let p: Vec<usize> = s4.stages.iter().map(|s| s.params).collect();
+    assert_eq!(p[0], p[1], "the sparsity fine-tune keeps the shape");
+    assert!(p[2] < p[1] && p[3] == p[2], "params per stage {p:?}");
+    assert!(s4.stages[2].flops < s4.stages[1].flops);
+    assert!(s4.removed_channels > 0 && s4.removed_channels < s4.prunable_channels);
+    assert!(out.join("s4/final.onnx").is_file());
+    let (_, card) = train::load(gpu, &out.join("s4/final"), 16).expect("the final model dir");
+    assert_eq!(gradnas::compress::params(&card), p[3]);
+    let missing = pipeline::s4(
+        gpu,
+        &splits,
+        &out.join("round0"),
+        &s4cfg,
+        &out.join("x"),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(format!("{missing:#}").contains("s1_s3.json"), "{missing:#}");
 }

@@ -91,8 +91,14 @@ impl ConvSpec {
 }
 
 /// A bias-free convolution with weight `{leaf}.weight` [c_out, c_in/groups,
-/// kh, kw], Kaiming-normal over its fan-in.
+/// kh, kw], Kaiming-normal over its fan-in. A pruned network's store
+/// overrides `c_out` by name (`ParamStore::widths`; depthwise convolutions
+/// follow their input instead).
 pub fn conv(g: &mut Graph, store: &mut ParamStore, leaf: &str, x: T, spec: ConvSpec) -> T {
+    let spec = ConvSpec {
+        c_out: store.width(leaf, spec.c_out),
+        ..spec
+    };
     let s = spec.shape(nchw(g, x));
     if let Err(e) = s.validate() {
         panic!("{leaf}: {e}");
@@ -290,7 +296,11 @@ pub fn skip_connect(
 ) -> T {
     match stride {
         1 => {
-            assert_eq!(nchw(g, x)[1], c_out, "identity cannot change channels");
+            // In a pruned network the identity carries its input's kept
+            // channels, which the add after it checks against the other slot.
+            if store.widths.is_empty() {
+                assert_eq!(nchw(g, x)[1], c_out, "identity cannot change channels");
+            }
             x
         }
         2 => factorized_reduce(g, store, x, c_out, affine),

@@ -60,6 +60,11 @@ pub struct ParamStore {
     /// like the supernet's validation and training passes).
     made: HashMap<String, T>,
     pub reuse: bool,
+    /// Output channels of convolutions by scope name (the weight's name
+    /// less `.weight`), overriding what the builder asks for: a pruned
+    /// network (S4) built by the unpruned network's builders, under the
+    /// same names. Empty for every other network.
+    pub widths: HashMap<String, usize>,
     /// Build for evaluation: batch norm uses its running statistics. The
     /// same builder with the same seed then names and shapes every tensor
     /// as in training, so trained weights move over by name.
@@ -76,6 +81,7 @@ impl ParamStore {
             states: Vec::new(),
             made: HashMap::new(),
             reuse: false,
+            widths: HashMap::new(),
             eval: false,
         }
     }
@@ -97,6 +103,25 @@ impl ParamStore {
         let r = f(self);
         self.pop();
         r
+    }
+
+    /// The full name of `leaf` in the current scope.
+    pub fn name_of(&self, leaf: &str) -> String {
+        let mut parts = self.scope.clone();
+        parts.push(leaf.to_string());
+        parts.join(".")
+    }
+
+    /// The output channels of convolution `leaf` here: its entry in
+    /// `widths`, else `default`.
+    pub fn width(&self, leaf: &str, default: usize) -> usize {
+        if self.widths.is_empty() {
+            return default;
+        }
+        self.widths
+            .get(&self.name_of(leaf))
+            .copied()
+            .unwrap_or(default)
     }
 
     /// The full name of `leaf` in the current scope; panics if it is taken,
