@@ -393,6 +393,7 @@ impl Preset {
                     },
                     progressive: ProgressiveConfig {
                         top_k: 8,
+                        explore: 8,
                         ..ProgressiveConfig::default()
                     },
                     predictor: PredictorConfig {

@@ -110,6 +110,33 @@ impl Predict for GpuPredictor<'_> {
     }
 }
 
+/// `round{r}/paths.json`: what path training was asked and what it did.
+#[derive(Serialize, Deserialize)]
+struct PathsRecord {
+    config: PathConfig,
+    report: paths::PathReport,
+}
+
+/// S1's genotype when `dir` holds a finished S1 run of exactly `cfg`.
+fn finished_s1(dir: &Path, cfg: &S1Config) -> Option<Genotype> {
+    // Compared as S1's own serialization (f32 fields round-trip there).
+    let saved: S1Config =
+        serde_json::from_slice(&std::fs::read(dir.join("s1_config.json")).ok()?).ok()?;
+    let same = serde_json::to_string(&saved).ok()? == serde_json::to_string(cfg).ok()?;
+    if !same || !dir.join("supernet.safetensors").is_file() {
+        return None;
+    }
+    Genotype::load(&dir.join("genotype.json")).ok()
+}
+
+/// Whether `dir` holds finished path training of exactly `cfg`.
+fn finished_paths(dir: &Path, cfg: &PathConfig) -> bool {
+    let record = std::fs::read(dir.join("paths.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<PathsRecord>(&b).ok());
+    record.is_some_and(|r| &r.config == cfg) && dir.join(paths::WEIGHTS_FILE).is_file()
+}
+
 /// One line of the top-level `predictor.jsonl`.
 #[derive(Serialize)]
 struct PredictorLine<'a> {
@@ -164,21 +191,45 @@ pub fn s1_s3(
             let mut s1cfg = cfg.s1.clone();
             s1cfg.supernet.width = width;
             s1cfg.supernet.depth = depth;
-            progress(&format!("round {r}: S1 at width {width}, depth {depth}"));
-            let s1 = s1::run(gpu, splits, &s1cfg, &dir, |l| progress(l))?;
-            let mut weights = SupernetWeights::load(&dir)?;
-            if cfg.paths.paths > 0 {
+            // A round's finished stages are kept: rerunning the same search
+            // into the same directory resumes after them (S1 writes its
+            // config last, path training its record last).
+            let s1_genotype = match finished_s1(&dir, &s1cfg) {
+                Some(g) => {
+                    progress(&format!(
+                        "round {r}: S1 already done in {}, reused",
+                        dir.display()
+                    ));
+                    g
+                }
+                None => {
+                    progress(&format!("round {r}: S1 at width {width}, depth {depth}"));
+                    s1::run(gpu, splits, &s1cfg, &dir, |l| progress(l))?.genotype
+                }
+            };
+            let weights = if cfg.paths.paths == 0 {
+                SupernetWeights::load(&dir)?
+            } else if finished_paths(&dir, &cfg.paths) {
+                progress(&format!("round {r}: path training already done, reused"));
+                SupernetWeights::load_file(&dir, paths::WEIGHTS_FILE)?
+            } else {
                 progress(&format!(
                     "round {r}: training the shared weights on {} sampled paths",
                     cfg.paths.paths
                 ));
+                let mut weights = SupernetWeights::load(&dir)?;
                 let report = paths::train(gpu, &mut weights, splits, &cfg.paths, |l| progress(l))?;
                 weights.save(&dir.join(paths::WEIGHTS_FILE))?;
+                let record = PathsRecord {
+                    config: cfg.paths.clone(),
+                    report,
+                };
                 write_atomic(
                     &dir.join("paths.json"),
-                    serde_json::to_string_pretty(&report)?.as_bytes(),
+                    serde_json::to_string_pretty(&record)?.as_bytes(),
                 )?;
-            }
+                weights
+            };
             let mut measurer = OneShotMeasure {
                 gpu,
                 one_shot: OneShotDiscrete::new(weights, splits, &cfg.measure)?,
@@ -194,7 +245,7 @@ pub fn s1_s3(
                 &op_set,
                 &mut measurer,
                 &mut predictor,
-                Some(&s1.genotype.normal),
+                Some(&s1_genotype.normal),
                 |l| {
                     let line = serde_json::to_string(&PredictorLine { round: r, level: l })
                         .expect("a level report serializes");
@@ -206,13 +257,16 @@ pub fn s1_s3(
                             writeln!(predictor_log, "{line}")?;
                             Ok(())
                         });
+                    let f = |t: Option<f64>| t.map_or("-".into(), |t| format!("{t:.3}"));
                     progress(&format!(
-                        "s2 b={}: {} predicted, {} measured, best {:.2}%, τ {}, {:.1} s ({:.1} measuring)",
+                        "s2 b={}: {} predicted, {} measured ({} explored), best {:.2}%, τ {} (top K {}), {:.1} s ({:.1} measuring)",
                         l.blocks,
                         l.predicted,
                         l.measured,
+                        l.explored,
                         100.0 * l.best_accuracy,
-                        l.kendall_tau.map_or("-".into(), |t| format!("{t:.3}")),
+                        f(l.kendall_tau),
+                        f(l.kendall_tau_top),
                         l.seconds,
                         l.measure_seconds
                     ));

@@ -45,6 +45,8 @@ fn a_gate_above_reach_grows_the_space_and_the_loop_ends() {
         progressive: ProgressiveConfig {
             top_k: 2,
             blocks: 1,
+            explore: 0,
+            seed: 0,
         },
         predictor: PredictorConfig {
             epochs: 1,
@@ -117,6 +119,16 @@ fn a_gate_above_reach_grows_the_space_and_the_loop_ends() {
     let best = r0.accuracy.max(r1.accuracy);
     assert_eq!(report.candidate_accuracy, best);
     assert!(report.one_shot_accuracy >= report.s1_one_shot_accuracy.unwrap());
+
+    // The same search into the same directory resumes after each round's
+    // finished S1 and path training, and ends the same.
+    let mut lines = Vec::new();
+    let again = pipeline::s1_s3(gpu, &splits, &cfg, out, &mut |l| lines.push(l.to_string()))
+        .expect("s1-s3 again");
+    let reused = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
+    assert_eq!(reused("S1 already done"), 2, "{lines:#?}");
+    assert_eq!(reused("path training already done"), 2, "{lines:#?}");
+    assert_eq!(again.candidate, report.candidate);
 
     // S4 reads the run directory (`s1_s3.json`, the chosen round's
     // path-trained weights and α) and writes a model directory.

@@ -52,8 +52,11 @@ impl Predict for Oracle {
 fn levels_measure_all_then_top_k_and_the_candidate_is_the_best() {
     let op_set = OpSet::pnas();
     let k = 5;
+    // Each level from b = 2 measures the top K and 3 drawn at random.
+    let x = 3;
     let cfg = ProgressiveConfig {
         top_k: k,
+        explore: x,
         ..ProgressiveConfig::default()
     };
     let mut m = Known {
@@ -75,14 +78,15 @@ fn levels_measure_all_then_top_k_and_the_candidate_is_the_best() {
     let ones = enumerate_one_block_cells(&op_set).len();
     assert_eq!(logged, 5);
     let counts: Vec<usize> = r.levels.iter().map(|l| l.measured).collect();
-    assert_eq!(counts, vec![ones, k, k, k, k]);
+    assert_eq!(counts, vec![ones, k + x, k + x, k + x, k + x]);
     assert_eq!(
         m.calls,
-        ones + 4 * k + 1,
+        ones + 4 * (k + x) + 1,
         "every level's cells plus the S1 cell"
     );
     // Retrained on everything measured so far after each level but the last.
-    assert_eq!(p.fits, vec![ones, ones + k, ones + 2 * k, ones + 3 * k]);
+    let n = k + x;
+    assert_eq!(p.fits, vec![ones, ones + n, ones + 2 * n, ones + 3 * n]);
     for l in &r.levels[1..] {
         assert!(
             l.predicted > k,
@@ -91,6 +95,8 @@ fn levels_measure_all_then_top_k_and_the_candidate_is_the_best() {
             l.predicted
         );
         assert_eq!(l.kendall_tau, Some(1.0));
+        assert_eq!(l.kendall_tau_top, Some(1.0));
+        assert_eq!(l.explored, x);
         assert!((l.spearman_rho.unwrap() - 1.0).abs() < 1e-9);
         assert_eq!(l.best_cell.blocks.len(), l.blocks);
     }
@@ -112,6 +118,8 @@ fn a_better_s1_cell_becomes_the_candidate() {
     let cfg = ProgressiveConfig {
         top_k: 2,
         blocks: 2,
+        explore: 0,
+        seed: 0,
     };
     let mut m = Known {
         op_set: op_set.clone(),

@@ -106,7 +106,7 @@ impl PathConfig {
 }
 
 /// What path training did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PathReport {
     pub paths: usize,
     pub steps: usize,

@@ -1,7 +1,8 @@
 //! The progressive search of S2 (PNAS, METHOD.md): b = 1 measures every
 //! distinct 1-block cell; for b = 2..5 the kept cells are expanded by one
 //! block, every expansion is scored by the predictor, the top K are
-//! measured and the predictor is retrained on all measurements so far. At
+//! measured (with `explore` expansions drawn at random beside them) and the
+//! predictor is retrained on all measurements so far. At
 //! the end the S1-derived cell is measured beside the top K of b = 5 and
 //! the best measured cell is the candidate.
 //!
@@ -15,6 +16,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use anyhow::{ensure, Result};
+use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use super::rank::{kendall_tau, spearman_rho};
@@ -39,6 +41,16 @@ pub struct ProgressiveConfig {
     pub top_k: usize,
     /// Blocks of the final cell (5 in the cell space).
     pub blocks: usize,
+    /// Expansions measured per level beside the top K, drawn uniformly
+    /// from the rest. The top K are all predicted high, so their measured
+    /// accuracies span a narrow range where measurement noise decides the
+    /// order; the explored cells give the predictor's τ/ρ a fair range to
+    /// be judged on, and the predictor training data it would never choose.
+    #[serde(default)]
+    pub explore: usize,
+    /// Seed of the explored draw.
+    #[serde(default)]
+    pub seed: u64,
 }
 
 impl Default for ProgressiveConfig {
@@ -46,6 +58,8 @@ impl Default for ProgressiveConfig {
         ProgressiveConfig {
             top_k: 128,
             blocks: BLOCKS,
+            explore: 32,
+            seed: 0,
         }
     }
 }
@@ -70,11 +84,18 @@ pub struct LevelReport {
     /// Expansions scored by the predictor (0 at b = 1: all are measured).
     pub predicted: usize,
     pub measured: usize,
+    /// Of which drawn at random beside the top K (`explore`).
+    #[serde(default)]
+    pub explored: usize,
     /// Kendall τ and Spearman ρ between the predictor's scores (before it
     /// is retrained on them) and the measured accuracies of this level's
-    /// cells; None at b = 1, where nothing is predicted.
+    /// cells, the top K and the explored ones; None at b = 1, where nothing
+    /// is predicted.
     pub kendall_tau: Option<f64>,
     pub spearman_rho: Option<f64>,
+    /// τ over the top K alone (a narrow, noise-dominated range).
+    #[serde(default)]
+    pub kendall_tau_top: Option<f64>,
     /// Mean ensemble spread over the measured cells' predictions.
     pub mean_spread: Option<f64>,
     pub best_accuracy: f32,
@@ -160,26 +181,34 @@ pub fn run(
                 expansions.len()
             );
             let means: Vec<f32> = preds.iter().map(|p| p.0).collect();
-            let top = top_k(&means, cfg.top_k);
+            let mut top = top_k(&means, cfg.top_k);
+            let n_top = top.len();
+            let mut rest: Vec<usize> = (0..expansions.len()).filter(|i| !top.contains(i)).collect();
+            let mut rng = crate::verify::rng(cfg.seed ^ (b as u64).wrapping_mul(0x9e37_79b9));
+            rest.shuffle(&mut rng);
+            top.extend(rest.into_iter().take(cfg.explore));
             let cells: Vec<Cell> = top.iter().map(|&i| expansions[i].clone()).collect();
             let scores: Vec<(f32, f32)> = top.iter().map(|&i| preds[i]).collect();
-            (cells, Some(scores), expansions.len())
+            (cells, Some((scores, n_top)), expansions.len())
         };
         let t = Instant::now();
         let acc = measure_all(measurer, &cells)?;
         let measure_s = t.elapsed().as_secs_f64();
-        let (tau, rho, spread) = match &scores {
-            Some(s) if cells.len() >= 2 => {
+        let n_top = scores.as_ref().map_or(cells.len(), |s| s.1);
+        let (tau, rho, spread, tau_top) = match &scores {
+            Some((s, n_top)) if cells.len() >= 2 => {
                 let p: Vec<f64> = s.iter().map(|x| x.0 as f64).collect();
                 let a: Vec<f64> = acc.iter().map(|&x| x as f64).collect();
                 let spread = s.iter().map(|x| x.1 as f64).sum::<f64>() / s.len() as f64;
+                let tau_top = (*n_top >= 2).then(|| kendall_tau(&p[..*n_top], &a[..*n_top]));
                 (
                     Some(kendall_tau(&p, &a)),
                     Some(spearman_rho(&p, &a)),
                     Some(spread),
+                    tau_top,
                 )
             }
-            _ => (None, None, None),
+            _ => (None, None, None, None),
         };
         measured.extend(cells.iter().cloned().zip(acc.iter().copied()));
         if b < cfg.blocks {
@@ -196,8 +225,10 @@ pub fn run(
             blocks: b,
             predicted,
             measured: cells.len(),
+            explored: cells.len() - n_top,
             kendall_tau: tau,
             spearman_rho: rho,
+            kendall_tau_top: tau_top,
             mean_spread: spread,
             best_accuracy: kept_acc[0],
             mean_accuracy: acc.iter().sum::<f32>() / acc.len() as f32,
