@@ -113,6 +113,12 @@ enum Cmd {
         /// cells are measured (0: measure S1's weights as they are).
         #[arg(long)]
         paths: Option<usize>,
+        /// S2: epochs of each predictor fit.
+        #[arg(long)]
+        predictor_epochs: Option<usize>,
+        /// S2: expansions measured at random beside the top K per level.
+        #[arg(long)]
+        explore: Option<usize>,
         /// S4: the S1–S3 run directory to compress (`--stage s4`).
         #[arg(long)]
         from: Option<PathBuf>,
@@ -243,6 +249,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             paths,
             from,
             prune,
+            predictor_epochs,
+            explore,
             data,
             seed,
             out,
@@ -305,6 +313,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             if let Some(n) = paths {
                 search.paths.paths = n;
+            }
+            if let Some(e) = predictor_epochs {
+                search.predictor.epochs = e;
+            }
+            if let Some(x) = explore {
+                search.progressive.explore = x;
             }
             search_s1_s3(&splits, &search, &out)
         }

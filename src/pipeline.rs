@@ -102,8 +102,8 @@ struct GpuPredictor<'a> {
 }
 
 impl Predict for GpuPredictor<'_> {
-    fn fit(&mut self, cells: &[Cell], accuracy: &[f32]) -> Result<()> {
-        self.predictor.fit(self.gpu, cells, accuracy).map(|_| ())
+    fn fit(&mut self, cells: &[Cell], accuracy: &[f32]) -> Result<Option<f64>> {
+        Ok(self.predictor.fit(self.gpu, cells, accuracy)?.oof_tau)
     }
     fn predict(&mut self, cells: &[Cell]) -> Result<Vec<(f32, f32)>> {
         self.predictor.predict(self.gpu, cells)
@@ -259,7 +259,7 @@ pub fn s1_s3(
                         });
                     let f = |t: Option<f64>| t.map_or("-".into(), |t| format!("{t:.3}"));
                     progress(&format!(
-                        "s2 b={}: {} predicted, {} measured ({} explored), best {:.2}%, τ {} (top K {}), {:.1} s ({:.1} measuring)",
+                        "s2 b={}: {} predicted, {} measured ({} explored), best {:.2}%, τ {} (top K {}; refit out of fold {}), {:.1} s ({:.1} measuring)",
                         l.blocks,
                         l.predicted,
                         l.measured,
@@ -267,6 +267,7 @@ pub fn s1_s3(
                         100.0 * l.best_accuracy,
                         f(l.kendall_tau),
                         f(l.kendall_tau_top),
+                        f(l.fit_oof_tau),
                         l.seconds,
                         l.measure_seconds
                     ));

@@ -31,7 +31,9 @@ pub trait Measure {
 /// A performance predictor: trained on (cell, accuracy) pairs, it scores
 /// cells with a mean and a spread (the ensemble's disagreement).
 pub trait Predict {
-    fn fit(&mut self, cells: &[Cell], accuracy: &[f32]) -> Result<()>;
+    /// Returns the out-of-fold Kendall τ on the training measurements
+    /// when the predictor has one (an ensemble over folds).
+    fn fit(&mut self, cells: &[Cell], accuracy: &[f32]) -> Result<Option<f64>>;
     fn predict(&mut self, cells: &[Cell]) -> Result<Vec<(f32, f32)>>;
 }
 
@@ -96,6 +98,10 @@ pub struct LevelReport {
     /// τ over the top K alone (a narrow, noise-dominated range).
     #[serde(default)]
     pub kendall_tau_top: Option<f64>,
+    /// The refit after this level: out-of-fold τ on every measurement so
+    /// far (each predicted by the ensemble member that did not train on it).
+    #[serde(default)]
+    pub fit_oof_tau: Option<f64>,
     /// Mean ensemble spread over the measured cells' predictions.
     pub mean_spread: Option<f64>,
     pub best_accuracy: f32,
@@ -160,6 +166,7 @@ pub fn run(
     for b in 1..=cfg.blocks {
         let start = Instant::now();
         let (mut predict_s, mut fit_s) = (0.0, 0.0);
+        let mut oof_tau = None;
         // The cells of this level and, from b = 2, their predicted scores.
         let (cells, scores, predicted) = if b == 1 {
             (enumerate_one_block_cells(op_set), None, 0)
@@ -214,7 +221,7 @@ pub fn run(
         if b < cfg.blocks {
             let (all_cells, all_acc): (Vec<Cell>, Vec<f32>) = measured.iter().cloned().unzip();
             let t = Instant::now();
-            predictor.fit(&all_cells, &all_acc)?;
+            oof_tau = predictor.fit(&all_cells, &all_acc)?;
             fit_s = t.elapsed().as_secs_f64();
         }
         // Keep the K best measured cells of this level for expansion.
@@ -229,6 +236,7 @@ pub fn run(
             kendall_tau: tau,
             spearman_rho: rho,
             kendall_tau_top: tau_top,
+            fit_oof_tau: oof_tau,
             mean_spread: spread,
             best_accuracy: kept_acc[0],
             mean_accuracy: acc.iter().sum::<f32>() / acc.len() as f32,
