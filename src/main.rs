@@ -67,12 +67,14 @@ impl DataArgs {
     }
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
-    /// The architecture search. Today: S1 (`--stage s1`), the gradient
-    /// search over the PNAS cell space; S2–S4 follow.
+    /// The architecture search: S1 (`--stage s1`), S1–S3 (`--stage s1-s3`),
+    /// S4 on an S1–S3 run (`--stage s4 --from RUN_DIR`).
     Search {
-        /// Which stage to run: s1.
+        /// Which stage to run: s1, s1-s3 or s4.
         #[arg(long)]
         stage: Option<String>,
         /// quick (bundled data, minutes on lavapipe), standard, paper.
