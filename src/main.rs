@@ -71,10 +71,11 @@ impl DataArgs {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
-    /// The architecture search: S1 (`--stage s1`), S1–S3 (`--stage s1-s3`),
-    /// S4 on an S1–S3 run (`--stage s4 --from RUN_DIR`).
+    /// The architecture search: the whole method S1 → S4 (no `--stage`),
+    /// S1 alone (`--stage s1`), S1–S3 (`--stage s1-s3`), or S4 on an S1–S3
+    /// run (`--stage s4 --from RUN_DIR`).
     Search {
-        /// Which stage to run: s1, s1-s3 or s4.
+        /// Which stage to run: s1, s1-s3 or s4 (default: all, S1 → S4).
         #[arg(long)]
         stage: Option<String>,
         /// quick (bundled data, minutes on lavapipe), standard, paper.
@@ -257,9 +258,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             seed,
             out,
         } => {
-            let through_s3 = match stage.as_deref() {
-                Some("s1") => false,
-                Some("s1-s3") => true,
+            // None: the whole method, S1 → S4.
+            let (through_s3, through_s4) = match stage.as_deref() {
+                Some("s1") => (false, false),
+                Some("s1-s3") => (true, false),
+                None => (true, true),
                 Some("s4") => {
                     let from = from.context("--stage s4 needs --from RUN_DIR (an S1–S3 run)")?;
                     let mut s4 = Preset::parse(&preset)?.s4;
@@ -269,13 +272,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     return search_s4(&data, &from, &s4, &out);
                 }
                 Some(other) => anyhow::bail!("--stage {other:?}: expected s1, s1-s3 or s4"),
-                None => anyhow::bail!(
-                    "the full S1 → S4 search is not built yet; run `gradnas search --stage s1-s3`, then `--stage s4 --from RUN_DIR`"
-                ),
             };
+            anyhow::ensure!(from.is_none(), "--from is for --stage s4");
             anyhow::ensure!(
-                from.is_none() && prune.is_none(),
-                "--from and --prune are for --stage s4"
+                through_s4 || prune.is_none(),
+                "--prune is for S4 (--stage s4, or no --stage)"
             );
             let p = Preset::parse(&preset)?;
             let splits = data.load(seed)?;
@@ -322,7 +323,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(x) = explore {
                 search.progressive.explore = x;
             }
-            search_s1_s3(&splits, &search, &out)
+            let mut s4 = p.s4;
+            if let Some(r) = prune {
+                s4.prune.ratio = r;
+            }
+            search_s1_s3(&splits, &search, through_s4.then_some(&s4), &out)
         }
         Cmd::Train {
             model,
@@ -542,28 +547,14 @@ fn search_s4(
         out.to_path_buf()
     };
     let report = pipeline::s4(gpu, &splits, from, cfg, &out, &mut |l| eprintln!("{l}"))?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    for st in &report.stages {
-        eprintln!(
-            "{:<12} test accuracy {:6.2}%  {:>8} parameters  {:>11} multiply-adds  {:.3} ms/image",
-            st.stage,
-            100.0 * st.test_accuracy,
-            st.params,
-            st.flops,
-            st.latency_ms_per_image
-        );
-    }
-    println!(
-        "final model: {} (ONNX: {})",
-        out.join("final").display(),
-        report.onnx.display()
-    );
+    print_s4(&report, &out)?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn search_s1_s3(
     splits: &data::Splits,
     cfg: &SearchConfig,
+    s4: Option<&S4Config>,
     out: &std::path::Path,
 ) -> Result<ExitCode> {
     let gpu = gpu()?;
@@ -582,7 +573,33 @@ fn search_s1_s3(
     let report = pipeline::s1_s3(gpu, splits, cfg, out, &mut |l| eprintln!("{l}"))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     println!("candidate: {}", out.join("candidate.json").display());
+    if let Some(s4) = s4 {
+        let dir = out.join("s4");
+        let report = pipeline::s4(gpu, splits, out, s4, &dir, &mut |l| eprintln!("{l}"))?;
+        print_s4(&report, &dir)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// S4's report as JSON on stdout, its stage table on stderr.
+fn print_s4(report: &pipeline::S4Report, out: &std::path::Path) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(report)?);
+    for st in &report.stages {
+        eprintln!(
+            "{:<12} test accuracy {:6.2}%  {:>8} parameters  {:>11} multiply-adds  {:.3} ms/image",
+            st.stage,
+            100.0 * st.test_accuracy,
+            st.params,
+            st.flops,
+            st.latency_ms_per_image
+        );
+    }
+    println!(
+        "final model: {} (ONNX: {})",
+        out.join("final").display(),
+        report.onnx.display()
+    );
+    Ok(())
 }
 
 fn train_cmd(
