@@ -423,20 +423,27 @@ pub struct S4Report {
     pub seconds: f64,
 }
 
-/// Evaluate a model directory's network on the test split.
-fn stage(gpu: &Gpu, splits: &Splits, name: &str, dir: &Path) -> Result<StageReport> {
+/// Evaluate a model directory's network on the test split; the loaded
+/// evaluator and card come back for the next stage to start from.
+fn stage(
+    gpu: &Gpu,
+    splits: &Splits,
+    name: &str,
+    dir: &Path,
+) -> Result<(StageReport, train::Evaluator, train::ModelCard)> {
     let (eval, card) = train::load(gpu, dir, 256)?;
     let start = std::time::Instant::now();
     let (_, acc) = eval.evaluate(gpu, &splits.test, &splits.norm)?;
     let secs = start.elapsed().as_secs_f64();
-    Ok(StageReport {
+    let report = StageReport {
         stage: name.to_string(),
         test_accuracy: acc,
         params: prune::params(&card),
         flops: prune::flops(&card),
         latency_ms_per_image: 1e3 * secs / splits.test.len().max(1) as f64,
         dir: dir.to_path_buf(),
-    })
+    };
+    Ok((report, eval, card))
 }
 
 /// S4 on the S1–S3 run directory `from` (its `s1_s3.json`, the chosen
@@ -492,10 +499,10 @@ pub fn s4(
         &discretized,
         |l| progress(l),
     )?;
-    let mut stages = vec![stage(gpu, splits, "discretized", &discretized)?];
+    let (report, eval, card) = stage(gpu, splits, "discretized", &discretized)?;
+    let mut stages = vec![report];
 
     // Sparsity fine-tune: L1 on γ drives unneeded channels' scales down.
-    let (eval, card) = train::load(gpu, &discretized, 256)?;
     let tensors = prune::read_tensors(gpu, &eval)?;
     drop(eval);
     let sparse = out.join("sparse");
@@ -519,10 +526,10 @@ pub fn s4(
             ))
         },
     )?;
-    stages.push(stage(gpu, splits, "sparse", &sparse)?);
+    let (report, eval, card) = stage(gpu, splits, "sparse", &sparse)?;
+    stages.push(report);
 
     // Prune: one global threshold, channels physically removed.
-    let (eval, card) = train::load(gpu, &sparse, 256)?;
     let tensors = prune::read_tensors(gpu, &eval)?;
     drop(eval);
     let plan = prune::plan(&card, &tensors, cfg.prune.ratio)?;
@@ -532,7 +539,7 @@ pub fn s4(
     let peval = prune::evaluator(gpu, &pcard, &ptensors, 256)?;
     train::save(gpu, &peval, &pcard, &pruned)?;
     drop(peval);
-    stages.push(stage(gpu, splits, "pruned", &pruned)?);
+    stages.push(stage(gpu, splits, "pruned", &pruned)?.0);
     progress(&format!(
         "s4 pruned {} of {} channels (threshold |γ| {:?}): {} → {} parameters",
         plan.removed, plan.prunable, plan.threshold, stages[1].params, stages[2].params
@@ -556,7 +563,7 @@ pub fn s4(
             ))
         },
     )?;
-    stages.push(stage(gpu, splits, "final", &last)?);
+    stages.push(stage(gpu, splits, "final", &last)?.0);
     let onnx = out.join("final.onnx");
     crate::export::onnx::write(&last, &onnx)?;
 
