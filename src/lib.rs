@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod compress;
+pub mod config;
 pub mod data;
 pub mod engine;
 pub mod export;
@@ -14,6 +15,7 @@ pub mod nn;
 pub mod ops;
 pub mod pipeline;
 pub mod predict;
+pub mod progress;
 pub mod search;
 pub mod space;
 pub mod train;

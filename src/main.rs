@@ -8,17 +8,11 @@ use clap::{Parser, Subcommand};
 
 use std::path::PathBuf;
 
-use gradnas::compress::discretize::DiscretizeConfig;
-use gradnas::data::{self, DataSource, SplitConfig};
+use gradnas::data::{self, DataConfig, DataSource};
 use gradnas::engine::{self, Gpu};
 use gradnas::models::ModelSpec;
-use gradnas::pipeline::{self, PruneConfig, S4Config, SearchConfig};
-use gradnas::predict::measure::MeasureConfig;
-use gradnas::predict::paths::PathConfig;
-use gradnas::predict::predictor::PredictorConfig;
-use gradnas::predict::progressive::ProgressiveConfig;
-use gradnas::search::bilevel::SearchHyper;
-use gradnas::search::gate::GateConfig;
+use gradnas::pipeline::{self, S4Config, SearchConfig};
+use gradnas::progress::{Mode, Reporter};
 use gradnas::search::s1::{self, S1Config};
 use gradnas::search::supernet::SupernetConfig;
 use gradnas::space::OpSet;
@@ -34,6 +28,12 @@ use gradnas::{bench, verify};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// No progress on stderr, only errors (results still go to stdout).
+    #[arg(long, global = true, conflicts_with = "log_json")]
+    quiet: bool,
+    /// Progress as JSON lines on stderr (one event per line), for CI.
+    #[arg(long, global = true)]
+    log_json: bool,
 }
 
 /// Where the data comes from (default: the bundled Fashion-MNIST subset).
@@ -45,9 +45,9 @@ struct DataArgs {
     /// The full Fashion-MNIST from Debian's dataset-fashion-mnist package.
     #[arg(long)]
     full: bool,
-    /// Share of the training files held out for validation.
-    #[arg(long, default_value_t = 0.1)]
-    val_fraction: f64,
+    /// Share of the training files held out for validation [default: 0.1].
+    #[arg(long)]
+    val_fraction: Option<f64>,
 }
 
 impl DataArgs {
@@ -59,11 +59,19 @@ impl DataArgs {
         }
     }
     fn load(&self, seed: u64) -> Result<data::Splits> {
-        let split = SplitConfig {
-            val_fraction: self.val_fraction,
-            seed,
-        };
-        Ok(data::load(&self.source(), &split)?)
+        let mut cfg = DataConfig::default();
+        self.apply(&mut cfg);
+        Ok(cfg.load(seed)?)
+    }
+    /// Lay the flags that were given over `cfg`.
+    fn apply(&self, cfg: &mut DataConfig) {
+        if self.data.is_some() || self.full {
+            cfg.source = self.source();
+        }
+        cfg.val_fraction = self.val_fraction.unwrap_or(cfg.val_fraction);
+    }
+    fn given(&self) -> bool {
+        self.data.is_some() || self.full || self.val_fraction.is_some()
     }
 }
 
@@ -81,6 +89,14 @@ enum Cmd {
         /// quick (bundled data, minutes on lavapipe), standard, paper.
         #[arg(long, default_value = "quick")]
         preset: String,
+        /// A TOML or JSON file laid over the preset (any part of a run's
+        /// `config.json`); flags override it in turn.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Continue the run in RUN_DIR with its own `config.json`: finished
+        /// phases are reused, the interrupted one starts again.
+        #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["stage", "config", "from", "out"])]
+        resume: Option<PathBuf>,
         #[arg(long)]
         width: Option<usize>,
         #[arg(long)]
@@ -92,17 +108,17 @@ enum Cmd {
         /// Bilevel steps per epoch (default: one pass over the training split).
         #[arg(long)]
         steps_per_epoch: Option<usize>,
-        /// pnas (default) or darts.
-        #[arg(long, default_value = "pnas")]
-        op_set: String,
+        /// pnas (the presets' choice) or darts.
+        #[arg(long)]
+        op_set: Option<String>,
         /// The unrolled (second-order) architecture gradient, with a
         /// finite-difference Hessian-vector product (about 2.5× a step).
         #[arg(long)]
         second_order: bool,
         /// Partial-channel mixing (PC-DARTS): only 1/K of each edge's
         /// channels go through its mixed op; cuts the step's memory.
-        #[arg(long, default_value_t = 1)]
-        partial_channels: usize,
+        #[arg(long)]
+        partial_channels: Option<usize>,
         /// S2: cells kept and measured per level (K; the patent's ≥ 128).
         #[arg(long)]
         top_k: Option<usize>,
@@ -130,8 +146,9 @@ enum Cmd {
         prune: Option<f32>,
         #[command(flatten)]
         data: DataArgs,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        /// The seed of the split, the search and S4 (default 1).
+        #[arg(long)]
+        seed: Option<u64>,
         #[arg(long, default_value = DEFAULT_OUT)]
         out: PathBuf,
     },
@@ -167,9 +184,6 @@ enum Cmd {
         /// runs/genotype otherwise].
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Metrics as JSON lines on stderr instead of readable progress.
-        #[arg(long)]
-        log_json: bool,
     },
     /// Re-evaluate a trained model directory on the test set.
     Eval {
@@ -234,10 +248,17 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    let mut ui = Reporter::new(match (cli.quiet, cli.log_json) {
+        (true, _) => Mode::Quiet,
+        (false, true) => Mode::Json,
+        (false, false) => Mode::Bars,
+    });
     match cli.cmd {
         Cmd::Search {
             stage,
             preset,
+            config,
+            resume,
             width,
             depth,
             batch,
@@ -258,6 +279,69 @@ fn run(cli: Cli) -> Result<ExitCode> {
             seed,
             out,
         } => {
+            if let Some(run) = resume {
+                let given = [
+                    width.is_some(),
+                    depth.is_some(),
+                    batch.is_some(),
+                    epochs.is_some(),
+                    steps_per_epoch.is_some(),
+                    op_set.is_some(),
+                    second_order,
+                    partial_channels.is_some(),
+                    top_k.is_some(),
+                    gate.is_some(),
+                    max_rounds.is_some(),
+                    paths.is_some(),
+                    predictor_epochs.is_some(),
+                    explore.is_some(),
+                    prune.is_some(),
+                    seed.is_some(),
+                    data.given(),
+                ];
+                anyhow::ensure!(
+                    !given.contains(&true),
+                    "--resume continues {} with its own config.json; settings cannot be changed (start a new run with --config)",
+                    run.display()
+                );
+                let path = run.join("config.json");
+                let text =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                let cfg: SearchConfig = serde_json::from_slice(&text)
+                    .with_context(|| format!("{}: not a run configuration", path.display()))?;
+                cfg.validate().map_err(anyhow::Error::msg)?;
+                let splits = cfg.data.load(cfg.s1.seed)?;
+                return search_s1_s3(&splits, &cfg, true, &run, &mut ui);
+            }
+            // The preset, the file over it, the flags over both.
+            let mut cfg = gradnas::config::preset(&preset)?;
+            if let Some(file) = &config {
+                cfg = gradnas::config::apply_file(&cfg, file)?;
+            }
+            let net = &mut cfg.s1.supernet;
+            net.width = width.unwrap_or(net.width);
+            net.depth = depth.unwrap_or(net.depth);
+            net.batch = batch.unwrap_or(net.batch);
+            net.partial_channels = partial_channels.unwrap_or(net.partial_channels);
+            if let Some(name) = &op_set {
+                net.op_set = OpSet::by_name(name).map_err(anyhow::Error::msg)?;
+            }
+            cfg.s1.hyper.second_order |= second_order;
+            cfg.s1.epochs = epochs.unwrap_or(cfg.s1.epochs);
+            if steps_per_epoch.is_some() {
+                cfg.s1.steps_per_epoch = steps_per_epoch;
+            }
+            cfg.s1.seed = seed.unwrap_or(cfg.s1.seed);
+            let p = &mut cfg.progressive;
+            p.top_k = top_k.unwrap_or(p.top_k);
+            p.explore = explore.unwrap_or(p.explore);
+            cfg.gate.threshold = gate.unwrap_or(cfg.gate.threshold);
+            cfg.gate.max_rounds = max_rounds.unwrap_or(cfg.gate.max_rounds);
+            cfg.paths.paths = paths.unwrap_or(cfg.paths.paths);
+            cfg.predictor.epochs = predictor_epochs.unwrap_or(cfg.predictor.epochs);
+            cfg.s4.prune.ratio = prune.unwrap_or(cfg.s4.prune.ratio);
+            data.apply(&mut cfg.data);
+
             // None: the whole method, S1 → S4.
             let (through_s3, through_s4) = match stage.as_deref() {
                 Some("s1") => (false, false),
@@ -265,11 +349,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 None => (true, true),
                 Some("s4") => {
                     let from = from.context("--stage s4 needs --from RUN_DIR (an S1–S3 run)")?;
-                    let mut s4 = Preset::parse(&preset)?.s4;
-                    if let Some(r) = prune {
-                        s4.prune.ratio = r;
-                    }
-                    return search_s4(&data, &from, &s4, &out);
+                    return search_s4(&data, &from, &cfg.s4, &out, &mut ui);
                 }
                 Some(other) => anyhow::bail!("--stage {other:?}: expected s1, s1-s3 or s4"),
             };
@@ -278,56 +358,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 through_s4 || prune.is_none(),
                 "--prune is for S4 (--stage s4, or no --stage)"
             );
-            let p = Preset::parse(&preset)?;
-            let splits = data.load(seed)?;
-            let cfg = S1Config {
-                supernet: SupernetConfig {
-                    width: width.unwrap_or(p.width),
-                    depth: depth.unwrap_or(p.depth),
-                    batch: batch.unwrap_or(p.batch),
-                    op_set: OpSet::by_name(&op_set).map_err(anyhow::Error::msg)?,
-                    dims: splits.train.dims,
-                    classes: splits.train.classes,
-                    stem_multiplier: 3,
-                    partial_channels,
-                },
-                hyper: SearchHyper {
-                    second_order,
-                    ..p.hyper
-                },
-                epochs: epochs.unwrap_or(p.epochs),
-                steps_per_epoch: steps_per_epoch.or(p.steps_per_epoch),
-                seed,
-                log_every: 5,
-            };
+            let splits = cfg.data.load(cfg.s1.seed)?;
+            cfg.s1.supernet.dims = splits.train.dims;
+            cfg.s1.supernet.classes = splits.train.classes;
             if !through_s3 {
-                return search_s1(&splits, &cfg, &out);
+                return search_s1(&splits, &cfg.s1, &out, &mut ui);
             }
-            let mut search = p.s2_s3;
-            search.s1 = cfg;
-            if let Some(k) = top_k {
-                search.progressive.top_k = k;
-            }
-            if let Some(g) = gate {
-                search.gate.threshold = g;
-            }
-            if let Some(r) = max_rounds {
-                search.gate.max_rounds = r;
-            }
-            if let Some(n) = paths {
-                search.paths.paths = n;
-            }
-            if let Some(e) = predictor_epochs {
-                search.predictor.epochs = e;
-            }
-            if let Some(x) = explore {
-                search.progressive.explore = x;
-            }
-            let mut s4 = p.s4;
-            if let Some(r) = prune {
-                s4.prune.ratio = r;
-            }
-            search_s1_s3(&splits, &search, through_s4.then_some(&s4), &out)
+            cfg.validate().map_err(anyhow::Error::msg)?;
+            search_s1_s3(&splits, &cfg, through_s4, &out, &mut ui)
         }
         Cmd::Train {
             model,
@@ -340,7 +378,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             seed,
             no_augment,
             out,
-            log_json,
         } => {
             let cfg = TrainConfig {
                 epochs,
@@ -355,7 +392,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ModelSpec::Builtin(_) => PathBuf::from("runs/cnn"),
                 ModelSpec::Genotype(_) => PathBuf::from("runs/genotype"),
             });
-            train_cmd(&model, &data, &cfg, &out, log_json)
+            train_cmd(&model, &data, &cfg, &out, &mut ui)
         }
         Cmd::Eval { model, data, batch } => eval_cmd(&model, &data, batch),
         Cmd::Export { model, onnx } => export_cmd(&model, &onnx),
@@ -372,136 +409,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// Where `gradnas search` writes by default.
 const DEFAULT_OUT: &str = "runs/search";
 
-/// Search sizes; flags override each field.
-struct Preset {
-    width: usize,
-    depth: usize,
-    batch: usize,
-    epochs: usize,
-    steps_per_epoch: Option<usize>,
-    hyper: SearchHyper,
-    /// S2 and S3 settings (its `s1` is replaced by the S1 config above).
-    s2_s3: SearchConfig,
-    s4: S4Config,
-}
-
-impl Preset {
-    fn parse(name: &str) -> Result<Preset> {
-        Ok(match name {
-            // Minutes on 2-core lavapipe with the bundled data.
-            "quick" => Preset {
-                width: 4,
-                depth: 3,
-                batch: 8,
-                epochs: 3,
-                steps_per_epoch: Some(8),
-                // 24 steps instead of DARTS's ~20,000: α's Adam lr is
-                // raised (3e-4 → 1e-2) so the op choice can move at all.
-                hyper: SearchHyper {
-                    a_lr: 1e-2,
-                    ..SearchHyper::default()
-                },
-                // K = 8, cells measured on 256 validation images (BN from
-                // 2 × 32 training images), a 5-epoch predictor, one round:
-                // minutes on lavapipe rather than hours.
-                s2_s3: SearchConfig {
-                    // 40 paths × 4 steps of 32 images (~1.5 min): one-shot
-                    // accuracies far from chance, so they rank cells.
-                    paths: PathConfig {
-                        paths: 40,
-                        batch: 32,
-                        ..PathConfig::default()
-                    },
-                    progressive: ProgressiveConfig {
-                        top_k: 8,
-                        explore: 8,
-                        ..ProgressiveConfig::default()
-                    },
-                    predictor: PredictorConfig {
-                        epochs: 5,
-                        ..PredictorConfig::default()
-                    },
-                    measure: MeasureConfig {
-                        bn_batches: 2,
-                        bn_batch: 32,
-                        n_val: 256,
-                        eval_batch: 64,
-                        seed: 0,
-                    },
-                    gate: GateConfig {
-                        max_rounds: 1,
-                        ..GateConfig::default()
-                    },
-                    ..SearchConfig::paper()
-                },
-                // 30 annealing steps, then 2 epochs of fine-tuning.
-                s4: S4Config {
-                    discretize: DiscretizeConfig {
-                        anneal_steps: 30,
-                        batch: 32,
-                        fine_tune: TrainConfig {
-                            epochs: 2,
-                            batch: 32,
-                            lr: 0.025,
-                            ..TrainConfig::default()
-                        },
-                        ..DiscretizeConfig::default()
-                    },
-                    // One epoch each of sparsity training and fine-tuning.
-                    prune: PruneConfig {
-                        ratio: 0.5,
-                        sparsity: TrainConfig {
-                            epochs: 1,
-                            batch: 32,
-                            lr: 0.01,
-                            l1_gamma: 5e-4,
-                            ..TrainConfig::default()
-                        },
-                        fine_tune: TrainConfig {
-                            epochs: 1,
-                            batch: 32,
-                            lr: 0.01,
-                            ..TrainConfig::default()
-                        },
-                    },
-                },
-            },
-            // A laptop GPU with the full data set (bench-small's supernet).
-            "standard" => Preset {
-                width: 8,
-                depth: 5,
-                batch: 32,
-                epochs: 20,
-                steps_per_epoch: None,
-                hyper: SearchHyper::default(),
-                s2_s3: SearchConfig::paper(),
-                s4: S4Config {
-                    discretize: DiscretizeConfig::default(),
-                    prune: PruneConfig::default(),
-                },
-            },
-            // DARTS/PNAS-sized supernet.
-            "paper" => Preset {
-                width: 16,
-                depth: 8,
-                batch: 64,
-                epochs: 50,
-                steps_per_epoch: None,
-                hyper: SearchHyper::default(),
-                s2_s3: SearchConfig::paper(),
-                s4: S4Config {
-                    discretize: DiscretizeConfig::default(),
-                    prune: PruneConfig::default(),
-                },
-            },
-            other => anyhow::bail!("--preset {other:?}: expected quick, standard or paper"),
-        })
-    }
-}
-
-fn search_s1(splits: &data::Splits, cfg: &S1Config, out: &std::path::Path) -> Result<ExitCode> {
+fn search_s1(
+    splits: &data::Splits,
+    cfg: &S1Config,
+    out: &std::path::Path,
+    ui: &mut Reporter,
+) -> Result<ExitCode> {
     let gpu = gpu()?;
-    eprintln!(
+    ui.line(format!(
         "S1 on {} ({} train / {} val) on {}: width {}, depth {}, batch {}, {} ops, {} epochs",
         splits.dir.display(),
         splits.train.len(),
@@ -512,8 +427,8 @@ fn search_s1(splits: &data::Splits, cfg: &S1Config, out: &std::path::Path) -> Re
         cfg.supernet.batch,
         cfg.supernet.op_set.name(),
         cfg.epochs
-    );
-    let report = s1::run(gpu, splits, cfg, out, |line| eprintln!("{line}"))?;
+    ));
+    let report = s1::run(gpu, splits, cfg, out, |e| ui.event(e))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     println!("genotype: {}", out.join("genotype.json").display());
     Ok(ExitCode::SUCCESS)
@@ -524,13 +439,16 @@ fn search_s4(
     from: &std::path::Path,
     cfg: &S4Config,
     out: &std::path::Path,
+    ui: &mut Reporter,
 ) -> Result<ExitCode> {
     // The same split as the search: its seed is in the run's config.
     let cpath = from.join("config.json");
     let text = std::fs::read(&cpath).with_context(|| format!("reading {}", cpath.display()))?;
     let search: SearchConfig = serde_json::from_slice(&text)
         .with_context(|| format!("{}: not an S1–S3 configuration", cpath.display()))?;
-    let splits = data.load(search.s1.seed)?;
+    let mut dcfg = search.data.clone();
+    data.apply(&mut dcfg);
+    let splits = dcfg.load(search.s1.seed)?;
     let gpu = gpu()?;
     eprintln!(
         "S4 of {} on {} ({} train / {} val / {} test) on {}",
@@ -546,19 +464,20 @@ fn search_s4(
     } else {
         out.to_path_buf()
     };
-    let report = pipeline::s4(gpu, &splits, from, cfg, &out, &mut |l| eprintln!("{l}"))?;
-    print_s4(&report, &out)?;
+    let report = pipeline::s4(gpu, &splits, from, cfg, &out, &mut |e| ui.event(e))?;
+    print_s4(&report, &out, ui)?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn search_s1_s3(
     splits: &data::Splits,
     cfg: &SearchConfig,
-    s4: Option<&S4Config>,
+    through_s4: bool,
     out: &std::path::Path,
+    ui: &mut Reporter,
 ) -> Result<ExitCode> {
     let gpu = gpu()?;
-    eprintln!(
+    ui.line(format!(
         "S1–S3 on {} ({} train / {} val) on {}: width {}, depth {}, top-K {}, gate {:.0}% over ≤ {} rounds",
         splits.dir.display(),
         splits.train.len(),
@@ -569,30 +488,30 @@ fn search_s1_s3(
         cfg.progressive.top_k,
         100.0 * cfg.gate.threshold,
         cfg.gate.max_rounds
-    );
-    let report = pipeline::s1_s3(gpu, splits, cfg, out, &mut |l| eprintln!("{l}"))?;
+    ));
+    let report = pipeline::s1_s3(gpu, splits, cfg, out, &mut |e| ui.event(e))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     println!("candidate: {}", out.join("candidate.json").display());
-    if let Some(s4) = s4 {
+    if through_s4 {
         let dir = out.join("s4");
-        let report = pipeline::s4(gpu, splits, out, s4, &dir, &mut |l| eprintln!("{l}"))?;
-        print_s4(&report, &dir)?;
+        let report = pipeline::s4(gpu, splits, out, &cfg.s4, &dir, &mut |e| ui.event(e))?;
+        print_s4(&report, &dir, ui)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// S4's report as JSON on stdout, its stage table on stderr.
-fn print_s4(report: &pipeline::S4Report, out: &std::path::Path) -> Result<()> {
+fn print_s4(report: &pipeline::S4Report, out: &std::path::Path, ui: &mut Reporter) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(report)?);
     for st in &report.stages {
-        eprintln!(
+        ui.line(format!(
             "{:<12} test accuracy {:6.2}%  {:>8} parameters  {:>11} multiply-adds  {:.3} ms/image",
             st.stage,
             100.0 * st.test_accuracy,
             st.params,
             st.flops,
             st.latency_ms_per_image
-        );
+        ));
     }
     println!(
         "final model: {} (ONNX: {})",
@@ -607,7 +526,7 @@ fn train_cmd(
     data: &DataArgs,
     cfg: &TrainConfig,
     out: &std::path::Path,
-    log_json: bool,
+    ui: &mut Reporter,
 ) -> Result<ExitCode> {
     let splits = data.load(cfg.seed)?;
     let gpu = gpu()?;
@@ -618,7 +537,7 @@ fn train_cmd(
         ),
         ModelSpec::Builtin(_) => String::new(),
     };
-    eprintln!(
+    ui.line(format!(
         "training {}{params} on {} ({} train / {} val / {} test, {}, {} classes) on {}",
         model.name(),
         splits.dir.display(),
@@ -628,23 +547,9 @@ fn train_cmd(
         splits.train.dims,
         splits.train.classes,
         gpu.describe()
-    );
+    ));
     let report = train::train(gpu, model.clone(), &splits, cfg, out, |m| {
-        if log_json {
-            eprintln!("{}", serde_json::to_string(m).unwrap_or_default());
-        } else {
-            eprintln!(
-                "{:<5} epoch {:>2} step {:>5}  loss {:.4}  acc {:6.2}%  lr {:.4}  {:7.1} img/s  {:6.1}s",
-                m.phase,
-                m.epoch,
-                m.step,
-                m.loss,
-                100.0 * m.accuracy,
-                m.lr,
-                m.images_per_s,
-                m.seconds
-            );
-        }
+        ui.event(&m.event("train"))
     })?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     println!("test accuracy: {:.2}%", 100.0 * report.test_accuracy);
@@ -861,13 +766,7 @@ fn bench_cmd(json: bool, filter: Option<String>, repeats: usize) -> Result<ExitC
         None
     };
     let s2 = if s2 {
-        let splits = data::load(
-            &DataSource::Bundled,
-            &SplitConfig {
-                val_fraction: 0.1,
-                seed: 1,
-            },
-        )?;
+        let splits = DataConfig::default().load(1)?;
         let s = bench::s2(gpu, &splits, repeats.clamp(3, 20))?;
         if !json {
             println!(

@@ -24,11 +24,14 @@ use crate::models::GenotypeModel;
 use crate::predict::measure::{MeasureConfig, OneShotDiscrete, SupernetWeights};
 use crate::predict::paths::{self, PathConfig};
 use crate::predict::predictor::{Predictor, PredictorConfig};
-use crate::predict::progressive::{self, LevelReport, Measure, Predict, ProgressiveConfig};
+use crate::predict::progressive::{
+    self, LevelReport, Measure, Predict, ProgressiveConfig, ProgressiveResult,
+};
+use crate::progress::Event;
 use crate::search::gate::{self, GateConfig, RoundLog, RoundOutcome};
 use crate::search::s1::{self, S1Config};
 use crate::space::{Cell, Genotype};
-use crate::train::{self, write_atomic, TrainConfig};
+use crate::train::{self, write_atomic, TrainConfig, TrainReport};
 
 /// Everything S1–S3 need; the effective configuration of a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +50,13 @@ pub struct SearchConfig {
     /// S2); Some(epochs), the validation accuracy of its discrete network
     /// trained from scratch for that many epochs.
     pub gate_train_epochs: Option<usize>,
+    /// S4, run after S1–S3 by `gradnas search` without a stage (read by
+    /// `--stage s4` too); runs written before S4 existed load the defaults.
+    #[serde(default)]
+    pub s4: S4Config,
+    /// The data the run reads (`--resume` reads it again).
+    #[serde(default)]
+    pub data: crate::data::DataConfig,
 }
 
 impl SearchConfig {
@@ -61,6 +71,8 @@ impl SearchConfig {
             gate: GateConfig::default(),
             paths: PathConfig::default(),
             gate_train_epochs: None,
+            s4: S4Config::default(),
+            data: crate::data::DataConfig::default(),
         }
     }
 
@@ -78,7 +90,7 @@ impl SearchConfig {
         if self.gate_train_epochs == Some(0) {
             return Err("gate_train_epochs 0: train at least one epoch or use one-shot".into());
         }
-        Ok(())
+        self.s4.validate().map_err(|e| format!("s4.{e}"))
     }
 }
 
@@ -148,6 +160,9 @@ struct PredictorLine<'a> {
 /// What S1–S3 produced (also written as `s1_s3.json`, which S4 reads).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct S1S3Report {
+    /// The adapter the run used (`Gpu::describe`).
+    #[serde(default)]
+    pub adapter: String,
     pub candidate: Genotype,
     pub candidate_accuracy: f32,
     /// The candidate's one-shot accuracy and the S1-derived cell's, in the
@@ -162,6 +177,71 @@ pub struct S1S3Report {
     pub round_dir: PathBuf,
 }
 
+/// Passes every event on and keeps the ticks in `metrics.jsonl` (appended:
+/// a resumed run continues the file).
+struct MetricsTee<'a> {
+    file: File,
+    path: PathBuf,
+    next: &'a mut dyn FnMut(&Event),
+    failed: bool,
+}
+
+impl<'a> MetricsTee<'a> {
+    fn open(dir: &Path, next: &'a mut dyn FnMut(&Event)) -> Result<MetricsTee<'a>> {
+        let path = dir.join("metrics.jsonl");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok(MetricsTee {
+            file,
+            path,
+            next,
+            failed: false,
+        })
+    }
+
+    fn event(&mut self, e: &Event) {
+        if matches!(e, Event::Tick { .. }) && !self.failed {
+            let line = serde_json::to_string(e).expect("an event serializes");
+            if let Err(err) = writeln!(self.file, "{line}") {
+                // The run goes on; its curves are lost, and the user is told.
+                self.failed = true;
+                (self.next)(&Event::log(format!(
+                    "warning: {} not written ({err}); the run continues",
+                    self.path.display()
+                )));
+            }
+        }
+        (self.next)(e)
+    }
+}
+
+/// A finished phase's record, written last: its configuration (as JSON)
+/// and its result. A rerun with the same configuration reuses the result.
+#[derive(Serialize, Deserialize)]
+struct Done<R> {
+    config: serde_json::Value,
+    result: R,
+}
+
+/// The record of a finished phase inside its directory.
+const DONE: &str = "done.json";
+
+fn load_done<R: serde::de::DeserializeOwned>(path: &Path, config: &serde_json::Value) -> Option<R> {
+    let done: Done<R> = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    (&done.config == config).then_some(done.result)
+}
+
+fn save_done<R: Serialize>(path: &Path, config: &serde_json::Value, result: &R) -> Result<()> {
+    let done = Done {
+        config: config.clone(),
+        result,
+    };
+    write_atomic(path, serde_json::to_string(&done)?.as_bytes())
+}
+
 fn jsonl(path: &Path) -> Result<File> {
     File::create(path).with_context(|| format!("creating {}", path.display()))
 }
@@ -172,7 +252,7 @@ pub fn s1_s3(
     splits: &Splits,
     cfg: &SearchConfig,
     out: &Path,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn FnMut(&Event),
 ) -> Result<S1S3Report> {
     cfg.validate().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -180,6 +260,8 @@ pub fn s1_s3(
         &out.join("config.json"),
         serde_json::to_string_pretty(cfg)?.as_bytes(),
     )?;
+    let mut tee = MetricsTee::open(out, progress)?;
+    let progress: &mut dyn FnMut(&Event) = &mut |e| tee.event(e);
     let op_set = cfg.s1.supernet.op_set.clone();
     let mut predictor_log = jsonl(&out.join("predictor.jsonl"))?;
     let mut gate_log = jsonl(&out.join("gate.jsonl"))?;
@@ -194,31 +276,40 @@ pub fn s1_s3(
             // A round's finished stages are kept: rerunning the same search
             // into the same directory resumes after them (S1 writes its
             // config last, path training its record last).
+            // Whether an earlier phase of this round ran now: what follows
+            // it cannot be reused.
+            let mut fresh = false;
             let s1_genotype = match finished_s1(&dir, &s1cfg) {
                 Some(g) => {
-                    progress(&format!(
+                    progress(&Event::log(format!(
                         "round {r}: S1 already done in {}, reused",
                         dir.display()
-                    ));
+                    )));
                     g
                 }
                 None => {
-                    progress(&format!("round {r}: S1 at width {width}, depth {depth}"));
-                    s1::run(gpu, splits, &s1cfg, &dir, |l| progress(l))?.genotype
+                    progress(&Event::log(format!(
+                        "round {r}: S1 at width {width}, depth {depth}"
+                    )));
+                    fresh = true;
+                    s1::run(gpu, splits, &s1cfg, &dir, |e| progress(e))?.genotype
                 }
             };
             let weights = if cfg.paths.paths == 0 {
                 SupernetWeights::load(&dir)?
-            } else if finished_paths(&dir, &cfg.paths) {
-                progress(&format!("round {r}: path training already done, reused"));
+            } else if !fresh && finished_paths(&dir, &cfg.paths) {
+                progress(&Event::log(format!(
+                    "round {r}: path training already done, reused"
+                )));
                 SupernetWeights::load_file(&dir, paths::WEIGHTS_FILE)?
             } else {
-                progress(&format!(
+                progress(&Event::log(format!(
                     "round {r}: training the shared weights on {} sampled paths",
                     cfg.paths.paths
-                ));
+                )));
+                fresh = true;
                 let mut weights = SupernetWeights::load(&dir)?;
-                let report = paths::train(gpu, &mut weights, splits, &cfg.paths, |l| progress(l))?;
+                let report = paths::train(gpu, &mut weights, splits, &cfg.paths, |e| progress(e))?;
                 weights.save(&dir.join(paths::WEIGHTS_FILE))?;
                 let record = PathsRecord {
                     config: cfg.paths.clone(),
@@ -230,50 +321,86 @@ pub fn s1_s3(
                 )?;
                 weights
             };
-            let mut measurer = OneShotMeasure {
-                gpu,
-                one_shot: OneShotDiscrete::new(weights, splits, &cfg.measure)?,
+            let s2_key = serde_json::json!({
+                "progressive": cfg.progressive,
+                "predictor": cfg.predictor,
+                "measure": cfg.measure,
+            });
+            let s2_path = dir.join("s2.json");
+            let reused = if fresh {
+                None
+            } else {
+                load_done::<ProgressiveResult>(&s2_path, &s2_key)
             };
-            let mut predictor = GpuPredictor {
-                gpu,
-                predictor: Predictor::new(gpu, &op_set, cfg.predictor.clone())?,
+            let s2 = match reused {
+                Some(s2) => {
+                    progress(&Event::log(format!("round {r}: S2 already done, reused")));
+                    for l in &s2.levels {
+                        let line = PredictorLine { round: r, level: l };
+                        writeln!(predictor_log, "{}", serde_json::to_string(&line)?)?;
+                    }
+                    s2
+                }
+                None => {
+                    let mut measurer = OneShotMeasure {
+                        gpu,
+                        one_shot: OneShotDiscrete::new(weights, splits, &cfg.measure)?,
+                    };
+                    let mut predictor = GpuPredictor {
+                        gpu,
+                        predictor: Predictor::new(gpu, &op_set, cfg.predictor.clone())?,
+                    };
+                    let mut round_log = jsonl(&dir.join("predictor.jsonl"))?;
+                    let mut io: Result<()> = Ok(());
+                    let s2 = progressive::run(
+                        &cfg.progressive,
+                        &op_set,
+                        &mut measurer,
+                        &mut predictor,
+                        Some(&s1_genotype.normal),
+                        |l| {
+                            let line = serde_json::to_string(&PredictorLine { round: r, level: l })
+                                .expect("a level report serializes");
+                            io = io
+                                .as_ref()
+                                .map_err(|e| anyhow::anyhow!("{e}"))
+                                .and_then(|_| {
+                                    writeln!(round_log, "{line}")?;
+                                    writeln!(predictor_log, "{line}")?;
+                                    Ok(())
+                                });
+                            let f = |t: Option<f64>| t.map_or("-".into(), |t| format!("{t:.3}"));
+                            progress(&Event::log(format!(
+                            "s2 b={}: {} predicted, {} measured ({} explored), best {:.2}%, τ {} (top K {}; refit out of fold {}), {:.1} s ({:.1} measuring)",
+                            l.blocks,
+                            l.predicted,
+                            l.measured,
+                            l.explored,
+                            100.0 * l.best_accuracy,
+                            f(l.kendall_tau),
+                            f(l.kendall_tau_top),
+                            f(l.fit_oof_tau),
+                            l.seconds,
+                            l.measure_seconds
+                        )));
+                            let mut figures = vec![
+                                ("measured", l.measured as f64),
+                                ("best_acc", l.best_accuracy as f64),
+                            ];
+                            figures.extend(l.kendall_tau.map(|t| ("tau", t)));
+                            progress(&Event::tick(
+                                "s2",
+                                l.blocks as u64,
+                                cfg.progressive.blocks as u64,
+                                &figures,
+                            ));
+                        },
+                    )?;
+                    io?;
+                    save_done(&s2_path, &s2_key, &s2)?;
+                    s2
+                }
             };
-            let mut round_log = jsonl(&dir.join("predictor.jsonl"))?;
-            let mut io: Result<()> = Ok(());
-            let s2 = progressive::run(
-                &cfg.progressive,
-                &op_set,
-                &mut measurer,
-                &mut predictor,
-                Some(&s1_genotype.normal),
-                |l| {
-                    let line = serde_json::to_string(&PredictorLine { round: r, level: l })
-                        .expect("a level report serializes");
-                    io = io
-                        .as_ref()
-                        .map_err(|e| anyhow::anyhow!("{e}"))
-                        .and_then(|_| {
-                            writeln!(round_log, "{line}")?;
-                            writeln!(predictor_log, "{line}")?;
-                            Ok(())
-                        });
-                    let f = |t: Option<f64>| t.map_or("-".into(), |t| format!("{t:.3}"));
-                    progress(&format!(
-                        "s2 b={}: {} predicted, {} measured ({} explored), best {:.2}%, τ {} (top K {}; refit out of fold {}), {:.1} s ({:.1} measuring)",
-                        l.blocks,
-                        l.predicted,
-                        l.measured,
-                        l.explored,
-                        100.0 * l.best_accuracy,
-                        f(l.kendall_tau),
-                        f(l.kendall_tau_top),
-                        f(l.fit_oof_tau),
-                        l.seconds,
-                        l.measure_seconds
-                    ));
-                },
-            )?;
-            io?;
             let accuracy = match cfg.gate_train_epochs {
                 None => s2.candidate_accuracy,
                 Some(epochs) => {
@@ -310,7 +437,7 @@ pub fn s1_s3(
         )?
     };
     for l in &result.rounds {
-        progress(&format!(
+        progress(&Event::log(format!(
             "gate round {}: width {}, depth {}, accuracy {:.2}% {} {:.0}%",
             l.round,
             l.width,
@@ -318,7 +445,7 @@ pub fn s1_s3(
             100.0 * l.accuracy,
             if l.passed { "≥" } else { "<" },
             100.0 * l.threshold
-        ));
+        )));
     }
     let (dir, s2) = result.outcome.extra;
     let chosen = &result.rounds[result.chosen];
@@ -327,6 +454,7 @@ pub fn s1_s3(
         .save(&out.join("candidate.json"))
         .map_err(anyhow::Error::msg)?;
     let report = S1S3Report {
+        adapter: gpu.describe(),
         candidate,
         candidate_accuracy: result.outcome.accuracy,
         one_shot_accuracy: s2.candidate_accuracy,
@@ -357,7 +485,7 @@ pub fn single_cell(op_set: &crate::space::OpSet, cell: &Cell) -> Genotype {
 }
 
 /// What S4 needs beyond S1–S3's run directory.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct S4Config {
     pub discretize: DiscretizeConfig,
     pub prune: PruneConfig,
@@ -372,6 +500,29 @@ pub struct PruneConfig {
     pub ratio: f32,
     pub sparsity: TrainConfig,
     pub fine_tune: TrainConfig,
+}
+
+impl S4Config {
+    /// Refuse impossible values before any work, naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        self.discretize
+            .validate()
+            .map_err(|e| format!("discretize: {e}"))?;
+        if !(0.0..1.0).contains(&self.prune.ratio) {
+            return Err(format!(
+                "prune.ratio {}: expected a fraction in [0, 1) of the prunable channels",
+                self.prune.ratio
+            ));
+        }
+        self.prune
+            .sparsity
+            .validate()
+            .map_err(|e| format!("prune.sparsity.{e}"))?;
+        self.prune
+            .fine_tune
+            .validate()
+            .map_err(|e| format!("prune.fine_tune.{e}"))
+    }
 }
 
 impl Default for PruneConfig {
@@ -419,8 +570,20 @@ pub struct S4Report {
     /// discretized, sparse (after the L1 fine-tune), pruned (before
     /// fine-tuning), final (pruned and fine-tuned).
     pub stages: Vec<StageReport>,
+    /// The sparse network pruned at ratios 0.1 … 0.9 without fine-tuning:
+    /// what each ratio costs before the fine-tune repairs it.
+    pub pruning_curve: Vec<CurvePoint>,
     pub onnx: PathBuf,
+    pub adapter: String,
     pub seconds: f64,
+}
+
+/// One point of S4's pruning curve.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CurvePoint {
+    pub ratio: f32,
+    pub params: usize,
+    pub val_accuracy: f64,
 }
 
 /// Evaluate a model directory's network on the test split; the loaded
@@ -457,15 +620,10 @@ pub fn s4(
     from: &Path,
     cfg: &S4Config,
     out: &Path,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn FnMut(&Event),
 ) -> Result<S4Report> {
     let start = std::time::Instant::now();
-    if !(0.0..1.0).contains(&cfg.prune.ratio) {
-        anyhow::bail!(
-            "prune ratio {}: expected a fraction in [0, 1) of the prunable channels",
-            cfg.prune.ratio
-        );
-    }
+    cfg.validate().map_err(anyhow::Error::msg)?;
     let rpath = from.join("s1_s3.json");
     let text = std::fs::read(&rpath).with_context(|| {
         format!(
@@ -488,50 +646,93 @@ pub fn s4(
     };
     let s1 = Genotype::load(&round.join("genotype.json")).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut tee = MetricsTee::open(out, progress)?;
+    let progress: &mut dyn FnMut(&Event) = &mut |e| tee.event(e);
+    // Each stage's directory gets `done.json` last; a rerun with the same
+    // S1–S3 result and settings reuses it (the keys chain: a stage redone
+    // invalidates the ones after it).
+    let reused = |stage: &str| Event::log(format!("s4 {stage}: already done, reused"));
     let discretized = out.join("discretized");
-    let discretize = discretize::run(
-        gpu,
-        &weights,
-        Some(&s1),
-        &s13.candidate.normal,
-        splits,
-        &cfg.discretize,
-        &discretized,
-        |l| progress(l),
-    )?;
+    // S1–S3's outcome without its timings.
+    let key = serde_json::json!({
+        "candidate": s13.candidate,
+        "accuracy": s13.candidate_accuracy,
+        "round": round,
+        "width": s13.width,
+        "depth": s13.depth,
+        "discretize": cfg.discretize,
+    });
+    let discretize = match load_done(&discretized.join(DONE), &key) {
+        Some(r) => {
+            progress(&reused("discretize"));
+            r
+        }
+        None => {
+            let r = discretize::run(
+                gpu,
+                &weights,
+                Some(&s1),
+                &s13.candidate.normal,
+                splits,
+                &cfg.discretize,
+                &discretized,
+                |e| progress(e),
+            )?;
+            save_done(&discretized.join(DONE), &key, &r)?;
+            r
+        }
+    };
     let (report, eval, card) = stage(gpu, splits, "discretized", &discretized)?;
     let mut stages = vec![report];
 
     // Sparsity fine-tune: L1 on γ drives unneeded channels' scales down.
-    let tensors = prune::read_tensors(gpu, &eval)?;
-    drop(eval);
     let sparse = out.join("sparse");
-    progress(&format!(
-        "s4 sparsity fine-tune: λ {} on the BN scales, {} epochs",
-        cfg.prune.sparsity.l1_gamma, cfg.prune.sparsity.epochs
-    ));
-    train::train_from(
-        gpu,
-        card.model.clone(),
-        splits,
-        &cfg.prune.sparsity,
-        Some(&tensors),
-        &sparse,
-        |m| {
-            progress(&format!(
-                "s4 sparsity {} epoch {}: accuracy {:.2}%",
-                m.phase,
-                m.epoch,
-                100.0 * m.accuracy
-            ))
-        },
-    )?;
+    let key = serde_json::json!({"after": key, "sparsity": cfg.prune.sparsity});
+    if load_done::<TrainReport>(&sparse.join(DONE), &key).is_some() {
+        drop(eval);
+        progress(&reused("sparsity fine-tune"));
+    } else {
+        let tensors = prune::read_tensors(gpu, &eval)?;
+        drop(eval);
+        progress(&Event::log(format!(
+            "s4 sparsity fine-tune: λ {} on the BN scales, {} epochs",
+            cfg.prune.sparsity.l1_gamma, cfg.prune.sparsity.epochs
+        )));
+        let r = train::train_from(
+            gpu,
+            card.model.clone(),
+            splits,
+            &cfg.prune.sparsity,
+            Some(&tensors),
+            &sparse,
+            |m| progress(&m.event("s4 sparsity")),
+        )?;
+        save_done(&sparse.join(DONE), &key, &r)?;
+    }
     let (report, eval, card) = stage(gpu, splits, "sparse", &sparse)?;
     stages.push(report);
 
     // Prune: one global threshold, channels physically removed.
     let tensors = prune::read_tensors(gpu, &eval)?;
     drop(eval);
+    let mut pruning_curve = Vec::new();
+    for ratio in (1..10).map(|k| k as f32 / 10.0) {
+        let plan = prune::plan(&card, &tensors, ratio)?;
+        let (pcard, ptensors) = prune::apply(&card, &tensors, &plan)?;
+        let peval = prune::evaluator(gpu, &pcard, &ptensors, 256)?;
+        let (_, acc) = peval.evaluate(gpu, &splits.val, &splits.norm)?;
+        progress(&Event::tick(
+            "s4 pruning curve",
+            (10.0 * ratio).round() as u64,
+            9,
+            &[("ratio", ratio as f64), ("val_acc", acc)],
+        ));
+        pruning_curve.push(CurvePoint {
+            ratio,
+            params: prune::params(&pcard),
+            val_accuracy: acc,
+        });
+    }
     let plan = prune::plan(&card, &tensors, cfg.prune.ratio)?;
     let (pcard, ptensors) = prune::apply(&card, &tensors, &plan)?;
     let pruned = out.join("pruned");
@@ -540,29 +741,32 @@ pub fn s4(
     train::save(gpu, &peval, &pcard, &pruned)?;
     drop(peval);
     stages.push(stage(gpu, splits, "pruned", &pruned)?.0);
-    progress(&format!(
+    progress(&Event::log(format!(
         "s4 pruned {} of {} channels (threshold |γ| {:?}): {} → {} parameters",
         plan.removed, plan.prunable, plan.threshold, stages[1].params, stages[2].params
-    ));
+    )));
 
     // Fine-tune the pruned network.
     let last = out.join("final");
-    train::train_from(
-        gpu,
-        pcard.model.clone(),
-        splits,
-        &cfg.prune.fine_tune,
-        Some(&ptensors),
-        &last,
-        |m| {
-            progress(&format!(
-                "s4 fine-tune pruned {} epoch {}: accuracy {:.2}%",
-                m.phase,
-                m.epoch,
-                100.0 * m.accuracy
-            ))
-        },
-    )?;
+    let key = serde_json::json!({
+        "after": key,
+        "ratio": cfg.prune.ratio,
+        "fine_tune": cfg.prune.fine_tune,
+    });
+    if load_done::<TrainReport>(&last.join(DONE), &key).is_some() {
+        progress(&reused("pruned fine-tune"));
+    } else {
+        let r = train::train_from(
+            gpu,
+            pcard.model.clone(),
+            splits,
+            &cfg.prune.fine_tune,
+            Some(&ptensors),
+            &last,
+            |m| progress(&m.event("s4 pruned fine-tune")),
+        )?;
+        save_done(&last.join(DONE), &key, &r)?;
+    }
     stages.push(stage(gpu, splits, "final", &last)?.0);
     let onnx = out.join("final.onnx");
     crate::export::onnx::write(&last, &onnx)?;
@@ -574,7 +778,9 @@ pub fn s4(
         removed_channels: plan.removed,
         threshold: plan.threshold,
         stages,
+        pruning_curve,
         onnx,
+        adapter: gpu.describe(),
         seconds: start.elapsed().as_secs_f64(),
     };
     write_atomic(

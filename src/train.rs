@@ -17,6 +17,7 @@ use crate::graph::{self, Graph, Op, Optimizer, Plan, T};
 use crate::models::{self, ModelSpec};
 use crate::ops::optim::SgdHyper;
 use crate::ops::softmax_xent::IGNORE;
+use crate::progress::Event;
 use crate::verify;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,6 +40,31 @@ pub struct TrainConfig {
     /// objective but not to the logged loss; 0 = off.
     #[serde(default)]
     pub l1_gamma: f32,
+}
+
+impl TrainConfig {
+    /// Refuse impossible values before any work, naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("epochs", self.epochs),
+            ("batch", self.batch),
+            ("log_every", self.log_every),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} 0: must be at least 1"));
+            }
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(format!("lr {}: expected a finite rate > 0", self.lr));
+        }
+        if !(self.l1_gamma.is_finite() && self.l1_gamma >= 0.0) {
+            return Err(format!(
+                "l1_gamma {}: expected a finite λ ≥ 0",
+                self.l1_gamma
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for TrainConfig {
@@ -76,6 +102,9 @@ pub struct Metric {
     pub phase: &'static str,
     pub epoch: usize,
     pub step: usize,
+    /// Steps of the whole training (ticks' denominator).
+    #[serde(default)]
+    pub total_steps: usize,
     pub loss: f64,
     pub accuracy: f64,
     pub lr: f32,
@@ -83,7 +112,35 @@ pub struct Metric {
     pub seconds: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+impl Metric {
+    /// As a progress event of phase `phase`: training metrics tick, the
+    /// validation and test figures are log lines.
+    pub fn event(&self, phase: &str) -> Event {
+        if self.phase == "train" {
+            Event::tick(
+                phase,
+                self.step as u64,
+                self.total_steps as u64,
+                &[
+                    ("epoch", self.epoch as f64),
+                    ("loss", self.loss),
+                    ("train_acc", self.accuracy),
+                    ("lr", self.lr as f64),
+                ],
+            )
+        } else {
+            Event::log(format!(
+                "{phase} {} after epoch {}: loss {:.4}, accuracy {:.2}%",
+                self.phase,
+                self.epoch,
+                self.loss,
+                100.0 * self.accuracy
+            ))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainReport {
     pub test_accuracy: f64,
     pub test_loss: f64,
@@ -255,12 +312,7 @@ pub fn train_from(
     out: &Path,
     mut progress: impl FnMut(&Metric),
 ) -> Result<TrainReport> {
-    if cfg.epochs == 0 || cfg.batch == 0 || cfg.log_every == 0 {
-        bail!("epochs, batch and log_every must be at least 1 (got {cfg:?})");
-    }
-    if !(cfg.l1_gamma.is_finite() && cfg.l1_gamma >= 0.0) {
-        bail!("l1_gamma {}: expected a finite λ ≥ 0", cfg.l1_gamma);
-    }
+    cfg.validate().map_err(anyhow::Error::msg)?;
     let model = model.into();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let dims = splits.train.dims;
@@ -365,6 +417,7 @@ pub fn train_from(
                     phase: "train",
                     epoch,
                     step,
+                    total_steps,
                     loss: l,
                     accuracy: acc,
                     lr,
@@ -382,6 +435,7 @@ pub fn train_from(
             phase: "val",
             epoch,
             step,
+            total_steps,
             loss: vl,
             accuracy: va,
             lr: cosine(cfg.lr, cfg.lr_min, step, total_steps),
@@ -396,6 +450,7 @@ pub fn train_from(
         phase: "test",
         epoch: cfg.epochs,
         step,
+        total_steps,
         loss: test_loss,
         accuracy: test_accuracy,
         lr: 0.0,

@@ -73,6 +73,8 @@ fn a_gate_above_reach_grows_the_space_and_the_loop_ends() {
             ..PathConfig::default()
         },
         gate_train_epochs: None,
+        s4: S4Config::default(),
+        data: gradnas::data::DataConfig::default(),
     };
     let dir = tempfile::Builder::new()
         .prefix("gradnas-s1s3-")
@@ -128,7 +130,29 @@ fn a_gate_above_reach_grows_the_space_and_the_loop_ends() {
     let reused = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
     assert_eq!(reused("S1 already done"), 2, "{lines:#?}");
     assert_eq!(reused("path training already done"), 2, "{lines:#?}");
+    assert_eq!(reused("S2 already done"), 2, "{lines:#?}");
     assert_eq!(again.candidate, report.candidate);
+    assert_eq!(again.adapter, gpu.describe());
+    let predictor = std::fs::read_to_string(out.join("predictor.jsonl")).unwrap();
+    assert_eq!(
+        predictor.lines().count(),
+        2,
+        "reused levels are logged again"
+    );
+    // Every tick of both runs is in metrics.jsonl (S1 steps, paths, S2 levels).
+    let ticks: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for phase in ["s1", "paths", "s2"] {
+        assert!(
+            ticks
+                .iter()
+                .any(|t| t["phase"] == phase && t["event"] == "tick"),
+            "no {phase} tick in metrics.jsonl"
+        );
+    }
 
     // S4 reads the run directory (`s1_s3.json`, the chosen round's
     // path-trained weights and α) and writes a model directory.
@@ -159,6 +183,7 @@ fn a_gate_above_reach_grows_the_space_and_the_loop_ends() {
         },
     };
     let s4 = pipeline::s4(gpu, &splits, out, &s4cfg, &out.join("s4"), &mut |_| {}).expect("s4");
+    assert_eq!(s4.adapter, gpu.describe());
     let d = &s4.discretize;
     assert_eq!(d.model.width, report.width);
     assert_eq!(d.model.genotype.normal, report.candidate.normal);
@@ -181,6 +206,34 @@ fn a_gate_above_reach_grows_the_space_and_the_loop_ends() {
     assert!(out.join("s4/final.onnx").is_file());
     let (_, card) = train::load(gpu, &out.join("s4/final"), 16).expect("the final model dir");
     assert_eq!(gradnas::compress::params(&card), p[3]);
+    // The pruning curve: nine ratios, fewer parameters at each.
+    let curve = &s4.pruning_curve;
+    assert_eq!(curve.len(), 9);
+    assert!(curve
+        .windows(2)
+        .all(|w| w[1].params <= w[0].params && w[1].ratio > w[0].ratio));
+    assert!(curve[8].params < p[1]);
+
+    // S4 again into the same directory reuses its finished stages and ends
+    // the same; a changed fine-tune redoes only the last stage.
+    let mut lines = Vec::new();
+    let again = pipeline::s4(gpu, &splits, out, &s4cfg, &out.join("s4"), &mut |e| {
+        lines.push(e.to_string())
+    })
+    .expect("s4 again");
+    let reused = |lines: &[String]| lines.iter().filter(|l| l.contains("already done")).count();
+    assert_eq!(reused(&lines), 3, "{lines:#?}");
+    let acc =
+        |r: &pipeline::S4Report| -> Vec<f64> { r.stages.iter().map(|s| s.test_accuracy).collect() };
+    assert_eq!(acc(&again), acc(&s4));
+    let mut changed = s4cfg.clone();
+    changed.prune.fine_tune.lr *= 0.5;
+    let mut lines = Vec::new();
+    pipeline::s4(gpu, &splits, out, &changed, &out.join("s4"), &mut |e| {
+        lines.push(e.to_string())
+    })
+    .expect("s4 with another fine-tune");
+    assert_eq!(reused(&lines), 2, "{lines:#?}");
     let missing = pipeline::s4(
         gpu,
         &splits,

@@ -41,6 +41,7 @@ use crate::nn::cellnet::{self, Skeleton};
 use crate::nn::ParamStore;
 use crate::ops::optim::SgdHyper;
 use crate::predict::measure::{supernet_name, MeasureConfig, OneShotDiscrete, SupernetWeights};
+use crate::progress::Event;
 use crate::space::{softmax, Cell, CellWeights, Genotype, OpSet};
 use crate::train::{self, cosine, TrainConfig, TrainReport};
 use crate::verify;
@@ -116,7 +117,7 @@ impl DiscretizeConfig {
 }
 
 /// What discretization did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DiscretizeReport {
     /// One-shot validation accuracy of the candidate on the supernet's
     /// weights (before).
@@ -271,7 +272,7 @@ pub fn run(
     splits: &Splits,
     cfg: &DiscretizeConfig,
     out: &Path,
-    mut progress: impl FnMut(&str),
+    mut progress: impl FnMut(&Event),
 ) -> Result<DiscretizeReport> {
     cfg.validate().map_err(|e| anyhow!("discretize: {e}"))?;
     let sc = &weights.config;
@@ -295,10 +296,10 @@ pub fn run(
     };
     let one_shot =
         OneShotDiscrete::new(weights.clone(), splits, &mc)?.measure(gpu, candidate, candidate)?;
-    progress(&format!(
+    progress(&Event::log(format!(
         "s4 discretize: one-shot validation accuracy {:.2}%",
         100.0 * one_shot
-    ));
+    )));
 
     // Anneal.
     let start = Instant::now();
@@ -373,11 +374,14 @@ pub fn run(
             }
             last = l;
             window_start = step + 1;
-            progress(&format!(
-                "s4 anneal step {}/{}: T {:.3}, train loss {l:.4}",
-                step + 1,
-                cfg.anneal_steps,
-                cfg.temperature(step)
+            progress(&Event::tick(
+                "s4 anneal",
+                step as u64 + 1,
+                cfg.anneal_steps as u64,
+                &[
+                    ("temperature", cfg.temperature(step) as f64),
+                    ("loss", l as f64),
+                ],
             ));
         }
     }
@@ -406,15 +410,7 @@ pub fn run(
         &cfg.fine_tune,
         Some(&init),
         out,
-        |m| {
-            progress(&format!(
-                "s4 fine-tune {} epoch {}: loss {:.4}, accuracy {:.2}%",
-                m.phase,
-                m.epoch,
-                m.loss,
-                100.0 * m.accuracy
-            ))
-        },
+        |m| progress(&m.event("s4 discretized fine-tune")),
     )?;
     Ok(DiscretizeReport {
         one_shot_val_accuracy: one_shot,

@@ -112,10 +112,12 @@ pub enum DataError {
 }
 
 /// Which data to load.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DataSource {
     /// `assets/fashion-mnist`: 10,000 training images (split into train and
     /// validation) and the official 10,000-image test set.
+    #[default]
     Bundled,
     /// `--data DIR`: IDX files or CIFAR-10 binary batches.
     Dir(PathBuf),
@@ -161,6 +163,35 @@ impl DataKind {
             },
             DataKind::Cifar10 => Augment { pad: 4, flip: true },
         }
+    }
+}
+
+/// A run's data: where from, and the share held out for validation (the
+/// split's seed is the run's seed).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DataConfig {
+    pub source: DataSource,
+    pub val_fraction: f64,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            source: DataSource::Bundled,
+            val_fraction: 0.1,
+        }
+    }
+}
+
+impl DataConfig {
+    pub fn load(&self, seed: u64) -> Result<Splits, DataError> {
+        load(
+            &self.source,
+            &SplitConfig {
+                val_fraction: self.val_fraction,
+                seed,
+            },
+        )
     }
 }
 

@@ -35,6 +35,7 @@ use crate::engine::Gpu;
 use crate::graph::{self, Graph, Op, Optimizer, Plan, T};
 use crate::nn::{cellnet, ParamStore};
 use crate::ops::optim::SgdHyper;
+use crate::progress::Event;
 use crate::space::genotype::random_cell;
 use crate::space::{Cell, BLOCKS};
 use crate::train::{cosine, write_atomic};
@@ -333,13 +334,13 @@ impl<'a> PathTrainer<'a> {
 }
 
 /// Train `weights` on `paths` sampled single paths (module comment),
-/// in place; `progress` gets a line every tenth of the paths.
+/// in place; `progress` gets a tick every tenth of the paths.
 pub fn train(
     gpu: &Gpu,
     weights: &mut SupernetWeights,
     splits: &Splits,
     cfg: &PathConfig,
-    mut progress: impl FnMut(&str),
+    mut progress: impl FnMut(&Event),
 ) -> Result<PathReport> {
     let start = Instant::now();
     let mut trainer = PathTrainer::new(gpu, weights, splits, cfg, cfg.paths * cfg.steps_per_path)?;
@@ -351,6 +352,7 @@ pub fn train(
     let mut rng = verify::rng(cfg.seed);
     let tenth = cfg.paths.div_ceil(10);
     let mut window = (0.0f32, 0.0f32, 0usize);
+    progress(&Event::begin("paths", cfg.paths as u64, "paths"));
     for path in 0..cfg.paths {
         let blocks = 1 + rng.random_range(0..BLOCKS);
         let cell = random_cell(&op_set, blocks, &mut rng);
@@ -362,16 +364,16 @@ pub fn train(
                 (report.loss_first, report.accuracy_first) = (l, a);
             }
             (report.loss_last, report.accuracy_last) = (l, a);
-            progress(&format!(
-                "paths {}/{}: train loss {l:.4}, accuracy {:.2}%, {:.2} s/path",
-                path + 1,
-                cfg.paths,
-                100.0 * a,
-                start.elapsed().as_secs_f64() / (path + 1) as f64
+            progress(&Event::tick(
+                "paths",
+                path as u64 + 1,
+                cfg.paths as u64,
+                &[("train_loss", l as f64), ("train_acc", a as f64)],
             ));
             window = (0.0, 0.0, 0);
         }
     }
+    progress(&Event::end("paths"));
     report.paths = cfg.paths;
     report.steps = trainer.steps;
     report.seconds = start.elapsed().as_secs_f64();

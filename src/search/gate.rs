@@ -38,7 +38,10 @@ impl GateConfig {
     /// Refuse impossible values before any work, naming the field.
     pub fn validate(&self) -> Result<(), String> {
         if !(0.0..=1.0).contains(&self.threshold) {
-            return Err(format!("gate {}: must be in [0, 1]", self.threshold));
+            return Err(format!(
+                "gate threshold {}: must be in [0, 1]",
+                self.threshold
+            ));
         }
         if self.max_rounds == 0 {
             return Err("max_rounds 0: need at least one round".into());

@@ -15,6 +15,7 @@ use super::supernet::{KindArch, SupernetConfig};
 use crate::data::{Order, Splits};
 use crate::engine::Gpu;
 use crate::graph::{Op, Plan};
+use crate::progress::Event;
 use crate::space::{derive, softmax_entropy, CellWeights, Genotype};
 use crate::train::{cosine, save_tensors, write_atomic};
 use crate::verify;
@@ -92,13 +93,13 @@ fn read_kind(gpu: &Gpu, plan: &Plan, k: &KindArch, k_ops: usize) -> Result<(Rows
 }
 
 /// Run S1 on `splits`, writing `history.jsonl`, `genotype.json` and
-/// `supernet.safetensors` into `out`; `progress` gets a line per log.
+/// `supernet.safetensors` into `out`; `progress` gets a tick per log.
 pub fn run(
     gpu: &Gpu,
     splits: &Splits,
     cfg: &S1Config,
     out: &Path,
-    mut progress: impl FnMut(&str),
+    mut progress: impl FnMut(&Event),
 ) -> Result<S1Report> {
     cfg.supernet.validate().map_err(anyhow::Error::msg)?;
     if cfg.epochs == 0 || cfg.log_every == 0 {
@@ -139,6 +140,7 @@ pub fn run(
         epoch: 0,
     });
     let mut val_pos = 0;
+    progress(&Event::begin("s1", total as u64, "steps"));
     for epoch in 0..cfg.epochs {
         let order = train.order(Order::Shuffled {
             seed: cfg.seed,
@@ -185,9 +187,16 @@ pub fn run(
                 if !(tl.is_finite() && vl.is_finite()) {
                     bail!("search loss became non-finite at step {step} (train {tl}, val {vl})");
                 }
-                progress(&format!(
-                    "s1 epoch {epoch} step {step}/{total}: train loss {tl:.4}, val loss {vl:.4}, lr {lr:.4}, {:.2} s/step",
-                    start.elapsed().as_secs_f64() / step as f64
+                progress(&Event::tick(
+                    "s1",
+                    step as u64,
+                    total as u64,
+                    &[
+                        ("epoch", epoch as f64),
+                        ("train_loss", tl as f64),
+                        ("val_loss", vl as f64),
+                        ("lr", lr as f64),
+                    ],
                 ));
             }
         }
@@ -215,11 +224,12 @@ pub fn run(
         }
         entropy_last = line.entropy_normal;
         writeln!(history, "{}", serde_json::to_string(&line)?)?;
-        progress(&format!(
+        progress(&Event::log(format!(
             "s1 epoch {epoch} done: softmax(α) entropy normal {:.4} reduce {:.4}",
             line.entropy_normal, line.entropy_reduce
-        ));
+        )));
     }
+    progress(&Event::end("s1"));
     let (an, bn) = read_kind(gpu, &plan, &arch.normal, k_ops)?;
     let (ar, br) = read_kind(gpu, &plan, &arch.reduce, k_ops)?;
     let op_set = &cfg.supernet.op_set;
