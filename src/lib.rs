@@ -16,6 +16,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod predict;
 pub mod progress;
+pub mod report;
 pub mod search;
 pub mod space;
 pub mod train;

@@ -185,6 +185,13 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Write RUN_DIR/report.html (one self-contained file: curves, α heat
+    /// maps, the cells, predicted vs measured, pruning, the final table);
+    /// `gradnas search` writes it at the end of a run.
+    Report {
+        #[arg(value_name = "RUN_DIR")]
+        run: PathBuf,
+    },
     /// Re-evaluate a trained model directory on the test set.
     Eval {
         /// A directory written by `gradnas train`.
@@ -238,11 +245,27 @@ fn gpu() -> Result<&'static Gpu> {
 }
 
 fn main() -> ExitCode {
+    // The first Ctrl-C asks the running phase to stop at its next step (S1
+    // writes a checkpoint there); a second one ends the process at once.
+    let handler = ctrlc::set_handler(|| {
+        if gradnas::progress::interrupted() {
+            std::process::exit(130);
+        }
+        eprintln!("\ngradnas: stopping at the next step (Ctrl-C again to quit now)");
+        gradnas::progress::interrupt();
+    });
+    if let Err(e) = handler {
+        eprintln!("gradnas: warning: no Ctrl-C handler ({e}); Ctrl-C ends the process at once");
+    }
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("gradnas: error: {e:#}");
-            ExitCode::from(2)
+            if gradnas::progress::interrupted() {
+                ExitCode::from(130)
+            } else {
+                ExitCode::from(2)
+            }
         }
     }
 }
@@ -396,6 +419,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Eval { model, data, batch } => eval_cmd(&model, &data, batch),
         Cmd::Export { model, onnx } => export_cmd(&model, &onnx),
+        Cmd::Report { run } => {
+            let path = gradnas::report::write(&run)?;
+            println!("report: {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Info { json } => info(json),
         Cmd::Verify { json, full, seed } => verify_cmd(json, full, seed),
         Cmd::Bench {
@@ -466,6 +494,7 @@ fn search_s4(
     };
     let report = pipeline::s4(gpu, &splits, from, cfg, &out, &mut |e| ui.event(e))?;
     print_s4(&report, &out, ui)?;
+    println!("report: {}", gradnas::report::write(from)?.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -497,6 +526,7 @@ fn search_s1_s3(
         let report = pipeline::s4(gpu, splits, out, &cfg.s4, &dir, &mut |e| ui.event(e))?;
         print_s4(&report, &dir, ui)?;
     }
+    println!("report: {}", gradnas::report::write(out)?.display());
     Ok(ExitCode::SUCCESS)
 }
 

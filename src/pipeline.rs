@@ -104,6 +104,9 @@ struct OneShotMeasure<'a> {
 
 impl Measure for OneShotMeasure<'_> {
     fn measure(&mut self, cell: &Cell) -> Result<f32> {
+        if crate::progress::interrupted() {
+            return Err(crate::progress::stopped("S2"));
+        }
         self.one_shot.measure(self.gpu, cell, cell)
     }
 }

@@ -6,6 +6,27 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::fmt;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Ask the running phase to stop at its next step (Ctrl-C): S1 writes a
+/// checkpoint of that step, the other phases stop and are redone on resume.
+pub fn interrupt() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Whether `interrupt` was called.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// The error a phase returns when it stops for `interrupt`.
+pub fn stopped(phase: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "interrupted during {phase}; finished phases and checkpoints are kept: continue with `gradnas search --resume RUN_DIR`"
+    )
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]

@@ -381,6 +381,9 @@ pub fn train_from(
             epoch: epoch as u64,
         });
         for k in 0..steps_per_epoch {
+            if crate::progress::interrupted() {
+                return Err(crate::progress::stopped("training"));
+            }
             // A short last batch is completed with the epoch's first
             // samples: every sample is seen, none twice in a row.
             let idx: Vec<usize> = (0..b).map(|i| order[(k * b + i) % n]).collect();
@@ -525,6 +528,95 @@ pub fn save_tensors(
         })
         .collect::<Result<Vec<_>, _>>()?;
     write_atomic(path, &safetensors::serialize(views, Some(meta))?)
+}
+
+/// A plan's whole state for a checkpoint: every Param and State tensor of
+/// `g` (weights, optimizer moments, BN statistics), keyed by index (state
+/// tensors' names need not be unique), with `meta`; written atomically.
+pub fn save_state(
+    gpu: &Gpu,
+    plan: &Plan,
+    g: &Graph,
+    meta: HashMap<String, String>,
+    path: &Path,
+) -> Result<()> {
+    let mut data = Vec::new();
+    for (i, d) in g.tensors.iter().enumerate() {
+        if matches!(d.kind, graph::Kind::Param | graph::Kind::State) {
+            let v = plan.read(gpu, T(i))?;
+            data.push((
+                format!("t{i}"),
+                bytemuck::cast_slice(&v).to_vec(),
+                d.shape.clone(),
+            ));
+        }
+    }
+    let views = data
+        .iter()
+        .map(|(n, bytes, shape)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map(|v| (n.clone(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    write_atomic(path, &safetensors::serialize(views, Some(meta))?)
+}
+
+/// The metadata of a state file, without reading its tensors.
+pub fn state_meta(path: &Path) -> Result<HashMap<String, String>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    Ok(header.metadata().clone().unwrap_or_default())
+}
+
+/// Restore a state written by `save_state` for the same graph into `plan`;
+/// returns its metadata. A file for another graph is an error.
+pub fn load_state(
+    gpu: &Gpu,
+    plan: &Plan,
+    g: &Graph,
+    path: &Path,
+) -> Result<HashMap<String, String>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)?;
+    let mut writes = Vec::new();
+    for (i, d) in g.tensors.iter().enumerate() {
+        if !matches!(d.kind, graph::Kind::Param | graph::Kind::State) {
+            continue;
+        }
+        let view = st
+            .tensor(&format!("t{i}"))
+            .with_context(|| format!("{}: no tensor t{i} ({})", path.display(), d.name))?;
+        if view.shape() != d.shape.as_slice() {
+            bail!(
+                "{}: t{i} ({}) is {:?}, the graph wants {:?}",
+                path.display(),
+                d.name,
+                view.shape(),
+                d.shape
+            );
+        }
+        let v: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        writes.push((T(i), v));
+    }
+    if st.len() != writes.len() {
+        bail!(
+            "{}: {} tensors, the graph has {}",
+            path.display(),
+            st.len(),
+            writes.len()
+        );
+    }
+    for (t, v) in writes {
+        plan.write(gpu, t, &v);
+    }
+    Ok(header.metadata().clone().unwrap_or_default())
 }
 
 /// Load a model directory written by `save` into a fresh evaluator.

@@ -157,7 +157,13 @@ fn a_search_killed_anywhere_resumes_to_the_same_result() {
         "config.json",
         "metrics.jsonl",
         "s1_s3.json",
+        "candidate.json",
+        "predictor.jsonl",
+        "gate.jsonl",
+        "round0/genotype.json",
+        "s4/final/model.safetensors",
         "s4/final.onnx",
+        "report.html",
     ] {
         assert!(whole.join(f).is_file(), "{f} missing");
     }
@@ -192,7 +198,13 @@ fn a_search_killed_anywhere_resumes_to_the_same_result() {
             c
         });
         assert_eq!(outcome(&run), want, "killed {name}; resumed:\n{log}");
-        if k > 0 {
+        if k == 0 {
+            // Killed at step 4 of 6: the checkpoint after epoch 0 (step 3).
+            assert!(
+                log.contains("s1: resuming at step 3 of 6"),
+                "{name}:\n{log}"
+            );
+        } else {
             assert!(
                 log.contains("S1 already done"),
                 "{name}: S1 not reused\n{log}"
@@ -209,6 +221,54 @@ fn a_search_killed_anywhere_resumes_to_the_same_result() {
             );
         }
     }
+}
+
+/// Ctrl-C (SIGINT) inside S1: the step is checkpointed, the process ends
+/// with status 130, and the resumed run ends like an uninterrupted one.
+#[test]
+fn ctrl_c_checkpoints_s1_and_the_run_resumes() {
+    let s = setup();
+    let whole = s.root.join("whole");
+    ok(search(&s, &whole));
+    let run = s.root.join("interrupted");
+    let mut child = search(&s, &run)
+        .arg("--log-json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "S1 never ticked");
+        let e: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if is_tick(&e, "s1") && e["done"] == 2 {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest}");
+    assert!(rest.contains("checkpoint at step"), "{rest}");
+    assert!(run
+        .join("round0")
+        .join(gradnas::search::s1::CHECKPOINT)
+        .is_file());
+    let log = ok({
+        let mut c = Command::new(BIN);
+        c.arg("search").arg("--resume").arg(&run);
+        c
+    });
+    assert!(log.contains("s1: resuming at step"), "{log}");
+    assert_eq!(outcome(&run), outcome(&whole), "{log}");
 }
 
 #[test]

@@ -341,6 +341,9 @@ pub fn run(
     let (mut first, mut last) = (f32::NAN, f32::NAN);
     let mut window_start = 0;
     for step in 0..cfg.anneal_steps {
+        if crate::progress::interrupted() {
+            return Err(crate::progress::stopped("the discretization anneal"));
+        }
         let idx = stream.next(train_split, b);
         train_split.fill_batch(
             &idx,

@@ -354,6 +354,9 @@ pub fn train(
     let mut window = (0.0f32, 0.0f32, 0usize);
     progress(&Event::begin("paths", cfg.paths as u64, "paths"));
     for path in 0..cfg.paths {
+        if crate::progress::interrupted() {
+            return Err(crate::progress::stopped("path training"));
+        }
         let blocks = 1 + rng.random_range(0..BLOCKS);
         let cell = random_cell(&op_set, blocks, &mut rng);
         let (loss, acc) = trainer.train_path(weights, &cell, cfg.steps_per_path)?;

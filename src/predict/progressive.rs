@@ -104,6 +104,10 @@ pub struct LevelReport {
     pub fit_oof_tau: Option<f64>,
     /// Mean ensemble spread over the measured cells' predictions.
     pub mean_spread: Option<f64>,
+    /// (predicted, measured) accuracy of each newly measured cell, the
+    /// top K first, then the explored ones; empty at b = 1.
+    #[serde(default)]
+    pub pairs: Vec<(f32, f32)>,
     pub best_accuracy: f32,
     pub mean_accuracy: f32,
     pub best_cell: Cell,
@@ -238,6 +242,10 @@ pub fn run(
             kendall_tau_top: tau_top,
             fit_oof_tau: oof_tau,
             mean_spread: spread,
+            pairs: scores
+                .as_ref()
+                .map(|(s, _)| s.iter().map(|x| x.0).zip(acc.iter().copied()).collect())
+                .unwrap_or_default(),
             best_accuracy: kept_acc[0],
             mean_accuracy: acc.iter().sum::<f32>() / acc.len() as f32,
             best_cell: kept[0].clone(),

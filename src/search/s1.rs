@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::bilevel::{build_step, SearchHyper, SearchStep};
@@ -17,7 +17,7 @@ use crate::engine::Gpu;
 use crate::graph::{Op, Plan};
 use crate::progress::Event;
 use crate::space::{derive, softmax_entropy, CellWeights, Genotype};
-use crate::train::{cosine, save_tensors, write_atomic};
+use crate::train::{cosine, load_state, save_state, save_tensors, state_meta, write_atomic};
 use crate::verify;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,7 +47,7 @@ impl Default for S1Config {
 }
 
 /// One line of `history.jsonl`: α and β per cell kind after an epoch.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HistoryLine {
     pub epoch: usize,
     pub step: usize,
@@ -92,6 +92,18 @@ fn read_kind(gpu: &Gpu, plan: &Plan, k: &KindArch, k_ops: usize) -> Result<(Rows
     Ok((alpha, beta))
 }
 
+/// S1's state after its last finished epoch or at Ctrl-C (removed when S1
+/// ends).
+pub const CHECKPOINT: &str = "s1_checkpoint.safetensors";
+
+fn checkpoint_meta(config: &str, step: usize, val_pos: usize) -> HashMap<String, String> {
+    HashMap::from([
+        ("config".to_string(), config.to_string()),
+        ("step".to_string(), step.to_string()),
+        ("val_pos".to_string(), val_pos.to_string()),
+    ])
+}
+
 /// Run S1 on `splits`, writing `history.jsonl`, `genotype.json` and
 /// `supernet.safetensors` into `out`; `progress` gets a tick per log.
 pub fn run(
@@ -107,6 +119,12 @@ pub fn run(
     }
     splits.train.check_dims(cfg.supernet.dims)?;
     std::fs::create_dir_all(out)?;
+    // `s1_config.json` marks a finished S1: a run that starts over must not
+    // leave an old one beside files it is rewriting.
+    let done = out.join("s1_config.json");
+    if done.exists() {
+        std::fs::remove_file(&done).with_context(|| format!("removing {}", done.display()))?;
+    }
     let SearchStep {
         mut g,
         arch,
@@ -131,7 +149,6 @@ pub fn run(
     let mut rng = verify::rng(cfg.seed ^ 0x51);
     let mut pixels = vec![0f32; b * train.dims.len()];
     let mut labels = vec![0u32; b];
-    let mut history = std::fs::File::create(out.join("history.jsonl"))?;
     let (mut entropy_first, mut entropy_last) = (f32::NAN, f32::NAN);
     let start = Instant::now();
     let mut step = 0;
@@ -140,13 +157,66 @@ pub fn run(
         epoch: 0,
     });
     let mut val_pos = 0;
+    // A checkpoint of this configuration's finished epochs: continue after
+    // them (everything else a step needs follows from the step count).
+    let ckpt = out.join(CHECKPOINT);
+    let cfg_json = serde_json::to_string(cfg)?;
+    let mut first_epoch = 0;
+    let mut kept = String::new();
+    // Another configuration's checkpoint is ignored (and replaced).
+    let meta = state_meta(&ckpt).ok();
+    if let Some(meta) = meta.filter(|m| m.get("config") == Some(&cfg_json)) {
+        load_state(gpu, &plan, &g, &ckpt)?;
+        let num = |k: &str| -> Result<usize> {
+            meta.get(k)
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("{}: no {k} in the checkpoint", ckpt.display()))
+        };
+        (step, val_pos) = (num("step")?, num("val_pos")?);
+        first_epoch = step / steps_per_epoch;
+        let text = std::fs::read_to_string(out.join("history.jsonl")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().take(first_epoch).collect();
+        if lines.len() < first_epoch {
+            bail!(
+                "{}: fewer epochs than the checkpoint's",
+                out.join("history.jsonl").display()
+            );
+        }
+        for l in &lines {
+            kept.push_str(l);
+            kept.push('\n');
+        }
+        if let Some(l) = lines.first() {
+            entropy_first = serde_json::from_str::<HistoryLine>(l)?.entropy_normal;
+        }
+        progress(&Event::log(format!(
+            "s1: resuming at step {step} of {total} from {}",
+            ckpt.display()
+        )));
+    }
+    let mut history = std::fs::File::create(out.join("history.jsonl"))?;
+    history.write_all(kept.as_bytes())?;
     progress(&Event::begin("s1", total as u64, "steps"));
-    for epoch in 0..cfg.epochs {
+    for epoch in first_epoch..cfg.epochs {
         let order = train.order(Order::Shuffled {
             seed: cfg.seed,
             epoch: epoch as u64,
         });
-        for k in 0..steps_per_epoch {
+        // A checkpoint inside an epoch resumes at its next step.
+        let first_k = if epoch == first_epoch {
+            step % steps_per_epoch
+        } else {
+            0
+        };
+        for k in first_k..steps_per_epoch {
+            // Checked before a step: the previous epoch's end is written.
+            if crate::progress::interrupted() {
+                let meta = checkpoint_meta(&cfg_json, step, val_pos);
+                save_state(gpu, &plan, &g, meta, &ckpt)?;
+                return Err(crate::progress::stopped(&format!(
+                    "S1 (checkpoint at step {step})"
+                )));
+            }
             let idx: Vec<usize> = (0..b).map(|i| order[(k * b + i) % order.len()]).collect();
             train.fill_batch(&idx, &splits.norm, None, &mut rng, &mut pixels, &mut labels);
             plan.write(gpu, train_images, &pixels);
@@ -224,6 +294,14 @@ pub fn run(
         }
         entropy_last = line.entropy_normal;
         writeln!(history, "{}", serde_json::to_string(&line)?)?;
+        history.flush()?;
+        save_state(
+            gpu,
+            &plan,
+            &g,
+            checkpoint_meta(&cfg_json, step, val_pos),
+            &ckpt,
+        )?;
         progress(&Event::log(format!(
             "s1 epoch {epoch} done: softmax(α) entropy normal {:.4} reduce {:.4}",
             line.entropy_normal, line.entropy_reduce
@@ -265,6 +343,8 @@ pub fn run(
         &out.join("s1_config.json"),
         serde_json::to_string_pretty(cfg)?.as_bytes(),
     )?;
+    // S1 is done (s1_config.json says so): its checkpoint is not needed.
+    std::fs::remove_file(&ckpt).with_context(|| format!("removing {}", ckpt.display()))?;
     let seconds = start.elapsed().as_secs_f64();
     Ok(S1Report {
         genotype,
