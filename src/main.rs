@@ -478,7 +478,7 @@ fn search_s4(
     data.apply(&mut dcfg);
     let splits = dcfg.load(search.s1.seed)?;
     let gpu = gpu()?;
-    eprintln!(
+    ui.line(format!(
         "S4 of {} on {} ({} train / {} val / {} test) on {}",
         from.display(),
         splits.dir.display(),
@@ -486,7 +486,7 @@ fn search_s4(
         splits.val.len(),
         splits.test.len(),
         gpu.describe()
-    );
+    ));
     let out = if out == std::path::Path::new(DEFAULT_OUT) {
         from.join("s4")
     } else {
@@ -525,6 +525,16 @@ fn search_s1_s3(
         let dir = out.join("s4");
         let report = pipeline::s4(gpu, splits, out, &cfg.s4, &dir, &mut |e| ui.event(e))?;
         print_s4(&report, &dir, ui)?;
+        // The final network at the top of the run directory.
+        for (from, to) in [
+            ("final/model.safetensors", "model.safetensors"),
+            ("final/model.json", "architecture.json"),
+            ("final.onnx", "model.onnx"),
+        ] {
+            let (from, to) = (dir.join(from), out.join(to));
+            std::fs::copy(&from, &to)
+                .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        }
     }
     println!("report: {}", gradnas::report::write(out)?.display());
     Ok(ExitCode::SUCCESS)

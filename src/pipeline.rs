@@ -469,6 +469,10 @@ pub fn s1_s3(
         rounds: result.rounds,
         round_dir: dir,
     };
+    // S1's genotype of the chosen round, at the top of the run directory.
+    let genotype = report.round_dir.join("genotype.json");
+    std::fs::copy(&genotype, out.join("genotype.json"))
+        .with_context(|| format!("copying {}", genotype.display()))?;
     write_atomic(
         &out.join("s1_s3.json"),
         serde_json::to_string_pretty(&report)?.as_bytes(),

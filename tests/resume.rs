@@ -164,6 +164,10 @@ fn a_search_killed_anywhere_resumes_to_the_same_result() {
         "s4/final/model.safetensors",
         "s4/final.onnx",
         "report.html",
+        "genotype.json",
+        "model.safetensors",
+        "architecture.json",
+        "model.onnx",
     ] {
         assert!(whole.join(f).is_file(), "{f} missing");
     }
