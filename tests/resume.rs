@@ -275,6 +275,33 @@ fn ctrl_c_checkpoints_s1_and_the_run_resumes() {
     assert_eq!(outcome(&run), outcome(&whole), "{log}");
 }
 
+/// A loss that becomes NaN stops the phase with a message; nothing is
+/// marked done, so a resume would start the phase again.
+#[test]
+fn a_non_finite_loss_stops_the_phase_with_a_message() {
+    let s = setup();
+    let mut cfg: serde_json::Value = serde_json::from_str(CONFIG).unwrap();
+    cfg["s1"]["hyper"] = serde_json::json!({"w_lr": 1e30});
+    let path = s.root.join("nan.json");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let run = s.root.join("nan");
+    let o = Command::new(BIN)
+        .arg("search")
+        .arg("--config")
+        .arg(&path)
+        .arg("--data")
+        .arg(s.root.join("data"))
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("became non-finite"), "{err}");
+    assert!(!run.join("round0/s1_config.json").exists());
+    assert!(!run.join("candidate.json").exists());
+}
+
 #[test]
 fn resume_refuses_new_settings_and_missing_runs() {
     let s = setup();
