@@ -520,6 +520,15 @@ pub fn save_tensors(
         ));
     }
     data.sort_by(|a, b| a.0.cmp(&b.0));
+    write_f32_tensors(&data, meta, path)
+}
+
+/// (name, little-endian f32 bytes, shape) as a safetensors file, atomically.
+fn write_f32_tensors(
+    data: &[(String, Vec<u8>, Vec<usize>)],
+    meta: HashMap<String, String>,
+    path: &Path,
+) -> Result<()> {
     let views = data
         .iter()
         .map(|(n, bytes, shape)| {
@@ -551,14 +560,7 @@ pub fn save_state(
             ));
         }
     }
-    let views = data
-        .iter()
-        .map(|(n, bytes, shape)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                .map(|v| (n.clone(), v))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    write_atomic(path, &safetensors::serialize(views, Some(meta))?)
+    write_f32_tensors(&data, meta, path)
 }
 
 /// The metadata of a state file, without reading its tensors.

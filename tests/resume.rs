@@ -72,10 +72,14 @@ fn setup() -> Setup {
 }
 
 fn search(s: &Setup, out: &Path) -> Command {
+    search_with(s, &s.root.join("tiny.json"), out)
+}
+
+fn search_with(s: &Setup, config: &Path, out: &Path) -> Command {
     let mut c = Command::new(BIN);
     c.arg("search")
         .arg("--config")
-        .arg(s.root.join("tiny.json"))
+        .arg(config)
         .arg("--data")
         .arg(s.root.join("data"))
         .arg("--out")
@@ -285,16 +289,7 @@ fn a_non_finite_loss_stops_the_phase_with_a_message() {
     let path = s.root.join("nan.json");
     std::fs::write(&path, cfg.to_string()).unwrap();
     let run = s.root.join("nan");
-    let o = Command::new(BIN)
-        .arg("search")
-        .arg("--config")
-        .arg(&path)
-        .arg("--data")
-        .arg(s.root.join("data"))
-        .arg("--out")
-        .arg(&run)
-        .output()
-        .unwrap();
+    let o = search_with(&s, &path, &run).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{err}");
     assert!(err.contains("became non-finite"), "{err}");
@@ -346,16 +341,7 @@ fn impossible_settings_are_refused_before_any_work_naming_the_field() {
             .write_all(cfg.as_bytes())
             .unwrap();
         let out = s.root.join(format!("bad{k}"));
-        let o = Command::new(BIN)
-            .arg("search")
-            .arg("--config")
-            .arg(&path)
-            .arg("--data")
-            .arg(s.root.join("data"))
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
+        let o = search_with(&s, &path, &out).output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{cfg} was accepted");
         assert!(
