@@ -84,8 +84,9 @@ pub fn preset(name: &str) -> Result<SearchConfig> {
                 max_rounds: 1,
                 ..GateConfig::default()
             },
-            // 30 annealing steps, then 2 epochs of fine-tuning; one epoch
-            // each of sparsity training and fine-tuning.
+            // 30 annealing steps, then 2 epochs of fine-tuning; one epoch of
+            // sparsity training (λ · lr · steps / 2 ≈ 0.14: γ separate, see
+            // PruneConfig::default) and two of fine-tuning.
             s4: S4Config {
                 discretize: DiscretizeConfig {
                     anneal_steps: 30,
@@ -103,14 +104,14 @@ pub fn preset(name: &str) -> Result<SearchConfig> {
                     sparsity: TrainConfig {
                         epochs: 1,
                         batch: 32,
-                        lr: 0.01,
-                        l1_gamma: 5e-4,
+                        lr: 0.02,
+                        l1_gamma: 0.05,
                         ..TrainConfig::default()
                     },
                     fine_tune: TrainConfig {
-                        epochs: 1,
+                        epochs: 2,
                         batch: 32,
-                        lr: 0.01,
+                        lr: 0.025,
                         ..TrainConfig::default()
                     },
                 },
