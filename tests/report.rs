@@ -232,7 +232,7 @@ fn a_full_run_has_every_section_and_plot() {
         "discretized: loss",
         "sparse: accuracy",
         "final: loss",
-        "test accuracy vs parameters",
+        "accuracy vs parameters",
     ];
     for t in titles {
         assert!(charts.iter().any(|c| c.contains(t)), "chart {t}");
@@ -249,9 +249,9 @@ fn a_full_run_has_every_section_and_plot() {
     );
     let pruning = charts
         .iter()
-        .find(|c| c.contains("test accuracy vs parameters"))
+        .find(|c| c.contains("accuracy vs parameters"))
         .unwrap();
-    assert!(pruning.contains("pruning sweep"));
+    assert!(pruning.contains("sweep: sparse net pruned"));
     for label in ["discretized", "pruned", "final", "25%", "75%"] {
         assert!(
             pruning.contains(&format!(">{label}</text>")),

@@ -1488,7 +1488,7 @@ fn pruning(o: &mut String, run: &Run) {
         o.push_str("</section>");
         return;
     };
-    let mut c = Chart::new("test accuracy vs parameters", "parameters", "test accuracy");
+    let mut c = Chart::new("accuracy vs parameters", "parameters", "accuracy");
     c.width = 640.0;
     c.height = 340.0;
     let (pts, labels): (Vec<(f64, f64)>, Vec<String>) = r
@@ -1505,7 +1505,7 @@ fn pruning(o: &mut String, run: &Run) {
         })
         .unzip();
     c.series
-        .push(Series::line("S4 stages, in order", 0, pts).labeled(labels));
+        .push(Series::line("S4 stages in order (test)", 0, pts).labeled(labels));
     match &r.pruning_curve {
         Some(curve) if !curve.is_empty() => {
             let mut curve: Vec<&CurvePoint> = curve.iter().collect();
@@ -1525,9 +1525,13 @@ fn pruning(o: &mut String, run: &Run) {
                 })
                 .unzip();
             c.series.push(
-                Series::line("pruning sweep (ratio removed)", 1, pts)
-                    .dashed()
-                    .labeled(labels),
+                Series::line(
+                    "sweep: sparse net pruned at each ratio, validation, before fine-tuning",
+                    1,
+                    pts,
+                )
+                .dashed()
+                .labeled(labels),
             );
         }
         _ => {}
