@@ -97,17 +97,45 @@ impl SearchConfig {
 /// S2's view of the one-shot measurement: one cell structure for both cell
 /// kinds (see `progressive`). The per-cell discrete plan, measured ~20×
 /// faster than the single masked-supernet plan on lavapipe (BENCHMARKS.md).
-struct OneShotMeasure<'a> {
+struct OneShotMeasure<'a, 'p> {
     gpu: &'a Gpu,
     one_shot: OneShotDiscrete,
+    /// S2's progress: cells measured so far, of about `expected`.
+    ticks: &'a S2Ticks<'p>,
+    expected: u64,
 }
 
-impl Measure for OneShotMeasure<'_> {
+/// Cells measured and the best accuracy so far, and where ticks go; shared
+/// by the measurer (a tick per cell) and the level log.
+struct S2Ticks<'p> {
+    state: std::cell::RefCell<(u64, f32, &'p mut dyn FnMut(&Event))>,
+}
+
+impl S2Ticks<'_> {
+    fn send(&self, e: &Event) {
+        (self.state.borrow_mut().2)(e)
+    }
+}
+
+impl Measure for OneShotMeasure<'_, '_> {
     fn measure(&mut self, cell: &Cell) -> Result<f32> {
         if crate::progress::interrupted() {
             return Err(crate::progress::stopped("S2"));
         }
-        self.one_shot.measure(self.gpu, cell, cell)
+        let acc = self.one_shot.measure(self.gpu, cell, cell)?;
+        let (n, best) = {
+            let mut st = self.ticks.state.borrow_mut();
+            st.0 += 1;
+            st.1 = st.1.max(acc);
+            (st.0, st.1)
+        };
+        self.ticks.send(&Event::tick(
+            "s2",
+            n,
+            self.expected.max(n),
+            &[("blocks", cell.blocks.len() as f64), ("best_acc", best as f64)],
+        ));
+        Ok(acc)
     }
 }
 
@@ -345,9 +373,20 @@ pub fn s1_s3(
                     s2
                 }
                 None => {
+                    let ticks = S2Ticks {
+                        state: std::cell::RefCell::new((0, 0.0, &mut *progress)),
+                    };
+                    // b = 1 measures every one-block cell, each later level
+                    // K + explored, and the S1 cell at the end.
+                    let p = &cfg.progressive;
+                    let expected = crate::space::enumerate_one_block_cells(&op_set).len()
+                        + (p.blocks - 1) * (p.top_k + p.explore)
+                        + 1;
                     let mut measurer = OneShotMeasure {
                         gpu,
                         one_shot: OneShotDiscrete::new(weights, splits, &cfg.measure)?,
+                        ticks: &ticks,
+                        expected: expected as u64,
                     };
                     let mut predictor = GpuPredictor {
                         gpu,
@@ -373,7 +412,7 @@ pub fn s1_s3(
                                     Ok(())
                                 });
                             let f = |t: Option<f64>| t.map_or("-".into(), |t| format!("{t:.3}"));
-                            progress(&Event::log(format!(
+                            ticks.send(&Event::log(format!(
                             "s2 b={}: {} predicted, {} measured ({} explored), best {:.2}%, τ {} (top K {}; refit out of fold {}), {:.1} s ({:.1} measuring)",
                             l.blocks,
                             l.predicted,
@@ -387,16 +426,12 @@ pub fn s1_s3(
                             l.measure_seconds
                         )));
                             let mut figures = vec![
-                                ("measured", l.measured as f64),
+                                ("blocks", l.blocks as f64),
                                 ("best_acc", l.best_accuracy as f64),
                             ];
                             figures.extend(l.kendall_tau.map(|t| ("tau", t)));
-                            progress(&Event::tick(
-                                "s2",
-                                l.blocks as u64,
-                                cfg.progressive.blocks as u64,
-                                &figures,
-                            ));
+                            let n = ticks.state.borrow().0;
+                            ticks.send(&Event::tick("s2", n, (expected as u64).max(n), &figures));
                         },
                     )?;
                     io?;

@@ -1,5 +1,5 @@
 //! Kill and resume: `gradnas search` killed with SIGKILL at several points
-//! (inside S1, after an S2 level, inside S4's sparsity fine-tune) and then
+//! (inside S1, inside S2, inside S4's sparsity fine-tune) and then
 //! continued with `--resume RUN_DIR` ends with the same candidate and the
 //! same final network as a run that was never interrupted. Also: the
 //! effective configuration is written, and impossible values are refused
@@ -191,7 +191,7 @@ fn a_search_killed_anywhere_resumes_to_the_same_result() {
             "inside S1",
             Box::new(|e| is_tick(e, "s1") && e["done"] == 4),
         ),
-        ("after the first S2 level", Box::new(|e| is_tick(e, "s2"))),
+        ("inside S2, after its first cell", Box::new(|e| is_tick(e, "s2"))),
         (
             "inside the sparsity fine-tune",
             Box::new(|e| is_tick(e, "s4 sparsity") && e["done"].as_u64() > Some(2)),
