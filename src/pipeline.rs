@@ -108,12 +108,14 @@ struct OneShotMeasure<'a, 'p> {
 /// Cells measured and the best accuracy so far, and where ticks go; shared
 /// by the measurer (a tick per cell) and the level log.
 struct S2Ticks<'p> {
-    state: std::cell::RefCell<(u64, f32, &'p mut dyn FnMut(&Event))>,
+    measured: std::cell::Cell<u64>,
+    best: std::cell::Cell<f32>,
+    sink: std::cell::RefCell<&'p mut dyn FnMut(&Event)>,
 }
 
 impl S2Ticks<'_> {
     fn send(&self, e: &Event) {
-        (self.state.borrow_mut().2)(e)
+        (self.sink.borrow_mut())(e)
     }
 }
 
@@ -123,17 +125,18 @@ impl Measure for OneShotMeasure<'_, '_> {
             return Err(crate::progress::stopped("S2"));
         }
         let acc = self.one_shot.measure(self.gpu, cell, cell)?;
-        let (n, best) = {
-            let mut st = self.ticks.state.borrow_mut();
-            st.0 += 1;
-            st.1 = st.1.max(acc);
-            (st.0, st.1)
-        };
+        let t = self.ticks;
+        let (n, best) = (t.measured.get() + 1, t.best.get().max(acc));
+        t.measured.set(n);
+        t.best.set(best);
         self.ticks.send(&Event::tick(
             "s2",
             n,
             self.expected.max(n),
-            &[("blocks", cell.blocks.len() as f64), ("best_acc", best as f64)],
+            &[
+                ("blocks", cell.blocks.len() as f64),
+                ("best_acc", best as f64),
+            ],
         ));
         Ok(acc)
     }
@@ -374,7 +377,9 @@ pub fn s1_s3(
                 }
                 None => {
                     let ticks = S2Ticks {
-                        state: std::cell::RefCell::new((0, 0.0, &mut *progress)),
+                        measured: Default::default(),
+                        best: Default::default(),
+                        sink: std::cell::RefCell::new(&mut *progress),
                     };
                     // b = 1 measures every one-block cell, each later level
                     // K + explored, and the S1 cell at the end.
@@ -430,7 +435,7 @@ pub fn s1_s3(
                                 ("best_acc", l.best_accuracy as f64),
                             ];
                             figures.extend(l.kendall_tau.map(|t| ("tau", t)));
-                            let n = ticks.state.borrow().0;
+                            let n = ticks.measured.get();
                             ticks.send(&Event::tick("s2", n, (expected as u64).max(n), &figures));
                         },
                     )?;

@@ -191,7 +191,10 @@ fn a_search_killed_anywhere_resumes_to_the_same_result() {
             "inside S1",
             Box::new(|e| is_tick(e, "s1") && e["done"] == 4),
         ),
-        ("inside S2, after its first cell", Box::new(|e| is_tick(e, "s2"))),
+        (
+            "inside S2, after its first cell",
+            Box::new(|e| is_tick(e, "s2")),
+        ),
         (
             "inside the sparsity fine-tune",
             Box::new(|e| is_tick(e, "s4 sparsity") && e["done"].as_u64() > Some(2)),
