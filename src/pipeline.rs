@@ -841,3 +841,24 @@ pub fn s4(
     )?;
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Resume decides by equality of a stored config with the current one:
+    /// f32 settings must read back bit for bit.
+    #[test]
+    fn a_record_reads_back_equal_to_its_config() {
+        let dir = std::env::temp_dir().join(format!("gradnas-done-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(DONE);
+        for k in 1..200u32 {
+            let x = k as f32 * 0.0125;
+            let key = serde_json::json!({"l1_gamma": x, "lr": 1.0f32 / k as f32, "s": S4Config::default()});
+            save_done(&path, &key, &k).unwrap();
+            assert_eq!(load_done::<u32>(&path, &key), Some(k), "{x}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
