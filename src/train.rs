@@ -539,6 +539,14 @@ fn write_f32_tensors(
     write_atomic(path, &safetensors::serialize(views, Some(meta))?)
 }
 
+/// Little-endian f32 bytes (a safetensors F32 tensor's data) as values.
+pub fn f32s_le(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
 /// A plan's whole state for a checkpoint: every Param and State tensor of
 /// `g` (weights, optimizer moments, BN statistics), keyed by index (state
 /// tensors' names need not be unique), with `meta`; written atomically.
@@ -600,11 +608,7 @@ pub fn load_state(
                 d.shape
             );
         }
-        let v: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let v = f32s_le(view.data());
         writes.push((T(i), v));
     }
     if st.len() != writes.len() {
@@ -646,11 +650,7 @@ pub fn load(gpu: &Gpu, dir: &Path, batch: usize) -> Result<(Evaluator, ModelCard
                 view.shape()
             );
         }
-        let v: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let v = f32s_le(view.data());
         eval.plan().write(gpu, t, &v);
     }
     Ok((eval, card))

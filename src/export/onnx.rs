@@ -330,11 +330,7 @@ pub fn model_proto(dir: &Path) -> Result<ModelProto> {
                 def.shape
             );
         }
-        Ok(view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+        Ok(crate::train::f32s_le(view.data()))
     };
     let mut graph = convert_graph(&g, images, net.logits, &card.norm, &mut weights)
         .with_context(|| format!("exporting {} ({})", dir.display(), card.model.name()))?;

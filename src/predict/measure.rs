@@ -181,11 +181,7 @@ impl SupernetWeights {
                     view.dtype()
                 );
             }
-            let v: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
+            let v = crate::train::f32s_le(view.data());
             tensors.insert(name, (view.shape().to_vec(), v));
         }
         Ok(SupernetWeights {
