@@ -327,11 +327,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "--resume continues {} with its own config.json; settings cannot be changed (start a new run with --config)",
                     run.display()
                 );
-                let path = run.join("config.json");
-                let text =
-                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-                let cfg: SearchConfig = serde_json::from_slice(&text)
-                    .with_context(|| format!("{}: not a run configuration", path.display()))?;
+                let cfg = SearchConfig::load(&run)?;
                 cfg.validate().map_err(anyhow::Error::msg)?;
                 let splits = cfg.data.load(cfg.s1.seed)?;
                 return search_s1_s3(&splits, &cfg, true, &run, &mut ui);
@@ -470,10 +466,7 @@ fn search_s4(
     ui: &mut Reporter,
 ) -> Result<ExitCode> {
     // The same split as the search: its seed is in the run's config.
-    let cpath = from.join("config.json");
-    let text = std::fs::read(&cpath).with_context(|| format!("reading {}", cpath.display()))?;
-    let search: SearchConfig = serde_json::from_slice(&text)
-        .with_context(|| format!("{}: not an S1–S3 configuration", cpath.display()))?;
+    let search = SearchConfig::load(from)?;
     let mut dcfg = search.data.clone();
     data.apply(&mut dcfg);
     let splits = dcfg.load(search.s1.seed)?;

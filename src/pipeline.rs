@@ -76,6 +76,14 @@ impl SearchConfig {
         }
     }
 
+    /// A run directory's effective configuration (its `config.json`).
+    pub fn load(run_dir: &Path) -> Result<SearchConfig> {
+        let path = run_dir.join("config.json");
+        let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&text)
+            .with_context(|| format!("{}: not a run configuration", path.display()))
+    }
+
     /// Refuse impossible values before any work, naming the field.
     pub fn validate(&self) -> Result<(), String> {
         self.s1.supernet.validate()?;
@@ -276,6 +284,23 @@ fn save_done<R: Serialize>(path: &Path, config: &serde_json::Value, result: &R) 
     write_atomic(path, serde_json::to_string(&done)?.as_bytes())
 }
 
+/// A phase run once: the result recorded at `path` under `key` when there
+/// is one and `reuse` allows it (true comes back with it), else `run`'s,
+/// recorded there.
+fn recorded<R: Serialize + serde::de::DeserializeOwned>(
+    path: &Path,
+    key: &serde_json::Value,
+    reuse: bool,
+    run: impl FnOnce() -> Result<R>,
+) -> Result<(R, bool)> {
+    if let Some(r) = reuse.then(|| load_done(path, key)).flatten() {
+        return Ok((r, true));
+    }
+    let r = run()?;
+    save_done(path, key, &r)?;
+    Ok((r, false))
+}
+
 fn jsonl(path: &Path) -> Result<File> {
     File::create(path).with_context(|| format!("creating {}", path.display()))
 }
@@ -361,89 +386,26 @@ pub fn s1_s3(
                 "measure": cfg.measure,
             });
             let s2_path = dir.join("s2.json");
-            let reused = if fresh {
-                None
-            } else {
-                load_done::<ProgressiveResult>(&s2_path, &s2_key)
-            };
-            let s2 = match reused {
-                Some(s2) => {
-                    progress(&Event::log(format!("round {r}: S2 already done, reused")));
-                    for l in &s2.levels {
-                        let line = PredictorLine { round: r, level: l };
-                        writeln!(predictor_log, "{}", serde_json::to_string(&line)?)?;
-                    }
-                    s2
+            let (s2, reused) = recorded(&s2_path, &s2_key, !fresh, || {
+                run_s2(
+                    gpu,
+                    splits,
+                    cfg,
+                    weights,
+                    &s1_genotype.normal,
+                    r,
+                    &dir,
+                    &mut predictor_log,
+                    progress,
+                )
+            })?;
+            if reused {
+                progress(&Event::log(format!("round {r}: S2 already done, reused")));
+                for l in &s2.levels {
+                    let line = PredictorLine { round: r, level: l };
+                    writeln!(predictor_log, "{}", serde_json::to_string(&line)?)?;
                 }
-                None => {
-                    let ticks = S2Ticks {
-                        measured: Default::default(),
-                        best: Default::default(),
-                        sink: std::cell::RefCell::new(&mut *progress),
-                    };
-                    // b = 1 measures every one-block cell, each later level
-                    // K + explored, and the S1 cell at the end.
-                    let p = &cfg.progressive;
-                    let expected = crate::space::enumerate_one_block_cells(&op_set).len()
-                        + (p.blocks - 1) * (p.top_k + p.explore)
-                        + 1;
-                    let mut measurer = OneShotMeasure {
-                        gpu,
-                        one_shot: OneShotDiscrete::new(weights, splits, &cfg.measure)?,
-                        ticks: &ticks,
-                        expected: expected as u64,
-                    };
-                    let mut predictor = GpuPredictor {
-                        gpu,
-                        predictor: Predictor::new(gpu, &op_set, cfg.predictor.clone())?,
-                    };
-                    let mut round_log = jsonl(&dir.join("predictor.jsonl"))?;
-                    let mut io: Result<()> = Ok(());
-                    let s2 = progressive::run(
-                        &cfg.progressive,
-                        &op_set,
-                        &mut measurer,
-                        &mut predictor,
-                        Some(&s1_genotype.normal),
-                        |l| {
-                            let line = serde_json::to_string(&PredictorLine { round: r, level: l })
-                                .expect("a level report serializes");
-                            io = io
-                                .as_ref()
-                                .map_err(|e| anyhow::anyhow!("{e}"))
-                                .and_then(|_| {
-                                    writeln!(round_log, "{line}")?;
-                                    writeln!(predictor_log, "{line}")?;
-                                    Ok(())
-                                });
-                            let f = |t: Option<f64>| t.map_or("-".into(), |t| format!("{t:.3}"));
-                            ticks.send(&Event::log(format!(
-                            "s2 b={}: {} predicted, {} measured ({} explored), best {:.2}%, τ {} (top K {}; refit out of fold {}), {:.1} s ({:.1} measuring)",
-                            l.blocks,
-                            l.predicted,
-                            l.measured,
-                            l.explored,
-                            100.0 * l.best_accuracy,
-                            f(l.kendall_tau),
-                            f(l.kendall_tau_top),
-                            f(l.fit_oof_tau),
-                            l.seconds,
-                            l.measure_seconds
-                        )));
-                            let mut figures = vec![
-                                ("blocks", l.blocks as f64),
-                                ("best_acc", l.best_accuracy as f64),
-                            ];
-                            figures.extend(l.kendall_tau.map(|t| ("tau", t)));
-                            let n = ticks.measured.get();
-                            ticks.send(&Event::tick("s2", n, (expected as u64).max(n), &figures));
-                        },
-                    )?;
-                    io?;
-                    save_done(&s2_path, &s2_key, &s2)?;
-                    s2
-                }
-            };
+            }
             let accuracy = match cfg.gate_train_epochs {
                 None => s2.candidate_accuracy,
                 Some(epochs) => {
@@ -518,6 +480,89 @@ pub fn s1_s3(
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
     Ok(report)
+}
+
+/// S2 of round `r` (directory `dir`): the progressive search measuring on
+/// `weights`, each level logged to the round's and the run's predictor.jsonl
+/// and to `progress` (a tick per measured cell).
+#[allow(clippy::too_many_arguments)]
+fn run_s2(
+    gpu: &Gpu,
+    splits: &Splits,
+    cfg: &SearchConfig,
+    weights: SupernetWeights,
+    s1_cell: &Cell,
+    r: usize,
+    dir: &Path,
+    predictor_log: &mut File,
+    progress: &mut dyn FnMut(&Event),
+) -> Result<ProgressiveResult> {
+    let op_set = &cfg.s1.supernet.op_set;
+    let ticks = S2Ticks {
+        measured: Default::default(),
+        best: Default::default(),
+        sink: std::cell::RefCell::new(progress),
+    };
+    // b = 1 measures every one-block cell, each later level
+    // K + explored, and the S1 cell at the end.
+    let p = &cfg.progressive;
+    let expected = crate::space::enumerate_one_block_cells(op_set).len()
+        + (p.blocks - 1) * (p.top_k + p.explore)
+        + 1;
+    let mut measurer = OneShotMeasure {
+        gpu,
+        one_shot: OneShotDiscrete::new(weights, splits, &cfg.measure)?,
+        ticks: &ticks,
+        expected: expected as u64,
+    };
+    let mut predictor = GpuPredictor {
+        gpu,
+        predictor: Predictor::new(gpu, op_set, cfg.predictor.clone())?,
+    };
+    let mut round_log = jsonl(&dir.join("predictor.jsonl"))?;
+    let mut io: Result<()> = Ok(());
+    let s2 = progressive::run(
+        &cfg.progressive,
+        op_set,
+        &mut measurer,
+        &mut predictor,
+        Some(s1_cell),
+        |l| {
+            let line = serde_json::to_string(&PredictorLine { round: r, level: l })
+                .expect("a level report serializes");
+            io = io
+                .as_ref()
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .and_then(|_| {
+                    writeln!(round_log, "{line}")?;
+                    writeln!(predictor_log, "{line}")?;
+                    Ok(())
+                });
+            let f = |t: Option<f64>| t.map_or("-".into(), |t| format!("{t:.3}"));
+            ticks.send(&Event::log(format!(
+            "s2 b={}: {} predicted, {} measured ({} explored), best {:.2}%, τ {} (top K {}; refit out of fold {}), {:.1} s ({:.1} measuring)",
+            l.blocks,
+            l.predicted,
+            l.measured,
+            l.explored,
+            100.0 * l.best_accuracy,
+            f(l.kendall_tau),
+            f(l.kendall_tau_top),
+            f(l.fit_oof_tau),
+            l.seconds,
+            l.measure_seconds
+        )));
+            let mut figures = vec![
+                ("blocks", l.blocks as f64),
+                ("best_acc", l.best_accuracy as f64),
+            ];
+            figures.extend(l.kendall_tau.map(|t| ("tau", t)));
+            let n = ticks.measured.get();
+            ticks.send(&Event::tick("s2", n, (expected as u64).max(n), &figures));
+        },
+    )?;
+    io?;
+    Ok(s2)
 }
 
 /// The genotype that uses `cell` for both cell kinds.
@@ -714,43 +759,37 @@ pub fn s4(
         "depth": s13.depth,
         "discretize": cfg.discretize,
     });
-    let discretize = match load_done(&discretized.join(DONE), &key) {
-        Some(r) => {
-            progress(&reused("discretize"));
-            r
-        }
-        None => {
-            let r = discretize::run(
-                gpu,
-                &weights,
-                Some(&s1),
-                &s13.candidate.normal,
-                splits,
-                &cfg.discretize,
-                &discretized,
-                |e| progress(e),
-            )?;
-            save_done(&discretized.join(DONE), &key, &r)?;
-            r
-        }
-    };
+    let (discretize, was) = recorded(&discretized.join(DONE), &key, true, || {
+        discretize::run(
+            gpu,
+            &weights,
+            Some(&s1),
+            &s13.candidate.normal,
+            splits,
+            &cfg.discretize,
+            &discretized,
+            |e| progress(e),
+        )
+    })?;
+    if was {
+        progress(&reused("discretize"));
+    }
     let (report, eval, card) = stage(gpu, splits, "discretized", &discretized)?;
     let mut stages = vec![report];
 
     // Sparsity fine-tune: L1 on γ drives unneeded channels' scales down.
     let sparse = out.join("sparse");
     let key = serde_json::json!({"after": key, "sparsity": cfg.prune.sparsity});
-    if load_done::<TrainReport>(&sparse.join(DONE), &key).is_some() {
-        drop(eval);
-        progress(&reused("sparsity fine-tune"));
-    } else {
+    // The closure owns the evaluator: it is freed before training, or
+    // unused when the stage is reused.
+    let (_, was): (TrainReport, _) = recorded(&sparse.join(DONE), &key, true, || {
         let tensors = prune::read_tensors(gpu, &eval)?;
         drop(eval);
         progress(&Event::log(format!(
             "s4 sparsity fine-tune: λ {} on the BN scales, {} epochs",
             cfg.prune.sparsity.l1_gamma, cfg.prune.sparsity.epochs
         )));
-        let r = train::train_from(
+        train::train_from(
             gpu,
             card.model.clone(),
             splits,
@@ -758,8 +797,10 @@ pub fn s4(
             Some(&tensors),
             &sparse,
             |m| progress(&m.event("s4 sparsity")),
-        )?;
-        save_done(&sparse.join(DONE), &key, &r)?;
+        )
+    })?;
+    if was {
+        progress(&reused("sparsity fine-tune"));
     }
     let (report, eval, card) = stage(gpu, splits, "sparse", &sparse)?;
     stages.push(report);
@@ -805,10 +846,8 @@ pub fn s4(
         "ratio": cfg.prune.ratio,
         "fine_tune": cfg.prune.fine_tune,
     });
-    if load_done::<TrainReport>(&last.join(DONE), &key).is_some() {
-        progress(&reused("pruned fine-tune"));
-    } else {
-        let r = train::train_from(
+    let (_, was): (TrainReport, _) = recorded(&last.join(DONE), &key, true, || {
+        train::train_from(
             gpu,
             pcard.model.clone(),
             splits,
@@ -816,8 +855,10 @@ pub fn s4(
             Some(&ptensors),
             &last,
             |m| progress(&m.event("s4 pruned fine-tune")),
-        )?;
-        save_done(&last.join(DONE), &key, &r)?;
+        )
+    })?;
+    if was {
+        progress(&reused("pruned fine-tune"));
     }
     stages.push(stage(gpu, splits, "final", &last)?.0);
     let onnx = out.join("final.onnx");
