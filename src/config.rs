@@ -101,6 +101,7 @@ pub fn preset(name: &str) -> Result<SearchConfig> {
                 },
                 prune: PruneConfig {
                     ratio: 0.5,
+                    min_keep: 0.5,
                     sparsity: TrainConfig {
                         epochs: 1,
                         batch: 32,

@@ -169,6 +169,7 @@ fn a_gate_above_reach_grows_the_space_and_the_loop_ends() {
         },
         prune: PruneConfig {
             ratio: 0.5,
+            min_keep: 0.25,
             sparsity: TrainConfig {
                 epochs: 1,
                 batch: 8,

@@ -196,7 +196,7 @@ fn pruned_network_equals_the_masked_one() {
         let tensors = random_tensors(&card, 10 + gi as u64);
         let full = prune::params(&card);
         for ratio in RATIOS {
-            let plan = prune::plan(&card, &tensors, ratio).unwrap();
+            let plan = prune::plan(&card, &tensors, ratio, 0.0).unwrap();
             assert!(
                 plan.removed > 0,
                 "genotype {gi} ratio {ratio}: nothing removed"
@@ -415,7 +415,7 @@ fn parameter_and_flop_counts_match_an_analytic_count() {
         );
         let tensors = random_tensors(&card, 30 + gi as u64);
         for ratio in RATIOS {
-            let plan = prune::plan(&card, &tensors, ratio).unwrap();
+            let plan = prune::plan(&card, &tensors, ratio, 0.0).unwrap();
             let (small, cut) = prune::apply(&card, &tensors, &plan).unwrap();
             let sm = genotype_model(&small);
             let (p, f) = analytic(sm, DIMS, CLASSES);
@@ -448,14 +448,14 @@ fn no_layer_is_emptied_and_ratio_zero_changes_nothing() {
         let card = card(genotype);
         let tensors = random_tensors(&card, 50 + gi as u64);
 
-        let plan = prune::plan(&card, &tensors, 0.0).unwrap();
+        let plan = prune::plan(&card, &tensors, 0.0, 0.0).unwrap();
         assert_eq!((plan.removed, plan.threshold), (0, None));
         assert!(plan.keep.is_empty() && plan.slices.is_empty());
         let (same, same_t) = prune::apply(&card, &tensors, &plan).unwrap();
         assert_eq!(same.model, card.model);
         assert_eq!(same_t, tensors);
 
-        let plan = prune::plan(&card, &tensors, 0.99).unwrap();
+        let plan = prune::plan(&card, &tensors, 0.99, 0.0).unwrap();
         assert!(plan.keep.values().all(|k| !k.is_empty()));
         // Only the channels protected as a layer's last may stay: at width
         // 4 that is well under half.
@@ -472,7 +472,7 @@ fn no_layer_is_emptied_and_ratio_zero_changes_nothing() {
         assert!(y.iter().all(|v| v.is_finite()));
 
         // A pruned network prunes further, recorded against the original.
-        let again = prune::plan(&small, &cut, 0.5).unwrap();
+        let again = prune::plan(&small, &cut, 0.5, 0.0).unwrap();
         let (smaller, _) = prune::apply(&small, &cut, &again).unwrap();
         if again.removed > 0 {
             assert!(prune::params(&smaller) < prune::params(&small));
@@ -487,29 +487,71 @@ fn no_layer_is_emptied_and_ratio_zero_changes_nothing() {
     }
 }
 
+/// The per-layer floor: asked for nearly everything, each channel-making
+/// convolution still keeps ⌈min_keep · width⌉ channels, its best by |γ|,
+/// and a higher floor removes fewer channels.
+#[test]
+fn each_layer_keeps_its_floor_of_best_channels() {
+    for (gi, genotype) in genotypes().into_iter().enumerate() {
+        let card = card(genotype);
+        let tensors = random_tensors(&card, 70 + gi as u64);
+        let mut removed = Vec::new();
+        for min_keep in [0.0f32, 0.25, 0.5, 1.0] {
+            let plan = prune::plan(&card, &tensors, 0.99, min_keep).unwrap();
+            for (scope, kept) in &plan.keep {
+                let width = plan.shapes[&format!("{scope}.weight")][0];
+                let floor = ((min_keep * width as f32).ceil() as usize).max(1);
+                assert!(
+                    kept.len() >= floor,
+                    "genotype {gi}, min_keep {min_keep}: {scope} keeps {} of {width}",
+                    kept.len()
+                );
+            }
+            if min_keep == 1.0 {
+                assert_eq!(plan.removed, 0, "min_keep 1 keeps everything");
+            }
+            removed.push(plan.removed);
+        }
+        assert!(
+            removed.windows(2).all(|w| w[0] >= w[1]) && removed[0] > removed[2],
+            "genotype {gi}: removed {removed:?}"
+        );
+    }
+}
+
 #[test]
 fn bad_requests_are_refused_clearly() {
     let card = card(tied_genotype());
     let tensors = random_tensors(&card, 3);
     for r in [1.0, 1.5, -0.1, f32::NAN] {
-        let e = prune::plan(&card, &tensors, r).unwrap_err().to_string();
+        let e = prune::plan(&card, &tensors, r, 0.0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("[0, 1)"), "{r}: {e}");
+    }
+    for k in [1.5, -0.1, f32::NAN] {
+        let e = prune::plan(&card, &tensors, 0.5, k)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("min_keep"), "{k}: {e}");
     }
     let cnn = ModelCard {
         model: Builtin::Cnn.into(),
         ..card.clone()
     };
-    let e = prune::plan(&cnn, &Tensors::new(), 0.5)
+    let e = prune::plan(&cnn, &Tensors::new(), 0.5, 0.0)
         .unwrap_err()
         .to_string();
     assert!(e.contains("genotype networks"), "{e}");
     let mut partial = tensors.clone();
     partial.remove("cell0.pre1.bn.weight");
-    let e = prune::plan(&card, &partial, 0.5).unwrap_err().to_string();
+    let e = prune::plan(&card, &partial, 0.5, 0.0)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("cell0.pre1.bn.weight"), "{e}");
 
     // A plan is for its own network only.
-    let plan = prune::plan(&card, &tensors, 0.5).unwrap();
+    let plan = prune::plan(&card, &tensors, 0.5, 0.0).unwrap();
     let other = self::card(random_genotype(&OpSet::pnas(), &mut verify::rng(1)));
     let e = prune::apply(&other, &random_tensors(&other, 1), &plan).unwrap_err();
     assert!(e.to_string().contains("another network"), "{e}");
@@ -783,7 +825,7 @@ fn pruned_model_directory_saves_and_reloads() {
     card.norm = splits.norm.clone();
     card.dims = splits.train.dims;
     let tensors = random_tensors(&card, 9);
-    let plan = prune::plan(&card, &tensors, 0.6).unwrap();
+    let plan = prune::plan(&card, &tensors, 0.6, 0.0).unwrap();
     let (small, cut) = prune::apply(&card, &tensors, &plan).unwrap();
     let eval = prune::evaluator(gpu, &small, &cut, 16).unwrap();
     let (loss, acc) = eval.evaluate(gpu, &splits.test, &small.norm).unwrap();

@@ -327,6 +327,7 @@ fn impossible_settings_are_refused_before_any_work_naming_the_field() {
         (r#"{"progressive": {"top_k": 0}}"#, "top_k"),
         (r#"{"gate": {"threshold": 1.5}}"#, "threshold"),
         (r#"{"s4": {"prune": {"ratio": 1.0}}}"#, "prune.ratio"),
+        (r#"{"s4": {"prune": {"min_keep": 1.5}}}"#, "prune.min_keep"),
         (
             r#"{"s4": {"prune": {"fine_tune": {"epochs": 0}}}}"#,
             "fine_tune.epochs",
