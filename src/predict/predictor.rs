@@ -253,11 +253,14 @@ impl PredictorGraph {
         let bound = Init::Uniform {
             bound: 1.0 / (hid as f32).sqrt(),
         };
+        // Input embeddings start at zero: a token no measured cell has yet
+        // (a longer reach back than any so far) then adds nothing to the
+        // LSTM's input instead of a random vector as large as a trained one.
         let emb_in = store.param(
             &mut g,
             "embed_inputs.weight",
             &[e * d, iv, 1, 1],
-            Init::Normal { std: 1.0 },
+            Init::Zeros,
         );
         let emb_op = store.param(
             &mut g,
@@ -536,14 +539,27 @@ impl HostBatch {
 }
 
 /// The tokens of every cell, checked against `op_set`; the error names
-/// the cell.
+/// the cell. Input tokens are *relative*: the two cell inputs keep tokens
+/// 0 and 1, and block j reading block k's output gets token 1 + (j − k),
+/// its distance back. Absolute indices would give every level of the
+/// progressive search a token no cell measured so far contains (b = 3
+/// introduces "block 1's output"); relative ones reuse "the previous
+/// block" from b = 3 on, so the predictor carries what it learned one block
+/// further. Same vocabulary size; one-to-one with the absolute encoding.
 pub fn cell_tokens(cells: &[Cell], op_set: &OpSet) -> Result<Vec<Tokens>> {
+    let relative = |j: usize, i: usize| if i < 2 { i } else { 1 + j - (i - 2) };
     cells
         .iter()
         .enumerate()
         .map(|(i, cell)| {
             cell.validate(op_set)
                 .and_then(|()| space::encode(cell, op_set))
+                .map(|t| {
+                    t.into_iter()
+                        .enumerate()
+                        .map(|(j, (i1, i2, o1, o2))| (relative(j, i1), relative(j, i2), o1, o2))
+                        .collect()
+                })
                 .map_err(|e| anyhow::anyhow!("predictor: cell {i}: {e}"))
         })
         .collect()
@@ -901,6 +917,33 @@ mod tests {
         assert_eq!(sizes, [5, 5, 5, 4, 4]);
         assert_eq!(f, folds(23, 5, &mut verify::rng(3)));
         assert_ne!(f, folds(23, 5, &mut verify::rng(4)));
+    }
+
+    #[test]
+    fn input_tokens_are_distances_back() {
+        use crate::space::{Block, Cell, OpKind::*};
+        // Block 0 reads the cell inputs; block 2 reads block 1 (one back)
+        // and block 0 (two back); block 1 reads block 0 and input 1.
+        let cell = Cell {
+            blocks: vec![
+                Block::new(0, SepConv3x3, 1, Identity),
+                Block::new(2, MaxPool3x3, 1, SepConv5x5),
+                Block::new(3, Identity, 2, AvgPool3x3),
+            ],
+        };
+        let t = cell_tokens(&[cell], &OpSet::pnas()).unwrap();
+        let inputs: Vec<(usize, usize)> = t[0].iter().map(|b| (b.0, b.1)).collect();
+        // Canonical blocks sort their (input, op) pairs by absolute input.
+        assert_eq!(inputs, [(0, 1), (1, 2), (3, 2)]);
+        let (iv, _) = space::vocab_sizes(&OpSet::pnas());
+        let ops = [SepConv3x3, SepConv5x5, SepConv7x7, MaxPool3x3, AvgPool3x3];
+        let far = Cell {
+            blocks: (0..BLOCKS)
+                .map(|j| Block::new(if j == 0 { 0 } else { 2 }, ops[j], 1, Identity))
+                .collect(),
+        };
+        let t = cell_tokens(&[far], &OpSet::pnas()).unwrap();
+        assert_eq!(t[0].last().unwrap().1, iv - 1, "block 4 reading block 0");
     }
 
     #[test]
