@@ -574,6 +574,16 @@ pub fn bench_small() -> crate::search::supernet::SupernetConfig {
     }
 }
 
+/// bench-medium (width 16, depth 8, batch 64, otherwise bench-small).
+pub fn bench_medium() -> crate::search::supernet::SupernetConfig {
+    crate::search::supernet::SupernetConfig {
+        width: 16,
+        depth: 8,
+        batch: 64,
+        ..bench_small()
+    }
+}
+
 pub fn search_step(
     gpu: &Gpu,
     cfg: &crate::search::supernet::SupernetConfig,

@@ -237,6 +237,16 @@ enum Cmd {
         filter: Option<String>,
         #[arg(long, default_value_t = 7)]
         repeats: usize,
+        /// The search-step variants to time, comma-separated: small
+        /// (bench-small), small-pc4 (partial channels 1/4), small-2nd
+        /// (second order), medium (bench-medium: minutes per step on
+        /// lavapipe).
+        #[arg(
+            long,
+            default_value = "small,small-pc4,small-2nd",
+            value_delimiter = ','
+        )]
+        search: Vec<String>,
     },
 }
 
@@ -426,7 +436,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
             filter,
             repeats,
-        } => bench_cmd(json, filter, repeats),
+            search,
+        } => bench_cmd(json, filter, repeats, &search),
     }
 }
 
@@ -708,7 +719,12 @@ fn verify_cmd(json: bool, full: bool, seed: u64) -> Result<ExitCode> {
     })
 }
 
-fn bench_cmd(json: bool, filter: Option<String>, repeats: usize) -> Result<ExitCode> {
+fn bench_cmd(
+    json: bool,
+    filter: Option<String>,
+    repeats: usize,
+    search_variants: &[String],
+) -> Result<ExitCode> {
     let gpu = gpu()?;
     let cases: Vec<_> = bench::cases()
         .into_iter()
@@ -764,25 +780,35 @@ fn bench_cmd(json: bool, filter: Option<String>, repeats: usize) -> Result<ExitC
         None
     };
     let search = if search {
-        // bench-small as specified, then its partial-channel (k = 4) and
-        // second-order variants. Seconds per step on software adapters: a
-        // few repeats suffice (one for the costlier second order).
+        // bench-small as specified, its partial-channel (k = 4) and
+        // second-order variants, bench-medium. Seconds per step on software
+        // adapters: a few repeats suffice (one for the costlier ones).
         let small = bench::bench_small();
-        let pc = SupernetConfig {
-            partial_channels: 4,
-            ..small.clone()
-        };
-        let variants = [
-            (small.clone(), false, repeats.min(3)),
-            (pc, false, repeats.min(3)),
-            (small, true, 1),
-        ];
+        let mut variants = Vec::new();
+        for v in search_variants {
+            variants.push(match v.as_str() {
+                "small" => (small.clone(), false, repeats.min(3)),
+                "small-pc4" => (
+                    SupernetConfig {
+                        partial_channels: 4,
+                        ..small.clone()
+                    },
+                    false,
+                    repeats.min(3),
+                ),
+                "small-2nd" => (small.clone(), true, 1),
+                "medium" => (bench::bench_medium(), false, 1),
+                other => anyhow::bail!(
+                    "--search {other}: expected small, small-pc4, small-2nd or medium"
+                ),
+            });
+        }
         let mut out = Vec::new();
         for (cfg, second_order, reps) in variants {
             let s = bench::search_step(gpu, &cfg, second_order, reps)?;
             if !json {
                 println!(
-                    "search_step bench-small ({}): bilevel step {:.0} ms, forward {:.0} ms, {} dispatches; planned {:.1} MB vs {:.1} MB unshared, persistent {:.1} MB",
+                    "search_step ({}): bilevel step {:.0} ms, forward {:.0} ms, {} dispatches; planned {:.1} MB vs {:.1} MB unshared, persistent {:.1} MB",
                     s.config,
                     s.bilevel_ms,
                     s.forward_ms,

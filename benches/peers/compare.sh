@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# gradnas against its PyTorch peer (issue 8) in one run on this machine:
+# `gradnas bench --filter search_step` and `--filter s2`, then
+# supernet_torch.py on the same configurations, then one table of the ratios
+# gradnas / PyTorch (of times: below 1 means gradnas is faster).
+#
+#   benches/peers/compare.sh
+#
+# Environment: TORCH_PYTHON (a Python with PyTorch; default
+# /tmp/torchenv/bin/python), REPEATS (3), THREADS (PyTorch's threads; default
+# the number of cores), DEVICE (cpu, or cuda for the GPU peer), OUT (where the
+# raw JSON goes; default a fresh temporary directory), SEARCH (gradnas's
+# search-step variants, `gradnas bench --search`; default small,medium —
+# bench-medium takes ~10 min per step on 2-core lavapipe; SEARCH=small skips
+# it). Not part of CI. Run it
+# on an idle machine: with other work on the cores, PyTorch's thread pool
+# waits on descheduled threads and its times mean nothing.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+py=${TORCH_PYTHON:-/tmp/torchenv/bin/python}
+if [ ! -x "$py" ]; then
+    echo "compare.sh: no Python at $py; set TORCH_PYTHON to a Python that has PyTorch" >&2
+    exit 2
+fi
+if ! "$py" -c 'import torch' 2>/dev/null; then
+    echo "compare.sh: $py cannot import torch; set TORCH_PYTHON to a Python that has PyTorch" >&2
+    exit 2
+fi
+command -v python3 >/dev/null || { echo "compare.sh: python3 is needed to combine the results" >&2; exit 2; }
+
+repeats=${REPEATS:-3}
+threads=${THREADS:-$(nproc)}
+device=${DEVICE:-cpu}
+out=${OUT:-$(mktemp -d)}
+mkdir -p "$out"
+cd "$root"
+
+search=${SEARCH:-small,medium}
+echo "gradnas: search step ($search; minutes on lavapipe)" >&2
+cargo run --release --quiet -- bench --filter search_step --json --repeats "$repeats" --search "$search" >"$out/gradnas_search.json"
+echo "gradnas: S2 (predictor, one-shot measurement, path training)" >&2
+cargo run --release --quiet -- bench --filter s2 --json --repeats "$repeats" >"$out/gradnas_s2.json"
+
+# The torch measurement on gradnas's validation-image count and cell count
+# (bench::s2 measures repeats clamped to 3..20 cells per length), so both
+# do the same work.
+n_val=$(python3 - "$out/gradnas_s2.json" <<'EOF'
+import json, re, sys
+cfg = json.load(open(sys.argv[1]))["s2"]["measure_config"]
+m = re.search(r"(\d+) val images", cfg)
+if not m:
+    sys.exit(f"compare.sh: cannot read the validation-image count from {cfg!r}")
+print(m.group(1))
+EOF
+)
+cells=$((repeats < 3 ? 3 : (repeats > 20 ? 20 : repeats)))
+
+torch_run() {
+    "$py" "$here/supernet_torch.py" --threads "$threads" --repeats "$repeats" --device "$device" --json "$@"
+}
+echo "PyTorch ($device, $threads threads): bench-small and the one-shot measurement" >&2
+torch_run --config bench-small --n-val "$n_val" --measure-cells "$cells" >"$out/torch_small.json"
+echo "PyTorch ($device, $threads threads): bench-medium" >&2
+torch_run --config bench-medium --measure-cells 0 >"$out/torch_medium.json"
+
+python3 - "$out" "$repeats" "$threads" "$device" <<'EOF'
+import json, os, sys
+
+out, repeats, threads, device = sys.argv[1:]
+load = lambda name: json.load(open(os.path.join(out, name)))
+gs, g2 = load("gradnas_search.json"), load("gradnas_s2.json")
+ts, tm = load("torch_small.json"), load("torch_medium.json")
+
+
+def gradnas_row(width, depth, batch):
+    # The plain first-order variant (not partial channels, not second order).
+    head = f"width {width} depth {depth} batch {batch} "
+    for r in gs["search_step"] or []:
+        if r["config"].startswith(head) and "first order" in r["config"] and "partial" not in r["config"]:
+            return r
+    return None
+
+
+rows = []  # (what, gradnas, pytorch, unit)
+for name, t, shape in [("bench-small", ts, (8, 5, 32)), ("bench-medium", tm, (16, 8, 64))]:
+    g = gradnas_row(*shape)
+    gb = g and g["bilevel_ms"]
+    gf = g and g["forward_ms"]
+    rows.append((f"{name} bilevel step", gb, t["bilevel_ms"], "ms"))
+    rows.append((f"{name}   architecture step", None, t["arch_ms"], "ms"))
+    rows.append((f"{name}   weight step", None, t["weight_ms"], "ms"))
+    rows.append((f"{name} forward, batch {shape[2]}", gf, t["forward_ms"], "ms"))
+    if g:
+        mem = (g["planned_bytes"] + g["persistent_bytes"]) / 1e6
+        rows.append((f"{name} step memory*", mem, t.get("peak_memory_mb", {}).get("step"), "MB"))
+s2, m = g2["s2"], ts["measure"]
+for blocks, gk, tk in [(1, "measured_cells_per_s_1_block", "s_per_cell_1_block"),
+                       (5, "measured_cells_per_s_5_blocks", "s_per_cell_5_blocks")]:
+    rows.append((f"one-shot measurement, {blocks}-block cell", 1e3 / s2[gk], 1e3 * m[tk], "ms/cell"))
+
+a = gs["adapter"]
+print(f"gradnas: {a['name']} / {a['backend']} ({a['driver']} {a['driver_info']})")
+print(f"PyTorch {ts['torch']}: {ts['device']}, {ts['threads']} threads; repeats {repeats}")
+print(f"one-shot measurement: gradnas {s2['measure_config']}; PyTorch {m['config']}")
+print()
+print(f"{'':<40} {'gradnas':>12} {'PyTorch':>12} {'gradnas/PyTorch':>16}")
+fmt = lambda v, u: "—" if v is None else f"{v:,.1f} {u}" if u != "ms/cell" else f"{v:,.0f} ms"
+for what, g, t, unit in rows:
+    ratio = f"{g / t:.2f}" if g is not None and t else "—"
+    print(f"{what:<40} {fmt(g, unit):>12} {fmt(t, unit):>12} {ratio:>16}")
+print("* gradnas: planned intermediates + persistent buffers of the recorded step;")
+print(f"  PyTorch: {ts.get('peak_memory_mb', {}).get('what', 'not measured')}")
+if gradnas_row(16, 8, 64) is None:
+    print("\n(bench-medium not timed on gradnas in this run (SEARCH): only PyTorch's figures there)")
+combined = {"gradnas_search": gs, "gradnas_s2": g2, "torch_small": ts, "torch_medium": tm,
+            "rows": [dict(what=w, gradnas=g, pytorch=t, unit=u) for w, g, t, u in rows]}
+json.dump(combined, open(os.path.join(out, "compare.json"), "w"), indent=2)
+print(f"\nraw results: {out}/")
+EOF
