@@ -540,7 +540,7 @@ fn run_s2(
                 });
             let f = |t: Option<f64>| t.map_or("-".into(), |t| format!("{t:.3}"));
             ticks.send(&Event::log(format!(
-            "s2 b={}: {} predicted, {} measured ({} explored), best {:.2}%, τ {} (top K {}; refit out of fold {}), {:.1} s ({:.1} measuring)",
+            "s2 b={}: {} predicted, {} measured ({} explored), best {:.2}%, τ {} (top K {}; predictor alone {}; refit out of fold {}), {:.1} s ({:.1} measuring)",
             l.blocks,
             l.predicted,
             l.measured,
@@ -548,6 +548,7 @@ fn run_s2(
             100.0 * l.best_accuracy,
             f(l.kendall_tau),
             f(l.kendall_tau_top),
+            f(l.kendall_tau_raw),
             f(l.fit_oof_tau),
             l.seconds,
             l.measure_seconds

@@ -47,6 +47,7 @@ fn a_gate_above_reach_grows_the_space_and_the_loop_ends() {
             blocks: 1,
             explore: 0,
             seed: 0,
+            anchor: true,
         },
         predictor: PredictorConfig {
             epochs: 1,

@@ -112,6 +112,69 @@ fn levels_measure_all_then_top_k_and_the_candidate_is_the_best() {
     assert!(!r.candidate_is_s1);
 }
 
+/// The oracle, wrong by an amount that depends on a cell's first block:
+/// what a child shares with its parent it misjudges the same way in both.
+struct Inherited(Oracle);
+impl Inherited {
+    fn error(&self, c: &Cell) -> f32 {
+        let b = &c.blocks[0];
+        let o = |k: usize| self.0.op_set.index_of(b.ops[k]).unwrap();
+        ((o(0) * 7 + o(1) * 3 + b.inputs[0] + b.inputs[1]) % 5) as f32 * 0.1
+    }
+}
+impl Predict for Inherited {
+    fn fit(&mut self, cells: &[Cell], acc: &[f32]) -> Result<Option<f64>> {
+        self.0.fit(cells, acc)
+    }
+    fn predict(&mut self, cells: &[Cell]) -> Result<Vec<(f32, f32)>> {
+        let p = self.0.predict(cells)?;
+        Ok(cells
+            .iter()
+            .zip(p)
+            .map(|(c, (t, s))| (t + self.error(c), s))
+            .collect())
+    }
+}
+
+/// Anchoring on the parent's measurement cancels what the predictor gets
+/// wrong about the blocks a child inherits: τ is 1 anchored, not plain.
+#[test]
+fn anchoring_on_the_measured_parent_corrects_an_inherited_error() {
+    let op_set = OpSet::pnas();
+    let mut taus = Vec::new();
+    for anchor in [true, false] {
+        let cfg = ProgressiveConfig {
+            top_k: 6,
+            blocks: 3,
+            explore: 10,
+            seed: 1,
+            anchor,
+        };
+        let mut m = Known {
+            op_set: op_set.clone(),
+            calls: 0,
+        };
+        let mut p = Inherited(Oracle {
+            op_set: op_set.clone(),
+            fits: Vec::new(),
+        });
+        let r = progressive::run(&cfg, &op_set, &mut m, &mut p, None, |_| {}).unwrap();
+        let level = |l: &progressive::LevelReport| (l.kendall_tau.unwrap(), l.kendall_tau_raw);
+        taus.push(r.levels[1..].iter().map(level).collect::<Vec<_>>());
+    }
+    // Same cells: the anchored scores against the predictor's own.
+    // (Ties in the measured truth that f32 rounding splits keep τ just
+    // under 1.)
+    for &(tau, raw) in &taus[0] {
+        assert!(tau > 0.95, "anchored τ {tau}");
+        assert!(
+            raw.unwrap() < tau - 0.1,
+            "the raw predictor τ {raw:?} vs {tau}"
+        );
+    }
+    assert!(taus[1].iter().all(|l| l.1.is_none()), "no raw τ unanchored");
+}
+
 #[test]
 fn a_better_s1_cell_becomes_the_candidate() {
     let op_set = OpSet::pnas();
@@ -120,6 +183,7 @@ fn a_better_s1_cell_becomes_the_candidate() {
         blocks: 2,
         explore: 0,
         seed: 0,
+        anchor: true,
     };
     let mut m = Known {
         op_set: op_set.clone(),
