@@ -48,6 +48,7 @@ fn a_gate_above_reach_grows_the_space_and_the_loop_ends() {
             explore: 0,
             seed: 0,
             anchor: true,
+            anchor_weight: 1.0,
         },
         predictor: PredictorConfig {
             epochs: 1,

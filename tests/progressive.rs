@@ -149,6 +149,7 @@ fn anchoring_on_the_measured_parent_corrects_an_inherited_error() {
             explore: 10,
             seed: 1,
             anchor,
+            anchor_weight: 1.0,
         };
         let mut m = Known {
             op_set: op_set.clone(),
@@ -184,6 +185,7 @@ fn a_better_s1_cell_becomes_the_candidate() {
         explore: 0,
         seed: 0,
         anchor: true,
+        anchor_weight: 1.0,
     };
     let mut m = Known {
         op_set: op_set.clone(),
@@ -224,6 +226,14 @@ fn bad_configs_and_bad_measurements_are_refused() {
     };
     let e = progressive::run(&cfg, &op_set, &mut m, &mut p, None, |_| {}).unwrap_err();
     assert!(e.to_string().contains("top_k"));
+    for w in [0.0, -1.0, f32::NAN] {
+        let cfg = ProgressiveConfig {
+            anchor_weight: w,
+            ..ProgressiveConfig::default()
+        };
+        let e = progressive::run(&cfg, &op_set, &mut m, &mut p, None, |_| {}).unwrap_err();
+        assert!(e.to_string().contains("anchor_weight"), "{w}: {e}");
+    }
     struct Broken;
     impl Measure for Broken {
         fn measure(&mut self, _: &Cell) -> Result<f32> {

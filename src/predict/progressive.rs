@@ -65,10 +65,21 @@ pub struct ProgressiveConfig {
     /// (BENCHMARKS.md). false: PNAS's plain predictor score.
     #[serde(default = "yes")]
     pub anchor: bool,
+    /// With `anchor`: the weight w of the predicted change, score =
+    /// measured(parent) + w · (predicted(child) − predicted(parent)). Below
+    /// 1 it trusts the measurement more than the predictor's judgement of
+    /// the added block: the change it predicts spans several times the
+    /// spread of the parents' accuracies, and is noisier (BENCHMARKS.md).
+    #[serde(default = "one")]
+    pub anchor_weight: f32,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn one() -> f32 {
+    1.0
 }
 
 impl Default for ProgressiveConfig {
@@ -79,6 +90,7 @@ impl Default for ProgressiveConfig {
             explore: 32,
             seed: 0,
             anchor: true,
+            anchor_weight: 1.0,
         }
     }
 }
@@ -90,6 +102,12 @@ impl ProgressiveConfig {
         }
         if self.blocks == 0 || self.blocks > BLOCKS {
             return Err(format!("blocks {}: must be 1..={BLOCKS}", self.blocks));
+        }
+        if !(self.anchor_weight.is_finite() && self.anchor_weight > 0.0) {
+            return Err(format!(
+                "anchor_weight {}: must be positive (the predictor must rank siblings)",
+                self.anchor_weight
+            ));
         }
         Ok(())
     }
@@ -169,6 +187,7 @@ fn anchored(
     kept_acc: &[f32],
     expansions: &[Cell],
     raw: &[f32],
+    w: f32,
 ) -> Result<Vec<f32>> {
     let parent_pred = predictor.predict(kept)?;
     ensure!(
@@ -192,7 +211,7 @@ fn anchored(
                 .ok_or_else(|| anyhow::anyhow!("expansion {c:?}: its parent is not a kept cell"))?;
             // In f64, exact for f32 inputs: a child scored as its parent
             // gets exactly the parent's measurement.
-            Ok((kept_acc[i] as f64 + r as f64 - parent_pred[i].0 as f64) as f32)
+            Ok((kept_acc[i] as f64 + w as f64 * (r as f64 - parent_pred[i].0 as f64)) as f32)
         })
         .collect()
 }
@@ -250,7 +269,14 @@ pub fn run(
             );
             let raw: Vec<f32> = preds.iter().map(|p| p.0).collect();
             let means = if cfg.anchor {
-                anchored(predictor, &kept, &kept_acc, &expansions, &raw)?
+                anchored(
+                    predictor,
+                    &kept,
+                    &kept_acc,
+                    &expansions,
+                    &raw,
+                    cfg.anchor_weight,
+                )?
             } else {
                 raw.clone()
             };
