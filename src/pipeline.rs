@@ -609,18 +609,8 @@ impl S4Config {
         self.discretize
             .validate()
             .map_err(|e| format!("discretize: {e}"))?;
-        if !(0.0..1.0).contains(&self.prune.ratio) {
-            return Err(format!(
-                "prune.ratio {}: expected a fraction in [0, 1) of the prunable channels",
-                self.prune.ratio
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.prune.min_keep) {
-            return Err(format!(
-                "prune.min_keep {}: expected a fraction in [0, 1] of each layer's channels",
-                self.prune.min_keep
-            ));
-        }
+        prune::check_settings(self.prune.ratio, self.prune.min_keep)
+            .map_err(|e| format!("prune.{e}"))?;
         self.prune
             .sparsity
             .validate()

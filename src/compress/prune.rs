@@ -253,18 +253,29 @@ fn trace(model: &GenotypeModel, dims: Dims, classes: usize) -> Result<Trace, Str
     Ok(tr)
 }
 
+/// Refuses a `ratio` outside [0, 1) or a `min_keep` outside [0, 1], the
+/// error naming the setting (the config check and [`plan`] both use it).
+pub fn check_settings(ratio: f32, min_keep: f32) -> Result<(), String> {
+    if !(0.0..1.0).contains(&ratio) {
+        return Err(format!(
+            "ratio {ratio}: expected a fraction in [0, 1) of the prunable channels"
+        ));
+    }
+    if !(0.0..=1.0).contains(&min_keep) {
+        return Err(format!(
+            "min_keep {min_keep}: expected a fraction in [0, 1] of each layer's channels"
+        ));
+    }
+    Ok(())
+}
+
 /// Chooses the channels to remove from the network of `card` with weights
 /// `tensors` (at least its batch-norm scales): `ratio` (in [0, 1)) of the
 /// prunable group channels, the lowest |γ| first, each channel-making
 /// layer keeping at least its best max(1, ⌈`min_keep` · width⌉). A card
 /// already pruned is pruned further.
 pub fn plan(card: &ModelCard, tensors: &Tensors, ratio: f32, min_keep: f32) -> Result<PrunePlan> {
-    if !(0.0..1.0).contains(&ratio) {
-        bail!("prune ratio {ratio}: expected a fraction in [0, 1) of the prunable channels");
-    }
-    if !(0.0..=1.0).contains(&min_keep) {
-        bail!("prune min_keep {min_keep}: expected a fraction in [0, 1] of each layer's channels");
-    }
+    check_settings(ratio, min_keep).map_err(|e| anyhow::anyhow!("prune {e}"))?;
     let m = genotype_model(card)?;
     let mut tr = trace(m, card.dims, card.classes).map_err(anyhow::Error::msg)?;
     let roots = tr.roots();

@@ -178,6 +178,18 @@ fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
+/// The predictor's (mean, spread) for every one of `cells`, or an error.
+fn predict_all(predictor: &mut impl Predict, cells: &[Cell]) -> Result<Vec<(f32, f32)>> {
+    let preds = predictor.predict(cells)?;
+    ensure!(
+        preds.len() == cells.len(),
+        "the predictor scored {} of {} cells",
+        preds.len(),
+        cells.len()
+    );
+    Ok(preds)
+}
+
 /// The anchored scores of `expansions` (raw predictions `raw`): each one's
 /// parent (its first b − 1 blocks, one of `kept`) measured `kept_acc`, plus
 /// the predicted change from the parent to it.
@@ -189,13 +201,7 @@ fn anchored(
     raw: &[f32],
     w: f32,
 ) -> Result<Vec<f32>> {
-    let parent_pred = predictor.predict(kept)?;
-    ensure!(
-        parent_pred.len() == kept.len(),
-        "the predictor scored {} of {} cells",
-        parent_pred.len(),
-        kept.len()
-    );
+    let parent_pred = predict_all(predictor, kept)?;
     let index: std::collections::HashMap<&[crate::space::Block], usize> = kept
         .iter()
         .enumerate()
@@ -260,13 +266,7 @@ pub fn run(
                 .into_iter()
                 .collect();
             let t = Instant::now();
-            let preds = predictor.predict(&expansions)?;
-            ensure!(
-                preds.len() == expansions.len(),
-                "the predictor scored {} of {} cells",
-                preds.len(),
-                expansions.len()
-            );
+            let preds = predict_all(predictor, &expansions)?;
             let raw: Vec<f32> = preds.iter().map(|p| p.0).collect();
             let means = if cfg.anchor {
                 anchored(
