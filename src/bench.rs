@@ -558,6 +558,10 @@ pub struct SearchBench {
     pub planned_bytes: u64,
     pub unshared_bytes: u64,
     pub persistent_bytes: u64,
+    /// Per entry point: (entry, dispatches, seconds) over one bilevel step
+    /// timed dispatch by dispatch (`--profile`), costliest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Vec<(String, usize, f64)>>,
 }
 
 /// bench-small (width 8, depth 5, batch 32, 1×28×28, pnas, first order).
@@ -589,6 +593,7 @@ pub fn search_step(
     cfg: &crate::search::supernet::SupernetConfig,
     second_order: bool,
     repeats: usize,
+    profile: bool,
 ) -> Result<SearchBench, GpuError> {
     use crate::graph::{Graph, Plan};
     use crate::nn::ParamStore;
@@ -615,6 +620,11 @@ pub fn search_step(
         plan.step(gpu)?;
         gpu.sync()
     })?;
+    let profile = if profile {
+        Some(plan.profile(gpu)?)
+    } else {
+        None
+    };
     // The forward pass alone: one batch through the supernet.
     let mut g = Graph::new();
     let arch = supernet::Arch::new(&mut g, &mut ParamStore::new(3), &cfg.op_set);
@@ -652,6 +662,7 @@ pub fn search_step(
         planned_bytes: plan.memory.planned_bytes,
         unshared_bytes: plan.memory.unshared_bytes,
         persistent_bytes: plan.persistent_bytes,
+        profile,
     })
 }
 

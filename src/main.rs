@@ -247,6 +247,10 @@ enum Cmd {
             value_delimiter = ','
         )]
         search: Vec<String>,
+        /// Also time each search-step dispatch alone and print where the
+        /// step's time goes, per entry point.
+        #[arg(long)]
+        profile: bool,
     },
 }
 
@@ -437,7 +441,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             filter,
             repeats,
             search,
-        } => bench_cmd(json, filter, repeats, &search),
+            profile,
+        } => bench_cmd(json, filter, repeats, &search, profile),
     }
 }
 
@@ -724,6 +729,7 @@ fn bench_cmd(
     filter: Option<String>,
     repeats: usize,
     search_variants: &[String],
+    profile: bool,
 ) -> Result<ExitCode> {
     let gpu = gpu()?;
     let cases: Vec<_> = bench::cases()
@@ -805,7 +811,7 @@ fn bench_cmd(
         }
         let mut out = Vec::new();
         for (cfg, second_order, reps) in variants {
-            let s = bench::search_step(gpu, &cfg, second_order, reps)?;
+            let s = bench::search_step(gpu, &cfg, second_order, reps, profile)?;
             if !json {
                 println!(
                     "search_step ({}): bilevel step {:.0} ms, forward {:.0} ms, {} dispatches; planned {:.1} MB vs {:.1} MB unshared, persistent {:.1} MB",
@@ -817,6 +823,22 @@ fn bench_cmd(
                     s.unshared_bytes as f64 / 1e6,
                     s.persistent_bytes as f64 / 1e6
                 );
+                if let Some(p) = &s.profile {
+                    let total: f64 = p.iter().map(|r| r.2).sum();
+                    println!(
+                        "  profile (each dispatch alone, {:.0} ms in all):",
+                        total * 1e3
+                    );
+                    for (name, n, secs) in p {
+                        println!(
+                            "  {:<36} {:>6} dispatches {:>9.1} ms {:>5.1}%",
+                            name,
+                            n,
+                            secs * 1e3,
+                            100.0 * secs / total
+                        );
+                    }
+                }
             }
             out.push(s);
         }

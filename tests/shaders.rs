@@ -3,6 +3,7 @@
 //! translates to SPIR-V, MSL and HLSL.
 
 use gradnas::engine::{portability, shaders};
+use gradnas::ops::conv2d_rows;
 
 #[test]
 fn every_shader_file_is_registered() {
@@ -15,7 +16,11 @@ fn every_shader_file_is_registered() {
         .filter(|s| s != "common")
         .collect();
     on_disk.sort();
-    let mut registered: Vec<String> = shaders::FILES.iter().map(|(n, _)| n.to_string()).collect();
+    let mut registered: Vec<String> = shaders::FILES
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .chain(shaders::TEMPLATES.iter().map(|n| n.to_string()))
+        .collect();
     registered.sort();
     assert_eq!(
         on_disk, registered,
@@ -38,6 +43,19 @@ fn every_shader_validates_and_translates() {
             Err(e) => failures.push(e),
         }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The generated convolution kernels (`ops::conv2d_rows`), every kernel
+/// shape the op sets use, both kinds, all three directions.
+#[test]
+fn every_generated_kernel_validates_and_translates() {
+    let specs = conv2d_rows::representative_specs();
+    assert!(specs.len() >= 72);
+    let failures: Vec<String> = specs
+        .iter()
+        .filter_map(|s| portability::check_source(&s.name(), &s.source()).err())
+        .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 

@@ -89,7 +89,8 @@ pub struct UsedLimits {
     pub min_storage_buffer_offset_alignment: u32,
 }
 
-type PipelineKey = (&'static str, &'static str);
+/// (module name, entry): a shader file's stem, or a generated module's name.
+type PipelineKey = (String, &'static str);
 
 pub struct Gpu {
     pub adapter: wgpu::Adapter,
@@ -97,7 +98,7 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
-    modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
+    modules: Mutex<HashMap<String, Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     pub(crate) pool: BufferPool,
 }
@@ -250,58 +251,79 @@ impl Gpu {
         shader: &'static str,
         entry: &'static str,
     ) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
-        if let Some(p) = self.pipelines.lock().unwrap().get(&(shader, entry)) {
+        self.pipeline_from(shader, entry, &|| {
+            shaders::source(shader).ok_or_else(|| {
+                format!("no shader file {shader} is registered in src/engine/shaders.rs")
+            })
+        })
+    }
+
+    /// The compiled pipeline for `entry` of the module called `module`,
+    /// whose WGSL `source` gives on first use (modules and pipelines are
+    /// cached by name: generated kernels name their specialisation).
+    pub fn pipeline_from(
+        &self,
+        module: &str,
+        entry: &'static str,
+        source: &dyn Fn() -> Result<String, String>,
+    ) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
+        let key = (module.to_string(), entry);
+        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
-        let module = self.module(shader)?;
+        let m = self.module(module, source)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let p = self
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry),
                 layout: None,
-                module: &module,
+                module: &m,
                 entry_point: Some(entry),
                 compilation_options: Default::default(),
                 cache: None,
             });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(GpuError::Validation {
-                context: format!("pipeline {shader}.wgsl::{entry}"),
+                context: format!("pipeline {module}::{entry}"),
                 message: e.to_string(),
             });
         }
         let p = Arc::new(p);
-        self.pipelines
-            .lock()
-            .unwrap()
-            .insert((shader, entry), p.clone());
+        self.pipelines.lock().unwrap().insert(key, p.clone());
         Ok(p)
     }
 
-    fn module(&self, shader: &'static str) -> Result<Arc<wgpu::ShaderModule>, GpuError> {
-        if let Some(m) = self.modules.lock().unwrap().get(shader) {
+    fn module(
+        &self,
+        name: &str,
+        source: &dyn Fn() -> Result<String, String>,
+    ) -> Result<Arc<wgpu::ShaderModule>, GpuError> {
+        if let Some(m) = self.modules.lock().unwrap().get(name) {
             return Ok(m.clone());
         }
-        let src = shaders::source(shader).ok_or_else(|| GpuError::Validation {
-            context: format!("shader {shader}"),
-            message: "no such shader file is registered in src/engine/shaders.rs".into(),
+        let src = source().map_err(|message| GpuError::Validation {
+            context: format!("shader {name}"),
+            message,
         })?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let m = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(shader),
+                label: Some(name),
                 source: wgpu::ShaderSource::Wgsl(src.into()),
             });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(GpuError::Validation {
-                context: format!("shader {shader}.wgsl"),
+                context: format!("shader {name}"),
                 message: e.to_string(),
             });
         }
         let m = Arc::new(m);
-        self.modules.lock().unwrap().insert(shader, m.clone());
+        self.modules
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), m.clone());
         Ok(m)
     }
 

@@ -23,7 +23,8 @@ pub fn grid_1d(n: usize, wg: u32) -> [u32; 3] {
 }
 
 pub struct Kernel {
-    pub name: &'static str,
+    /// "shader::entry", or a generated module's name.
+    pub name: String,
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     uniform: wgpu::Buffer,
@@ -68,8 +69,40 @@ impl Gpu {
         groups: [u32; 3],
     ) -> Result<Kernel, GpuError> {
         let pipeline = self.pipeline(shader, entry)?;
+        self.kernel_on(
+            pipeline,
+            format!("{shader}::{entry}"),
+            params,
+            slots,
+            groups,
+        )
+    }
+
+    /// `kernel` for a generated module: `module` names the specialisation
+    /// (its cache key), `source` writes its WGSL on first use.
+    pub fn kernel_generated(
+        &self,
+        module: &str,
+        source: &dyn Fn() -> Result<String, String>,
+        entry: &'static str,
+        params: &[u32],
+        slots: &[(u32, &Buf)],
+        groups: [u32; 3],
+    ) -> Result<Kernel, GpuError> {
+        let pipeline = self.pipeline_from(module, entry, source)?;
+        self.kernel_on(pipeline, module.to_string(), params, slots, groups)
+    }
+
+    fn kernel_on(
+        &self,
+        pipeline: Arc<wgpu::ComputePipeline>,
+        name: String,
+        params: &[u32],
+        slots: &[(u32, &Buf)],
+        groups: [u32; 3],
+    ) -> Result<Kernel, GpuError> {
         let uniform = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(entry),
+            label: Some(&name),
             size: pad16(bytemuck::cast_slice(params)).len() as u64,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
@@ -88,18 +121,18 @@ impl Gpu {
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(entry),
+            label: Some(&name),
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(GpuError::Validation {
-                context: format!("bind group of {shader}.wgsl::{entry}"),
+                context: format!("bind group of {name}"),
                 message: e.to_string(),
             });
         }
         Ok(Kernel {
-            name: entry,
+            name,
             pipeline,
             bind_group,
             uniform,
@@ -122,7 +155,7 @@ impl Gpu {
         }
         self.queue.submit([enc.finish()]);
         if let Some(e) = pollster::block_on(scope.pop()) {
-            let names: Vec<&str> = kernels.iter().map(|k| k.name).collect();
+            let names: Vec<&str> = kernels.iter().map(|k| k.name.as_str()).collect();
             return Err(GpuError::Validation {
                 context: format!("dispatch of [{}]", names.join(", ")),
                 message: e.to_string(),

@@ -110,6 +110,28 @@ impl Plan {
         Ok(())
     }
 
+    /// Where a step's time goes: each dispatch submitted and waited for
+    /// alone, summed per entry point as (entry, dispatches, seconds),
+    /// costliest first. The syncs add a little per dispatch, so read the
+    /// shares, not the total.
+    pub fn profile(&self, gpu: &Gpu) -> Result<Vec<(String, usize, f64)>, GpuError> {
+        let mut by: std::collections::BTreeMap<&str, (usize, f64)> = Default::default();
+        for k in &self.kernels {
+            let t = std::time::Instant::now();
+            gpu.run(std::slice::from_ref(k))?;
+            gpu.sync()?;
+            let e = by.entry(k.name.as_str()).or_default();
+            e.0 += 1;
+            e.1 += t.elapsed().as_secs_f64();
+        }
+        let mut v: Vec<_> = by
+            .into_iter()
+            .map(|(n, (c, s))| (n.to_string(), c, s))
+            .collect();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        Ok(v)
+    }
+
     pub fn dispatches(&self) -> usize {
         self.kernels.len()
     }

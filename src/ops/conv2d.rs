@@ -7,7 +7,7 @@
 use std::fmt;
 
 use crate::engine::{grid_1d, Buf, Gpu, GpuError, Kernel, WG};
-use crate::ops::reduce;
+use crate::ops::{conv2d_rows, reduce};
 
 /// The geometry of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,6 +263,9 @@ pub fn forward(
     if let Some(b) = bias {
         check(s, &[("bias", b, s.c_out)]);
     }
+    if conv2d_rows::fits(s) {
+        return conv2d_rows::kernel(gpu, s, conv2d_rows::Direction::Forward, x, w, bias, y);
+    }
     let rows = s.n * s.c_out * s.oh();
     let (entry, invocations) = if s.is_depthwise() {
         ("forward_depthwise", rows * s.ow().div_ceil(2 * B))
@@ -292,6 +295,10 @@ pub fn backward_input(
             ("dx", dx, s.x_len()),
         ],
     );
+    if conv2d_rows::fits(s) {
+        let dir = conv2d_rows::Direction::InputGradient;
+        return conv2d_rows::kernel(gpu, s, dir, dy, w, None, dx);
+    }
     // Columns are blocked per residue mod stride (see the shader).
     let per_residue = s.w.div_ceil(s.stride);
     let rows = s.n * s.c_in * s.h * s.stride;
@@ -329,7 +336,10 @@ pub fn backward_weight(
         ],
     );
     let taps = s.cpg_in() * s.kh * s.kw;
-    let (entry, blocks) = if s.is_depthwise() {
+    let generated = conv2d_rows::fits_weight(s);
+    let (entry, blocks) = if generated {
+        ("conv_rows", conv2d_rows::weight_blocks(s))
+    } else if s.is_depthwise() {
         (
             "backward_weight_partial_depthwise",
             s.c_out * taps.div_ceil(B),
@@ -348,7 +358,9 @@ pub fn backward_weight(
     let chunks = rows.div_ceil(chunk_rows);
     let partial = gpu.alloc("conv2d.dw_partial", chunks * s.w_len())?;
     let c = (chunk_rows, chunks);
-    Ok(vec![
+    let pass1 = if generated {
+        conv2d_rows::weight_partial_kernel(gpu, s, x, dy, &partial, c)?
+    } else {
         dispatch(
             gpu,
             s,
@@ -357,7 +369,10 @@ pub fn backward_weight(
             false,
             c,
             &[(1, x), (4, dy), (6, &partial)],
-        )?,
+        )?
+    };
+    Ok(vec![
+        pass1,
         dispatch(
             gpu,
             s,

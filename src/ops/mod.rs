@@ -6,6 +6,7 @@
 pub mod affine_scaling;
 pub mod batchnorm;
 pub mod conv2d;
+pub mod conv2d_rows;
 pub mod elementwise;
 pub mod layout;
 pub mod loss;

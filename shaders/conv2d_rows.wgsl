@@ -1,0 +1,56 @@
+// Stride-1 convolution kernels written out per tap shape: src/ops/
+// conv2d_rows.rs appends one generated entry point, `conv_rows`, to this
+// header for each (kind, kh, kw, dilation, flip) a graph uses.
+//
+// Why generated: on CPU adapters such as lavapipe every invocation's load
+// from a storage buffer is a scalar load, so loads, not arithmetic, bound a
+// convolution, and the way to fewer loads is to keep an input row window,
+// the taps' weights and a block of accumulators in registers. Loops over
+// register arrays only stay in registers if they are fully unrolled, which
+// the drivers do not do reliably; a generated entry is unrolled by
+// construction. Measured on lavapipe, depthwise 3×3: the same kernel as
+// loops over private arrays was 8.7× slower than written out.
+//
+// Forward and input gradient read "input planes" and write "output
+// planes": the input
+// gradient is the correlation of dy with the flipped kernel (and, dense,
+// with input and output channels swapped), which the caller sets up through
+// the padding and the weight strides below. The weight gradient writes
+// per-chunk partial sums that conv2d.wgsl's backward_weight_finish adds up.
+// Slots as in conv2d.wgsl.
+
+struct Params {
+    n: u32,
+    // Channels and planes of the tensor read and of the tensor written.
+    c_in: u32,
+    h: u32,
+    w: u32,
+    c_out: u32,
+    oh: u32,
+    ow: u32,
+    pad_h: u32,
+    pad_w: u32,
+    // Weight of (written channel o, read channel i, tap t) at
+    // o · w_o + i · w_i + t (t counted backwards when flipped).
+    w_o: u32,
+    w_i: u32,
+    has_bias: u32,
+    // Weight gradient: (n, oy) rows per chunk, and the number of chunks.
+    chunk_rows: u32,
+    chunks: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> dy: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> partial: array<f32>;
+
+// x[row + clamp(ix)] where the column and the row lie inside the plane,
+// else 0 (the padding): branch-free, so the unrolled code stays straight.
+fn x_in(row: u32, row_in: bool, ix: i32) -> f32 {
+    let v = x[row + u32(clamp(ix, 0, i32(p.w) - 1))];
+    return select(0.0, v, row_in && ix >= 0 && ix < i32(p.w));
+}

@@ -1,0 +1,581 @@
+//! Stride-1 convolutions as generated straight-line kernels (why: see
+//! `shaders/conv2d_rows.wgsl`): depthwise and dense (one group), forward and
+//! input gradient. `conv2d` routes the shapes that fit here and keeps its
+//! general kernels for the rest; the CPU twin is `conv2d::cpu`.
+
+use std::fmt::Write;
+
+use super::conv2d::Conv2dShape;
+use crate::engine::{grid_1d, shaders, Buf, Gpu, GpuError, Kernel, WG};
+
+const TEMPLATE: &str = include_str!("../../shaders/conv2d_rows.wgsl");
+
+/// Output columns per invocation (both kinds).
+const COLS: usize = 8;
+/// Output rows per invocation of the depthwise kernel (its window rows are
+/// shared between them).
+const DW_ROWS: usize = 2;
+/// Output channels per invocation of the dense kernel (each input value
+/// loaded feeds all of them).
+const DENSE_CHANNELS: usize = 8;
+/// Largest tap span (k − 1) · dilation: 7 taps at dilation 2.
+const MAX_SPAN: usize = 12;
+
+/// One generated kernel: its kind and tap shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spec {
+    pub depthwise: bool,
+    pub kh: usize,
+    pub kw: usize,
+    pub dilation: usize,
+    pub dir: Direction,
+}
+
+impl Spec {
+    /// The module's name, which is also its cache key.
+    pub fn name(&self) -> String {
+        format!(
+            "conv2d_rows.{}.{}x{}.d{}.{}",
+            if self.depthwise { "dw" } else { "dense" },
+            self.kh,
+            self.kw,
+            self.dilation,
+            match self.dir {
+                Direction::Forward => "y",
+                Direction::InputGradient => "dx",
+                Direction::WeightGradient => "dw",
+            }
+        )
+    }
+
+    /// The full WGSL of this specialisation: common header, template, and
+    /// the generated `conv_rows` entry.
+    pub fn source(&self) -> String {
+        let body = match (self.dir, self.depthwise) {
+            (Direction::WeightGradient, _) => self.weight_entry(),
+            (_, true) => self.depthwise_entry(),
+            (_, false) => self.dense_entry(),
+        };
+        format!("{}\n{TEMPLATE}\n{body}", shaders::COMMON)
+    }
+
+    /// Weight offset of tap (ky, kx) within one (o, i) kernel.
+    fn tap(&self, ky: usize, kx: usize) -> usize {
+        let t = ky * self.kw + kx;
+        if self.dir == Direction::InputGradient {
+            self.kh * self.kw - 1 - t
+        } else {
+            t
+        }
+    }
+
+    /// Input columns one row of output columns reads.
+    fn window(&self) -> usize {
+        COLS + (self.kw - 1) * self.dilation
+    }
+
+    fn depthwise_entry(&self) -> String {
+        let (d, win) = (self.dilation, self.window());
+        let mut s = String::new();
+        let w = &mut s;
+        let _ = writeln!(w, "@compute @workgroup_size(256)");
+        let _ = writeln!(
+            w,
+            "fn conv_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{"
+        );
+        let _ = writeln!(w, "    let xblocks = (p.ow + {}u) / {COLS}u;", COLS - 1);
+        let _ = writeln!(
+            w,
+            "    let yblocks = (p.oh + {}u) / {DW_ROWS}u;",
+            DW_ROWS - 1
+        );
+        let _ = writeln!(w, "    let idx = linear_index(gid, nwg);");
+        let _ = writeln!(
+            w,
+            "    if idx >= p.n * p.c_out * yblocks * xblocks {{ return; }}"
+        );
+        let _ = writeln!(w, "    let ox0 = (idx % xblocks) * {COLS}u;");
+        let _ = writeln!(w, "    let t = idx / xblocks;");
+        let _ = writeln!(w, "    let oy0 = (t % yblocks) * {DW_ROWS}u;");
+        let _ = writeln!(w, "    let bc = t / yblocks;");
+        let _ = writeln!(w, "    let c = bc % p.c_out;");
+        let _ = writeln!(w, "    let wb = c * p.w_o;");
+        for ky in 0..self.kh {
+            for kx in 0..self.kw {
+                let _ = writeln!(w, "    let w{ky}_{kx} = wt[wb + {}u];", self.tap(ky, kx));
+            }
+        }
+        let _ = writeln!(w, "    let b0 = select(0.0, bias[c], p.has_bias == 1u);");
+        for o in 0..DW_ROWS {
+            for j in 0..COLS {
+                let _ = writeln!(w, "    var a{o}_{j} = b0;");
+            }
+        }
+        let _ = writeln!(w, "    let ix0 = i32(ox0) - i32(p.pad_w);");
+        let _ = writeln!(w, "    let iy0 = i32(oy0) - i32(p.pad_h);");
+        // Input row r feeds output row o through tap ky = (r − o) / d.
+        for r in 0..DW_ROWS + (self.kh - 1) * d {
+            let _ = writeln!(w, "    {{");
+            let _ = writeln!(w, "        let iy = iy0 + {r};");
+            let _ = writeln!(w, "        let row_in = iy >= 0 && iy < i32(p.h);");
+            let _ = writeln!(
+                w,
+                "        let row = (bc * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w;"
+            );
+            for j in 0..win {
+                let _ = writeln!(w, "        let x{j} = x_in(row, row_in, ix0 + {j});");
+            }
+            for o in 0..DW_ROWS {
+                if r < o || (r - o) % d != 0 || (r - o) / d >= self.kh {
+                    continue;
+                }
+                let ky = (r - o) / d;
+                for kx in 0..self.kw {
+                    for j in 0..COLS {
+                        let _ = writeln!(
+                            w,
+                            "        a{o}_{j} = fma(w{ky}_{kx}, x{}, a{o}_{j});",
+                            j + kx * d
+                        );
+                    }
+                }
+            }
+            let _ = writeln!(w, "    }}");
+        }
+        for o in 0..DW_ROWS {
+            let _ = writeln!(w, "    if oy0 + {o}u < p.oh {{");
+            let _ = writeln!(
+                w,
+                "        let base = (bc * p.oh + oy0 + {o}u) * p.ow + ox0;"
+            );
+            for j in 0..COLS {
+                let _ = writeln!(
+                    w,
+                    "        if ox0 + {j}u < p.ow {{ out[base + {j}u] = a{o}_{j}; }}"
+                );
+            }
+            let _ = writeln!(w, "    }}");
+        }
+        let _ = writeln!(w, "}}");
+        s
+    }
+
+    fn dense_entry(&self) -> String {
+        let (d, win, oc) = (self.dilation, self.window(), DENSE_CHANNELS);
+        let mut s = String::new();
+        let w = &mut s;
+        let _ = writeln!(w, "@compute @workgroup_size(256)");
+        let _ = writeln!(
+            w,
+            "fn conv_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{"
+        );
+        let _ = writeln!(w, "    let xblocks = (p.ow + {}u) / {COLS}u;", COLS - 1);
+        let _ = writeln!(w, "    let cblocks = (p.c_out + {}u) / {oc}u;", oc - 1);
+        let _ = writeln!(w, "    let idx = linear_index(gid, nwg);");
+        let _ = writeln!(
+            w,
+            "    if idx >= p.n * cblocks * p.oh * xblocks {{ return; }}"
+        );
+        let _ = writeln!(w, "    let ox0 = (idx % xblocks) * {COLS}u;");
+        let _ = writeln!(w, "    var t = idx / xblocks;");
+        let _ = writeln!(w, "    let oy = t % p.oh;");
+        let _ = writeln!(w, "    t = t / p.oh;");
+        let _ = writeln!(w, "    let o0 = (t % cblocks) * {oc}u;");
+        let _ = writeln!(w, "    let b = t / cblocks;");
+        let _ = writeln!(w, "    let lc = p.c_out - 1u;");
+        // Channels past the last repeat it: computed, never stored.
+        for o in 0..oc {
+            let _ = writeln!(w, "    let wo{o} = min(o0 + {o}u, lc) * p.w_o;");
+            let _ = writeln!(
+                w,
+                "    let b{o} = select(0.0, bias[min(o0 + {o}u, lc)], p.has_bias == 1u);"
+            );
+            for j in 0..COLS {
+                let _ = writeln!(w, "    var a{o}_{j} = b{o};");
+            }
+        }
+        let _ = writeln!(w, "    let ix0 = i32(ox0) - i32(p.pad_w);");
+        let _ = writeln!(w, "    let y0 = i32(oy) - i32(p.pad_h);");
+        for ky in 0..self.kh {
+            let _ = writeln!(w, "    let iy{ky} = y0 + {};", ky * d);
+            let _ = writeln!(w, "    let in{ky} = iy{ky} >= 0 && iy{ky} < i32(p.h);");
+            let _ = writeln!(
+                w,
+                "    let ry{ky} = u32(clamp(iy{ky}, 0, i32(p.h) - 1)) * p.w;"
+            );
+        }
+        let _ = writeln!(w, "    let hw = p.h * p.w;");
+        let _ = writeln!(w, "    for (var i = 0u; i < p.c_in; i = i + 1u) {{");
+        let _ = writeln!(w, "        let plane = (b * p.c_in + i) * hw;");
+        let _ = writeln!(w, "        let wi = i * p.w_i;");
+        for ky in 0..self.kh {
+            let _ = writeln!(w, "        {{");
+            let _ = writeln!(w, "            let row = plane + ry{ky};");
+            for j in 0..win {
+                let _ = writeln!(w, "            let x{j} = x_in(row, in{ky}, ix0 + {j});");
+            }
+            for kx in 0..self.kw {
+                let tap = self.tap(ky, kx);
+                for o in 0..oc {
+                    let _ = writeln!(w, "            let w{o}_{kx} = wt[wo{o} + wi + {tap}u];");
+                    for j in 0..COLS {
+                        let _ = writeln!(
+                            w,
+                            "            a{o}_{j} = fma(w{o}_{kx}, x{}, a{o}_{j});",
+                            j + kx * d
+                        );
+                    }
+                }
+            }
+            let _ = writeln!(w, "        }}");
+        }
+        let _ = writeln!(w, "    }}");
+        for o in 0..oc {
+            let _ = writeln!(w, "    if o0 + {o}u < p.c_out {{");
+            let _ = writeln!(
+                w,
+                "        let base = ((b * p.c_out + o0 + {o}u) * p.oh + oy) * p.ow + ox0;"
+            );
+            for j in 0..COLS {
+                let _ = writeln!(
+                    w,
+                    "        if ox0 + {j}u < p.ow {{ out[base + {j}u] = a{o}_{j}; }}"
+                );
+            }
+            let _ = writeln!(w, "    }}");
+        }
+        let _ = writeln!(w, "}}");
+        s
+    }
+
+    /// Pass 1 of the weight gradient: one invocation sums, over the (n, oy)
+    /// rows of its chunk, the products for a block of (output channel,
+    /// input channel) pairs and every tap, 8 columns at a time: the input
+    /// windows of those columns are loaded once and each dy value once.
+    fn weight_entry(&self) -> String {
+        let (d, win, kk) = (self.dilation, self.window(), self.kh * self.kw);
+        let (oc, ic) = if self.depthwise {
+            (1, 1)
+        } else if kk == 1 {
+            (DENSE_CHANNELS, DENSE_CHANNELS)
+        } else {
+            (DENSE_CHANNELS, 1)
+        };
+        let mut s = String::new();
+        let w = &mut s;
+        let _ = writeln!(w, "@compute @workgroup_size(256)");
+        let _ = writeln!(
+            w,
+            "fn conv_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{"
+        );
+        let _ = writeln!(w, "    let idx = linear_index(gid, nwg);");
+        if self.depthwise {
+            let _ = writeln!(w, "    if idx >= p.chunks * p.c_out {{ return; }}");
+            let _ = writeln!(w, "    let oc0 = idx % p.c_out;");
+            let _ = writeln!(w, "    let ic0 = oc0;");
+            let _ = writeln!(w, "    let o0 = oc0;");
+            let _ = writeln!(w, "    let i0 = 0u;");
+            let _ = writeln!(w, "    let k = idx / p.c_out;");
+        } else {
+            let _ = writeln!(w, "    let ib = (p.c_in + {}u) / {ic}u;", ic - 1);
+            let _ = writeln!(w, "    let ob = (p.c_out + {}u) / {oc}u;", oc - 1);
+            let _ = writeln!(w, "    if idx >= p.chunks * ob * ib {{ return; }}");
+            let _ = writeln!(w, "    let i0 = (idx % ib) * {ic}u;");
+            let _ = writeln!(w, "    let t = idx / ib;");
+            let _ = writeln!(w, "    let o0 = (t % ob) * {oc}u;");
+            let _ = writeln!(w, "    let k = t / ob;");
+            // Channels past the last repeat it: computed, never stored.
+            for o in 0..oc {
+                let _ = writeln!(w, "    let oc{o} = min(o0 + {o}u, p.c_out - 1u);");
+            }
+            for i in 0..ic {
+                let _ = writeln!(w, "    let ic{i} = min(i0 + {i}u, p.c_in - 1u);");
+            }
+        }
+        for o in 0..oc {
+            for i in 0..ic {
+                for t in 0..kk {
+                    let _ = writeln!(w, "    var a{o}_{i}_{t} = 0.0;");
+                }
+            }
+        }
+        let _ = writeln!(w, "    let r0 = k * p.chunk_rows;");
+        let _ = writeln!(w, "    let r1 = min(r0 + p.chunk_rows, p.n * p.oh);");
+        let _ = writeln!(w, "    let lx = p.ow - 1u;");
+        let _ = writeln!(w, "    for (var r = r0; r < r1; r = r + 1u) {{");
+        let _ = writeln!(w, "        let b = r / p.oh;");
+        let _ = writeln!(w, "        let oy = r % p.oh;");
+        for ky in 0..self.kh {
+            let _ = writeln!(
+                w,
+                "        let iy{ky} = i32(oy) - i32(p.pad_h) + {};",
+                ky * d
+            );
+            let _ = writeln!(w, "        let in{ky} = iy{ky} >= 0 && iy{ky} < i32(p.h);");
+            let _ = writeln!(
+                w,
+                "        let ry{ky} = u32(clamp(iy{ky}, 0, i32(p.h) - 1)) * p.w;"
+            );
+        }
+        for i in 0..ic {
+            let _ = writeln!(w, "        let xp{i} = (b * p.c_in + ic{i}) * p.h * p.w;");
+        }
+        let _ = writeln!(
+            w,
+            "        for (var ox0 = 0u; ox0 < p.ow; ox0 = ox0 + {COLS}u) {{"
+        );
+        let _ = writeln!(w, "            let ix0 = i32(ox0) - i32(p.pad_w);");
+        for i in 0..ic {
+            for ky in 0..self.kh {
+                for j in 0..win {
+                    let _ = writeln!(
+                        w,
+                        "            let x{i}_{ky}_{j} = x_in(xp{i} + ry{ky}, in{ky}, ix0 + {j});"
+                    );
+                }
+            }
+        }
+        for o in 0..oc {
+            let _ = writeln!(w, "            {{");
+            let _ = writeln!(
+                w,
+                "                let drow = ((b * p.c_out + oc{o}) * p.oh + oy) * p.ow;"
+            );
+            // Columns past the row's end read as zero, so their products vanish.
+            for j in 0..COLS {
+                let _ = writeln!(
+                    w,
+                    "                let g{j} = select(0.0, dy[drow + min(ox0 + {j}u, lx)], ox0 + {j}u <= lx);"
+                );
+            }
+            for i in 0..ic {
+                for ky in 0..self.kh {
+                    for kx in 0..self.kw {
+                        let t = ky * self.kw + kx;
+                        for j in 0..COLS {
+                            let _ = writeln!(
+                                w,
+                                "                a{o}_{i}_{t} = fma(g{j}, x{i}_{ky}_{}, a{o}_{i}_{t});",
+                                j + kx * d
+                            );
+                        }
+                    }
+                }
+            }
+            let _ = writeln!(w, "            }}");
+        }
+        let _ = writeln!(w, "        }}");
+        let _ = writeln!(w, "    }}");
+        // partial[k, o, i, t], laid out like the weights (w_o, w_i strides).
+        let _ = writeln!(w, "    let wbase = k * p.c_out * p.w_o;");
+        for o in 0..oc {
+            for i in 0..ic {
+                let _ = writeln!(w, "    if o0 + {o}u < p.c_out && i0 + {i}u < p.c_in {{");
+                let _ = writeln!(
+                    w,
+                    "        let at = wbase + (o0 + {o}u) * p.w_o + (i0 + {i}u) * p.w_i;"
+                );
+                for t in 0..kk {
+                    let _ = writeln!(w, "        partial[at + {t}u] = a{o}_{i}_{t};");
+                }
+                let _ = writeln!(w, "    }}");
+            }
+        }
+        let _ = writeln!(w, "}}");
+        s
+    }
+}
+
+/// The specialisations the portability test translates: every kernel
+/// shape the op sets use (1×1, 3×3, 5×5, 7×7, 1×7, 7×1) at dilation 1
+/// and 2, both kinds, both directions.
+pub fn representative_specs() -> Vec<Spec> {
+    let mut v = Vec::new();
+    for depthwise in [true, false] {
+        for (kh, kw) in [(1, 1), (3, 3), (5, 5), (7, 7), (1, 7), (7, 1)] {
+            for dilation in [1, 2] {
+                for dir in [
+                    Direction::Forward,
+                    Direction::InputGradient,
+                    Direction::WeightGradient,
+                ] {
+                    v.push(Spec {
+                        depthwise,
+                        kh,
+                        kw,
+                        dilation,
+                        dir,
+                    });
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Whether the generated kernels take this convolution (forward and input
+/// gradient): stride 1, depthwise or one group, taps spanning at most 12
+/// (7 at dilation 2), and padding the flipped kernel can mirror.
+pub fn fits(s: &Conv2dShape) -> bool {
+    s.stride == 1
+        && (s.is_depthwise() || s.groups == 1)
+        && (s.kh - 1) * s.dilation <= MAX_SPAN
+        && (s.kw - 1) * s.dilation <= MAX_SPAN
+        && s.pad_h <= (s.kh - 1) * s.dilation
+        && s.pad_w <= (s.kw - 1) * s.dilation
+}
+
+/// Whether pass 1 of the weight gradient is generated for this shape:
+/// stride 1, depthwise or one group, taps spanning at most 12.
+pub fn fits_weight(s: &Conv2dShape) -> bool {
+    s.stride == 1
+        && (s.is_depthwise() || s.groups == 1)
+        && (s.kh - 1) * s.dilation <= MAX_SPAN
+        && (s.kw - 1) * s.dilation <= MAX_SPAN
+}
+
+/// Invocations of pass 1 per chunk of rows (blocks of channel pairs).
+pub fn weight_blocks(s: &Conv2dShape) -> usize {
+    if s.is_depthwise() {
+        s.c_out
+    } else if s.kh * s.kw == 1 {
+        s.c_out.div_ceil(DENSE_CHANNELS) * s.c_in.div_ceil(DENSE_CHANNELS)
+    } else {
+        s.c_out.div_ceil(DENSE_CHANNELS) * s.c_in
+    }
+}
+
+/// Pass 1 of dw for `s` (which must `fits_weight`): per-chunk partial sums
+/// into `partial` ([chunks, weights]) over `chunk_rows` (n, oy) rows each.
+pub fn weight_partial_kernel(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    x: &Buf,
+    dy: &Buf,
+    partial: &Buf,
+    (chunk_rows, chunks): (usize, usize),
+) -> Result<Kernel, GpuError> {
+    debug_assert!(fits_weight(s));
+    let spec = Spec {
+        depthwise: s.is_depthwise(),
+        kh: s.kh,
+        kw: s.kw,
+        dilation: s.dilation,
+        dir: Direction::WeightGradient,
+    };
+    let kk = s.kh * s.kw;
+    let params = [
+        s.n,
+        s.c_in,
+        s.h,
+        s.w,
+        s.c_out,
+        s.oh(),
+        s.ow(),
+        s.pad_h,
+        s.pad_w,
+        s.cpg_in() * kk,
+        kk,
+        0,
+        chunk_rows,
+        chunks,
+    ]
+    .map(|v| v as u32);
+    gpu.kernel_generated(
+        &spec.name(),
+        &|| Ok(spec.source()),
+        "conv_rows",
+        &params,
+        &[(1, x), (4, dy), (6, partial)],
+        grid_1d(chunks * weight_blocks(s), WG),
+    )
+}
+
+/// Which direction a kernel computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// y from x (slots: x, w, bias, y).
+    Forward,
+    /// dx from dy (slots: dy, w, dx): the correlation with the flipped kernel.
+    InputGradient,
+    /// Per-chunk partial sums of dw from x and dy (slots: x, dy, partial).
+    WeightGradient,
+}
+
+/// The kernel for `s` (which must `fit`) in direction `dir`; `input` is x
+/// or dy, `output` y or dx.
+pub fn kernel(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    dir: Direction,
+    input: &Buf,
+    w: &Buf,
+    bias: Option<&Buf>,
+    output: &Buf,
+) -> Result<Kernel, GpuError> {
+    debug_assert!(fits(s) && dir != Direction::WeightGradient);
+    let kk = s.kh * s.kw;
+    let flip = dir == Direction::InputGradient;
+    let spec = Spec {
+        depthwise: s.is_depthwise(),
+        kh: s.kh,
+        kw: s.kw,
+        dilation: s.dilation,
+        dir,
+    };
+    // (read channels, planes), (written channels, planes), padding, (w_o, w_i).
+    let ((ci, h, wd), (co, oh, ow), pad, (w_o, w_i)) = if flip {
+        // The flipped kernel reads dy with the padding that brings every
+        // tap that reached it back: (k − 1) · dilation − pad.
+        let pad = (
+            (s.kh - 1) * s.dilation - s.pad_h,
+            (s.kw - 1) * s.dilation - s.pad_w,
+        );
+        (
+            (s.c_out, s.oh(), s.ow()),
+            (s.c_in, s.h, s.w),
+            pad,
+            (kk, s.cpg_in() * kk),
+        )
+    } else {
+        (
+            (s.c_in, s.h, s.w),
+            (s.c_out, s.oh(), s.ow()),
+            (s.pad_h, s.pad_w),
+            (s.cpg_in() * kk, kk),
+        )
+    };
+    let params = [
+        s.n,
+        ci,
+        h,
+        wd,
+        co,
+        oh,
+        ow,
+        pad.0,
+        pad.1,
+        w_o,
+        w_i,
+        bias.is_some() as usize,
+        0,
+        0,
+    ]
+    .map(|v| v as u32);
+    let blocks = if spec.depthwise {
+        s.n * co * oh.div_ceil(DW_ROWS)
+    } else {
+        s.n * co.div_ceil(DENSE_CHANNELS) * oh
+    };
+    let invocations = blocks * ow.div_ceil(COLS);
+    // Without a bias the weights stand in for its slot (never read as one).
+    let slots = [(1, input), (2, w), (3, bias.unwrap_or(w)), (5, output)];
+    gpu.kernel_generated(
+        &spec.name(),
+        &|| Ok(spec.source()),
+        "conv_rows",
+        &params,
+        &slots,
+        grid_1d(invocations, WG),
+    )
+}
