@@ -1,7 +1,7 @@
 // Batch normalization over x [n, c, hw] (NCHW with the spatial dims
 // flattened), per channel over M = n·hw values. Training: one workgroup per
-// channel, workgroup tree reductions (no float atomics), the variance in a
-// second pass over x − mean for accuracy. Evaluation: element-wise with the
+// channel, workgroup tree reductions (no float atomics), the statistics in
+// one pass around a pivot (see train_forward). Evaluation: element-wise with the
 // running statistics. Without affine, γ = 1 and β = 0 (p.affine = 0; the
 // γ/β slots are then bound to a stand-in at least c long and ignored).
 
@@ -64,27 +64,29 @@ fn shift_of(ch: u32) -> f32 {
     return select(0.0, beta[ch], p.affine != 0u);
 }
 
+// The statistics in one pass: sums of d = x − K and d² around a pivot K,
+// the channel's first value, so Σd² − (Σd)²/M loses no precision to a
+// large mean (the textbook one-pass formula's failure).
 @compute @workgroup_size(256)
 fn train_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let ch = wg.x;
     let m = p.n * p.hw;
-    var acc = 0.0;
+    let pivot = x[ch * p.hw];
+    var acc = vec2(0.0);
     for (var j = lid; j < m; j = j + WG) {
-        acc = acc + x[at(ch, j)];
+        let d = x[at(ch, j)] - pivot;
+        acc = acc + vec2(d, d * d);
     }
-    let mean = workgroup_sum2(lid, vec2<f32>(acc, 0.0)).x / f32(m);
-    var sq = 0.0;
-    for (var j = lid; j < m; j = j + WG) {
-        let d = x[at(ch, j)] - mean;
-        sq = sq + d * d;
-    }
-    let ss = workgroup_sum2(lid, vec2<f32>(sq, 0.0)).x;
+    let sums = workgroup_sum2(lid, acc);
+    let dmean = sums.x / f32(m);
+    let mean = pivot + dmean;
+    let ss = max(sums.y - sums.x * dmean, 0.0);
     let invstd = 1.0 / sqrt(ss / f32(m) + p.eps);
     let a = scale_of(ch) * invstd;
-    let b = shift_of(ch);
+    let b = shift_of(ch) - mean * a;
     for (var j = lid; j < m; j = j + WG) {
         let i = at(ch, j);
-        out[i] = (x[i] - mean) * a + b;
+        out[i] = x[i] * a + b;
     }
     if lid == 0u {
         saved_mean[ch] = mean;
@@ -112,10 +114,12 @@ fn train_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     let sums = workgroup_sum2(lid, acc);
     let means = sums / f32(m);
     let a = scale_of(ch) * invstd;
+    // dx = a·dy − a·(Σdy/M) − a·invstd·(Σdy·x̂/M)·(x − mean), as dy·a + x·k + c0.
+    let k = -a * invstd * means.y;
+    let c0 = -a * means.x - k * mean;
     for (var j = lid; j < m; j = j + WG) {
         let i = at(ch, j);
-        let xhat = (x[i] - mean) * invstd;
-        out[i] = a * (dy[i] - means.x - xhat * means.y);
+        out[i] = dy[i] * a + x[i] * k + c0;
     }
     if lid == 0u {
         dgamma[ch] = sums.y;

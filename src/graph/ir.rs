@@ -189,6 +189,8 @@ pub struct Node {
 pub struct Graph {
     pub tensors: Vec<TensorDef>,
     pub nodes: Vec<Node>,
+    /// The ReLU node already computed of a temporary (see `relu`).
+    relu_of: std::collections::HashMap<T, usize>,
 }
 
 /// A batch-norm node's inputs: `first`, then γ and β when affine.
@@ -281,8 +283,20 @@ impl Graph {
         );
         y
     }
+    /// ReLU of `x`. A temporary is written once, so its ReLU is one value:
+    /// the ops that each start with one (the SepConvs, DilConv and
+    /// conv_7x1_1x7 of a supernet edge) share a single node, forward and
+    /// backward.
     pub fn relu(&mut self, x: T) -> T {
-        self.unary(Op::Relu, "relu", x)
+        if self.def(x).kind == Kind::Temp {
+            let node = self.relu_of.get(&x).and_then(|&n| self.nodes.get(n));
+            if let Some(node) = node.filter(|n| matches!(n.op, Op::Relu) && n.inputs == [x]) {
+                return node.outputs[0];
+            }
+        }
+        let y = self.unary(Op::Relu, "relu", x);
+        self.relu_of.insert(x, self.nodes.len() - 1);
+        y
     }
     pub fn add(&mut self, a: T, b: T) -> T {
         assert_eq!(self.len(a), self.len(b), "add of unequal sizes");
