@@ -1,34 +1,147 @@
-// The DARTS mixed op y = Σ_k w[k] · x_k over K tensors of n elements stacked
-// in one buffer [K, n] (K separate bindings would pass the 8-buffer budget).
-// Slots: a read (the stack, or dy), w read (K weights), out written.
+// The DARTS mixed op y = Σ_k w[k] · x_k over K candidate tensors of n
+// elements each, read where the candidates wrote them: no stacked copy.
+// A dispatch takes up to 6 of them (6 tensors + 2 other buffers = the
+// 8-storage-buffer budget); the host chains ⌈K / 6⌉ dispatches, the later
+// ones accumulating. Slots 1–6: the 6 tensors (x_k, or dx_k written);
+// 7: w (read); 8: y written / dy read; 9: partial dot products.
+
+const GROUP: u32 = 6u;
+const ITEMS: u32 = 16u; // elements per invocation per dot-product chunk
 
 struct Params {
     n: u32,
+    // Tensors in this dispatch, and the first one's index k0 into w.
     k: u32,
+    k0: u32,
+    // forward: add to y (1) or overwrite it (0).
+    accumulate: u32,
+    // Dot-product chunks per tensor (backward_weights).
+    chunks: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> x0: array<f32>;
+@group(0) @binding(2) var<storage, read> x1: array<f32>;
+@group(0) @binding(3) var<storage, read> x2: array<f32>;
+@group(0) @binding(4) var<storage, read> x3: array<f32>;
+@group(0) @binding(5) var<storage, read> x4: array<f32>;
+@group(0) @binding(6) var<storage, read> x5: array<f32>;
+@group(0) @binding(7) var<storage, read> w: array<f32>;
+@group(0) @binding(8) var<storage, read_write> y: array<f32>;
+@group(0) @binding(9) var<storage, read_write> partial: array<f32>;
+// backward_inputs writes the tensors' gradients through these (the same
+// slots as x0..x5, declared writable for that entry only).
+@group(0) @binding(1) var<storage, read_write> d0: array<f32>;
+@group(0) @binding(2) var<storage, read_write> d1: array<f32>;
+@group(0) @binding(3) var<storage, read_write> d2: array<f32>;
+@group(0) @binding(4) var<storage, read_write> d3: array<f32>;
+@group(0) @binding(5) var<storage, read_write> d4: array<f32>;
+@group(0) @binding(6) var<storage, read_write> d5: array<f32>;
+@group(0) @binding(8) var<storage, read> dy: array<f32>;
 
-// a = the stack [K, n], out = y [n].
+// Σ_{j < k} w[k0 + j] · x_j[i]; the slots past k are bound to x0 and never
+// read.
+fn weighted(i: u32) -> f32 {
+    var acc = w[p.k0] * x0[i];
+    if p.k > 1u { acc = acc + w[p.k0 + 1u] * x1[i]; }
+    if p.k > 2u { acc = acc + w[p.k0 + 2u] * x2[i]; }
+    if p.k > 3u { acc = acc + w[p.k0 + 3u] * x3[i]; }
+    if p.k > 4u { acc = acc + w[p.k0 + 4u] * x4[i]; }
+    if p.k > 5u { acc = acc + w[p.k0 + 5u] * x5[i]; }
+    return acc;
+}
+
 @compute @workgroup_size(256)
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     if i >= p.n { return; }
-    var acc = 0.0;
-    for (var k = 0u; k < p.k; k = k + 1u) {
-        acc = acc + w[k] * a[k * p.n + i];
+    let v = weighted(i);
+    if p.accumulate == 1u {
+        y[i] = y[i] + v;
+    } else {
+        y[i] = v;
     }
-    out[i] = acc;
 }
 
-// a = dy [n], out = the stacked input gradients [K, n]: dx_k = w[k] · dy.
+// dx_j = w[k0 + j] · dy for the k tensors of this dispatch.
 @compute @workgroup_size(256)
 fn backward_inputs(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
-    if i >= p.n * p.k { return; }
-    let k = i / p.n;
-    out[i] = w[k] * a[i - k * p.n];
+    if i >= p.n { return; }
+    let g = dy[i];
+    d0[i] = w[p.k0] * g;
+    if p.k > 1u { d1[i] = w[p.k0 + 1u] * g; }
+    if p.k > 2u { d2[i] = w[p.k0 + 2u] * g; }
+    if p.k > 3u { d3[i] = w[p.k0 + 3u] * g; }
+    if p.k > 4u { d4[i] = w[p.k0 + 4u] * g; }
+    if p.k > 5u { d5[i] = w[p.k0 + 5u] * g; }
+}
+
+var<workgroup> tree: array<vec2<f32>, 256>;
+
+// Tree-reduce two sums over the workgroup; invocation 0 gets the totals.
+fn workgroup_sum2(lid: u32, v: vec2<f32>) -> vec2<f32> {
+    tree[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if lid < s {
+            tree[lid] = tree[lid] + tree[lid + s];
+        }
+        workgroupBarrier();
+    }
+    return tree[0];
+}
+
+// Pass 1 of dw[k0 + j] = Σ_i x_j[i] · dy[i]: workgroup c of this dispatch
+// writes chunk c's partial dot products to partial[(k0 + j) · chunks + c].
+// The tensors are taken in pairs so one tree serves two.
+@compute @workgroup_size(256)
+fn dot_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let base = wg.x * WG * ITEMS;
+    var a = vec2(0.0);
+    var b = vec2(0.0);
+    var c = vec2(0.0);
+    for (var t = 0u; t < ITEMS; t = t + 1u) {
+        let i = base + t * WG + lid;
+        if i < p.n {
+            let g = dy[i];
+            a = a + g * vec2(x0[i], select(0.0, x1[i], p.k > 1u));
+            if p.k > 2u { b = b + g * vec2(x2[i], select(0.0, x3[i], p.k > 3u)); }
+            if p.k > 4u { c = c + g * vec2(x4[i], select(0.0, x5[i], p.k > 5u)); }
+        }
+    }
+    let at = p.k0 * p.chunks + wg.x;
+    let ta = workgroup_sum2(lid, a);
+    workgroupBarrier();
+    if lid == 0u {
+        partial[at] = ta.x;
+        if p.k > 1u { partial[at + p.chunks] = ta.y; }
+    }
+    if p.k > 2u {
+        let tb = workgroup_sum2(lid, b);
+        workgroupBarrier();
+        if lid == 0u {
+            partial[at + 2u * p.chunks] = tb.x;
+            if p.k > 3u { partial[at + 3u * p.chunks] = tb.y; }
+        }
+    }
+    if p.k > 4u {
+        let tc = workgroup_sum2(lid, c);
+        if lid == 0u {
+            partial[at + 4u * p.chunks] = tc.x;
+            if p.k > 5u { partial[at + 5u * p.chunks] = tc.y; }
+        }
+    }
+}
+
+// Pass 2: y[k] = Σ_c partial[k · chunks + c] for all K (y is dw here).
+@compute @workgroup_size(64)
+fn dot_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let k = gid.x;
+    if k >= p.k { return; }
+    var acc = 0.0;
+    for (var c = 0u; c < p.chunks; c = c + 1u) {
+        acc = acc + partial[k * p.chunks + c];
+    }
+    y[k] = acc;
 }

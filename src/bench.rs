@@ -338,20 +338,33 @@ fn mix_cases(v: &mut Vec<BenchCase>) {
         k: 8,
         n: 32 * 16 * 28 * 28,
     };
-    let (kn, n) = (s.stacked_len(), s.n);
+    let (kn, n) = (s.k * s.n, s.n);
     let shape = "K=8 x [32,16,28,28]".to_string();
+    let inputs = move |g: &Gpu| -> Result<Vec<Buf>, GpuError> {
+        (0..s.k).map(|k| random_buf(g, n, 1 + k as u64)).collect()
+    };
     v.push(BenchCase::new(
         "weighted_sum_forward",
         shape.clone(),
         2.0 * kn as f64,
         F * (kn + n) as f64,
         move |g| {
-            let (xs, w, y) = (
-                random_buf(g, kn, 1)?,
-                random_buf(g, 8, 2)?,
-                g.alloc("y", n)?,
-            );
-            Ok(vec![mix::forward(g, &s, &xs, &w, &y)?])
+            let xs = inputs(g)?;
+            let (w, y) = (random_buf(g, 8, 20)?, g.alloc("y", n)?);
+            mix::forward(g, &s, &xs.iter().collect::<Vec<_>>(), &w, &y)
+        },
+    ));
+    v.push(BenchCase::new(
+        "weighted_sum_backward_inputs",
+        shape.clone(),
+        kn as f64,
+        F * (kn + n) as f64,
+        move |g| {
+            let dxs: Vec<Buf> = (0..s.k)
+                .map(|_| g.alloc("dx", n))
+                .collect::<Result<_, _>>()?;
+            let (w, dy) = (random_buf(g, 8, 20)?, random_buf(g, n, 21)?);
+            mix::backward_inputs(g, &s, &w, &dy, &dxs.iter().collect::<Vec<_>>())
         },
     ));
     v.push(BenchCase::new(
@@ -360,12 +373,9 @@ fn mix_cases(v: &mut Vec<BenchCase>) {
         2.0 * kn as f64,
         F * (kn + n) as f64,
         move |g| {
-            let (xs, dy, dw) = (
-                random_buf(g, kn, 1)?,
-                random_buf(g, n, 2)?,
-                g.alloc("dw", 8)?,
-            );
-            mix::backward_weights(g, &s, &xs, &dy, &dw)
+            let xs = inputs(g)?;
+            let (dy, dw) = (random_buf(g, n, 21)?, g.alloc("dw", 8)?);
+            mix::backward_weights(g, &s, &xs.iter().collect::<Vec<_>>(), &dy, &dw)
         },
     ));
 }

@@ -118,11 +118,18 @@ fn weighted_sum() {
     for seed in SEEDS {
         let mut r = rng(seed);
         for (k, n) in [(1, 3), (5, 7), (8, 13)] {
+            // The K candidates laid end to end, so one vector is perturbed.
             let xs = randn(&mut r, k * n);
+            let parts =
+                |xs: &[f32]| -> Vec<Vec<f32>> { xs.chunks(n).map(|c| c.to_vec()).collect() };
+            let mix_of = |xs: &[f32], w: &[f32]| {
+                let p = parts(xs);
+                mix::forward(&p.iter().map(|c| c.as_slice()).collect::<Vec<_>>(), w)
+            };
             let w = uniform(&mut r, k, 0.0, 1.0);
             let dy = randn(&mut r, n);
-            let dxs = mix::backward_inputs(&w, &dy);
-            let fx = |xs: &[f32]| mix::forward(xs, &w);
+            let dxs = mix::backward_inputs(&w, &dy).concat();
+            let fx = |xs: &[f32]| mix_of(xs, &w);
             ok(check(
                 "weighted_sum inputs",
                 &fx,
@@ -133,8 +140,10 @@ fn weighted_sum() {
                 SAMPLES,
                 EPS,
             ));
-            let dw = mix::backward_weights(&xs, &dy);
-            let fw = |w: &[f32]| mix::forward(&xs, w);
+            let p = parts(&xs);
+            let dw =
+                mix::backward_weights(&p.iter().map(|c| c.as_slice()).collect::<Vec<_>>(), &dy);
+            let fw = |w: &[f32]| mix_of(&xs, w);
             ok(check(
                 "weighted_sum weights",
                 &fw,

@@ -131,12 +131,11 @@ fn mixed_edge() -> Built {
     for input in [y, sl] {
         cands.extend([g.relu(input), g.avg_pool(input, ps), g.max_pool(input, ps)]);
     }
-    let stacked = g.stack(&cands);
     let alpha = g.param("alpha", &[2, 3], verify::randn(&mut rng, 6));
     let beta = g.param("beta", &[2], vec![0.3, 0.7]);
     let soft = g.softmax(alpha);
     let weights = g.row_scale(soft, beta);
-    let mixed = g.weighted_sum(stacked, weights);
+    let mixed = g.weighted_sum(&cands, weights);
     let pooled = g.global_avg_pool(mixed);
     let ls = LinearShape {
         batch: n,

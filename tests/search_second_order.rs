@@ -141,8 +141,7 @@ impl Bilevel for Smooth {
                 g.tanh(y)
             })
             .collect();
-        let stacked = g.stack(&cands);
-        let h = g.weighted_sum(stacked, m);
+        let h = g.weighted_sum(&cands, m);
         let h = g.reshape(h, &[B, HID]);
         let logits = g.linear(h, w(self.head), None, shape(HID, CLASSES));
         (g.log_softmax_xent(logits, labels), mark)

@@ -230,8 +230,7 @@ fn annealed_graph(
                     let kind = if io.reduction { "reduce" } else { "normal" };
                     g.input(&format!("mix.{kind}.b{j}"), &[cands.len()])
                 });
-                let stacked = g.stack(&cands);
-                states.push(g.weighted_sum(stacked, w));
+                states.push(g.weighted_sum(&cands, w));
             }
             g.concat(&states[2..])
         },

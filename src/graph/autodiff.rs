@@ -137,19 +137,18 @@ fn rule(g: &mut Graph, op: &Op, ins: &[T], outs: &[T], douts: &[Option<T>]) -> V
             vec![Some(dx)]
         }
         Op::WeightedSum(s) => {
-            let dxs = g.temp_like("d.mix.xs", ins[0]);
+            let (xs, w) = ins.split_at(s.k);
+            let dxs: Vec<T> = xs.iter().map(|&x| g.temp_like("d.mix.x", x)).collect();
             g.push(
                 Op::WeightedSumBackwardInputs(*s),
-                vec![ins[1], dy],
-                vec![dxs],
+                vec![w[0], dy],
+                dxs.clone(),
             );
-            let dw = g.temp_like("d.mix.w", ins[1]);
-            g.push(
-                Op::WeightedSumBackwardWeights(*s),
-                vec![ins[0], dy],
-                vec![dw],
-            );
-            vec![Some(dxs), Some(dw)]
+            let dw = g.temp_like("d.mix.w", w[0]);
+            let mut wins = xs.to_vec();
+            wins.push(dy);
+            g.push(Op::WeightedSumBackwardWeights(*s), wins, vec![dw]);
+            dxs.into_iter().map(Some).chain([Some(dw)]).collect()
         }
         Op::L1Loss => {
             let dp = g.temp_like("d.l1", ins[0]);

@@ -104,9 +104,18 @@ fn run(op: &Op, ins: &[&[f32]], outs: &mut [Vec<f32>]) {
         }
         Op::Slice(s) => outs[0] = layout::cpu::slice_forward(s, ins[0]),
         Op::SliceBackward(s) => outs[0] = layout::cpu::slice_backward(s, ins[0]),
-        Op::WeightedSum(_) => outs[0] = mix::cpu::forward(ins[0], ins[1]),
-        Op::WeightedSumBackwardInputs(_) => outs[0] = mix::cpu::backward_inputs(ins[0], ins[1]),
-        Op::WeightedSumBackwardWeights(_) => outs[0] = mix::cpu::backward_weights(ins[0], ins[1]),
+        Op::WeightedSum(s) => outs[0] = mix::cpu::forward(&ins[..s.k], ins[s.k]),
+        Op::WeightedSumBackwardInputs(_) => {
+            for (o, d) in outs
+                .iter_mut()
+                .zip(mix::cpu::backward_inputs(ins[0], ins[1]))
+            {
+                *o = d;
+            }
+        }
+        Op::WeightedSumBackwardWeights(s) => {
+            outs[0] = mix::cpu::backward_weights(&ins[..s.k], ins[s.k])
+        }
         Op::Softmax(s) => outs[0] = softmax_xent::cpu::softmax_forward(ins[0], s.cols),
         Op::SoftmaxBackward(s) => {
             outs[0] = softmax_xent::cpu::softmax_backward(ins[0], ins[1], s.cols)

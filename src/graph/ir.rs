@@ -92,8 +92,7 @@ pub enum Op {
     RowScaleBackwardScale { rows: usize },
     /// [a, b, dy] → [da, db]
     MulBackward,
-    /// [x_0, …, x_k] → [y]: channel concatenation (batch 1, hw 1 stacks
-    /// flat tensors, e.g. the K candidates of a mixed op).
+    /// [x_0, …, x_k] → [y]: channel concatenation.
     Concat(ConcatShape),
     /// [x] → [y_0, …, y_k]: the inverse of Concat.
     Split(ConcatShape),
@@ -101,11 +100,11 @@ pub enum Op {
     Slice(SliceShape),
     /// [dy] → [dx]
     SliceBackward(SliceShape),
-    /// [xs (K stacked), w] → [y] = Σ_k w[k]·x_k
+    /// [x_0, …, x_{K−1}, w] → [y] = Σ_k w[k]·x_k
     WeightedSum(MixShape),
-    /// [w, dy] → [dxs]
+    /// [w, dy] → [dx_0, …, dx_{K−1}]
     WeightedSumBackwardInputs(MixShape),
-    /// [xs, dy] → [dw]
+    /// [x_0, …, x_{K−1}, dy] → [dw]
     WeightedSumBackwardWeights(MixShape),
     /// [x] → [y]: softmax over rows
     Softmax(SoftmaxShape),
@@ -381,26 +380,6 @@ impl Graph {
             w: sh[0][3],
         }
     }
-    /// Stack K tensors of equal size into one [K, n] tensor (a mixed op's
-    /// candidates): a concatenation with batch 1.
-    pub fn stack(&mut self, xs: &[T]) -> T {
-        let n = self.len(xs[0]);
-        assert!(
-            xs.iter().all(|x| self.len(*x) == n),
-            "stack of unequal sizes"
-        );
-        let s = ConcatShape {
-            batch: 1,
-            channels: vec![n; xs.len()],
-            h: 1,
-            w: 1,
-        };
-        let mut shape = vec![xs.len()];
-        shape.extend(&self.def(xs[0]).shape);
-        let y = self.temp("stack", &shape);
-        self.push(Op::Concat(s), xs.to_vec(), vec![y]);
-        y
-    }
     /// Split `x` ([batch, Σc, h, w]) into parts of `channels` channels.
     pub fn split(&mut self, x: T, channels: &[usize]) -> Vec<T> {
         let sh = self.def(x).shape.clone();
@@ -439,17 +418,22 @@ impl Graph {
         self.push(Op::Slice(s), vec![x], vec![y]);
         y
     }
-    /// Σ_k w[k]·x_k over a stacked [K, ...] tensor; the result has the
-    /// candidates' shape.
-    pub fn weighted_sum(&mut self, xs: T, w: T) -> T {
-        let sh = self.def(xs).shape.clone();
+    /// Σ_k w[k]·x_k over K candidates of one size (a mixed op), read where
+    /// they are; the result has the first one's shape.
+    pub fn weighted_sum(&mut self, xs: &[T], w: T) -> T {
         let s = MixShape {
-            k: sh[0],
-            n: self.len(xs) / sh[0],
+            k: xs.len(),
+            n: self.len(xs[0]),
         };
+        assert!(
+            xs.iter().all(|&x| self.len(x) == s.n),
+            "weighted_sum: candidates of unequal sizes"
+        );
         assert_eq!(self.len(w), s.k, "weighted_sum: one weight per candidate");
-        let y = self.temp("mixed", &sh[1..]);
-        self.push(Op::WeightedSum(s), vec![xs, w], vec![y]);
+        let y = self.temp_like("mixed", xs[0]);
+        let mut ins = xs.to_vec();
+        ins.push(w);
+        self.push(Op::WeightedSum(s), ins, vec![y]);
         y
     }
     /// Softmax over the last dimension of [rows, cols].

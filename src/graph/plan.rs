@@ -223,9 +223,11 @@ fn build(
         Op::Split(s) => layout::split_forward(gpu, s, i[0], o)?,
         Op::Slice(s) => one(layout::slice_forward(gpu, s, i[0], o[0])?),
         Op::SliceBackward(s) => one(layout::slice_backward(gpu, s, i[0], o[0])?),
-        Op::WeightedSum(s) => one(mix::forward(gpu, s, i[0], i[1], o[0])?),
-        Op::WeightedSumBackwardInputs(s) => one(mix::backward_inputs(gpu, s, i[0], i[1], o[0])?),
-        Op::WeightedSumBackwardWeights(s) => mix::backward_weights(gpu, s, i[0], i[1], o[0])?,
+        Op::WeightedSum(s) => mix::forward(gpu, s, &i[..s.k], i[s.k], o[0])?,
+        Op::WeightedSumBackwardInputs(s) => mix::backward_inputs(gpu, s, i[0], i[1], o)?,
+        Op::WeightedSumBackwardWeights(s) => {
+            mix::backward_weights(gpu, s, &i[..s.k], i[s.k], o[0])?
+        }
         Op::Softmax(s) => one(softmax_xent::softmax_forward(gpu, s, i[0], o[0])?),
         Op::SoftmaxBackward(s) => one(softmax_xent::softmax_backward(gpu, s, i[0], i[1], o[0])?),
         Op::L1Loss => loss::l1_forward(gpu, i[0], i[1], o[0])?,

@@ -1,11 +1,11 @@
-//! The DARTS mixed op: y = Σ_k w[k] · x_k, the K candidate outputs stacked in
-//! one buffer `[K, n]` and `w` a K-vector (softmax(α)·β, computed elsewhere).
-//! Shader: `shaders/mix.wgsl`; CPU twin: `cpu`.
+//! The DARTS mixed op: y = Σ_k w[k] · x_k over K candidate tensors of n
+//! elements each, read in place (no stacked copy), and `w` a K-vector
+//! (softmax(α)·β, computed elsewhere). Shader: `shaders/mix.wgsl`; CPU
+//! twin: `cpu`.
 
 use crate::engine::{grid_1d, Buf, Gpu, GpuError, Kernel, WG};
-use crate::ops::reduce;
 
-/// K stacked tensors of n elements each.
+/// K tensors of n elements each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MixShape {
     pub k: usize,
@@ -19,91 +19,175 @@ impl MixShape {
         }
         Ok(())
     }
-    /// Elements of the stack [K, n].
-    pub fn stacked_len(&self) -> usize {
-        self.k * self.n
-    }
 }
 
-/// The CPU reference; `xs` is the stack [K, n].
+/// The CPU reference; `xs` are the K tensors.
 pub mod cpu {
-    pub fn forward(xs: &[f32], w: &[f32]) -> Vec<f32> {
-        let n = xs.len() / w.len();
+    pub fn forward(xs: &[&[f32]], w: &[f32]) -> Vec<f32> {
+        let n = xs[0].len();
         (0..n)
             .map(|i| {
                 w.iter()
-                    .enumerate()
-                    .map(|(k, &wk)| wk as f64 * xs[k * n + i] as f64)
+                    .zip(xs)
+                    .map(|(&wk, x)| wk as f64 * x[i] as f64)
                     .sum::<f64>() as f32
             })
             .collect()
     }
-    /// dx_k = w[k] · dy, stacked [K, n].
-    pub fn backward_inputs(w: &[f32], dy: &[f32]) -> Vec<f32> {
+    /// dx_k = w[k] · dy.
+    pub fn backward_inputs(w: &[f32], dy: &[f32]) -> Vec<Vec<f32>> {
         w.iter()
-            .flat_map(|&wk| dy.iter().map(move |&g| wk * g))
+            .map(|&wk| dy.iter().map(|&g| wk * g).collect())
             .collect()
     }
     /// dw[k] = Σ_i x_k[i] · dy[i].
-    pub fn backward_weights(xs: &[f32], dy: &[f32]) -> Vec<f32> {
-        crate::ops::reduce::cpu::dot_rows(xs, dy, xs.len() / dy.len())
+    pub fn backward_weights(xs: &[&[f32]], dy: &[f32]) -> Vec<f32> {
+        xs.iter()
+            .map(|x| {
+                x.iter()
+                    .zip(dy)
+                    .map(|(&a, &b)| a as f64 * b as f64)
+                    .sum::<f64>() as f32
+            })
+            .collect()
     }
 }
 
 const SHADER: &str = "mix";
+/// Tensors per dispatch (the shader's GROUP).
+const GROUP: usize = 6;
+/// Elements per dot-product chunk (the shader's WG · ITEMS).
+const CHUNK: usize = 256 * 16;
 
-/// Validate `s` and the lengths of the stack-sized and n-sized buffers.
-fn check(s: &MixShape, stacked: &Buf, w: &Buf, single: &Buf) {
+/// Validate `s` and the lengths of the K tensors, w and the n-sized one.
+fn check(s: &MixShape, xs: &[&Buf], w: &Buf, single: &Buf) {
     s.validate().unwrap_or_else(|e| panic!("{e}"));
-    let lens = [
-        (stacked.len, s.stacked_len()),
-        (w.len, s.k),
-        (single.len, s.n),
-    ];
-    for (what, (got, want)) in ["stack", "weights", "single tensor"].iter().zip(lens) {
+    assert_eq!(
+        xs.len(),
+        s.k,
+        "weighted_sum: {} tensors, expected {}",
+        xs.len(),
+        s.k
+    );
+    for (k, x) in xs.iter().enumerate() {
         assert_eq!(
-            got, want,
-            "weighted_sum: {what} has {got} elements, expected {want}"
+            x.len, s.n,
+            "weighted_sum: tensor {k} has {} elements, expected {}",
+            x.len, s.n
         );
     }
+    assert_eq!(
+        w.len, s.k,
+        "weighted_sum: weights have {} elements, expected {}",
+        w.len, s.k
+    );
+    assert_eq!(
+        single.len, s.n,
+        "weighted_sum: y/dy has {} elements, expected {}",
+        single.len, s.n
+    );
 }
 
-fn dispatch(
+/// One dispatch of a read-only `entry` per group of up to 6 tensors (slots
+/// 1..=6), with the `other` bindings.
+fn per_group(
     gpu: &Gpu,
-    entry: &'static str,
     s: &MixShape,
-    threads: usize,
-    slots: &[(u32, &Buf)],
-) -> Result<Kernel, GpuError> {
-    let params = [s.n as u32, s.k as u32];
-    gpu.kernel(SHADER, entry, &params, slots, grid_1d(threads, WG))
+    entry: &'static str,
+    tensors: &[&Buf],
+    grid: [u32; 3],
+    chunks: usize,
+    other: &[(u32, &Buf)],
+) -> Result<Vec<Kernel>, GpuError> {
+    let mut out = Vec::new();
+    for (gi, group) in tensors.chunks(GROUP).enumerate() {
+        let k0 = gi * GROUP;
+        let params = [s.n, group.len(), k0, (k0 > 0) as usize, chunks].map(|v| v as u32);
+        let mut slots: Vec<(u32, &Buf)> = other.to_vec();
+        for j in 0..GROUP {
+            // Unused slots repeat the first tensor (read-only entries) and
+            // are never touched.
+            slots.push((1 + j as u32, group.get(j).unwrap_or(&group[0])));
+        }
+        out.push(gpu.kernel(SHADER, entry, &params, &slots, grid)?);
+    }
+    Ok(out)
 }
 
-/// y = Σ_k w[k] · xs[k].
-pub fn forward(gpu: &Gpu, s: &MixShape, xs: &Buf, w: &Buf, y: &Buf) -> Result<Kernel, GpuError> {
+/// y = Σ_k w[k] · xs[k]: ⌈K / 6⌉ dispatches, the later ones adding to y.
+pub fn forward(
+    gpu: &Gpu,
+    s: &MixShape,
+    xs: &[&Buf],
+    w: &Buf,
+    y: &Buf,
+) -> Result<Vec<Kernel>, GpuError> {
     check(s, xs, w, y);
-    dispatch(gpu, "forward", s, s.n, &[(1, xs), (2, w), (3, y)])
+    let grid = grid_1d(s.n, WG);
+    per_group(gpu, s, "forward", xs, grid, 0, &[(7, w), (8, y)])
 }
-/// dxs[k] = w[k] · dy, written as one stacked [K, n] buffer.
+
+/// dxs[k] = w[k] · dy, each into its own tensor.
 pub fn backward_inputs(
     gpu: &Gpu,
     s: &MixShape,
     w: &Buf,
     dy: &Buf,
-    dxs: &Buf,
-) -> Result<Kernel, GpuError> {
+    dxs: &[&Buf],
+) -> Result<Vec<Kernel>, GpuError> {
     check(s, dxs, w, dy);
-    let slots = [(1, dy), (2, w), (3, dxs)];
-    dispatch(gpu, "backward_inputs", s, s.stacked_len(), &slots)
+    let grid = grid_1d(s.n, WG);
+    let mut out = Vec::new();
+    for (gi, group) in dxs.chunks(GROUP).enumerate() {
+        let k0 = gi * GROUP;
+        let params = [s.n, group.len(), k0, 0, 0].map(|v| v as u32);
+        // A writable buffer may be bound once per dispatch: the unused
+        // slots get scratch buffers of their own (never written).
+        let spare: Vec<Buf> = (group.len()..GROUP)
+            .map(|_| gpu.alloc("mix.unused", 1))
+            .collect::<Result<_, _>>()?;
+        let mut slots: Vec<(u32, &Buf)> = vec![(7, w), (8, dy)];
+        for j in 0..GROUP {
+            let b = group
+                .get(j)
+                .copied()
+                .unwrap_or_else(|| &spare[j - group.len()]);
+            slots.push((1 + j as u32, b));
+        }
+        out.push(gpu.kernel(SHADER, "backward_inputs", &params, &slots, grid)?);
+    }
+    Ok(out)
 }
-/// dw[k] = Σ_i xs[k, i] · dy[i] (row dot products, two passes).
+
+/// dw[k] = Σ_i xs[k][i] · dy[i]: partial dot products per chunk of 4,096
+/// elements, 6 tensors per dispatch, then one dispatch summing them.
 pub fn backward_weights(
     gpu: &Gpu,
     s: &MixShape,
-    xs: &Buf,
+    xs: &[&Buf],
     dy: &Buf,
     dw: &Buf,
 ) -> Result<Vec<Kernel>, GpuError> {
     check(s, xs, dw, dy);
-    reduce::dot_rows(gpu, xs, dy, s.k, 1.0, dw)
+    let chunks = s.n.div_ceil(CHUNK);
+    let partial = gpu.alloc("mix.dw_partial", s.k * chunks)?;
+    let grid = [chunks as u32, 1, 1];
+    let mut out = per_group(
+        gpu,
+        s,
+        "dot_partial",
+        xs,
+        grid,
+        chunks,
+        &[(8, dy), (9, &partial)],
+    )?;
+    let params = [s.n, s.k, 0, 0, chunks].map(|v| v as u32);
+    out.push(gpu.kernel(
+        SHADER,
+        "dot_finish",
+        &params,
+        &[(8, dw), (9, &partial)],
+        [s.k.div_ceil(64) as u32, 1, 1],
+    )?);
+    Ok(out)
 }

@@ -239,8 +239,7 @@ fn cell(g: &mut Graph, st: &mut ParamStore, io: CellIo, mix: &KindMix, cfg: &Sup
             for (i, &x) in states.iter().enumerate() {
                 cands.extend(edge_candidates(g, st, op_set, x, c, stride(i), i, j));
             }
-            let stacked = g.stack(&cands);
-            g.weighted_sum(stacked, mix.weights[j])
+            g.weighted_sum(&cands, mix.weights[j])
         } else {
             let w = rows(g, mix.weights[j]);
             let b = rows(g, mix.betas[j]);
@@ -288,8 +287,7 @@ fn partial_edge(
         let piece = pieces.next().expect("one piece per non-empty slice");
         out.push(if slot == 1 {
             let cands = edge_candidates(g, st, &cfg.op_set, piece, part, stride, i, j);
-            let stacked = g.stack(&cands);
-            g.weighted_sum(stacked, w)
+            g.weighted_sum(&cands, w)
         } else {
             let y = if stride == 2 {
                 layers::max_pool_3x3(g, piece, 2)
