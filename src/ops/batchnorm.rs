@@ -265,7 +265,12 @@ pub fn train_forward(
         (8, running_mean),
         (9, running_var),
     ];
-    dispatch(gpu, "train_forward", s, [s.c as u32, 1, 1], &slots)
+    let entry = if s.hw % 4 == 0 {
+        "train_forward4"
+    } else {
+        "train_forward"
+    };
+    dispatch(gpu, entry, s, [s.c as u32, 1, 1], &slots)
 }
 
 /// dx from the forward's x and saved statistics; dγ, dβ [c] where given
@@ -300,7 +305,12 @@ pub fn train_backward(
         (10, &dgamma),
         (11, &dbeta),
     ];
-    dispatch(gpu, "train_backward", s, [s.c as u32, 1, 1], &slots)
+    let entry = if s.hw % 4 == 0 {
+        "train_backward4"
+    } else {
+        "train_backward"
+    };
+    dispatch(gpu, entry, s, [s.c as u32, 1, 1], &slots)
 }
 
 /// y from the running statistics (element-wise).

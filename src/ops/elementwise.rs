@@ -106,17 +106,28 @@ fn ew_cols(
     gpu.kernel(SHADER, entry, &params, slots, grid_1d(n, WG))
 }
 
+/// `entry` over float4s when `n` is divisible by 4 (`entry4`, n/4
+/// invocations), else over floats.
+fn ew4(
+    gpu: &Gpu,
+    (entry, entry4): (&'static str, &'static str),
+    n: usize,
+    slots: &[(u32, &Buf)],
+) -> Result<Kernel, GpuError> {
+    if n % 4 == 0 {
+        ew(gpu, entry4, n / 4, 1.0, slots)
+    } else {
+        ew(gpu, entry, n, 1.0, slots)
+    }
+}
+
 pub fn relu_forward(gpu: &Gpu, x: &Buf, y: &Buf) -> Result<Kernel, GpuError> {
-    ew(gpu, "relu_forward", x.len, 1.0, &[(1, x), (4, y)])
+    let entries = ("relu_forward", "relu_forward4");
+    ew4(gpu, entries, x.len, &[(1, x), (4, y)])
 }
 pub fn relu_backward(gpu: &Gpu, x: &Buf, dy: &Buf, dx: &Buf) -> Result<Kernel, GpuError> {
-    ew(
-        gpu,
-        "relu_backward",
-        x.len,
-        1.0,
-        &[(1, x), (2, dy), (4, dx)],
-    )
+    let entries = ("relu_backward", "relu_backward4");
+    ew4(gpu, entries, x.len, &[(1, x), (2, dy), (4, dx)])
 }
 pub fn sigmoid_forward(gpu: &Gpu, x: &Buf, y: &Buf) -> Result<Kernel, GpuError> {
     ew(gpu, "sigmoid_forward", x.len, 1.0, &[(1, x), (4, y)])
@@ -145,7 +156,8 @@ pub fn tanh_backward(gpu: &Gpu, y: &Buf, dy: &Buf, dx: &Buf) -> Result<Kernel, G
     )
 }
 pub fn add_forward(gpu: &Gpu, a: &Buf, b: &Buf, y: &Buf) -> Result<Kernel, GpuError> {
-    ew(gpu, "add_forward", a.len, 1.0, &[(1, a), (2, b), (4, y)])
+    let entries = ("add_forward", "add_forward4");
+    ew4(gpu, entries, a.len, &[(1, a), (2, b), (4, y)])
 }
 /// out = alpha · x (add's backward with alpha 1: a plain copy).
 pub fn copy_scaled(gpu: &Gpu, x: &Buf, out: &Buf, alpha: f32) -> Result<Kernel, GpuError> {
