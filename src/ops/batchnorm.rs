@@ -265,7 +265,7 @@ pub fn train_forward(
         (8, running_mean),
         (9, running_var),
     ];
-    let entry = if s.hw % 4 == 0 {
+    let entry = if s.hw.is_multiple_of(4) {
         "train_forward4"
     } else {
         "train_forward"
@@ -305,7 +305,7 @@ pub fn train_backward(
         (10, &dgamma),
         (11, &dbeta),
     ];
-    let entry = if s.hw % 4 == 0 {
+    let entry = if s.hw.is_multiple_of(4) {
         "train_backward4"
     } else {
         "train_backward"

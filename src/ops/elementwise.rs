@@ -114,7 +114,7 @@ fn ew4(
     n: usize,
     slots: &[(u32, &Buf)],
 ) -> Result<Kernel, GpuError> {
-    if n % 4 == 0 {
+    if n.is_multiple_of(4) {
         ew(gpu, entry4, n / 4, 1.0, slots)
     } else {
         ew(gpu, entry, n, 1.0, slots)
