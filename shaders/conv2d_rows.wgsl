@@ -47,6 +47,10 @@ struct Params {
 @group(0) @binding(4) var<storage, read> dy: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> partial: array<f32>;
+// The pointwise float4 kernels' views of the same slots.
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> dy4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> out4: array<vec4<f32>>;
 
 // x[row + clamp(ix)] where the column and the row lie inside the plane,
 // else 0 (the padding): branch-free, so the unrolled code stays straight.

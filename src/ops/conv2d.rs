@@ -348,10 +348,14 @@ pub fn backward_weight(
         let cblocks = s.groups * s.cpg_out().div_ceil(B);
         ("backward_weight_partial", cblocks * taps.div_ceil(B))
     };
-    let rows = s.n * s.oh();
+    let (rows, row_pixels) = if generated {
+        conv2d_rows::weight_rows(s)
+    } else {
+        (s.n * s.oh(), s.ow())
+    };
     let chunks = WEIGHT_INVOCATIONS
         .div_ceil(blocks)
-        .min(rows * s.ow() / MIN_CHUNK_PIXELS)
+        .min(rows * row_pixels / MIN_CHUNK_PIXELS)
         .min(MAX_PARTIAL / s.w_len())
         .clamp(1, rows);
     let chunk_rows = rows.div_ceil(chunks);

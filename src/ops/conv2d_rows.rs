@@ -29,6 +29,9 @@ pub struct Spec {
     pub kw: usize,
     pub dilation: usize,
     pub dir: Direction,
+    /// A pointwise (1×1, unpadded, dense) convolution whose planes divide by
+    /// 4: positions are read flat, 4 per float4 load.
+    pub flat4: bool,
 }
 
 impl Spec {
@@ -36,7 +39,11 @@ impl Spec {
     pub fn name(&self) -> String {
         format!(
             "conv2d_rows.{}.{}x{}.d{}.{}",
-            if self.depthwise { "dw" } else { "dense" },
+            match (self.depthwise, self.flat4) {
+                (true, _) => "dw",
+                (false, false) => "dense",
+                (false, true) => "pointwise4",
+            },
             self.kh,
             self.kw,
             self.dilation,
@@ -52,6 +59,7 @@ impl Spec {
     /// the generated `conv_rows` entry.
     pub fn source(&self) -> String {
         let body = match (self.dir, self.depthwise) {
+            _ if self.flat4 => self.pointwise4_entry(),
             (Direction::WeightGradient, _) => self.weight_entry(),
             (_, true) => self.depthwise_entry(),
             (_, false) => self.dense_entry(),
@@ -248,6 +256,120 @@ impl Spec {
         s
     }
 
+    /// The pointwise convolution over float4s of flat planes (`flat4`):
+    /// forward and input gradient take 8 output channels × 8 positions per
+    /// invocation (the input gradient through the weight strides), pass 1
+    /// of the weight gradient 8 × 8 channel pairs over 4 positions at a
+    /// time. A chunk of the weight gradient is `chunk_rows` float4s of
+    /// (batch, plane) positions.
+    fn pointwise4_entry(&self) -> String {
+        let oc = DENSE_CHANNELS;
+        let mut s = String::new();
+        let w = &mut s;
+        let _ = writeln!(w, "@compute @workgroup_size(256)");
+        let _ = writeln!(
+            w,
+            "fn conv_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{"
+        );
+        let _ = writeln!(w, "    let idx = linear_index(gid, nwg);");
+        let _ = writeln!(w, "    let hw4 = p.h * p.w / 4u;");
+        if self.dir == Direction::WeightGradient {
+            let ic = DENSE_CHANNELS;
+            let _ = writeln!(w, "    let ib = (p.c_in + {}u) / {ic}u;", ic - 1);
+            let _ = writeln!(w, "    let ob = (p.c_out + {}u) / {oc}u;", oc - 1);
+            let _ = writeln!(w, "    if idx >= p.chunks * ob * ib {{ return; }}");
+            let _ = writeln!(w, "    let i0 = (idx % ib) * {ic}u;");
+            let _ = writeln!(w, "    let t = idx / ib;");
+            let _ = writeln!(w, "    let o0 = (t % ob) * {oc}u;");
+            let _ = writeln!(w, "    let k = t / ob;");
+            for o in 0..oc {
+                let _ = writeln!(w, "    let oc{o} = min(o0 + {o}u, p.c_out - 1u);");
+            }
+            for i in 0..ic {
+                let _ = writeln!(w, "    let ic{i} = min(i0 + {i}u, p.c_in - 1u);");
+            }
+            for o in 0..oc {
+                for i in 0..ic {
+                    let _ = writeln!(w, "    var a{o}_{i} = 0.0;");
+                }
+            }
+            let _ = writeln!(w, "    let u0 = k * p.chunk_rows;");
+            let _ = writeln!(w, "    let u1 = min(u0 + p.chunk_rows, p.n * hw4);");
+            let _ = writeln!(w, "    for (var u = u0; u < u1; u = u + 1u) {{");
+            let _ = writeln!(w, "        let b = u / hw4;");
+            let _ = writeln!(w, "        let q = u - b * hw4;");
+            for i in 0..ic {
+                let _ = writeln!(w, "        let xv{i} = x4[(b * p.c_in + ic{i}) * hw4 + q];");
+            }
+            for o in 0..oc {
+                let _ = writeln!(w, "        {{");
+                let _ = writeln!(
+                    w,
+                    "            let g = dy4[(b * p.c_out + oc{o}) * hw4 + q];"
+                );
+                for i in 0..ic {
+                    let _ = writeln!(w, "            a{o}_{i} = a{o}_{i} + dot(g, xv{i});");
+                }
+                let _ = writeln!(w, "        }}");
+            }
+            let _ = writeln!(w, "    }}");
+            let _ = writeln!(w, "    let wbase = k * p.c_out * p.w_o;");
+            for o in 0..oc {
+                for i in 0..ic {
+                    let _ = writeln!(
+                        w,
+                        "    if o0 + {o}u < p.c_out && i0 + {i}u < p.c_in {{ partial[wbase + (o0 + {o}u) * p.w_o + i0 + {i}u] = a{o}_{i}; }}"
+                    );
+                }
+            }
+        } else {
+            // Two float4s (8 positions) per invocation; a plane of 4·odd
+            // positions ends with one.
+            let _ = writeln!(w, "    let qblocks = (hw4 + 1u) / 2u;");
+            let _ = writeln!(w, "    let cblocks = (p.c_out + {}u) / {oc}u;", oc - 1);
+            let _ = writeln!(w, "    if idx >= p.n * cblocks * qblocks {{ return; }}");
+            let _ = writeln!(w, "    let q0 = (idx % qblocks) * 2u;");
+            let _ = writeln!(w, "    let t = idx / qblocks;");
+            let _ = writeln!(w, "    let o0 = (t % cblocks) * {oc}u;");
+            let _ = writeln!(w, "    let b = t / cblocks;");
+            let _ = writeln!(w, "    let lc = p.c_out - 1u;");
+            let _ = writeln!(w, "    let second = q0 + 1u < hw4;");
+            let _ = writeln!(w, "    let q1 = select(q0, q0 + 1u, second);");
+            for o in 0..oc {
+                let _ = writeln!(w, "    let wo{o} = min(o0 + {o}u, lc) * p.w_o;");
+                let _ = writeln!(
+                    w,
+                    "    let b{o} = vec4(select(0.0, bias[min(o0 + {o}u, lc)], p.has_bias == 1u));"
+                );
+                let _ = writeln!(w, "    var a{o}_0 = b{o};");
+                let _ = writeln!(w, "    var a{o}_1 = b{o};");
+            }
+            let _ = writeln!(w, "    for (var i = 0u; i < p.c_in; i = i + 1u) {{");
+            let _ = writeln!(w, "        let plane = (b * p.c_in + i) * hw4;");
+            let _ = writeln!(w, "        let xv0 = x4[plane + q0];");
+            let _ = writeln!(w, "        let xv1 = x4[plane + q1];");
+            let _ = writeln!(w, "        let wi = i * p.w_i;");
+            for o in 0..oc {
+                let _ = writeln!(w, "        let w{o} = vec4(wt[wo{o} + wi]);");
+                let _ = writeln!(w, "        a{o}_0 = fma(w{o}, xv0, a{o}_0);");
+                let _ = writeln!(w, "        a{o}_1 = fma(w{o}, xv1, a{o}_1);");
+            }
+            let _ = writeln!(w, "    }}");
+            for o in 0..oc {
+                let _ = writeln!(w, "    if o0 + {o}u < p.c_out {{");
+                let _ = writeln!(
+                    w,
+                    "        let base = (b * p.c_out + o0 + {o}u) * hw4 + q0;"
+                );
+                let _ = writeln!(w, "        out4[base] = a{o}_0;");
+                let _ = writeln!(w, "        if second {{ out4[base + 1u] = a{o}_1; }}");
+                let _ = writeln!(w, "    }}");
+            }
+        }
+        let _ = writeln!(w, "}}");
+        s
+    }
+
     /// Pass 1 of the weight gradient: one invocation sums, over the (n, oy)
     /// rows of its chunk, the products for a block of (output channel,
     /// input channel) pairs and every tap, 8 columns at a time: the input
@@ -405,12 +527,38 @@ pub fn representative_specs() -> Vec<Spec> {
                         kw,
                         dilation,
                         dir,
+                        flat4: false,
                     });
                 }
             }
         }
     }
+    for dir in [
+        Direction::Forward,
+        Direction::InputGradient,
+        Direction::WeightGradient,
+    ] {
+        v.push(Spec {
+            depthwise: false,
+            kh: 1,
+            kw: 1,
+            dilation: 1,
+            dir,
+            flat4: true,
+        });
+    }
     v
+}
+
+/// Whether `s` is a pointwise convolution the float4 kernels take.
+fn flat4(s: &Conv2dShape) -> bool {
+    s.kh == 1
+        && s.kw == 1
+        && s.stride == 1
+        && s.pad_h == 0
+        && s.pad_w == 0
+        && s.groups == 1
+        && (s.h * s.w).is_multiple_of(4)
 }
 
 /// Whether the generated kernels take this convolution (forward and input
@@ -432,6 +580,16 @@ pub fn fits_weight(s: &Conv2dShape) -> bool {
         && (s.is_depthwise() || s.groups == 1)
         && (s.kh - 1) * s.dilation <= MAX_SPAN
         && (s.kw - 1) * s.dilation <= MAX_SPAN
+}
+
+/// What pass 1 of the weight gradient chunks, and the pixels in one: (n,
+/// oy) rows, or float4s of positions for the float4 pointwise kernel.
+pub fn weight_rows(s: &Conv2dShape) -> (usize, usize) {
+    if flat4(s) {
+        (s.n * s.h * s.w / 4, 4)
+    } else {
+        (s.n * s.oh(), s.ow())
+    }
 }
 
 /// Invocations of pass 1 per chunk of rows (blocks of channel pairs).
@@ -462,6 +620,7 @@ pub fn weight_partial_kernel(
         kw: s.kw,
         dilation: s.dilation,
         dir: Direction::WeightGradient,
+        flat4: flat4(s),
     };
     let kk = s.kh * s.kw;
     let params = [
@@ -522,6 +681,7 @@ pub fn kernel(
         kw: s.kw,
         dilation: s.dilation,
         dir,
+        flat4: flat4(s),
     };
     // (read channels, planes), (written channels, planes), padding, (w_o, w_i).
     let ((ci, h, wd), (co, oh, ow), pad, (w_o, w_i)) = if flip {
@@ -562,12 +722,13 @@ pub fn kernel(
         0,
     ]
     .map(|v| v as u32);
-    let blocks = if spec.depthwise {
-        s.n * co * oh.div_ceil(DW_ROWS)
+    let invocations = if spec.flat4 {
+        s.n * co.div_ceil(DENSE_CHANNELS) * (oh * ow / 4).div_ceil(2)
+    } else if spec.depthwise {
+        s.n * co * oh.div_ceil(DW_ROWS) * ow.div_ceil(COLS)
     } else {
-        s.n * co.div_ceil(DENSE_CHANNELS) * oh
+        s.n * co.div_ceil(DENSE_CHANNELS) * oh * ow.div_ceil(COLS)
     };
-    let invocations = blocks * ow.div_ceil(COLS);
     // Without a bias the weights stand in for its slot (never read as one).
     let slots = [(1, input), (2, w), (3, bias.unwrap_or(w)), (5, output)];
     gpu.kernel_generated(

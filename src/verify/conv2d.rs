@@ -70,6 +70,9 @@ const FULL: &[Row] = &[
     (4, 7, 3, 13, 13, 1, 1, 2, 0, 0, 1, 1, false),
     (2, 16, 16, 28, 28, 1, 1, 1, 0, 0, 1, 1, true),
     (4, 16, 16, 1, 1, 1, 1, 1, 0, 0, 1, 1, false),
+    // Pointwise over float4s: odd channel counts, planes of 9 and 1 float4s.
+    (3, 5, 7, 6, 6, 1, 1, 1, 0, 0, 1, 1, true),
+    (2, 9, 3, 2, 2, 1, 1, 1, 0, 0, 1, 1, false),
 ];
 
 pub fn cases(level: Level) -> Vec<Case> {
