@@ -39,23 +39,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read> dy4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> out4: array<vec4<f32>>;
 
-var<workgroup> tree: array<vec2<f32>, 256>;
-
-// Tree-reduce two sums at once over the workgroup; every invocation gets
-// the totals. The closing barrier lets the tree be reused right away.
-fn workgroup_sum2(lid: u32, v: vec2<f32>) -> vec2<f32> {
-    tree[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if lid < s {
-            tree[lid] = tree[lid] + tree[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = tree[0];
-    workgroupBarrier();
-    return total;
-}
 
 // Flat index of the j-th of channel ch's M values (j = batch · hw + spatial).
 fn at(ch: u32, j: u32) -> u32 {

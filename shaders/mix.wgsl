@@ -77,20 +77,6 @@ fn backward_inputs(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     if p.k > 5u { d5[i] = w[p.k0 + 5u] * g; }
 }
 
-var<workgroup> tree: array<vec2<f32>, 256>;
-
-// Tree-reduce two sums over the workgroup; invocation 0 gets the totals.
-fn workgroup_sum2(lid: u32, v: vec2<f32>) -> vec2<f32> {
-    tree[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if lid < s {
-            tree[lid] = tree[lid] + tree[lid + s];
-        }
-        workgroupBarrier();
-    }
-    return tree[0];
-}
 
 // Pass 1 of dw[k0 + j] = Σ_i x_j[i] · dy[i]: workgroup c of this dispatch
 // writes chunk c's partial dot products to partial[(k0 + j) · chunks + c].
@@ -112,14 +98,12 @@ fn dot_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     }
     let at = p.k0 * p.chunks + wg.x;
     let ta = workgroup_sum2(lid, a);
-    workgroupBarrier();
     if lid == 0u {
         partial[at] = ta.x;
         if p.k > 1u { partial[at + p.chunks] = ta.y; }
     }
     if p.k > 2u {
         let tb = workgroup_sum2(lid, b);
-        workgroupBarrier();
         if lid == 0u {
             partial[at + 2u * p.chunks] = tb.x;
             if p.k > 3u { partial[at + 3u * p.chunks] = tb.y; }

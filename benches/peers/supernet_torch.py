@@ -596,6 +596,19 @@ def memory_child(args, device):
     print(json.dumps({"peak_mb": mb}))
 
 
+def _die_with_parent():
+    """The measuring child must not run on alone when its parent is killed
+    (the kernel's out-of-memory killer may pick the parent): Linux's
+    PR_SET_PDEATHSIG sends it SIGKILL then."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except OSError:
+        pass
+
+
 def peak_memory(args, phase):
     cmd = [
         sys.executable,
@@ -609,7 +622,14 @@ def peak_memory(args, phase):
         "--memory-child",
         phase,
     ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    linux = sys.platform.startswith("linux")
+    out = subprocess.run(
+        cmd,
+        check=True,
+        capture_output=True,
+        text=True,
+        preexec_fn=_die_with_parent if linux else None,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_mb"]
 
 

@@ -86,18 +86,13 @@ impl Spec {
         let (d, win) = (self.dilation, self.window());
         let mut s = String::new();
         let w = &mut s;
-        let _ = writeln!(w, "@compute @workgroup_size(256)");
-        let _ = writeln!(
-            w,
-            "fn conv_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{"
-        );
+        open_entry(w);
         let _ = writeln!(w, "    let xblocks = (p.ow + {}u) / {COLS}u;", COLS - 1);
         let _ = writeln!(
             w,
             "    let yblocks = (p.oh + {}u) / {DW_ROWS}u;",
             DW_ROWS - 1
         );
-        let _ = writeln!(w, "    let idx = linear_index(gid, nwg);");
         let _ = writeln!(
             w,
             "    if idx >= p.n * p.c_out * yblocks * xblocks {{ return; }}"
@@ -172,14 +167,9 @@ impl Spec {
         let (d, win, oc) = (self.dilation, self.window(), DENSE_CHANNELS);
         let mut s = String::new();
         let w = &mut s;
-        let _ = writeln!(w, "@compute @workgroup_size(256)");
-        let _ = writeln!(
-            w,
-            "fn conv_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{"
-        );
+        open_entry(w);
         let _ = writeln!(w, "    let xblocks = (p.ow + {}u) / {COLS}u;", COLS - 1);
         let _ = writeln!(w, "    let cblocks = (p.c_out + {}u) / {oc}u;", oc - 1);
-        let _ = writeln!(w, "    let idx = linear_index(gid, nwg);");
         let _ = writeln!(
             w,
             "    if idx >= p.n * cblocks * p.oh * xblocks {{ return; }}"
@@ -266,28 +256,11 @@ impl Spec {
         let oc = DENSE_CHANNELS;
         let mut s = String::new();
         let w = &mut s;
-        let _ = writeln!(w, "@compute @workgroup_size(256)");
-        let _ = writeln!(
-            w,
-            "fn conv_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{"
-        );
-        let _ = writeln!(w, "    let idx = linear_index(gid, nwg);");
+        open_entry(w);
         let _ = writeln!(w, "    let hw4 = p.h * p.w / 4u;");
         if self.dir == Direction::WeightGradient {
             let ic = DENSE_CHANNELS;
-            let _ = writeln!(w, "    let ib = (p.c_in + {}u) / {ic}u;", ic - 1);
-            let _ = writeln!(w, "    let ob = (p.c_out + {}u) / {oc}u;", oc - 1);
-            let _ = writeln!(w, "    if idx >= p.chunks * ob * ib {{ return; }}");
-            let _ = writeln!(w, "    let i0 = (idx % ib) * {ic}u;");
-            let _ = writeln!(w, "    let t = idx / ib;");
-            let _ = writeln!(w, "    let o0 = (t % ob) * {oc}u;");
-            let _ = writeln!(w, "    let k = t / ob;");
-            for o in 0..oc {
-                let _ = writeln!(w, "    let oc{o} = min(o0 + {o}u, p.c_out - 1u);");
-            }
-            for i in 0..ic {
-                let _ = writeln!(w, "    let ic{i} = min(i0 + {i}u, p.c_in - 1u);");
-            }
+            weight_blocks_decode(w, oc, ic);
             for o in 0..oc {
                 for i in 0..ic {
                     let _ = writeln!(w, "    var a{o}_{i} = 0.0;");
@@ -385,12 +358,7 @@ impl Spec {
         };
         let mut s = String::new();
         let w = &mut s;
-        let _ = writeln!(w, "@compute @workgroup_size(256)");
-        let _ = writeln!(
-            w,
-            "fn conv_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{"
-        );
-        let _ = writeln!(w, "    let idx = linear_index(gid, nwg);");
+        open_entry(w);
         if self.depthwise {
             let _ = writeln!(w, "    if idx >= p.chunks * p.c_out {{ return; }}");
             let _ = writeln!(w, "    let oc0 = idx % p.c_out;");
@@ -399,20 +367,7 @@ impl Spec {
             let _ = writeln!(w, "    let i0 = 0u;");
             let _ = writeln!(w, "    let k = idx / p.c_out;");
         } else {
-            let _ = writeln!(w, "    let ib = (p.c_in + {}u) / {ic}u;", ic - 1);
-            let _ = writeln!(w, "    let ob = (p.c_out + {}u) / {oc}u;", oc - 1);
-            let _ = writeln!(w, "    if idx >= p.chunks * ob * ib {{ return; }}");
-            let _ = writeln!(w, "    let i0 = (idx % ib) * {ic}u;");
-            let _ = writeln!(w, "    let t = idx / ib;");
-            let _ = writeln!(w, "    let o0 = (t % ob) * {oc}u;");
-            let _ = writeln!(w, "    let k = t / ob;");
-            // Channels past the last repeat it: computed, never stored.
-            for o in 0..oc {
-                let _ = writeln!(w, "    let oc{o} = min(o0 + {o}u, p.c_out - 1u);");
-            }
-            for i in 0..ic {
-                let _ = writeln!(w, "    let ic{i} = min(i0 + {i}u, p.c_in - 1u);");
-            }
+            weight_blocks_decode(w, oc, ic);
         }
         for o in 0..oc {
             for i in 0..ic {
@@ -505,6 +460,36 @@ impl Spec {
         }
         let _ = writeln!(w, "}}");
         s
+    }
+}
+
+/// The start of a generated entry: its signature and linear index.
+fn open_entry(w: &mut String) {
+    let _ = writeln!(w, "@compute @workgroup_size(256)");
+    let _ = writeln!(
+        w,
+        "fn conv_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{"
+    );
+    let _ = writeln!(w, "    let idx = linear_index(gid, nwg);");
+}
+
+/// A dense weight-gradient invocation's work: chunk `k` and the block of
+/// `oc` output × `ic` input channels from `o0`, `i0`, with `oc{o}`, `ic{i}`
+/// the channels clamped to the last (those past it are computed, never
+/// stored).
+fn weight_blocks_decode(w: &mut String, oc: usize, ic: usize) {
+    let _ = writeln!(w, "    let ib = (p.c_in + {}u) / {ic}u;", ic - 1);
+    let _ = writeln!(w, "    let ob = (p.c_out + {}u) / {oc}u;", oc - 1);
+    let _ = writeln!(w, "    if idx >= p.chunks * ob * ib {{ return; }}");
+    let _ = writeln!(w, "    let i0 = (idx % ib) * {ic}u;");
+    let _ = writeln!(w, "    let t = idx / ib;");
+    let _ = writeln!(w, "    let o0 = (t % ob) * {oc}u;");
+    let _ = writeln!(w, "    let k = t / ob;");
+    for o in 0..oc {
+        let _ = writeln!(w, "    let oc{o} = min(o0 + {o}u, p.c_out - 1u);");
+    }
+    for i in 0..ic {
+        let _ = writeln!(w, "    let ic{i} = min(i0 + {i}u, p.c_in - 1u);");
     }
 }
 
