@@ -79,7 +79,8 @@ fn backward_inputs(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
 
 
 // Pass 1 of dw[k0 + j] = Σ_i x_j[i] · dy[i]: workgroup c of this dispatch
-// writes chunk c's partial dot products to partial[(k0 + j) · chunks + c].
+// writes chunk c's partial dot products to partial[(k0 + j) · chunks + c];
+// reduce.wgsl's `finish` adds them up.
 // The tensors are taken in pairs so one tree serves two.
 @compute @workgroup_size(256)
 fn dot_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -116,16 +117,4 @@ fn dot_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
             if p.k > 5u { partial[at + 5u * p.chunks] = tc.y; }
         }
     }
-}
-
-// Pass 2: y[k] = Σ_c partial[k · chunks + c] for all K (y is dw here).
-@compute @workgroup_size(64)
-fn dot_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let k = gid.x;
-    if k >= p.k { return; }
-    var acc = 0.0;
-    for (var c = 0u; c < p.chunks; c = c + 1u) {
-        acc = acc + partial[k * p.chunks + c];
-    }
-    y[k] = acc;
 }

@@ -336,22 +336,28 @@ pub fn backward_weight(
         ],
     );
     let taps = s.cpg_in() * s.kh * s.kw;
-    let generated = conv2d_rows::fits_weight(s);
-    let (entry, blocks) = if generated {
-        ("conv_rows", conv2d_rows::weight_blocks(s))
+    // Pass 1's entry (None: the generated kernel), its invocations per
+    // chunk, and the rows it chunks with the pixels in one.
+    let rows_of_oy = (s.n * s.oh(), s.ow());
+    let (entry, blocks, (rows, row_pixels)) = if conv2d_rows::fits_weight(s) {
+        (
+            None,
+            conv2d_rows::weight_blocks(s),
+            conv2d_rows::weight_rows(s),
+        )
     } else if s.is_depthwise() {
         (
-            "backward_weight_partial_depthwise",
+            Some("backward_weight_partial_depthwise"),
             s.c_out * taps.div_ceil(B),
+            rows_of_oy,
         )
     } else {
         let cblocks = s.groups * s.cpg_out().div_ceil(B);
-        ("backward_weight_partial", cblocks * taps.div_ceil(B))
-    };
-    let (rows, row_pixels) = if generated {
-        conv2d_rows::weight_rows(s)
-    } else {
-        (s.n * s.oh(), s.ow())
+        (
+            Some("backward_weight_partial"),
+            cblocks * taps.div_ceil(B),
+            rows_of_oy,
+        )
     };
     let chunks = WEIGHT_INVOCATIONS
         .div_ceil(blocks)
@@ -362,10 +368,9 @@ pub fn backward_weight(
     let chunks = rows.div_ceil(chunk_rows);
     let partial = gpu.alloc("conv2d.dw_partial", chunks * s.w_len())?;
     let c = (chunk_rows, chunks);
-    let pass1 = if generated {
-        conv2d_rows::weight_partial_kernel(gpu, s, x, dy, &partial, c)?
-    } else {
-        dispatch(
+    let pass1 = match entry {
+        None => conv2d_rows::weight_partial_kernel(gpu, s, x, dy, &partial, c)?,
+        Some(entry) => dispatch(
             gpu,
             s,
             entry,
@@ -373,7 +378,7 @@ pub fn backward_weight(
             false,
             c,
             &[(1, x), (4, dy), (6, &partial)],
-        )?
+        )?,
     };
     Ok(vec![
         pass1,

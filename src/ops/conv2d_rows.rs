@@ -1,7 +1,8 @@
 //! Stride-1 convolutions as generated straight-line kernels (why: see
-//! `shaders/conv2d_rows.wgsl`): depthwise and dense (one group), forward and
-//! input gradient. `conv2d` routes the shapes that fit here and keeps its
-//! general kernels for the rest; the CPU twin is `conv2d::cpu`.
+//! `shaders/conv2d_rows.wgsl`): depthwise and dense (one group), forward,
+//! input gradient and pass 1 of the weight gradient. `conv2d` routes the
+//! shapes that fit here and keeps its general kernels for the rest; the CPU
+//! twin is `conv2d::cpu`.
 
 use std::fmt::Write;
 
@@ -35,6 +36,36 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// The kernel of `s` in direction `dir`.
+    fn of(s: &Conv2dShape, dir: Direction) -> Spec {
+        Spec {
+            depthwise: s.is_depthwise(),
+            kh: s.kh,
+            kw: s.kw,
+            dilation: s.dilation,
+            dir,
+            flat4: flat4(s),
+        }
+    }
+
+    /// This kernel built (and compiled on first use) over `invocations`.
+    fn launch(
+        &self,
+        gpu: &Gpu,
+        params: &[u32],
+        slots: &[(u32, &Buf)],
+        invocations: usize,
+    ) -> Result<Kernel, GpuError> {
+        gpu.kernel_generated(
+            &self.name(),
+            &|| Ok(self.source()),
+            "conv_rows",
+            params,
+            slots,
+            grid_1d(invocations, WG),
+        )
+    }
+
     /// The module's name, which is also its cache key.
     pub fn name(&self) -> String {
         format!(
@@ -495,7 +526,7 @@ fn weight_blocks_decode(w: &mut String, oc: usize, ic: usize) {
 
 /// The specialisations the portability test translates: every kernel
 /// shape the op sets use (1×1, 3×3, 5×5, 7×7, 1×7, 7×1) at dilation 1
-/// and 2, both kinds, both directions.
+/// and 2, both kinds, all three directions, and the float4 pointwise ones.
 pub fn representative_specs() -> Vec<Spec> {
     let mut v = Vec::new();
     for depthwise in [true, false] {
@@ -550,12 +581,7 @@ fn flat4(s: &Conv2dShape) -> bool {
 /// gradient): stride 1, depthwise or one group, taps spanning at most 12
 /// (7 at dilation 2), and padding the flipped kernel can mirror.
 pub fn fits(s: &Conv2dShape) -> bool {
-    s.stride == 1
-        && (s.is_depthwise() || s.groups == 1)
-        && (s.kh - 1) * s.dilation <= MAX_SPAN
-        && (s.kw - 1) * s.dilation <= MAX_SPAN
-        && s.pad_h <= (s.kh - 1) * s.dilation
-        && s.pad_w <= (s.kw - 1) * s.dilation
+    fits_weight(s) && s.pad_h <= (s.kh - 1) * s.dilation && s.pad_w <= (s.kw - 1) * s.dilation
 }
 
 /// Whether pass 1 of the weight gradient is generated for this shape:
@@ -589,7 +615,8 @@ pub fn weight_blocks(s: &Conv2dShape) -> usize {
 }
 
 /// Pass 1 of dw for `s` (which must `fits_weight`): per-chunk partial sums
-/// into `partial` ([chunks, weights]) over `chunk_rows` (n, oy) rows each.
+/// into `partial` ([chunks, weights]) over `chunk_rows` rows each (the
+/// units of `weight_rows`).
 pub fn weight_partial_kernel(
     gpu: &Gpu,
     s: &Conv2dShape,
@@ -599,14 +626,6 @@ pub fn weight_partial_kernel(
     (chunk_rows, chunks): (usize, usize),
 ) -> Result<Kernel, GpuError> {
     debug_assert!(fits_weight(s));
-    let spec = Spec {
-        depthwise: s.is_depthwise(),
-        kh: s.kh,
-        kw: s.kw,
-        dilation: s.dilation,
-        dir: Direction::WeightGradient,
-        flat4: flat4(s),
-    };
     let kk = s.kh * s.kw;
     let params = [
         s.n,
@@ -625,13 +644,11 @@ pub fn weight_partial_kernel(
         chunks,
     ]
     .map(|v| v as u32);
-    gpu.kernel_generated(
-        &spec.name(),
-        &|| Ok(spec.source()),
-        "conv_rows",
+    Spec::of(s, Direction::WeightGradient).launch(
+        gpu,
         &params,
         &[(1, x), (4, dy), (6, partial)],
-        grid_1d(chunks * weight_blocks(s), WG),
+        chunks * weight_blocks(s),
     )
 }
 
@@ -660,14 +677,7 @@ pub fn kernel(
     debug_assert!(fits(s) && dir != Direction::WeightGradient);
     let kk = s.kh * s.kw;
     let flip = dir == Direction::InputGradient;
-    let spec = Spec {
-        depthwise: s.is_depthwise(),
-        kh: s.kh,
-        kw: s.kw,
-        dilation: s.dilation,
-        dir,
-        flat4: flat4(s),
-    };
+    let spec = Spec::of(s, dir);
     // (read channels, planes), (written channels, planes), padding, (w_o, w_i).
     let ((ci, h, wd), (co, oh, ow), pad, (w_o, w_i)) = if flip {
         // The flipped kernel reads dy with the padding that brings every
@@ -716,12 +726,5 @@ pub fn kernel(
     };
     // Without a bias the weights stand in for its slot (never read as one).
     let slots = [(1, input), (2, w), (3, bias.unwrap_or(w)), (5, output)];
-    gpu.kernel_generated(
-        &spec.name(),
-        &|| Ok(spec.source()),
-        "conv_rows",
-        &params,
-        &slots,
-        grid_1d(invocations, WG),
-    )
+    spec.launch(gpu, &params, &slots, invocations)
 }

@@ -4,6 +4,7 @@
 //! twin: `cpu`.
 
 use crate::engine::{grid_1d, Buf, Gpu, GpuError, Kernel, WG};
+use crate::ops::reduce;
 
 /// K tensors of n elements each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,13 +89,18 @@ fn check(s: &MixShape, xs: &[&Buf], w: &Buf, single: &Buf) {
     );
 }
 
-/// One dispatch of a read-only `entry` per group of up to 6 tensors (slots
-/// 1..=6), with the `other` bindings.
+/// One dispatch of `entry` per group of up to 6 tensors (slots 1..=6), with
+/// the `other` bindings. Slots a short group leaves unused repeat its first
+/// tensor when the entry only reads them; a writable buffer may be bound
+/// once per dispatch, so for `writes` each gets a scratch buffer of its own
+/// (never touched either way).
+#[allow(clippy::too_many_arguments)]
 fn per_group(
     gpu: &Gpu,
     s: &MixShape,
     entry: &'static str,
     tensors: &[&Buf],
+    writes: bool,
     grid: [u32; 3],
     chunks: usize,
     other: &[(u32, &Buf)],
@@ -103,11 +109,21 @@ fn per_group(
     for (gi, group) in tensors.chunks(GROUP).enumerate() {
         let k0 = gi * GROUP;
         let params = [s.n, group.len(), k0, (k0 > 0) as usize, chunks].map(|v| v as u32);
+        let spare: Vec<Buf> = if writes {
+            (group.len()..GROUP)
+                .map(|_| gpu.alloc("mix.unused", 1))
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
         let mut slots: Vec<(u32, &Buf)> = other.to_vec();
         for j in 0..GROUP {
-            // Unused slots repeat the first tensor (read-only entries) and
-            // are never touched.
-            slots.push((1 + j as u32, group.get(j).unwrap_or(&group[0])));
+            let b = match group.get(j) {
+                Some(&t) => t,
+                None if writes => &spare[j - group.len()],
+                None => group[0],
+            };
+            slots.push((1 + j as u32, b));
         }
         out.push(gpu.kernel(SHADER, entry, &params, &slots, grid)?);
     }
@@ -124,7 +140,7 @@ pub fn forward(
 ) -> Result<Vec<Kernel>, GpuError> {
     check(s, xs, w, y);
     let grid = grid_1d(s.n, WG);
-    per_group(gpu, s, "forward", xs, grid, 0, &[(7, w), (8, y)])
+    per_group(gpu, s, "forward", xs, false, grid, 0, &[(7, w), (8, y)])
 }
 
 /// dxs[k] = w[k] · dy, each into its own tensor.
@@ -137,30 +153,12 @@ pub fn backward_inputs(
 ) -> Result<Vec<Kernel>, GpuError> {
     check(s, dxs, w, dy);
     let grid = grid_1d(s.n, WG);
-    let mut out = Vec::new();
-    for (gi, group) in dxs.chunks(GROUP).enumerate() {
-        let k0 = gi * GROUP;
-        let params = [s.n, group.len(), k0, 0, 0].map(|v| v as u32);
-        // A writable buffer may be bound once per dispatch: the unused
-        // slots get scratch buffers of their own (never written).
-        let spare: Vec<Buf> = (group.len()..GROUP)
-            .map(|_| gpu.alloc("mix.unused", 1))
-            .collect::<Result<_, _>>()?;
-        let mut slots: Vec<(u32, &Buf)> = vec![(7, w), (8, dy)];
-        for j in 0..GROUP {
-            let b = group
-                .get(j)
-                .copied()
-                .unwrap_or_else(|| &spare[j - group.len()]);
-            slots.push((1 + j as u32, b));
-        }
-        out.push(gpu.kernel(SHADER, "backward_inputs", &params, &slots, grid)?);
-    }
-    Ok(out)
+    let other = [(7, w), (8, dy)];
+    per_group(gpu, s, "backward_inputs", dxs, true, grid, 0, &other)
 }
 
 /// dw[k] = Σ_i xs[k][i] · dy[i]: partial dot products per chunk of 4,096
-/// elements, 6 tensors per dispatch, then one dispatch summing them.
+/// elements, 6 tensors per dispatch, then reduce's pass 2 summing them.
 pub fn backward_weights(
     gpu: &Gpu,
     s: &MixShape,
@@ -177,17 +175,11 @@ pub fn backward_weights(
         s,
         "dot_partial",
         xs,
+        false,
         grid,
         chunks,
         &[(8, dy), (9, &partial)],
     )?;
-    let params = [s.n, s.k, 0, 0, chunks].map(|v| v as u32);
-    out.push(gpu.kernel(
-        SHADER,
-        "dot_finish",
-        &params,
-        &[(8, dw), (9, &partial)],
-        [s.k.div_ceil(64) as u32, 1, 1],
-    )?);
+    out.push(reduce::finish_rows(gpu, &partial, s.k, chunks, 1.0, dw, 0)?);
     Ok(out)
 }

@@ -64,6 +64,36 @@ enum Kind {
     Dot,
 }
 
+/// Pass 2 of a chunked reduction: out[offset + r] = scale · Σ_c
+/// partial[r · chunks + c] for each of `rows` rows (also the mixed op's
+/// weight gradient).
+pub fn finish_rows(
+    gpu: &Gpu,
+    partial: &Buf,
+    rows: usize,
+    chunks: usize,
+    scale: f32,
+    out: &Buf,
+    offset: usize,
+) -> Result<Kernel, GpuError> {
+    let params = [
+        0,
+        rows as u32,
+        chunks as u32,
+        scale.to_bits(),
+        0,
+        0,
+        offset as u32,
+    ];
+    gpu.kernel(
+        SHADER,
+        "finish",
+        &params,
+        &[(3, partial), (4, out)],
+        [(rows as u32).div_ceil(64), 1, 1],
+    )
+}
+
 /// Two dispatches reducing `a` ([rows, n]) to `out` ([rows]) times `scale`;
 /// `b` is the length-n vector of a dot product.
 #[allow(clippy::too_many_arguments)]
@@ -104,14 +134,7 @@ fn rows_reduce(
         &slots,
         [chunks as u32, rows as u32, 1],
     )?;
-    let groups = [(rows as u32).div_ceil(64), 1, 1];
-    let second = gpu.kernel(
-        SHADER,
-        "finish",
-        &params,
-        &[(3, &partial), (4, out)],
-        groups,
-    )?;
+    let second = finish_rows(gpu, &partial, rows, chunks, scale, out, offset)?;
     Ok(vec![first, second])
 }
 
