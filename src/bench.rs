@@ -481,12 +481,13 @@ fn elementwise_cases(v: &mut Vec<BenchCase>) {
     ));
 }
 
-/// The built-in CNN's training step (forward, backward, clipping, SGD) as
-/// one recorded submit against the same kernels submitted node by node, and
-/// its planned memory against giving every tensor its own buffer.
+/// A network's training step (forward, backward, clipping, SGD: the
+/// built-in CNN by default, or a genotype's discrete network as S4 trains
+/// it) as one recorded submit against the same kernels submitted node by
+/// node, and its planned memory against giving every tensor its own buffer.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepBench {
-    pub model: &'static str,
+    pub model: String,
     pub batch: usize,
     pub nodes: usize,
     pub dispatches: usize,
@@ -500,6 +501,10 @@ pub struct StepBench {
     /// planned / unshared intermediate bytes.
     pub planned_over_unshared: f64,
     pub persistent_bytes: u64,
+    /// Per entry point: (entry, dispatches, seconds) over one step timed
+    /// dispatch by dispatch (`--profile`), costliest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Vec<(String, usize, f64)>>,
 }
 
 fn median_secs(
@@ -517,16 +522,21 @@ fn median_secs(
     Ok(v[v.len() / 2])
 }
 
-pub fn train_step(gpu: &Gpu, batch: usize, repeats: usize) -> Result<StepBench, GpuError> {
+pub fn train_step(
+    gpu: &Gpu,
+    model: &crate::models::ModelSpec,
+    batch: usize,
+    repeats: usize,
+    profile: bool,
+) -> Result<StepBench, GpuError> {
     use crate::data::Dims;
     use crate::graph::Plan;
-    use crate::models::Builtin;
     use crate::train::{train_graph, TrainConfig};
     let cfg = TrainConfig {
         batch,
         ..TrainConfig::default()
     };
-    let tg = train_graph(Builtin::Cnn, Dims::new(1, 28, 28), 10, &cfg);
+    let tg = train_graph(model.clone(), Dims::new(1, 28, 28), 10, &cfg);
     let plan = Plan::new(gpu, &tg.g)?;
     let mut rng = verify::rng(5);
     plan.write(gpu, tg.images, &verify::randn(&mut rng, batch * 784));
@@ -540,9 +550,14 @@ pub fn train_step(gpu: &Gpu, batch: usize, repeats: usize) -> Result<StepBench, 
         plan.step_per_node(gpu)?;
         gpu.sync()
     })?;
+    let profile = if profile {
+        Some(plan.profile(gpu)?)
+    } else {
+        None
+    };
     let m = &plan.memory;
     Ok(StepBench {
-        model: Builtin::Cnn.name(),
+        model: model.name(),
         batch,
         nodes: tg.g.nodes.len(),
         dispatches: plan.dispatches(),
@@ -554,6 +569,7 @@ pub fn train_step(gpu: &Gpu, batch: usize, repeats: usize) -> Result<StepBench, 
         unshared_bytes: m.unshared_bytes,
         planned_over_unshared: m.planned_bytes as f64 / m.unshared_bytes as f64,
         persistent_bytes: plan.persistent_bytes,
+        profile,
     })
 }
 
@@ -683,7 +699,10 @@ pub fn search_step(
 pub struct S2Bench {
     pub predictor_train_ms_per_step: f64,
     pub predictor_train_dispatches: usize,
+    /// Five-block cells with unrelated prefixes, and expansions of 8
+    /// parents as S2 scores them (each prefix's state computed once).
     pub predictor_scored_cells_per_s: f64,
+    pub predictor_scored_expansions_per_s: f64,
     pub measure_config: String,
     pub measured_cells_per_s_1_block: f64,
     pub measured_cells_per_s_5_blocks: f64,
@@ -746,6 +765,19 @@ pub fn s2(gpu: &Gpu, splits: &crate::data::Splits, cells: usize) -> anyhow::Resu
     let t = Instant::now();
     predictor.predict(gpu, &score)?;
     let scored = score.len() as f64 / t.elapsed().as_secs_f64();
+    // The same number of five-block cells as S2 at b = 5 scores them:
+    // expansions of 8 kept four-block parents (shared prefixes).
+    let parents: Vec<_> = (0..8).map(|_| random_cell(&op_set, 4, &mut rng)).collect();
+    let expansions: Vec<_> = (0..2000)
+        .map(|i| {
+            let mut c = random_cell(&op_set, 5, &mut rng);
+            c.blocks[..4].clone_from_slice(&parents[i % 8].blocks);
+            c
+        })
+        .collect();
+    let t = Instant::now();
+    predictor.predict(gpu, &expansions)?;
+    let scored_expansions = expansions.len() as f64 / t.elapsed().as_secs_f64();
     // One-shot measurement on freshly initialized weights (the cost does
     // not depend on their values).
     let weights = SupernetWeights::random(cfg.clone(), 1)?;
@@ -779,6 +811,7 @@ pub fn s2(gpu: &Gpu, splits: &crate::data::Splits, cells: usize) -> anyhow::Resu
         predictor_train_ms_per_step: fit.ms_per_step,
         predictor_train_dispatches: predictor.dispatches().0,
         predictor_scored_cells_per_s: scored,
+        predictor_scored_expansions_per_s: scored_expansions,
         measure_config: format!(
             "width {} depth {} pnas; BN {}×{}, {} val images",
             cfg.width, cfg.depth, mc.bn_batches, mc.bn_batch, mc.n_val

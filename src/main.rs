@@ -247,10 +247,22 @@ enum Cmd {
             value_delimiter = ','
         )]
         search: Vec<String>,
-        /// Also time each search-step dispatch alone and print where the
-        /// step's time goes, per entry point.
+        /// Also time each dispatch of the training and search steps alone
+        /// and print where a step's time goes, per entry point.
         #[arg(long)]
         profile: bool,
+        /// The network of the training-step benchmark: builtin:cnn, a
+        /// genotype JSON file (e.g. a run's candidate.json) or random:SEED.
+        #[arg(long, default_value = "builtin:cnn")]
+        model: String,
+        /// Width and depth of a genotype network (as `gradnas train`).
+        #[arg(long)]
+        width: Option<usize>,
+        #[arg(long)]
+        depth: Option<usize>,
+        /// Batch of the training-step benchmark.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
     },
 }
 
@@ -442,7 +454,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             repeats,
             search,
             profile,
-        } => bench_cmd(json, filter, repeats, &search, profile),
+            model,
+            width,
+            depth,
+            batch,
+        } => {
+            let model = ModelSpec::parse(&model, width, depth).map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(batch >= 1, "--batch 0: must be at least 1");
+            bench_cmd(json, filter, repeats, &search, profile, (&model, batch))
+        }
     }
 }
 
@@ -724,12 +744,32 @@ fn verify_cmd(json: bool, full: bool, seed: u64) -> Result<ExitCode> {
     })
 }
 
+/// `--profile`'s table: per entry point, its dispatches and time.
+fn print_profile(profile: Option<&[(String, usize, f64)]>) {
+    let Some(p) = profile else { return };
+    let total: f64 = p.iter().map(|r| r.2).sum();
+    println!(
+        "  profile (each dispatch alone, {:.0} ms in all):",
+        total * 1e3
+    );
+    for (name, n, secs) in p {
+        println!(
+            "  {:<36} {:>6} dispatches {:>9.1} ms {:>5.1}%",
+            name,
+            n,
+            secs * 1e3,
+            100.0 * secs / total
+        );
+    }
+}
+
 fn bench_cmd(
     json: bool,
     filter: Option<String>,
     repeats: usize,
     search_variants: &[String],
     profile: bool,
+    (model, batch): (&ModelSpec, usize),
 ) -> Result<ExitCode> {
     let gpu = gpu()?;
     let cases: Vec<_> = bench::cases()
@@ -763,7 +803,7 @@ fn bench_cmd(
         rows.push(r);
     }
     let step = if step {
-        let s = bench::train_step(gpu, 64, repeats)?;
+        let s = bench::train_step(gpu, model, batch, repeats, profile)?;
         if !json {
             println!(
                 "train_step {} batch {}: {} nodes, {} dispatches; recorded {:.1} ms, one submit per node {:.1} ms ({:.2}x); {:.0} images/s; planned intermediates {:.1} MB vs {:.1} MB unshared ({:.2}); persistent {:.1} MB",
@@ -780,6 +820,7 @@ fn bench_cmd(
                 s.planned_over_unshared,
                 s.persistent_bytes as f64 / 1e6
             );
+            print_profile(s.profile.as_deref());
         }
         Some(s)
     } else {
@@ -823,22 +864,7 @@ fn bench_cmd(
                     s.unshared_bytes as f64 / 1e6,
                     s.persistent_bytes as f64 / 1e6
                 );
-                if let Some(p) = &s.profile {
-                    let total: f64 = p.iter().map(|r| r.2).sum();
-                    println!(
-                        "  profile (each dispatch alone, {:.0} ms in all):",
-                        total * 1e3
-                    );
-                    for (name, n, secs) in p {
-                        println!(
-                            "  {:<36} {:>6} dispatches {:>9.1} ms {:>5.1}%",
-                            name,
-                            n,
-                            secs * 1e3,
-                            100.0 * secs / total
-                        );
-                    }
-                }
+                print_profile(s.profile.as_deref());
             }
             out.push(s);
         }
@@ -851,8 +877,11 @@ fn bench_cmd(
         let s = bench::s2(gpu, &splits, repeats.clamp(3, 20))?;
         if !json {
             println!(
-                "s2 predictor (ensemble of 5, hidden 100): training step {:.0} ms ({} dispatches), scoring {:.0} cells/s",
-                s.predictor_train_ms_per_step, s.predictor_train_dispatches, s.predictor_scored_cells_per_s
+                "s2 predictor (ensemble of 5, hidden 100): training step {:.0} ms ({} dispatches), scoring {:.0} five-block cells/s ({:.0}/s as expansions of 8 parents)",
+                s.predictor_train_ms_per_step,
+                s.predictor_train_dispatches,
+                s.predictor_scored_cells_per_s,
+                s.predictor_scored_expansions_per_s
             );
             println!(
                 "s2 one-shot measurement ({}): {:.2} cells/s (1 block), {:.2} cells/s (5 blocks, {:.0}% building); path training {:.2} s/path ({} steps of {})",

@@ -303,8 +303,9 @@ fn reference_prediction(
     sigmoid(z) as f32
 }
 
-/// (b) Masking and lengths: cells of 1..=5 blocks scored by the
-/// predictor (one plan per length), each alone and all together, and by the
+/// (b) Masking and lengths: cells of 1..=5 blocks, some expansions of
+/// others, scored by the predictor (each distinct prefix once, then every
+/// last block from its prefix's state), each alone and all together, and by the
 /// 5-block masked graph in mixed-length batches with padding rows, each
 /// alone and all together: every way gives the same prediction, and it is
 /// a plain-loop LSTM's over the cell's unpadded tokens.
@@ -321,11 +322,20 @@ fn predictions_do_not_depend_on_batching() {
     };
     let p = Predictor::new(gpu, &op_set, cfg.clone()).unwrap();
     let mut rng = verify::rng(9);
-    let lens = [5, 1, 3, 2, 4, 1, 5, 2, 3, 4, 5];
-    let cells: Vec<Cell> = lens
+    let mut cells: Vec<Cell> = [5, 1, 3, 2, 4, 1, 5, 2, 3, 4, 5]
         .iter()
         .map(|&b| random_cell(&mut rng, &op_set, b))
         .collect();
+    // Expansions, as the progressive search scores them: two children
+    // each of the 3-block and the 2-block cell (scored from their shared
+    // prefix's state).
+    for parent in [2, 2, 3, 3] {
+        let mut child = random_cell(&mut rng, &op_set, cells[parent].blocks.len() + 1);
+        let n = cells[parent].blocks.len();
+        child.blocks[..n].clone_from_slice(&cells[parent].blocks);
+        cells.push(child);
+    }
+    let lens: Vec<usize> = cells.iter().map(|c| c.blocks.len()).collect();
     let toks = cell_tokens(&cells, &op_set).unwrap();
     let together = p.member_predictions_of(gpu, &cells).unwrap();
     assert_eq!(together.len(), 2);

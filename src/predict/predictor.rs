@@ -77,8 +77,10 @@ use super::rank;
 /// Tokens per block: (I1, I2, O1, O2).
 pub const TOKENS_PER_BLOCK: usize = 4;
 
-/// One cell's tokens, per block (I1, I2, O1, O2) as `space::encode` gives.
-pub type Tokens = Vec<(usize, usize, usize, usize)>;
+/// One block's tokens (I1, I2, O1, O2), as `space::encode` gives.
+pub type Block = (usize, usize, usize, usize);
+/// One cell's tokens, per block.
+pub type Tokens = Vec<Block>;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PredictorConfig {
@@ -182,6 +184,12 @@ pub struct PredictorGraph {
     /// The predicted accuracies [1, E, 1, batch] (pinned): member k's row n
     /// at k·batch + n.
     pub pred: T,
+    /// The LSTM's state (h, c) after the last step, [1, E·hidden, 1,
+    /// batch] each (pinned in scoring graphs): where a longer cell with
+    /// this prefix continues.
+    pub last: (T, T),
+    /// A tail graph's starting state (h0, c0), laid out as `last`.
+    pub init: Option<(T, T)>,
     pub train: Option<TrainIo>,
     /// The weights, all members in each: `embed_inputs.weight`
     /// [E·embed, input vocab, 1, 1], `embed_ops.weight` [E·embed, op vocab,
@@ -224,14 +232,20 @@ impl PredictorGraph {
     /// The training step for `cfg.batch` rows per member, cells of any
     /// length (BLOCKS block positions).
     pub fn training(op_set: &OpSet, cfg: &PredictorConfig) -> PredictorGraph {
-        Self::build(op_set, cfg, cfg.batch, BLOCKS, true)
+        Self::build(op_set, cfg, cfg.batch, BLOCKS, true, false)
     }
 
     /// The scoring step for `cfg.predict_batch` cells of up to `blocks`
     /// blocks. Built with the same seed, its weights start equal to the
     /// training graph's.
     pub fn scoring(op_set: &OpSet, cfg: &PredictorConfig, blocks: usize) -> PredictorGraph {
-        Self::build(op_set, cfg, cfg.predict_batch, blocks, false)
+        Self::build(op_set, cfg, cfg.predict_batch, blocks, false, false)
+    }
+
+    /// The scoring step of one more block from a given state (h0, c0): a
+    /// cell's last block, continuing from its prefix's `last` state.
+    pub fn tail(op_set: &OpSet, cfg: &PredictorConfig) -> PredictorGraph {
+        Self::build(op_set, cfg, cfg.predict_batch, 1, false, true)
     }
 
     fn build(
@@ -240,6 +254,7 @@ impl PredictorGraph {
         batch: usize,
         blocks: usize,
         train: bool,
+        from_state: bool,
     ) -> PredictorGraph {
         assert!(
             (1..=BLOCKS).contains(&blocks),
@@ -323,7 +338,12 @@ impl PredictorGraph {
             h: 1,
             w: batch,
         };
-        let mut state: Option<(T, T)> = None;
+        let init = from_state.then(|| {
+            let h0 = g.input("h0", &[1, e * hid, 1, batch]);
+            let c0 = g.input("c0", &[1, e * hid, 1, batch]);
+            (h0, c0)
+        });
+        let mut state: Option<(T, T)> = init;
         for t in 0..TOKENS_PER_BLOCK * blocks {
             let (blk, j) = (t / TOKENS_PER_BLOCK, t % TOKENS_PER_BLOCK);
             let x = match j {
@@ -365,7 +385,12 @@ impl PredictorGraph {
             let tc = g.tanh(c);
             state = Some((g.mul(o, tc), c));
         }
-        let (h, _) = state.expect("at least one step");
+        let last = state.expect("at least one step");
+        let h = last.0;
+        if !train {
+            g.pin(last.0);
+            g.pin(last.1);
+        }
         let logit = grouped_conv(&mut g, h, (head_w, Some(head_b)), (1, e * hid, batch), e, e);
         let pred = g.sigmoid(logit);
         g.pin(pred);
@@ -406,6 +431,8 @@ impl PredictorGraph {
             op_tokens,
             masks,
             pred,
+            last,
+            init,
             train,
             params,
         }
@@ -504,7 +531,7 @@ pub struct HostBatch {
 impl HostBatch {
     /// Panics on more cells than rows or a cell of 0 or more than `blocks`
     /// blocks (`cell_tokens` checks cells first).
-    pub fn new(cells: &[&Tokens], batch: usize, blocks: usize) -> HostBatch {
+    pub fn new<C: AsRef<[Block]>>(cells: &[C], batch: usize, blocks: usize) -> HostBatch {
         assert!(
             cells.len() <= batch,
             "{} cells in a batch of {batch}",
@@ -513,6 +540,7 @@ impl HostBatch {
         let mut tokens = vec![vec![None; batch]; TOKENS_PER_BLOCK * blocks];
         let mut masks = vec![vec![0.0; batch]; blocks - 1];
         for (n, toks) in cells.iter().enumerate() {
+            let toks = toks.as_ref();
             let b = toks.len();
             assert!(
                 (1..=blocks).contains(&b),
@@ -593,10 +621,13 @@ struct Scorer {
 }
 
 /// The ensemble predictor: the recorded training step (cells of any
-/// length, masked) and one recorded scoring step per longest cell length
-/// b = 1..=BLOCKS (4·b steps: the progressive search scores thousands of
-/// cells of one length at a time, and need not pay for 20). All are
-/// recorded once, in `new`.
+/// length, masked), one recorded scoring step per longest cell length
+/// b = 1..=BLOCKS (4·b steps), and the tail step (one block from a given
+/// state). Scoring runs every distinct prefix (a cell less its last block)
+/// once and each cell's last block from its prefix's state: the
+/// progressive search scores thousands of expansions of a few parents, so
+/// a b-block expansion costs 4 steps instead of 4·b. All are recorded
+/// once, in `new`.
 pub struct Predictor {
     op_set: OpSet,
     cfg: PredictorConfig,
@@ -604,6 +635,7 @@ pub struct Predictor {
     train_plan: Plan,
     /// Index b − 1: the scorer of b-block cells.
     scorers: Vec<Scorer>,
+    tail: Scorer,
 }
 
 impl Predictor {
@@ -615,33 +647,39 @@ impl Predictor {
         let train_plan =
             Plan::new(gpu, &train.g).context("recording the predictor's training step")?;
         let by_name = train.named_params();
+        let record = |graph: PredictorGraph, what: &str| -> Result<Scorer> {
+            let pairs = graph
+                .params
+                .iter()
+                .map(|&p| {
+                    let name = &graph.g.def(p).name;
+                    let t = by_name.get(name).with_context(|| {
+                        format!("scoring weight {name} not in the training graph")
+                    })?;
+                    Ok((p, *t))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let plan = Plan::new(gpu, &graph.g)
+                .with_context(|| format!("recording the predictor's {what}"))?;
+            plan.copy_from(gpu, &train_plan, &pairs);
+            Ok(Scorer { graph, plan, pairs })
+        };
         let scorers = (1..=BLOCKS)
             .map(|blocks| {
-                let graph = PredictorGraph::scoring(op_set, &cfg, blocks);
-                let pairs = graph
-                    .params
-                    .iter()
-                    .map(|&p| {
-                        let name = &graph.g.def(p).name;
-                        let t = by_name.get(name).with_context(|| {
-                            format!("scoring weight {name} not in the training graph")
-                        })?;
-                        Ok((p, *t))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let plan = Plan::new(gpu, &graph.g).with_context(|| {
-                    format!("recording the predictor's scoring step for {blocks} blocks")
-                })?;
-                plan.copy_from(gpu, &train_plan, &pairs);
-                Ok(Scorer { graph, plan, pairs })
+                record(
+                    PredictorGraph::scoring(op_set, &cfg, blocks),
+                    &format!("scoring step for {blocks} blocks"),
+                )
             })
             .collect::<Result<Vec<_>>>()?;
+        let tail = record(PredictorGraph::tail(op_set, &cfg), "tail scoring step")?;
         Ok(Predictor {
             op_set: op_set.clone(),
             cfg,
             train,
             train_plan,
             scorers,
+            tail,
         })
     }
 
@@ -748,7 +786,7 @@ impl Predictor {
             epoch_loss.push(mean);
         }
         let seconds = start.elapsed().as_secs_f64();
-        for sc in &self.scorers {
+        for sc in self.scorers.iter().chain([&self.tail]) {
             sc.plan.copy_from(gpu, &self.train_plan, &sc.pairs);
         }
 
@@ -801,25 +839,79 @@ impl Predictor {
         self.member_predictions(gpu, &cell_tokens(cells, &self.op_set)?)
     }
 
-    /// Cells longest first, in batches of `predict_batch`; each batch goes
-    /// through the scorer of its longest cell (shorter ones masked), so a
-    /// batch of b-block cells costs 4·b steps, and a mixed set wastes at
-    /// most the padding of its batch boundaries.
+    /// Every distinct prefix (a cell less its last block) through the
+    /// scorer of its length, longest first in batches of `predict_batch`
+    /// (shorter ones masked), keeping its final state; then every cell's
+    /// last block through the tail step from its prefix's state (zero for
+    /// a 1-block cell).
     fn member_predictions(&self, gpu: &Gpu, tokens: &[Tokens]) -> Result<Vec<Vec<f32>>> {
-        let (e, pb) = (self.cfg.ensemble, self.cfg.predict_batch);
-        let mut order: Vec<usize> = (0..tokens.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(tokens[i].len()));
-        let mut per = vec![vec![0.0; tokens.len()]; e];
+        let (e, pb, hid) = (self.cfg.ensemble, self.cfg.predict_batch, self.cfg.hidden);
+        let width = e * hid;
+        // Prefix index per cell (None: no prefix).
+        let mut prefixes: Vec<&[Block]> = Vec::new();
+        let mut seen: HashMap<&[Block], usize> = HashMap::new();
+        let of_cell: Vec<Option<usize>> = tokens
+            .iter()
+            .map(|t| {
+                let p = &t[..t.len() - 1];
+                (!p.is_empty()).then(|| {
+                    *seen.entry(p).or_insert_with(|| {
+                        prefixes.push(p);
+                        prefixes.len() - 1
+                    })
+                })
+            })
+            .collect();
+        // The prefixes' final states, [prefix][member·hidden] for h and c.
+        let mut state = vec![(vec![0.0; width], vec![0.0; width]); prefixes.len()];
+        let mut order: Vec<usize> = (0..prefixes.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(prefixes[i].len()));
         for chunk in order.chunks(pb) {
-            let blocks = tokens[chunk[0]].len();
+            let blocks = prefixes[chunk[0]].len();
             let sc = &self.scorers[blocks - 1];
-            let toks: Vec<&Tokens> = chunk.iter().map(|&i| &tokens[i]).collect();
+            let toks: Vec<&[Block]> = chunk.iter().map(|&i| prefixes[i]).collect();
             let hb = HostBatch::new(&toks, pb, blocks);
             for (t, v) in sc.graph.feed(&[&hb], None) {
                 sc.plan.write(gpu, t, &v);
             }
             sc.plan.step(gpu)?;
-            let all = sc.plan.read(gpu, sc.graph.pred)?;
+            let (h, c) = (
+                sc.plan.read(gpu, sc.graph.last.0)?,
+                sc.plan.read(gpu, sc.graph.last.1)?,
+            );
+            for (r, &i) in chunk.iter().enumerate() {
+                for u in 0..width {
+                    state[i].0[u] = h[u * pb + r];
+                    state[i].1[u] = c[u * pb + r];
+                }
+            }
+        }
+        let tail = &self.tail;
+        let (h0, c0) = tail.graph.init.expect("the tail graph starts from a state");
+        let mut per = vec![vec![0.0; tokens.len()]; e];
+        let cells: Vec<usize> = (0..tokens.len()).collect();
+        for chunk in cells.chunks(pb) {
+            let toks: Vec<&[Block]> = chunk
+                .iter()
+                .map(|&i| &tokens[i][tokens[i].len() - 1..])
+                .collect();
+            let hb = HostBatch::new(&toks, pb, 1);
+            for (t, v) in tail.graph.feed(&[&hb], None) {
+                tail.plan.write(gpu, t, &v);
+            }
+            let (mut h, mut c) = (vec![0.0; width * pb], vec![0.0; width * pb]);
+            for (r, &i) in chunk.iter().enumerate() {
+                if let Some(p) = of_cell[i] {
+                    for u in 0..width {
+                        h[u * pb + r] = state[p].0[u];
+                        c[u * pb + r] = state[p].1[u];
+                    }
+                }
+            }
+            tail.plan.write(gpu, h0, &h);
+            tail.plan.write(gpu, c0, &c);
+            tail.plan.step(gpu)?;
+            let all = tail.plan.read(gpu, tail.graph.pred)?;
             for (m, p) in per.iter_mut().enumerate() {
                 for (r, &i) in chunk.iter().enumerate() {
                     p[i] = all[m * pb + r];
