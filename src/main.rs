@@ -36,6 +36,29 @@ struct Cli {
     log_json: bool,
 }
 
+/// The network to train or time (`gradnas train`, `gradnas bench`).
+#[derive(clap::Args, Clone)]
+struct NetArgs {
+    /// The network: builtin:cnn, a genotype JSON file (S1's
+    /// genotype.json, a run's candidate.json), or random:SEED (a random
+    /// pnas genotype, the baseline for a searched one).
+    #[arg(long, default_value = "builtin:cnn")]
+    model: String,
+    /// Channels of the first cell of a genotype network [default: 16]
+    /// (refused for builtin:cnn, whose shape is fixed).
+    #[arg(long)]
+    width: Option<usize>,
+    /// Cells of a genotype network [default: 5] (refused for builtin:cnn).
+    #[arg(long)]
+    depth: Option<usize>,
+}
+
+impl NetArgs {
+    fn spec(&self) -> Result<ModelSpec> {
+        ModelSpec::parse(&self.model, self.width, self.depth).map_err(anyhow::Error::msg)
+    }
+}
+
 /// Where the data comes from (default: the bundled Fashion-MNIST subset).
 #[derive(clap::Args, Clone)]
 struct DataArgs {
@@ -155,18 +178,8 @@ enum Cmd {
     /// Train a network (built-in, or the discrete network of a genotype) and
     /// evaluate it on the test set.
     Train {
-        /// The network: builtin:cnn, a genotype JSON file (S1's
-        /// genotype.json), or random:SEED (a random pnas genotype, the
-        /// baseline for a searched one).
-        #[arg(long, default_value = "builtin:cnn")]
-        model: String,
-        /// Channels of the first cell of a genotype network [default: 16]
-        /// (refused for builtin:cnn, whose shape is fixed).
-        #[arg(long)]
-        width: Option<usize>,
-        /// Cells of a genotype network [default: 5] (refused for builtin:cnn).
-        #[arg(long)]
-        depth: Option<usize>,
+        #[command(flatten)]
+        net: NetArgs,
         #[command(flatten)]
         data: DataArgs,
         #[arg(long, default_value_t = 4)]
@@ -251,15 +264,9 @@ enum Cmd {
         /// and print where a step's time goes, per entry point.
         #[arg(long)]
         profile: bool,
-        /// The network of the training-step benchmark: builtin:cnn, a
-        /// genotype JSON file (e.g. a run's candidate.json) or random:SEED.
-        #[arg(long, default_value = "builtin:cnn")]
-        model: String,
-        /// Width and depth of a genotype network (as `gradnas train`).
-        #[arg(long)]
-        width: Option<usize>,
-        #[arg(long)]
-        depth: Option<usize>,
+        /// The network of the training-step benchmark.
+        #[command(flatten)]
+        net: NetArgs,
         /// Batch of the training-step benchmark.
         #[arg(long, default_value_t = 64)]
         batch: usize,
@@ -413,9 +420,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             search_s1_s3(&splits, &cfg, through_s4, &out, &mut ui)
         }
         Cmd::Train {
-            model,
-            width,
-            depth,
+            net,
             data,
             epochs,
             batch,
@@ -432,7 +437,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 augment: !no_augment,
                 ..TrainConfig::default()
             };
-            let model = ModelSpec::parse(&model, width, depth).map_err(anyhow::Error::msg)?;
+            let model = net.spec()?;
             let out = out.unwrap_or_else(|| match model {
                 ModelSpec::Builtin(_) => PathBuf::from("runs/cnn"),
                 ModelSpec::Genotype(_) => PathBuf::from("runs/genotype"),
@@ -454,12 +459,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             repeats,
             search,
             profile,
-            model,
-            width,
-            depth,
+            net,
             batch,
         } => {
-            let model = ModelSpec::parse(&model, width, depth).map_err(anyhow::Error::msg)?;
+            let model = net.spec()?;
             anyhow::ensure!(batch >= 1, "--batch 0: must be at least 1");
             bench_cmd(json, filter, repeats, &search, profile, (&model, batch))
         }
