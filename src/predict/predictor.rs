@@ -621,9 +621,9 @@ struct Scorer {
 }
 
 /// The ensemble predictor: the recorded training step (cells of any
-/// length, masked), one recorded scoring step per longest cell length
-/// b = 1..=BLOCKS (4·b steps), and the tail step (one block from a given
-/// state). Scoring runs every distinct prefix (a cell less its last block)
+/// length, masked), one recorded prefix step per longest prefix length
+/// b = 1..BLOCKS (4·b steps; a prefix is at most BLOCKS − 1 blocks), and
+/// the tail step (one block from a given state). Scoring runs every distinct prefix (a cell less its last block)
 /// once and each cell's last block from its prefix's state: the
 /// progressive search scores thousands of expansions of a few parents, so
 /// a b-block expansion costs 4 steps instead of 4·b. All are recorded
@@ -633,7 +633,7 @@ pub struct Predictor {
     cfg: PredictorConfig,
     train: PredictorGraph,
     train_plan: Plan,
-    /// Index b − 1: the scorer of b-block cells.
+    /// Index b − 1: the scorer of b-block prefixes, b < BLOCKS.
     scorers: Vec<Scorer>,
     tail: Scorer,
 }
@@ -664,7 +664,7 @@ impl Predictor {
             plan.copy_from(gpu, &train_plan, &pairs);
             Ok(Scorer { graph, plan, pairs })
         };
-        let scorers = (1..=BLOCKS)
+        let scorers = (1..BLOCKS)
             .map(|blocks| {
                 record(
                     PredictorGraph::scoring(op_set, &cfg, blocks),
@@ -692,11 +692,9 @@ impl Predictor {
         &self.train
     }
 
-    /// Dispatches of one training step and of one scoring step of
-    /// 5-block cells.
+    /// Dispatches of one training step and of one tail scoring step.
     pub fn dispatches(&self) -> (usize, usize) {
-        let last = &self.scorers[BLOCKS - 1].plan;
-        (self.train_plan.dispatches(), last.dispatches())
+        (self.train_plan.dispatches(), self.tail.plan.dispatches())
     }
 
     /// Train from scratch on `cells` and their measured accuracies: every
@@ -927,11 +925,11 @@ impl Predictor {
     /// [4·hidden, embed], `lstm.weight_hh_l0` [4·hidden, hidden],
     /// `lstm.bias_ih_l0` [4·hidden] (the one bias), `lstm.bias_hh_l0`
     /// (zeros), `head.weight` [1, hidden], `head.bias` [1]; read from the
-    /// scoring plan, row-major.
+    /// tail scoring plan (every scorer holds the same weights), row-major.
     pub fn member_weights(&self, gpu: &Gpu, k: usize) -> Result<HashMap<String, Vec<f32>>> {
         let e = self.cfg.ensemble;
         ensure!(k < e, "the predictor has no member {k} (ensemble of {e})");
-        let sc = &self.scorers[BLOCKS - 1];
+        let sc = &self.tail;
         let named = sc.graph.named_params();
         let read = |name: &str| -> Result<Vec<f32>> {
             let v = sc.plan.read(gpu, named[name])?;
