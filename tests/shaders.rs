@@ -3,7 +3,7 @@
 //! translates to SPIR-V, MSL and HLSL.
 
 use gradnas::engine::{portability, shaders};
-use gradnas::ops::conv2d_rows;
+use gradnas::ops::{conv2d_rows, pool_rows};
 
 #[test]
 fn every_shader_file_is_registered() {
@@ -52,6 +52,19 @@ fn every_shader_validates_and_translates() {
 fn every_generated_kernel_validates_and_translates() {
     let specs = conv2d_rows::representative_specs();
     assert!(specs.len() >= 72);
+    let failures: Vec<String> = specs
+        .iter()
+        .filter_map(|s| portability::check_source(&s.name(), &s.source()).err())
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The generated pooling kernels (`ops::pool_rows`): max and average,
+/// forward and backward, every window, stride and padding they take.
+#[test]
+fn every_generated_pool_kernel_validates_and_translates() {
+    let specs = pool_rows::representative_specs();
+    assert!(specs.len() >= 64);
     let failures: Vec<String> = specs
         .iter()
         .filter_map(|s| portability::check_source(&s.name(), &s.source()).err())

@@ -31,7 +31,7 @@ pub const FILES: &[(&str, &str)] = &[
 
 /// Templates that code generators complete (not compiled on their own): the
 /// generated kernels are validated one specialisation at a time.
-pub const TEMPLATES: &[&str] = &["conv2d_rows"];
+pub const TEMPLATES: &[&str] = &["conv2d_rows", "pool_rows"];
 
 /// The full source the device compiles for shader `name`.
 pub fn source(name: &str) -> Option<String> {

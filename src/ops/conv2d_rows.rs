@@ -17,7 +17,8 @@ const COLS: usize = 8;
 /// shared between them).
 const DW_ROWS: usize = 2;
 /// Output channels per invocation of the dense kernel (each input value
-/// loaded feeds all of them).
+/// loaded feeds all of them): 8, or 4 where that computes fewer channels
+/// past the last (`channel_block`).
 const DENSE_CHANNELS: usize = 8;
 /// Largest tap span (k − 1) · dilation: 7 taps at dilation 2.
 const MAX_SPAN: usize = 12;
@@ -33,11 +34,21 @@ pub struct Spec {
     /// A pointwise (1×1, unpadded, dense) convolution whose planes divide by
     /// 4: positions are read flat, 4 per float4 load.
     pub flat4: bool,
+    /// Dense kernels: written (output) channels per invocation, and read
+    /// (input) channels per invocation of a 1×1 weight gradient.
+    pub oc: usize,
+    pub ic: usize,
 }
 
 impl Spec {
     /// The kernel of `s` in direction `dir`.
     fn of(s: &Conv2dShape, dir: Direction) -> Spec {
+        // The input gradient writes the convolution's input channels.
+        let written = if dir == Direction::InputGradient {
+            s.c_in
+        } else {
+            s.c_out
+        };
         Spec {
             depthwise: s.is_depthwise(),
             kh: s.kh,
@@ -45,6 +56,8 @@ impl Spec {
             dilation: s.dilation,
             dir,
             flat4: flat4(s),
+            oc: channel_block(written),
+            ic: channel_block(s.c_in),
         }
     }
 
@@ -68,8 +81,15 @@ impl Spec {
 
     /// The module's name, which is also its cache key.
     pub fn name(&self) -> String {
+        let blocks = match (self.depthwise, self.dir) {
+            (true, _) => String::new(),
+            (false, Direction::WeightGradient) if self.kh * self.kw == 1 => {
+                format!(".c{}x{}", self.oc, self.ic)
+            }
+            (false, _) => format!(".c{}", self.oc),
+        };
         format!(
-            "conv2d_rows.{}.{}x{}.d{}.{}",
+            "conv2d_rows.{}.{}x{}.d{}.{}{blocks}",
             match (self.depthwise, self.flat4) {
                 (true, _) => "dw",
                 (false, false) => "dense",
@@ -195,7 +215,7 @@ impl Spec {
     }
 
     fn dense_entry(&self) -> String {
-        let (d, win, oc) = (self.dilation, self.window(), DENSE_CHANNELS);
+        let (d, win, oc) = (self.dilation, self.window(), self.oc);
         let mut s = String::new();
         let w = &mut s;
         open_entry(w);
@@ -284,13 +304,13 @@ impl Spec {
     /// time. A chunk of the weight gradient is `chunk_rows` float4s of
     /// (batch, plane) positions.
     fn pointwise4_entry(&self) -> String {
-        let oc = DENSE_CHANNELS;
+        let oc = self.oc;
         let mut s = String::new();
         let w = &mut s;
         open_entry(w);
         let _ = writeln!(w, "    let hw4 = p.h * p.w / 4u;");
         if self.dir == Direction::WeightGradient {
-            let ic = DENSE_CHANNELS;
+            let ic = self.ic;
             weight_blocks_decode(w, oc, ic);
             for o in 0..oc {
                 for i in 0..ic {
@@ -383,9 +403,9 @@ impl Spec {
         let (oc, ic) = if self.depthwise {
             (1, 1)
         } else if kk == 1 {
-            (DENSE_CHANNELS, DENSE_CHANNELS)
+            (self.oc, self.ic)
         } else {
-            (DENSE_CHANNELS, 1)
+            (self.oc, 1)
         };
         let mut s = String::new();
         let w = &mut s;
@@ -537,14 +557,23 @@ pub fn representative_specs() -> Vec<Spec> {
                     Direction::InputGradient,
                     Direction::WeightGradient,
                 ] {
-                    v.push(Spec {
-                        depthwise,
-                        kh,
-                        kw,
-                        dilation,
-                        dir,
-                        flat4: false,
-                    });
+                    let blocks: &[usize] = if depthwise {
+                        &[DENSE_CHANNELS]
+                    } else {
+                        &[4, DENSE_CHANNELS]
+                    };
+                    for &oc in blocks {
+                        v.push(Spec {
+                            depthwise,
+                            kh,
+                            kw,
+                            dilation,
+                            dir,
+                            flat4: false,
+                            oc,
+                            ic: oc,
+                        });
+                    }
                 }
             }
         }
@@ -554,14 +583,18 @@ pub fn representative_specs() -> Vec<Spec> {
         Direction::InputGradient,
         Direction::WeightGradient,
     ] {
-        v.push(Spec {
-            depthwise: false,
-            kh: 1,
-            kw: 1,
-            dilation: 1,
-            dir,
-            flat4: true,
-        });
+        for oc in [4, DENSE_CHANNELS] {
+            v.push(Spec {
+                depthwise: false,
+                kh: 1,
+                kw: 1,
+                dilation: 1,
+                dir,
+                flat4: true,
+                oc,
+                ic: oc,
+            });
+        }
     }
     v
 }
@@ -605,12 +638,27 @@ pub fn weight_rows(s: &Conv2dShape) -> (usize, usize) {
 
 /// Invocations of pass 1 per chunk of rows (blocks of channel pairs).
 pub fn weight_blocks(s: &Conv2dShape) -> usize {
+    let spec = Spec::of(s, Direction::WeightGradient);
     if s.is_depthwise() {
         s.c_out
     } else if s.kh * s.kw == 1 {
-        s.c_out.div_ceil(DENSE_CHANNELS) * s.c_in.div_ceil(DENSE_CHANNELS)
+        s.c_out.div_ceil(spec.oc) * s.c_in.div_ceil(spec.ic)
     } else {
-        s.c_out.div_ceil(DENSE_CHANNELS) * s.c_in
+        s.c_out.div_ceil(spec.oc) * s.c_in
+    }
+}
+
+/// Channels per invocation of a dense kernel writing (or, for a 1×1
+/// weight gradient, reading) `c` channels: 8 (each value loaded feeds more
+/// of them), unless 4 computes fewer channels past the last: 4 or 12
+/// channels would spend a third or half of an 8-block on copies of the
+/// last (the width-4 network's first cells: measured on lavapipe in
+/// BENCHMARKS.md, "Channel blocks").
+pub fn channel_block(c: usize) -> usize {
+    if c.div_ceil(4) * 4 < c.div_ceil(DENSE_CHANNELS) * DENSE_CHANNELS {
+        4
+    } else {
+        DENSE_CHANNELS
     }
 }
 
@@ -718,11 +766,11 @@ pub fn kernel(
     ]
     .map(|v| v as u32);
     let invocations = if spec.flat4 {
-        s.n * co.div_ceil(DENSE_CHANNELS) * (oh * ow / 4).div_ceil(2)
+        s.n * co.div_ceil(spec.oc) * (oh * ow / 4).div_ceil(2)
     } else if spec.depthwise {
         s.n * co * oh.div_ceil(DW_ROWS) * ow.div_ceil(COLS)
     } else {
-        s.n * co.div_ceil(DENSE_CHANNELS) * oh * ow.div_ceil(COLS)
+        s.n * co.div_ceil(spec.oc) * oh * ow.div_ceil(COLS)
     };
     // Without a bias the weights stand in for its slot (never read as one).
     let slots = [(1, input), (2, w), (3, bias.unwrap_or(w)), (5, output)];

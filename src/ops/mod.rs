@@ -14,5 +14,6 @@ pub mod matmul;
 pub mod mix;
 pub mod optim;
 pub mod pool;
+pub mod pool_rows;
 pub mod reduce;
 pub mod softmax_xent;

@@ -3,7 +3,9 @@
 //! global average pool, forward and backward. Shader: `shaders/pool.wgsl`;
 //! CPU twin: `cpu`. Max pool's forward saves the argmax (flat index
 //! iy·w + ix within each (n, c) plane, u32) that its backward gathers with.
+//! Windows up to 5 at stride 1 or 2 run as `pool_rows`' generated kernels.
 
+use super::pool_rows::{self, Kind};
 use crate::engine::{grid_1d, Buf, Gpu, GpuError, Kernel, WG};
 
 /// A pooling of x [n, c, h, w] by a k×k window.
@@ -196,6 +198,9 @@ pub fn max_pool_forward(
     argmax: &Buf,
 ) -> Result<Kernel, GpuError> {
     let total = s.checked().output_len();
+    if pool_rows::fits(s) {
+        return pool_rows::kernel(gpu, s, Kind::Max, false, &[(1, x), (3, y), (4, argmax)]);
+    }
     dispatch(
         gpu,
         "max_pool_forward",
@@ -214,6 +219,9 @@ pub fn max_pool_backward(
     dx: &Buf,
 ) -> Result<Kernel, GpuError> {
     let total = s.checked().input_len();
+    if pool_rows::fits(s) {
+        return pool_rows::kernel(gpu, s, Kind::Max, true, &[(1, dy), (2, argmax), (3, dx)]);
+    }
     dispatch(
         gpu,
         "max_pool_backward",
@@ -225,11 +233,17 @@ pub fn max_pool_backward(
 
 pub fn avg_pool_forward(gpu: &Gpu, s: &Shape, x: &Buf, y: &Buf) -> Result<Kernel, GpuError> {
     let total = s.checked().output_len();
+    if pool_rows::fits(s) {
+        return pool_rows::kernel(gpu, s, Kind::Avg, false, &[(1, x), (3, y)]);
+    }
     dispatch(gpu, "avg_pool_forward", s, total, &[(1, x), (3, y)])
 }
 
 pub fn avg_pool_backward(gpu: &Gpu, s: &Shape, dy: &Buf, dx: &Buf) -> Result<Kernel, GpuError> {
     let total = s.checked().input_len();
+    if pool_rows::fits(s) {
+        return pool_rows::kernel(gpu, s, Kind::Avg, true, &[(1, dy), (3, dx)]);
+    }
     dispatch(gpu, "avg_pool_backward", s, total, &[(1, dy), (3, dx)])
 }
 

@@ -66,6 +66,10 @@ const FULL: &[Row] = &[
     (2, 16, 16, 28, 28, 1, 7, 1, 0, 3, 1, 1, false),
     (1, 5, 7, 13, 7, 7, 1, 1, 3, 0, 1, 1, true),
     (2, 3, 3, 13, 13, 1, 7, 2, 0, 0, 1, 1, false),
+    // Channel blocks of 4 (`conv2d_rows::channel_block`): the width-4
+    // network's 1×7, and 12 → 4 channels (its input gradient writes 12).
+    (2, 4, 4, 14, 14, 1, 7, 1, 0, 3, 1, 1, true),
+    (2, 12, 4, 7, 13, 7, 1, 1, 3, 0, 1, 1, false),
     // 1×1: FactorizedReduce, pointwise, spatial 1.
     (4, 7, 3, 13, 13, 1, 1, 2, 0, 0, 1, 1, false),
     (2, 16, 16, 28, 28, 1, 1, 1, 0, 0, 1, 1, true),
@@ -73,6 +77,8 @@ const FULL: &[Row] = &[
     // Pointwise over float4s: odd channel counts, planes of 9 and 1 float4s.
     (3, 5, 7, 6, 6, 1, 1, 1, 0, 0, 1, 1, true),
     (2, 9, 3, 2, 2, 1, 1, 1, 0, 0, 1, 1, false),
+    (2, 12, 4, 6, 6, 1, 1, 1, 0, 0, 1, 1, false),
+    (3, 4, 9, 5, 4, 1, 1, 1, 0, 0, 1, 1, true),
 ];
 
 pub fn cases(level: Level) -> Vec<Case> {

@@ -6,15 +6,16 @@ use crate::ops::pool::{self, cpu, Shape};
 /// (shape, ties): with `ties` the input holds only the values 0, 1, 2, so
 /// windows have equal maxima and the first-wins rule is exercised.
 fn shapes(level: Level) -> Vec<(Shape, bool)> {
-    let shape = |n, c, h, w, stride, pad| Shape {
+    let shaped = |n, c, h, w, k, stride, pad| Shape {
         n,
         c,
         h,
         w,
-        k: 3,
+        k,
         stride,
         pad,
     };
+    let shape = |n, c, h, w, stride, pad| shaped(n, c, h, w, 3, stride, pad);
     match level {
         Level::Quick => vec![(shape(2, 3, 13, 13, 2, 1), false)],
         Level::Full => {
@@ -33,6 +34,13 @@ fn shapes(level: Level) -> Vec<(Shape, bool)> {
             }
             v.push((shape(2, 3, 13, 13, 2, 1), true));
             v.push((shape(1, 5, 7, 7, 1, 1), true));
+            // Other windows of the generated kernels (`pool_rows`: k ≤ 5,
+            // stride 1 or 2), and shapes only the general kernels take.
+            v.push((shaped(2, 3, 13, 11, 2, 2, 1), true));
+            v.push((shaped(1, 4, 19, 17, 5, 1, 2), false));
+            v.push((shaped(2, 3, 28, 28, 4, 2, 2), false));
+            v.push((shaped(1, 3, 13, 13, 3, 3, 1), true));
+            v.push((shaped(2, 2, 11, 9, 7, 1, 3), false));
             v
         }
     }

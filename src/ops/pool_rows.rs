@@ -1,0 +1,342 @@
+//! Max and average pooling as generated straight-line kernels (why: see
+//! `shaders/pool_rows.wgsl`), forward and backward, for the windows the op
+//! sets use (k ≤ 5, stride 1 or 2). `pool` routes the shapes that fit here
+//! and keeps its general kernels for the rest; the CPU twin is `pool::cpu`.
+
+use std::fmt::Write;
+
+use super::pool::Shape;
+use crate::engine::{grid_1d, shaders, Buf, Gpu, GpuError, Kernel, WG};
+
+const TEMPLATE: &str = include_str!("../../shaders/pool_rows.wgsl");
+
+/// Outputs (forward) or input cells (backward) of one row per invocation;
+/// a multiple of every stride taken, so a block's first input column maps
+/// to a whole output column.
+const COLS: usize = 8;
+
+/// Max or average.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Max,
+    Avg,
+}
+
+/// One generated kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spec {
+    pub kind: Kind,
+    pub backward: bool,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+/// Whether the generated kernels take this pooling.
+pub fn fits(s: &Shape) -> bool {
+    s.k <= 5 && (s.stride == 1 || s.stride == 2) && s.pad <= s.k / 2
+}
+
+impl Spec {
+    /// The module's name, which is also its cache key.
+    pub fn name(&self) -> String {
+        format!(
+            "pool_rows.{}.{}.k{}s{}p{}",
+            match self.kind {
+                Kind::Max => "max",
+                Kind::Avg => "avg",
+            },
+            if self.backward { "dx" } else { "y" },
+            self.k,
+            self.stride,
+            self.pad
+        )
+    }
+
+    /// The full WGSL: common header, template, the generated entry.
+    pub fn source(&self) -> String {
+        let body = if self.backward {
+            self.backward_entry()
+        } else {
+            self.forward_entry()
+        };
+        format!("{}\n{TEMPLATE}\n{body}", shaders::COMMON)
+    }
+
+    /// COLS outputs of one output row: the k input rows their windows
+    /// span, each loaded once over the block's (COLS − 1)·s + k columns.
+    fn forward_entry(&self) -> String {
+        let (k, s) = (self.k, self.stride);
+        let win = (COLS - 1) * s + k;
+        let mut out = String::new();
+        let w = &mut out;
+        open_entry(w);
+        let _ = writeln!(w, "    let xblocks = (p.ow + {}u) / {COLS}u;", COLS - 1);
+        let _ = writeln!(w, "    let ox0 = (idx % xblocks) * {COLS}u;");
+        let _ = writeln!(w, "    let t = idx / xblocks;");
+        let _ = writeln!(w, "    let oy = t % p.oh;");
+        let _ = writeln!(w, "    let plane = t / p.oh;");
+        let _ = writeln!(w, "    let y0 = i32(oy * {s}u) - {}i;", self.pad);
+        let _ = writeln!(w, "    let x0 = i32(ox0 * {s}u) - {}i;", self.pad);
+        let _ = writeln!(w, "    let base = plane * p.h * p.w;");
+        for c in 0..win {
+            let _ = writeln!(w, "    let ix{c} = x0 + {c}i;");
+            let _ = writeln!(w, "    let cin{c} = ix{c} >= 0 && ix{c} < i32(p.w);");
+            let _ = writeln!(w, "    let cx{c} = u32(clamp(ix{c}, 0, i32(p.w) - 1));");
+        }
+        for j in 0..COLS {
+            match self.kind {
+                Kind::Max => {
+                    let _ = writeln!(w, "    var best{j} = 0.0;");
+                    let _ = writeln!(w, "    var arg{j} = 0u;");
+                    let _ = writeln!(w, "    var found{j} = false;");
+                }
+                Kind::Avg => {
+                    let _ = writeln!(w, "    var acc{j} = 0.0;");
+                }
+            }
+        }
+        // Rows in window order, columns within each row in order: the
+        // first maximum in row-major order wins ties, as in pool.wgsl.
+        for ky in 0..k {
+            let _ = writeln!(w, "    {{");
+            let _ = writeln!(w, "        let iy = y0 + {ky}i;");
+            let _ = writeln!(w, "        let rin = iy >= 0 && iy < i32(p.h);");
+            let _ = writeln!(
+                w,
+                "        let row = u32(clamp(iy, 0, i32(p.h) - 1)) * p.w;"
+            );
+            for c in 0..win {
+                let _ = writeln!(w, "        let v{c} = src[base + row + cx{c}];");
+                let _ = writeln!(w, "        let in{c} = rin && cin{c};");
+            }
+            for j in 0..COLS {
+                for kx in 0..k {
+                    let c = j * s + kx;
+                    match self.kind {
+                        Kind::Max => {
+                            let _ = writeln!(
+                                w,
+                                "        {{ let take = in{c} && (!found{j} || v{c} > best{j}); best{j} = select(best{j}, v{c}, take); arg{j} = select(arg{j}, row + cx{c}, take); found{j} = found{j} || in{c}; }}"
+                            );
+                        }
+                        Kind::Avg => {
+                            let _ =
+                                writeln!(w, "        acc{j} = acc{j} + select(0.0, v{c}, in{c});");
+                        }
+                    }
+                }
+            }
+            let _ = writeln!(w, "    }}");
+        }
+        let _ = writeln!(w, "    let rows = f32(span(y0, {k}i, p.h));");
+        let _ = writeln!(w, "    let obase = (plane * p.oh + oy) * p.ow + ox0;");
+        for j in 0..COLS {
+            let _ = writeln!(w, "    if ox0 + {j}u < p.ow {{");
+            match self.kind {
+                Kind::Max => {
+                    let _ = writeln!(w, "        dst[obase + {j}u] = best{j};");
+                    let _ = writeln!(w, "        arg_out[obase + {j}u] = arg{j};");
+                }
+                Kind::Avg => {
+                    let _ = writeln!(
+                        w,
+                        "        dst[obase + {j}u] = acc{j} / (rows * f32(span(x0 + {}i, {k}i, p.w)));",
+                        j * s
+                    );
+                }
+            }
+            let _ = writeln!(w, "    }}");
+        }
+        let _ = writeln!(w, "}}");
+        out
+    }
+
+    /// COLS input cells of one input row: the outputs whose windows cover
+    /// them (at most ⌈k/s⌉ output rows, and a fixed run of output columns
+    /// relative to the block), each output's dy (and argmax) loaded once.
+    fn backward_entry(&self) -> String {
+        let (k, s, pad) = (self.k as i64, self.stride as i64, self.pad as i64);
+        let rows = (k + s - 1) / s;
+        // Output column m0 + q covers input column ix0 + j when
+        // q·s ≤ j + pad ≤ q·s + k − 1 (ix0 = m0·s).
+        let q_of = |j: i64| {
+            ((j + pad - k + 1).div_euclid(s) + i64::from((j + pad - k + 1).rem_euclid(s) != 0))
+                ..=(j + pad).div_euclid(s)
+        };
+        let (q_lo, q_hi) = (*q_of(0).start(), *q_of(COLS as i64 - 1).end());
+        let name = |q: i64| {
+            if q < 0 {
+                format!("m{}", -q)
+            } else {
+                format!("{q}")
+            }
+        };
+        let mut out = String::new();
+        let w = &mut out;
+        open_entry(w);
+        let _ = writeln!(w, "    let xblocks = (p.w + {}u) / {COLS}u;", COLS - 1);
+        let _ = writeln!(w, "    let ix0 = (idx % xblocks) * {COLS}u;");
+        let _ = writeln!(w, "    let t = idx / xblocks;");
+        let _ = writeln!(w, "    let iy = t % p.h;");
+        let _ = writeln!(w, "    let plane = t / p.h;");
+        // Covering output rows: ⌈(iy + pad − k + 1)/s⌉ ..= ⌊(iy + pad)/s⌋.
+        let _ = writeln!(w, "    let top = i32(iy) + {pad}i;");
+        let _ = writeln!(
+            w,
+            "    let oy_lo = (max(top - {}i, 0) + {}i) / {s}i;",
+            k - 1,
+            s - 1
+        );
+        let _ = writeln!(w, "    let oy_hi = min(top / {s}i, i32(p.oh) - 1);");
+        let _ = writeln!(w, "    let m0 = i32(ix0 / {s}u);");
+        let _ = writeln!(w, "    let obase = plane * p.oh * p.ow;");
+        let _ = writeln!(w, "    let me = iy * p.w + ix0;");
+        for q in q_lo..=q_hi {
+            let n = name(q);
+            let _ = writeln!(w, "    let ox{n} = m0 + {q}i;");
+            let _ = writeln!(w, "    let cin{n} = ox{n} >= 0 && ox{n} < i32(p.ow);");
+            let _ = writeln!(w, "    let cx{n} = u32(clamp(ox{n}, 0, i32(p.ow) - 1));");
+            if self.kind == Kind::Avg {
+                let _ = writeln!(
+                    w,
+                    "    let cols{n} = f32(span(ox{n} * {s}i - {pad}i, {k}i, p.w));"
+                );
+            }
+        }
+        for j in 0..COLS {
+            let _ = writeln!(w, "    var acc{j} = 0.0;");
+        }
+        for r in 0..rows {
+            let _ = writeln!(w, "    {{");
+            let _ = writeln!(w, "        let oy = oy_lo + {r}i;");
+            let _ = writeln!(w, "        let rin = oy <= oy_hi;");
+            let _ = writeln!(
+                w,
+                "        let row = obase + u32(clamp(oy, 0, i32(p.oh) - 1)) * p.ow;"
+            );
+            if self.kind == Kind::Avg {
+                let _ = writeln!(
+                    w,
+                    "        let rows = f32(span(oy * {s}i - {pad}i, {k}i, p.h));"
+                );
+            }
+            for q in q_lo..=q_hi {
+                let n = name(q);
+                let _ = writeln!(w, "        let in{n} = rin && cin{n};");
+                match self.kind {
+                    Kind::Max => {
+                        let _ = writeln!(
+                            w,
+                            "        let g{n} = select(0.0, src[row + cx{n}], in{n});"
+                        );
+                        let _ = writeln!(
+                            w,
+                            "        let a{n} = select(0xffffffffu, arg_in[row + cx{n}], in{n});"
+                        );
+                    }
+                    Kind::Avg => {
+                        let _ = writeln!(
+                            w,
+                            "        let g{n} = select(0.0, src[row + cx{n}] / (rows * cols{n}), in{n});"
+                        );
+                    }
+                }
+            }
+            for j in 0..COLS as i64 {
+                for q in q_of(j) {
+                    let n = name(q);
+                    match self.kind {
+                        Kind::Max => {
+                            let _ = writeln!(
+                                w,
+                                "        acc{j} = acc{j} + select(0.0, g{n}, a{n} == me + {j}u);"
+                            );
+                        }
+                        Kind::Avg => {
+                            let _ = writeln!(w, "        acc{j} = acc{j} + g{n};");
+                        }
+                    }
+                }
+            }
+            let _ = writeln!(w, "    }}");
+        }
+        let _ = writeln!(w, "    let dbase = plane * p.h * p.w + me;");
+        for j in 0..COLS {
+            let _ = writeln!(
+                w,
+                "    if ix0 + {j}u < p.w {{ dst[dbase + {j}u] = acc{j}; }}"
+            );
+        }
+        let _ = writeln!(w, "}}");
+        out
+    }
+}
+
+/// The start of a generated entry: its signature, linear index and bound.
+fn open_entry(w: &mut String) {
+    let _ = writeln!(w, "@compute @workgroup_size(256)");
+    let _ = writeln!(
+        w,
+        "fn pool_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{"
+    );
+    let _ = writeln!(w, "    let idx = linear_index(gid, nwg);");
+    let _ = writeln!(w, "    if idx >= p.total {{ return; }}");
+}
+
+/// The kernel of `s` (which must `fit`): forward (slots 1 x, 3 y, and for
+/// max 4 argmax) or backward (1 dy, 3 dx, and for max 2 argmax).
+pub fn kernel(
+    gpu: &Gpu,
+    s: &Shape,
+    kind: Kind,
+    backward: bool,
+    slots: &[(u32, &Buf)],
+) -> Result<Kernel, GpuError> {
+    debug_assert!(fits(s));
+    let spec = Spec {
+        kind,
+        backward,
+        k: s.k,
+        stride: s.stride,
+        pad: s.pad,
+    };
+    let total = if backward {
+        s.planes() * s.h * s.w.div_ceil(COLS)
+    } else {
+        s.planes() * s.out_h() * s.out_w().div_ceil(COLS)
+    };
+    let params = [total, s.h, s.w, s.out_h(), s.out_w(), s.k, s.stride, s.pad].map(|v| v as u32);
+    gpu.kernel_generated(
+        &spec.name(),
+        &|| Ok(spec.source()),
+        "pool_rows",
+        &params,
+        slots,
+        grid_1d(total, WG),
+    )
+}
+
+/// The specialisations the portability test translates: both kinds and
+/// directions over every window, stride and padding that fits.
+pub fn representative_specs() -> Vec<Spec> {
+    let mut v = Vec::new();
+    for kind in [Kind::Max, Kind::Avg] {
+        for backward in [false, true] {
+            for k in 1..=5 {
+                for stride in [1, 2] {
+                    for pad in 0..=k / 2 {
+                        v.push(Spec {
+                            kind,
+                            backward,
+                            k,
+                            stride,
+                            pad,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    v
+}
