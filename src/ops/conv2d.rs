@@ -263,7 +263,7 @@ pub fn forward(
     if let Some(b) = bias {
         check(s, &[("bias", b, s.c_out)]);
     }
-    if conv2d_rows::fits(s) {
+    if conv2d_rows::fits_forward(s) {
         return conv2d_rows::kernel(gpu, s, conv2d_rows::Direction::Forward, x, w, bias, y);
     }
     let rows = s.n * s.c_out * s.oh();
@@ -339,7 +339,7 @@ pub fn backward_weight(
     // Pass 1's entry (None: the generated kernel), its invocations per
     // chunk, and the rows it chunks with the pixels in one.
     let rows_of_oy = (s.n * s.oh(), s.ow());
-    let (entry, blocks, (rows, row_pixels)) = if conv2d_rows::fits_weight(s) {
+    let (entry, blocks, (rows, row_pixels)) = if conv2d_rows::fits_forward(s) {
         (
             None,
             conv2d_rows::weight_blocks(s),

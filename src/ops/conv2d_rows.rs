@@ -38,6 +38,9 @@ pub struct Spec {
     /// (input) channels per invocation of a 1×1 weight gradient.
     pub oc: usize,
     pub ic: usize,
+    /// Forward and weight gradient: 1 or 2 (the input gradient of a
+    /// strided convolution stays with conv2d's general kernel).
+    pub stride: usize,
 }
 
 impl Spec {
@@ -58,6 +61,7 @@ impl Spec {
             flat4: flat4(s),
             oc: channel_block(written),
             ic: channel_block(s.c_in),
+            stride: s.stride,
         }
     }
 
@@ -88,8 +92,13 @@ impl Spec {
             }
             (false, _) => format!(".c{}", self.oc),
         };
+        let stride = if self.stride > 1 {
+            format!(".s{}", self.stride)
+        } else {
+            String::new()
+        };
         format!(
-            "conv2d_rows.{}.{}x{}.d{}.{}{blocks}",
+            "conv2d_rows.{}.{}x{}.d{}{stride}.{}{blocks}",
             match (self.depthwise, self.flat4) {
                 (true, _) => "dw",
                 (false, false) => "dense",
@@ -128,13 +137,24 @@ impl Spec {
         }
     }
 
-    /// Input columns one row of output columns reads.
-    fn window(&self) -> usize {
-        COLS + (self.kw - 1) * self.dilation
+    /// The input column offsets (from the block's first) that one row of
+    /// output columns reads: j·stride + kx·dilation, each once, in order.
+    fn window(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..COLS)
+            .flat_map(|j| (0..self.kw).map(move |kx| j * self.stride + kx * self.dilation))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The input column offset output column j reads through tap kx.
+    fn col(&self, j: usize, kx: usize) -> usize {
+        j * self.stride + kx * self.dilation
     }
 
     fn depthwise_entry(&self) -> String {
-        let (d, win) = (self.dilation, self.window());
+        let (d, st, win) = (self.dilation, self.stride, self.window());
         let mut s = String::new();
         let w = &mut s;
         open_entry(w);
@@ -165,10 +185,10 @@ impl Spec {
                 let _ = writeln!(w, "    var a{o}_{j} = b0;");
             }
         }
-        let _ = writeln!(w, "    let ix0 = i32(ox0) - i32(p.pad_w);");
-        let _ = writeln!(w, "    let iy0 = i32(oy0) - i32(p.pad_h);");
-        // Input row r feeds output row o through tap ky = (r − o) / d.
-        for r in 0..DW_ROWS + (self.kh - 1) * d {
+        let _ = writeln!(w, "    let ix0 = i32(ox0 * {st}u) - i32(p.pad_w);");
+        let _ = writeln!(w, "    let iy0 = i32(oy0 * {st}u) - i32(p.pad_h);");
+        // Input row r feeds output row o through tap ky = (r − o·s) / d.
+        for r in 0..(DW_ROWS - 1) * st + (self.kh - 1) * d + 1 {
             let _ = writeln!(w, "    {{");
             let _ = writeln!(w, "        let iy = iy0 + {r};");
             let _ = writeln!(w, "        let row_in = iy >= 0 && iy < i32(p.h);");
@@ -176,20 +196,20 @@ impl Spec {
                 w,
                 "        let row = (bc * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w;"
             );
-            for j in 0..win {
+            for &j in &win {
                 let _ = writeln!(w, "        let x{j} = x_in(row, row_in, ix0 + {j});");
             }
             for o in 0..DW_ROWS {
-                if r < o || (r - o) % d != 0 || (r - o) / d >= self.kh {
+                if r < o * st || (r - o * st) % d != 0 || (r - o * st) / d >= self.kh {
                     continue;
                 }
-                let ky = (r - o) / d;
+                let ky = (r - o * st) / d;
                 for kx in 0..self.kw {
                     for j in 0..COLS {
                         let _ = writeln!(
                             w,
                             "        a{o}_{j} = fma(w{ky}_{kx}, x{}, a{o}_{j});",
-                            j + kx * d
+                            self.col(j, kx)
                         );
                     }
                 }
@@ -215,7 +235,7 @@ impl Spec {
     }
 
     fn dense_entry(&self) -> String {
-        let (d, win, oc) = (self.dilation, self.window(), self.oc);
+        let (d, st, win, oc) = (self.dilation, self.stride, self.window(), self.oc);
         let mut s = String::new();
         let w = &mut s;
         open_entry(w);
@@ -243,8 +263,8 @@ impl Spec {
                 let _ = writeln!(w, "    var a{o}_{j} = b{o};");
             }
         }
-        let _ = writeln!(w, "    let ix0 = i32(ox0) - i32(p.pad_w);");
-        let _ = writeln!(w, "    let y0 = i32(oy) - i32(p.pad_h);");
+        let _ = writeln!(w, "    let ix0 = i32(ox0 * {st}u) - i32(p.pad_w);");
+        let _ = writeln!(w, "    let y0 = i32(oy * {st}u) - i32(p.pad_h);");
         for ky in 0..self.kh {
             let _ = writeln!(w, "    let iy{ky} = y0 + {};", ky * d);
             let _ = writeln!(w, "    let in{ky} = iy{ky} >= 0 && iy{ky} < i32(p.h);");
@@ -260,7 +280,7 @@ impl Spec {
         for ky in 0..self.kh {
             let _ = writeln!(w, "        {{");
             let _ = writeln!(w, "            let row = plane + ry{ky};");
-            for j in 0..win {
+            for &j in &win {
                 let _ = writeln!(w, "            let x{j} = x_in(row, in{ky}, ix0 + {j});");
             }
             for kx in 0..self.kw {
@@ -271,7 +291,7 @@ impl Spec {
                         let _ = writeln!(
                             w,
                             "            a{o}_{j} = fma(w{o}_{kx}, x{}, a{o}_{j});",
-                            j + kx * d
+                            self.col(j, kx)
                         );
                     }
                 }
@@ -399,7 +419,7 @@ impl Spec {
     /// input channel) pairs and every tap, 8 columns at a time: the input
     /// windows of those columns are loaded once and each dy value once.
     fn weight_entry(&self) -> String {
-        let (d, win, kk) = (self.dilation, self.window(), self.kh * self.kw);
+        let (d, st, win, kk) = (self.dilation, self.stride, self.window(), self.kh * self.kw);
         let (oc, ic) = if self.depthwise {
             (1, 1)
         } else if kk == 1 {
@@ -436,7 +456,7 @@ impl Spec {
         for ky in 0..self.kh {
             let _ = writeln!(
                 w,
-                "        let iy{ky} = i32(oy) - i32(p.pad_h) + {};",
+                "        let iy{ky} = i32(oy * {st}u) - i32(p.pad_h) + {};",
                 ky * d
             );
             let _ = writeln!(w, "        let in{ky} = iy{ky} >= 0 && iy{ky} < i32(p.h);");
@@ -452,10 +472,10 @@ impl Spec {
             w,
             "        for (var ox0 = 0u; ox0 < p.ow; ox0 = ox0 + {COLS}u) {{"
         );
-        let _ = writeln!(w, "            let ix0 = i32(ox0) - i32(p.pad_w);");
+        let _ = writeln!(w, "            let ix0 = i32(ox0 * {st}u) - i32(p.pad_w);");
         for i in 0..ic {
             for ky in 0..self.kh {
-                for j in 0..win {
+                for &j in &win {
                     let _ = writeln!(
                         w,
                         "            let x{i}_{ky}_{j} = x_in(xp{i} + ry{ky}, in{ky}, ix0 + {j});"
@@ -484,7 +504,7 @@ impl Spec {
                             let _ = writeln!(
                                 w,
                                 "                a{o}_{i}_{t} = fma(g{j}, x{i}_{ky}_{}, a{o}_{i}_{t});",
-                                j + kx * d
+                                self.col(j, kx)
                             );
                         }
                     }
@@ -562,7 +582,15 @@ pub fn representative_specs() -> Vec<Spec> {
                     } else {
                         &[4, DENSE_CHANNELS]
                     };
-                    for &oc in blocks {
+                    let strides: &[usize] = if dir == Direction::InputGradient {
+                        &[1]
+                    } else {
+                        &[1, 2]
+                    };
+                    for (&oc, &stride) in blocks
+                        .iter()
+                        .flat_map(|oc| strides.iter().map(move |s| (oc, s)))
+                    {
                         v.push(Spec {
                             depthwise,
                             kh,
@@ -572,6 +600,7 @@ pub fn representative_specs() -> Vec<Spec> {
                             flat4: false,
                             oc,
                             ic: oc,
+                            stride,
                         });
                     }
                 }
@@ -593,6 +622,7 @@ pub fn representative_specs() -> Vec<Spec> {
                 flat4: true,
                 oc,
                 ic: oc,
+                stride: 1,
             });
         }
     }
@@ -610,17 +640,21 @@ fn flat4(s: &Conv2dShape) -> bool {
         && (s.h * s.w).is_multiple_of(4)
 }
 
-/// Whether the generated kernels take this convolution (forward and input
-/// gradient): stride 1, depthwise or one group, taps spanning at most 12
-/// (7 at dilation 2), and padding the flipped kernel can mirror.
+/// Whether the input gradient is generated for this convolution: the
+/// forward's conditions at stride 1, and padding the flipped kernel can
+/// mirror.
 pub fn fits(s: &Conv2dShape) -> bool {
-    fits_weight(s) && s.pad_h <= (s.kh - 1) * s.dilation && s.pad_w <= (s.kw - 1) * s.dilation
+    s.stride == 1
+        && fits_forward(s)
+        && s.pad_h <= (s.kh - 1) * s.dilation
+        && s.pad_w <= (s.kw - 1) * s.dilation
 }
 
-/// Whether pass 1 of the weight gradient is generated for this shape:
-/// stride 1, depthwise or one group, taps spanning at most 12.
-pub fn fits_weight(s: &Conv2dShape) -> bool {
-    s.stride == 1
+/// Whether the forward and pass 1 of the weight gradient are generated for
+/// this shape: stride 1 or 2, depthwise or one group, taps spanning at
+/// most 12 (7 at dilation 2).
+pub fn fits_forward(s: &Conv2dShape) -> bool {
+    s.stride <= 2
         && (s.is_depthwise() || s.groups == 1)
         && (s.kh - 1) * s.dilation <= MAX_SPAN
         && (s.kw - 1) * s.dilation <= MAX_SPAN
@@ -662,7 +696,7 @@ pub fn channel_block(c: usize) -> usize {
     }
 }
 
-/// Pass 1 of dw for `s` (which must `fits_weight`): per-chunk partial sums
+/// Pass 1 of dw for `s` (which must `fits_forward`): per-chunk partial sums
 /// into `partial` ([chunks, weights]) over `chunk_rows` rows each (the
 /// units of `weight_rows`).
 pub fn weight_partial_kernel(
@@ -673,7 +707,7 @@ pub fn weight_partial_kernel(
     partial: &Buf,
     (chunk_rows, chunks): (usize, usize),
 ) -> Result<Kernel, GpuError> {
-    debug_assert!(fits_weight(s));
+    debug_assert!(fits_forward(s));
     let kk = s.kh * s.kw;
     let params = [
         s.n,
@@ -722,7 +756,11 @@ pub fn kernel(
     bias: Option<&Buf>,
     output: &Buf,
 ) -> Result<Kernel, GpuError> {
-    debug_assert!(fits(s) && dir != Direction::WeightGradient);
+    debug_assert!(match dir {
+        Direction::Forward => fits_forward(s),
+        Direction::InputGradient => fits(s),
+        Direction::WeightGradient => false,
+    });
     let kk = s.kh * s.kw;
     let flip = dir == Direction::InputGradient;
     let spec = Spec::of(s, dir);
