@@ -38,9 +38,12 @@ pub struct Spec {
     /// (input) channels per invocation of a 1×1 weight gradient.
     pub oc: usize,
     pub ic: usize,
-    /// Forward and weight gradient: 1 or 2 (the input gradient of a
-    /// strided convolution stays with conv2d's general kernel).
+    /// 1 or 2.
     pub stride: usize,
+    /// The input gradient of a strided convolution: its padding (h, w),
+    /// which decides the taps each residue class of columns takes, so it is
+    /// compiled in; (0, 0) elsewhere.
+    pub pad: (usize, usize),
 }
 
 impl Spec {
@@ -62,6 +65,11 @@ impl Spec {
             oc: channel_block(written),
             ic: channel_block(s.c_in),
             stride: s.stride,
+            pad: if dir == Direction::InputGradient && s.stride > 1 {
+                (s.pad_h, s.pad_w)
+            } else {
+                (0, 0)
+            },
         }
     }
 
@@ -92,10 +100,10 @@ impl Spec {
             }
             (false, _) => format!(".c{}", self.oc),
         };
-        let stride = if self.stride > 1 {
-            format!(".s{}", self.stride)
-        } else {
-            String::new()
+        let stride = match (self.stride, self.pad) {
+            (1, _) => String::new(),
+            (s, (0, 0)) if self.dir != Direction::InputGradient => format!(".s{s}"),
+            (s, (ph, pw)) => format!(".s{s}p{ph}x{pw}"),
         };
         format!(
             "conv2d_rows.{}.{}x{}.d{}{stride}.{}{blocks}",
@@ -121,6 +129,7 @@ impl Spec {
         let body = match (self.dir, self.depthwise) {
             _ if self.flat4 => self.pointwise4_entry(),
             (Direction::WeightGradient, _) => self.weight_entry(),
+            (Direction::InputGradient, _) if self.stride > 1 => self.strided_dx_entry(),
             (_, true) => self.depthwise_entry(),
             (_, false) => self.dense_entry(),
         };
@@ -309,6 +318,147 @@ impl Spec {
                 let _ = writeln!(
                     w,
                     "        if ox0 + {j}u < p.ow {{ out[base + {j}u] = a{o}_{j}; }}"
+                );
+            }
+            let _ = writeln!(w, "    }}");
+        }
+        let _ = writeln!(w, "}}");
+        s
+    }
+
+    /// The input gradient of a strided convolution, gathered: an
+    /// invocation writes COLS columns of one dx row that share a residue
+    /// modulo the stride (ix = φ + s·(q·COLS + j)), so the column taps that
+    /// reach them are fixed per residue φ (one generated branch each) and
+    /// their dy columns are consecutive; a row tap reaches the row when
+    /// (iy + pad_h − ky·d) divides by s, tested per row. Dense: `oc`
+    /// written channels over a loop on the read (dy) channels; depthwise:
+    /// one channel. Read plane (h, w) = dy's, written (oh, ow) = dx's.
+    fn strided_dx_entry(&self) -> String {
+        let (d, st, oc) = (self.dilation, self.stride, self.oc);
+        let (pad_h, pad_w) = (self.pad.0 as i64, self.pad.1 as i64);
+        let oc = if self.depthwise { 1 } else { oc };
+        let mut s = String::new();
+        let w = &mut s;
+        open_entry(w);
+        let _ = writeln!(
+            w,
+            "    let xblocks = ((p.ow + {}u) / {st}u + {}u) / {COLS}u;",
+            st - 1,
+            COLS - 1
+        );
+        let _ = writeln!(w, "    let cblocks = (p.c_out + {}u) / {oc}u;", oc - 1);
+        let _ = writeln!(
+            w,
+            "    if idx >= p.n * cblocks * p.oh * {st}u * xblocks {{ return; }}"
+        );
+        let _ = writeln!(w, "    let q = idx % xblocks;");
+        let _ = writeln!(w, "    var t = idx / xblocks;");
+        let _ = writeln!(w, "    let phx = t % {st}u;");
+        let _ = writeln!(w, "    t = t / {st}u;");
+        let _ = writeln!(w, "    let iy = t % p.oh;");
+        let _ = writeln!(w, "    t = t / p.oh;");
+        let _ = writeln!(w, "    let o0 = (t % cblocks) * {oc}u;");
+        let _ = writeln!(w, "    let b = t / cblocks;");
+        let _ = writeln!(w, "    let ix0 = phx + {st}u * q * {COLS}u;");
+        // A residue class past the last column (w < stride) owns nothing.
+        let _ = writeln!(w, "    if ix0 >= p.ow {{ return; }}");
+        let _ = writeln!(w, "    let ox0 = i32(q * {COLS}u);");
+        let _ = writeln!(w, "    let lc = p.c_out - 1u;");
+        // The bias slot is bound with every kernel of this module, so it is
+        // read (an input gradient has none: has_bias is 0).
+        let _ = writeln!(w, "    let b0 = select(0.0, bias[0], p.has_bias == 1u);");
+        for o in 0..oc {
+            let _ = writeln!(w, "    let wo{o} = min(o0 + {o}u, lc) * p.w_o;");
+            for j in 0..COLS {
+                let _ = writeln!(w, "    var a{o}_{j} = b0;");
+            }
+        }
+        for ky in 0..self.kh {
+            let _ = writeln!(w, "    let ty{ky} = i32(iy) + {};", pad_h - (ky * d) as i64);
+            let _ = writeln!(
+                w,
+                "    let in{ky} = ty{ky} >= 0 && ty{ky} % {st}i == 0 && ty{ky} / {st}i < i32(p.h);"
+            );
+            let _ = writeln!(
+                w,
+                "    let ry{ky} = u32(clamp(ty{ky} / {st}i, 0, i32(p.h) - 1)) * p.w;"
+            );
+        }
+        let _ = writeln!(w, "    let hw = p.h * p.w;");
+        if self.depthwise {
+            // One channel: the dy plane of the written channel.
+            let _ = writeln!(w, "    {{");
+            let _ = writeln!(w, "        let plane = (b * p.c_in + o0) * hw;");
+            let _ = writeln!(w, "        let wi = 0u;");
+        } else {
+            let _ = writeln!(w, "    for (var i = 0u; i < p.c_in; i = i + 1u) {{");
+            let _ = writeln!(w, "        let plane = (b * p.c_in + i) * hw;");
+            let _ = writeln!(w, "        let wi = i * p.w_i;");
+        }
+        for ky in 0..self.kh {
+            let _ = writeln!(w, "        if in{ky} {{");
+            let _ = writeln!(w, "            let row = plane + ry{ky};");
+            for phase in 0..st as i64 {
+                // Column taps of this residue and their dy column offsets.
+                let taps: Vec<(usize, i64)> = (0..self.kw)
+                    .filter_map(|kx| {
+                        let e = phase + pad_w - (kx * d) as i64;
+                        (e.rem_euclid(st as i64) == 0).then(|| (kx, e.div_euclid(st as i64)))
+                    })
+                    .collect();
+                let _ = writeln!(w, "            if phx == {phase}u {{");
+                let mut offs: Vec<i64> = taps
+                    .iter()
+                    .flat_map(|&(_, c)| (0..COLS as i64).map(move |j| c + j))
+                    .collect();
+                offs.sort_unstable();
+                offs.dedup();
+                let v = |o: i64| {
+                    if o < 0 {
+                        format!("gm{}", -o)
+                    } else {
+                        format!("g{o}")
+                    }
+                };
+                for &o in &offs {
+                    let _ = writeln!(
+                        w,
+                        "                let {} = x_in(row, true, ox0 + {o}i);",
+                        v(o)
+                    );
+                }
+                for &(kx, c) in &taps {
+                    let t = ky * self.kw + kx;
+                    for o in 0..oc {
+                        let _ =
+                            writeln!(w, "                let w{o}_{kx} = wt[wo{o} + wi + {t}u];");
+                        for j in 0..COLS as i64 {
+                            let _ = writeln!(
+                                w,
+                                "                a{o}_{j} = fma(w{o}_{kx}, {}, a{o}_{j});",
+                                v(c + j)
+                            );
+                        }
+                    }
+                }
+                let _ = writeln!(w, "            }}");
+            }
+            let _ = writeln!(w, "        }}");
+        }
+        let _ = writeln!(w, "    }}");
+        for o in 0..oc {
+            let _ = writeln!(w, "    if o0 + {o}u < p.c_out {{");
+            let _ = writeln!(
+                w,
+                "        let base = ((b * p.c_out + o0 + {o}u) * p.oh + iy) * p.ow + ix0;"
+            );
+            for j in 0..COLS {
+                let _ = writeln!(
+                    w,
+                    "        if ix0 + {}u < p.ow {{ out[base + {}u] = a{o}_{j}; }}",
+                    st * j,
+                    st * j
                 );
             }
             let _ = writeln!(w, "    }}");
@@ -582,15 +732,14 @@ pub fn representative_specs() -> Vec<Spec> {
                     } else {
                         &[4, DENSE_CHANNELS]
                     };
-                    let strides: &[usize] = if dir == Direction::InputGradient {
-                        &[1]
-                    } else {
-                        &[1, 2]
-                    };
-                    for (&oc, &stride) in blocks
-                        .iter()
-                        .flat_map(|oc| strides.iter().map(move |s| (oc, s)))
-                    {
+                    for (&oc, stride) in blocks.iter().flat_map(|oc| [1, 2].map(move |s| (oc, s))) {
+                        // A strided input gradient compiles its padding
+                        // in: the "same" padding of the op sets.
+                        let pad = if dir == Direction::InputGradient && stride > 1 {
+                            ((kh - 1) * dilation / 2, (kw - 1) * dilation / 2)
+                        } else {
+                            (0, 0)
+                        };
                         v.push(Spec {
                             depthwise,
                             kh,
@@ -601,6 +750,7 @@ pub fn representative_specs() -> Vec<Spec> {
                             oc,
                             ic: oc,
                             stride,
+                            pad,
                         });
                     }
                 }
@@ -623,6 +773,7 @@ pub fn representative_specs() -> Vec<Spec> {
                 oc,
                 ic: oc,
                 stride: 1,
+                pad: (0, 0),
             });
         }
     }
@@ -641,13 +792,12 @@ fn flat4(s: &Conv2dShape) -> bool {
 }
 
 /// Whether the input gradient is generated for this convolution: the
-/// forward's conditions at stride 1, and padding the flipped kernel can
+/// forward's conditions, and at stride 1 padding the flipped kernel can
 /// mirror.
 pub fn fits(s: &Conv2dShape) -> bool {
-    s.stride == 1
-        && fits_forward(s)
-        && s.pad_h <= (s.kh - 1) * s.dilation
-        && s.pad_w <= (s.kw - 1) * s.dilation
+    fits_forward(s)
+        && (s.stride > 1
+            || (s.pad_h <= (s.kh - 1) * s.dilation && s.pad_w <= (s.kw - 1) * s.dilation))
 }
 
 /// Whether the forward and pass 1 of the weight gradient are generated for
@@ -767,11 +917,16 @@ pub fn kernel(
     // (read channels, planes), (written channels, planes), padding, (w_o, w_i).
     let ((ci, h, wd), (co, oh, ow), pad, (w_o, w_i)) = if flip {
         // The flipped kernel reads dy with the padding that brings every
-        // tap that reached it back: (k − 1) · dilation − pad.
-        let pad = (
-            (s.kh - 1) * s.dilation - s.pad_h,
-            (s.kw - 1) * s.dilation - s.pad_w,
-        );
+        // tap that reached it back: (k − 1) · dilation − pad. (A strided
+        // input gradient has the convolution's own padding compiled in.)
+        let pad = if s.stride > 1 {
+            (s.pad_h, s.pad_w)
+        } else {
+            (
+                (s.kh - 1) * s.dilation - s.pad_h,
+                (s.kw - 1) * s.dilation - s.pad_w,
+            )
+        };
         (
             (s.c_out, s.oh(), s.ow()),
             (s.c_in, s.h, s.w),
@@ -805,6 +960,9 @@ pub fn kernel(
     .map(|v| v as u32);
     let invocations = if spec.flat4 {
         s.n * co.div_ceil(spec.oc) * (oh * ow / 4).div_ceil(2)
+    } else if flip && s.stride > 1 {
+        let oc = if spec.depthwise { 1 } else { spec.oc };
+        s.n * co.div_ceil(oc) * oh * s.stride * ow.div_ceil(s.stride).div_ceil(COLS)
     } else if spec.depthwise {
         s.n * co * oh.div_ceil(DW_ROWS) * ow.div_ceil(COLS)
     } else {
