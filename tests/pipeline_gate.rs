@@ -207,8 +207,12 @@ fn a_gate_above_reach_grows_the_space_and_the_loop_ends() {
     assert!(s4.stages[2].flops < s4.stages[1].flops);
     assert!(s4.removed_channels > 0 && s4.removed_channels < s4.prunable_channels);
     assert!(out.join("s4/final.onnx").is_file());
-    let (_, card) = train::load(gpu, &out.join("s4/final"), 16).expect("the final model dir");
+    let (eval, card) = train::load(gpu, &out.join("s4/final"), 16).expect("the final model dir");
     assert_eq!(gradnas::compress::params(&card), p[3]);
+    // A trained stage's accuracy is its training's test figure: the saved
+    // model must score it.
+    let (_, acc) = eval.evaluate(gpu, &splits.test, &card.norm).unwrap();
+    assert_eq!(acc, s4.stages[3].test_accuracy, "the saved final model");
     // The pruning curve: nine ratios, fewer parameters at each.
     let curve = &s4.pruning_curve;
     assert_eq!(curve.len(), 9);
