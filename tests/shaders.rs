@@ -52,11 +52,7 @@ fn every_shader_validates_and_translates() {
 fn every_generated_kernel_validates_and_translates() {
     let specs = conv2d_rows::representative_specs();
     assert!(specs.len() >= 72);
-    let failures: Vec<String> = specs
-        .iter()
-        .filter_map(|s| portability::check_source(&s.name(), &s.source()).err())
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    all_translate(specs.iter().map(|s| (s.name(), s.source())));
 }
 
 /// The generated pooling kernels (`ops::pool_rows`): max and average,
@@ -65,9 +61,13 @@ fn every_generated_kernel_validates_and_translates() {
 fn every_generated_pool_kernel_validates_and_translates() {
     let specs = pool_rows::representative_specs();
     assert!(specs.len() >= 64);
-    let failures: Vec<String> = specs
-        .iter()
-        .filter_map(|s| portability::check_source(&s.name(), &s.source()).err())
+    all_translate(specs.iter().map(|s| (s.name(), s.source())));
+}
+
+/// Every (name, source) validates, stays in budget and translates.
+fn all_translate(sources: impl Iterator<Item = (String, String)>) {
+    let failures: Vec<String> = sources
+        .filter_map(|(name, src)| portability::check_source(&name, &src).err())
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

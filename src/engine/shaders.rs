@@ -29,6 +29,17 @@ pub const FILES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The head of a generated entry point `name` (one per module, workgroups
+/// of 256): its signature and its linear index `idx` (common.wgsl's
+/// `linear_index`).
+pub fn open_entry(w: &mut String, name: &str) {
+    w.push_str("@compute @workgroup_size(256)\n");
+    w.push_str(&format!(
+        "fn {name}(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{\n"
+    ));
+    w.push_str("    let idx = linear_index(gid, nwg);\n");
+}
+
 /// Templates that code generators complete (not compiled on their own): the
 /// generated kernels are validated one specialisation at a time.
 pub const TEMPLATES: &[&str] = &["conv2d_rows", "pool_rows"];

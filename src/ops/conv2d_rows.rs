@@ -34,8 +34,8 @@ pub struct Spec {
     /// A pointwise (1×1, unpadded, dense) convolution whose planes divide by
     /// 4: positions are read flat, 4 per float4 load.
     pub flat4: bool,
-    /// Dense kernels: written (output) channels per invocation, and read
-    /// (input) channels per invocation of a 1×1 weight gradient.
+    /// Written (output) channels per invocation (1 for depthwise), and read
+    /// (input) channels per invocation of a dense 1×1 weight gradient.
     pub oc: usize,
     pub ic: usize,
     /// 1 or 2.
@@ -62,7 +62,11 @@ impl Spec {
             dilation: s.dilation,
             dir,
             flat4: flat4(s),
-            oc: channel_block(written),
+            oc: if s.is_depthwise() {
+                1
+            } else {
+                channel_block(written)
+            },
             ic: channel_block(s.c_in),
             stride: s.stride,
             pad: if dir == Direction::InputGradient && s.stride > 1 {
@@ -150,7 +154,7 @@ impl Spec {
     /// output columns reads: j·stride + kx·dilation, each once, in order.
     fn window(&self) -> Vec<usize> {
         let mut v: Vec<usize> = (0..COLS)
-            .flat_map(|j| (0..self.kw).map(move |kx| j * self.stride + kx * self.dilation))
+            .flat_map(|j| (0..self.kw).map(move |kx| self.col(j, kx)))
             .collect();
         v.sort_unstable();
         v.dedup();
@@ -337,7 +341,6 @@ impl Spec {
     fn strided_dx_entry(&self) -> String {
         let (d, st, oc) = (self.dilation, self.stride, self.oc);
         let (pad_h, pad_w) = (self.pad.0 as i64, self.pad.1 as i64);
-        let oc = if self.depthwise { 1 } else { oc };
         let mut s = String::new();
         let w = &mut s;
         open_entry(w);
@@ -686,12 +689,7 @@ impl Spec {
 
 /// The start of a generated entry: its signature and linear index.
 fn open_entry(w: &mut String) {
-    let _ = writeln!(w, "@compute @workgroup_size(256)");
-    let _ = writeln!(
-        w,
-        "fn conv_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{"
-    );
-    let _ = writeln!(w, "    let idx = linear_index(gid, nwg);");
+    shaders::open_entry(w, "conv_rows");
 }
 
 /// A dense weight-gradient invocation's work: chunk `k` and the block of
@@ -728,7 +726,7 @@ pub fn representative_specs() -> Vec<Spec> {
                     Direction::WeightGradient,
                 ] {
                     let blocks: &[usize] = if depthwise {
-                        &[DENSE_CHANNELS]
+                        &[1]
                     } else {
                         &[4, DENSE_CHANNELS]
                     };
@@ -961,8 +959,7 @@ pub fn kernel(
     let invocations = if spec.flat4 {
         s.n * co.div_ceil(spec.oc) * (oh * ow / 4).div_ceil(2)
     } else if flip && s.stride > 1 {
-        let oc = if spec.depthwise { 1 } else { spec.oc };
-        s.n * co.div_ceil(oc) * oh * s.stride * ow.div_ceil(s.stride).div_ceil(COLS)
+        s.n * co.div_ceil(spec.oc) * oh * s.stride * ow.div_ceil(s.stride).div_ceil(COLS)
     } else if spec.depthwise {
         s.n * co * oh.div_ceil(DW_ROWS) * ow.div_ceil(COLS)
     } else {

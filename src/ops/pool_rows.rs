@@ -275,12 +275,7 @@ impl Spec {
 
 /// The start of a generated entry: its signature, linear index and bound.
 fn open_entry(w: &mut String) {
-    let _ = writeln!(w, "@compute @workgroup_size(256)");
-    let _ = writeln!(
-        w,
-        "fn pool_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{"
-    );
-    let _ = writeln!(w, "    let idx = linear_index(gid, nwg);");
+    shaders::open_entry(w, "pool_rows");
     let _ = writeln!(w, "    if idx >= p.total {{ return; }}");
 }
 
