@@ -709,6 +709,11 @@ pub struct S2Bench {
     /// Share of a measurement spent building the graph and plan and
     /// uploading the inherited weights (5-block cells).
     pub measure_build_share: f64,
+    /// The same measurement after fine-tuning steps (`MeasureConfig::
+    /// fine_tune_steps`), 5-block cells.
+    pub few_shot_cells_per_s_5_blocks: f64,
+    pub few_shot_steps: usize,
+    pub few_shot_batch: usize,
     pub path_seconds: f64,
     pub path_steps: usize,
     pub path_batch: usize,
@@ -734,6 +739,7 @@ pub fn quick_measure() -> crate::predict::measure::MeasureConfig {
         n_val: 256,
         eval_batch: 64,
         seed: 0,
+        ..crate::predict::measure::MeasureConfig::default()
     }
 }
 
@@ -798,6 +804,21 @@ pub fn s2(gpu: &Gpu, splits: &crate::data::Splits, cells: usize) -> anyhow::Resu
     };
     let (one, _) = rate(1)?;
     let (five, build_share) = rate(5)?;
+    // Eight steps of 32 images first (measured as an option: BENCHMARKS.md).
+    let few = crate::predict::measure::MeasureConfig {
+        fine_tune_steps: 8,
+        ..mc.clone()
+    };
+    let mut m = OneShotDiscrete::new(weights.clone(), splits, &few)?;
+    let cs: Vec<_> = (0..cells.max(1))
+        .map(|_| random_cell(&op_set, 5, &mut rng))
+        .collect();
+    m.measure_cell(gpu, splits, &cs[0])?; // warm-up
+    let t = Instant::now();
+    for c in &cs {
+        m.measure_cell(gpu, splits, c)?;
+    }
+    let few_rate = cs.len() as f64 / t.elapsed().as_secs_f64();
     // Path training: 4 paths of 4 steps of 32 images.
     let pc = PathConfig {
         paths: 4,
@@ -819,6 +840,9 @@ pub fn s2(gpu: &Gpu, splits: &crate::data::Splits, cells: usize) -> anyhow::Resu
         measured_cells_per_s_1_block: one,
         measured_cells_per_s_5_blocks: five,
         measure_build_share: build_share,
+        few_shot_cells_per_s_5_blocks: few_rate,
+        few_shot_steps: few.fine_tune_steps,
+        few_shot_batch: few.fine_tune_batch,
         path_seconds: report.seconds / pc.paths as f64,
         path_steps: pc.steps_per_path,
         path_batch: pc.batch,

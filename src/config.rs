@@ -54,8 +54,9 @@ pub fn preset(name: &str) -> Result<SearchConfig> {
                     ..SearchHyper::default()
                 },
             ),
-            // 40 paths × 4 steps of 32 images (~1.5 min): one-shot
-            // accuracies far from chance, so they rank cells.
+            // 40 paths × 4 steps of 32 images (~0.5 min): one-shot
+            // accuracies off chance (which cells they favour is mostly the
+            // path seed's at this budget: BENCHMARKS.md).
             paths: PathConfig {
                 paths: 40,
                 batch: 32,
@@ -79,6 +80,7 @@ pub fn preset(name: &str) -> Result<SearchConfig> {
                 n_val: 256,
                 eval_batch: 64,
                 seed: 0,
+                ..MeasureConfig::default()
             },
             gate: GateConfig {
                 max_rounds: 1,

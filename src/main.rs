@@ -896,6 +896,10 @@ fn bench_cmd(
                 s.path_steps,
                 s.path_batch
             );
+            println!(
+                "s2 few-shot measurement ({} steps of {} images first): {:.2} cells/s (5 blocks)",
+                s.few_shot_steps, s.few_shot_batch, s.few_shot_cells_per_s_5_blocks
+            );
         }
         Some(s)
     } else {

@@ -107,6 +107,7 @@ impl SearchConfig {
 /// faster than the single masked-supernet plan on lavapipe (BENCHMARKS.md).
 struct OneShotMeasure<'a, 'p> {
     gpu: &'a Gpu,
+    splits: &'a Splits,
     one_shot: OneShotDiscrete,
     /// S2's progress: cells measured so far, of about `expected`.
     ticks: &'a S2Ticks<'p>,
@@ -132,7 +133,7 @@ impl Measure for OneShotMeasure<'_, '_> {
         if crate::progress::interrupted() {
             return Err(crate::progress::stopped("S2"));
         }
-        let acc = self.one_shot.measure(self.gpu, cell, cell)?;
+        let acc = self.one_shot.measure_cell(self.gpu, self.splits, cell)?;
         let t = self.ticks;
         let (n, best) = (t.measured.get() + 1, t.best.get().max(acc));
         t.measured.set(n);
@@ -511,6 +512,7 @@ fn run_s2(
         + 1;
     let mut measurer = OneShotMeasure {
         gpu,
+        splits,
         one_shot: OneShotDiscrete::new(weights, splits, &cfg.measure)?,
         ticks: &ticks,
         expected: expected as u64,

@@ -157,6 +157,7 @@ fn small_measure() -> MeasureConfig {
         n_val: 12,
         eval_batch: 8,
         seed: 2,
+        ..MeasureConfig::default()
     }
 }
 
@@ -281,6 +282,7 @@ fn measuring_is_deterministic_and_tells_cells_apart() {
         n_val: 48,
         eval_batch: 24,
         seed: 1,
+        ..MeasureConfig::default()
     };
     let mut one = OneShot::from_run_dir(gpu, dir.path(), &splits, &mc).unwrap();
     let a = cell(&[

@@ -62,3 +62,26 @@ fn optim() {
 fn affine_scaling() {
     common::run_family("affine_scaling");
 }
+
+/// One wait for several tensors: `read_many` returns what `read` returns
+/// for each, in order, empty and odd-sized buffers included.
+#[test]
+fn read_many_is_read_per_buffer() {
+    let gpu = common::gpu();
+    let mut rng = gradnas::verify::rng(3);
+    let bufs: Vec<_> = [0usize, 3, 1, 7, 0, 1000]
+        .iter()
+        .map(|&n| {
+            gpu.upload("t", &gradnas::verify::randn(&mut rng, n))
+                .unwrap()
+        })
+        .collect();
+    let refs: Vec<_> = bufs.iter().collect();
+    let many = gpu.read_many(&refs).unwrap();
+    assert_eq!(many.len(), bufs.len());
+    for (b, got) in bufs.iter().zip(&many) {
+        assert_eq!(got, &gpu.read(b).unwrap());
+        assert_eq!(got.len(), b.len);
+    }
+    assert!(gpu.read_many(&[]).unwrap().is_empty());
+}

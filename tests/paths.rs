@@ -35,7 +35,21 @@ fn measure() -> MeasureConfig {
         n_val: 200,
         eval_batch: 100,
         seed: 0,
+        ..MeasureConfig::default()
     }
+}
+
+/// The names of the tensors that differ between `start` and `now`; the
+/// stem's always do (every path trains it).
+fn moved<'a>(start: &SupernetWeights, now: &'a SupernetWeights) -> Vec<&'a String> {
+    let moved: Vec<&String> = now
+        .tensors
+        .iter()
+        .filter(|(n, (_, v))| *v != start.tensors[*n].1)
+        .map(|(n, _)| n)
+        .collect();
+    assert!(moved.iter().any(|n| n.starts_with("stem.")), "{moved:?}");
+    moved
 }
 
 /// A path trained in pieces is the path trained at once: 20 calls of 2
@@ -91,6 +105,61 @@ fn a_path_trained_in_pieces_is_the_path_trained_at_once() {
     assert!(after > 0.35 && after > before + 0.2, "{before} → {after}");
 }
 
+/// The few-shot measurement (`MeasureConfig::fine_tune_steps`): the
+/// fine-tune moves the cell's tensors and no others, a cell measures the
+/// same whatever was measured before it (each starts from the shared
+/// weights, on the same batches), and it learns: from a random supernet a
+/// cell goes from chance to well above it, where the one-shot reading of
+/// the same weights stays at chance.
+#[test]
+fn few_shot_measurement_repeats_and_learns() {
+    let gpu = common::gpu();
+    let splits = common::bundled_subset(1024, 200, 1);
+    let cfg = config(4, 2);
+    let start = SupernetWeights::random(cfg.clone(), 2).unwrap();
+    let op_set = measure_op_set(&cfg.op_set);
+    let mut rng = verify::rng(5);
+    let (a, b) = (
+        random_cell(&op_set, 3, &mut rng),
+        random_cell(&op_set, 2, &mut rng),
+    );
+    let few = MeasureConfig {
+        fine_tune_steps: 32,
+        fine_tune_batch: 16,
+        fine_tune_lr: 0.1,
+        ..measure()
+    };
+    let tuned = paths::fine_tune(gpu, &start, &splits, &a, &few).unwrap();
+    let moved = moved(&start, &tuned);
+    for n in &moved {
+        // An op tensor that moved belongs to one of the cell's slots.
+        if let Some(edge) = n
+            .split('.')
+            .find(|p| p.starts_with('b') && p.contains("_in"))
+        {
+            let (j, i) = edge[1..].split_once("_in").unwrap();
+            let (j, i): (usize, usize) = (j.parse().unwrap(), i.parse().unwrap());
+            let block = &a.blocks[j];
+            assert!(block.inputs.contains(&i), "{n} moved, not in {a:?}");
+        }
+    }
+    let mut m = OneShotDiscrete::new(start.clone(), &splits, &few).unwrap();
+    let a1 = m.measure_cell(gpu, &splits, &a).unwrap();
+    let b1 = m.measure_cell(gpu, &splits, &b).unwrap();
+    let a2 = m.measure_cell(gpu, &splits, &a).unwrap();
+    assert_eq!(
+        a1, a2,
+        "measuring {b:?} in between changed {a:?}'s measurement"
+    );
+    let plain = OneShotDiscrete::new(start.clone(), &splits, &measure())
+        .unwrap()
+        .measure_cell(gpu, &splits, &a)
+        .unwrap();
+    eprintln!("one-shot {plain}, few-shot {a1} (and {b1} for the other cell)");
+    assert!(plain < 0.25, "untrained: {plain}");
+    assert!(a1 > plain + 0.15 && b1 > 0.25, "{plain} → {a1}, {b1}");
+}
+
 /// Only the tensors of sampled paths move (the stem always does; most
 /// (edge, op) candidates are not drawn in 3 paths), the same seed gives
 /// the same weights bit for bit, another seed other weights, and the
@@ -120,13 +189,7 @@ fn sampled_tensors_move_and_runs_repeat() {
         w
     };
     let (a, b, c) = (run(1), run(1), run(2));
-    let moved: Vec<&String> = a
-        .tensors
-        .iter()
-        .filter(|(n, (_, v))| *v != start.tensors[*n].1)
-        .map(|(n, _)| n)
-        .collect();
-    assert!(moved.iter().any(|n| n.starts_with("stem.")), "{moved:?}");
+    let moved = moved(&start, &a);
     assert!(
         moved.len() < a.tensors.len() / 2,
         "{} of {} tensors moved after 3 paths",

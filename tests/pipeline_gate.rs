@@ -60,6 +60,10 @@ fn a_gate_above_reach_grows_the_space_and_the_loop_ends() {
             n_val: 8,
             eval_batch: 8,
             seed: 0,
+            // Few-shot (an option), at the smallest size: S2 runs it.
+            fine_tune_steps: 1,
+            fine_tune_batch: 4,
+            ..MeasureConfig::default()
         },
         // Accuracy can never exceed 1: every round fails.
         gate: GateConfig {

@@ -161,27 +161,51 @@ impl Gpu {
 
     /// Copy a buffer back to the host (waits for the GPU).
     pub fn read(&self, b: &Buf) -> Result<Vec<f32>, GpuError> {
-        Ok(bytemuck::cast_slice(&self.read_bytes(b)?).to_vec())
+        Ok(bytemuck::cast_slice(&self.read_words(&[b])?).to_vec())
+    }
+
+    /// Copy several buffers back with one staging buffer, one submit and
+    /// one wait (a plan's trained parameters: `read` per tensor waits for
+    /// the GPU once per tensor).
+    pub fn read_many(&self, bufs: &[&Buf]) -> Result<Vec<Vec<f32>>, GpuError> {
+        let words = self.read_words(bufs)?;
+        let all: &[f32] = bytemuck::cast_slice(&words);
+        let mut at = 0;
+        Ok(bufs
+            .iter()
+            .map(|b| {
+                at += b.len;
+                all[at - b.len..at].to_vec()
+            })
+            .collect())
     }
 
     pub fn read_u32(&self, b: &Buf) -> Result<Vec<u32>, GpuError> {
-        Ok(bytemuck::cast_slice(&self.read_bytes(b)?).to_vec())
+        self.read_words(&[b])
     }
 
-    fn read_bytes(&self, b: &Buf) -> Result<Vec<u8>, GpuError> {
-        if b.len == 0 {
+    /// The 32-bit words of `bufs`, one after the other, through one
+    /// staging buffer. Words, not bytes: a Vec<u8> need not be aligned for
+    /// a cast to f32 (the mapped range is).
+    fn read_words(&self, bufs: &[&Buf]) -> Result<Vec<u32>, GpuError> {
+        let total: u64 = bufs.iter().map(|b| b.bytes()).sum();
+        if total == 0 {
             return Ok(Vec::new());
         }
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
-            size: b.bytes(),
+            size: total,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         let mut enc = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        enc.copy_buffer_to_buffer(b.raw(), 0, &staging, 0, b.bytes());
+        let mut at = 0;
+        for b in bufs.iter().filter(|b| b.len > 0) {
+            enc.copy_buffer_to_buffer(b.raw(), 0, &staging, at, b.bytes());
+            at += b.bytes();
+        }
         self.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
@@ -194,7 +218,7 @@ impl Gpu {
         let view = staging
             .get_mapped_range(..)
             .map_err(|e| GpuError::Lost(e.to_string()))?;
-        let out = view.to_vec();
+        let out: Vec<u32> = bytemuck::cast_slice(&view).to_vec();
         drop(view);
         staging.unmap();
         Ok(out)

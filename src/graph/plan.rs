@@ -154,6 +154,12 @@ impl Plan {
         gpu.read(&self.bufs[t.0])
     }
 
+    /// Read several tensors back in one wait (see [`Plan::read`]).
+    pub fn read_many(&self, gpu: &Gpu, ts: &[T]) -> Result<Vec<Vec<f32>>, GpuError> {
+        let bufs: Vec<&Buf> = ts.iter().map(|t| &self.bufs[t.0]).collect();
+        gpu.read_many(&bufs)
+    }
+
     /// Copy tensors from another plan on the GPU, `(ours, theirs)` pairs of
     /// equal size (trained weights into an evaluation plan), one submit.
     pub fn copy_from(&self, gpu: &Gpu, src: &Plan, pairs: &[(T, T)]) {

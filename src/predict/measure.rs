@@ -54,6 +54,22 @@
 //! is one partial edge collapsed to its op. That geometry has no full-width
 //! discrete counterpart, so [`OneShotDiscrete`] refuses k > 1.
 //!
+//! **Few-shot** (`fine_tune_steps` > 0, off by default;
+//! [`OneShotDiscrete::measure_cell`], what S2 calls): before the statistics
+//! and evaluation passes, a copy of the shared weights trains the cell's
+//! own sub-network for a few SGD steps (`predict::paths::fine_tune`: the
+//! same batches for every cell, lr annealed to 0); the shared weights stay
+//! as they were, so a cell's measurement does not depend on what was
+//! measured before it. Why it exists: on lavapipe's budget each (edge, op)
+//! tensor of the shared weights is trained a handful of times, and the
+//! one-shot reading of a cell mostly records that history: two path
+//! trainings that differ only in their seed rank the 136 one-block cells
+//! with Kendall τ ≈ 0. Why it is off: eight steps of the cell did not
+//! change that (τ 0.09 between seeds) nor make the predictor's τ reliably
+//! positive, at twice S2's time, while training the shared weights longer
+//! did (600 paths: τ 0.52 between seeds; BENCHMARKS.md, "Is the
+//! measurement a property of the cell?").
+//!
 //! **Batch-norm statistics** are recomputed per cell as a cumulative
 //! average: the plan first runs `bn_batches` training batches through the
 //! train-mode (batch statistics) forward, and pass t's batch norms update
@@ -89,7 +105,7 @@ use crate::space::{num_inputs, Cell, OpKind, OpSet, BLOCKS};
 use crate::verify;
 
 /// How a cell is measured.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MeasureConfig {
     /// Training batches whose statistics become batch norm's running
     /// statistics (cumulative average).
@@ -104,6 +120,26 @@ pub struct MeasureConfig {
     pub eval_batch: usize,
     /// Seed of the shuffled training order the statistics batches come from.
     pub seed: u64,
+    /// Few-shot measurement: SGD steps on the cell's own sub-network,
+    /// starting from the shared weights (which stay as they are), before
+    /// it is measured; 0 (the default) measures the shared weights as they
+    /// are (module comment: what it was measured to change).
+    #[serde(default)]
+    pub fine_tune_steps: usize,
+    /// Images per fine-tuning step (the same batches for every cell).
+    #[serde(default = "fine_tune_batch")]
+    pub fine_tune_batch: usize,
+    /// Learning rate of the fine-tuning, cosine-annealed to 0 over its steps.
+    #[serde(default = "fine_tune_lr")]
+    pub fine_tune_lr: f32,
+}
+
+fn fine_tune_batch() -> usize {
+    32
+}
+
+fn fine_tune_lr() -> f32 {
+    0.05
 }
 
 impl Default for MeasureConfig {
@@ -114,6 +150,9 @@ impl Default for MeasureConfig {
             n_val: 1000,
             eval_batch: 100,
             seed: 0,
+            fine_tune_steps: 0,
+            fine_tune_batch: fine_tune_batch(),
+            fine_tune_lr: fine_tune_lr(),
         }
     }
 }
@@ -135,6 +174,20 @@ impl MeasureConfig {
         }
         if self.eval_batch == 0 {
             return Err("eval_batch 0: need at least one image per pass".into());
+        }
+        if self.fine_tune_steps > 0 {
+            if self.fine_tune_batch < 2 {
+                return Err(format!(
+                    "fine_tune_batch {}: batch statistics need at least 2 images",
+                    self.fine_tune_batch
+                ));
+            }
+            if !(self.fine_tune_lr.is_finite() && self.fine_tune_lr > 0.0) {
+                return Err(format!(
+                    "fine_tune_lr {}: must be positive",
+                    self.fine_tune_lr
+                ));
+            }
         }
         Ok(())
     }
@@ -806,6 +859,7 @@ pub(crate) fn discrete_cell(g: &mut Graph, st: &mut ParamStore, io: CellIo, cell
 pub struct OneShotDiscrete {
     cfg: SupernetConfig,
     weights: SupernetWeights,
+    mc: MeasureConfig,
     shapes: Shapes,
     feed: Feed,
     /// Seconds of the last measurement spent building the graph and the
@@ -833,6 +887,7 @@ impl OneShotDiscrete {
         Ok(OneShotDiscrete {
             cfg,
             weights,
+            mc: mc.clone(),
             shapes: s,
             feed,
             last_build_seconds: 0.0,
@@ -842,7 +897,23 @@ impl OneShotDiscrete {
 
     /// The validation accuracy in [0, 1] of the sub-network of this cell pair.
     pub fn measure(&mut self, gpu: &Gpu, normal: &Cell, reduce: &Cell) -> Result<f32> {
-        Ok(self.run(gpu, normal, reduce, false)?.0)
+        Ok(self.run(gpu, None, normal, reduce, false)?.0)
+    }
+
+    /// The measurement of one cell used for both kinds, as S2 measures:
+    /// with `fine_tune_steps`, first that many SGD steps of the cell's
+    /// sub-network on `splits`' training images (the same batches for
+    /// every cell), on a copy of the shared weights.
+    pub fn measure_cell(&mut self, gpu: &Gpu, splits: &Splits, cell: &Cell) -> Result<f32> {
+        if self.mc.fine_tune_steps == 0 {
+            return self.measure(gpu, cell, cell);
+        }
+        let start = Instant::now();
+        let tuned = super::paths::fine_tune(gpu, &self.weights, splits, cell, &self.mc)?;
+        let tune_s = start.elapsed().as_secs_f64();
+        let acc = self.run(gpu, Some(&tuned), cell, cell, false)?.0;
+        self.last_run_seconds += tune_s;
+        Ok(acc)
     }
 
     /// [`OneShotDiscrete::measure`] and the logits of the measured images.
@@ -852,17 +923,19 @@ impl OneShotDiscrete {
         normal: &Cell,
         reduce: &Cell,
     ) -> Result<(f32, Vec<f32>)> {
-        self.run(gpu, normal, reduce, true)
+        self.run(gpu, None, normal, reduce, true)
     }
 
     fn run(
         &mut self,
         gpu: &Gpu,
+        weights: Option<&SupernetWeights>,
         normal: &Cell,
         reduce: &Cell,
         logits: bool,
     ) -> Result<(f32, Vec<f32>)> {
         let start = Instant::now();
+        let weights = weights.unwrap_or(&self.weights);
         // The masks are not used here; making them validates both cells
         // with the same errors as the mask plan.
         mask_values(normal, reduce, &self.cfg.op_set).map_err(anyhow::Error::msg)?;
@@ -878,7 +951,7 @@ impl OneShotDiscrete {
         let mut sink = GpuSink(&plan, gpu);
         for &t in &passes.params {
             let d = g.def(t);
-            sink.f32(t, &self.weights.value(&d.name, &d.shape)?);
+            sink.f32(t, &weights.value(&d.name, &d.shape)?);
         }
         write_feed(&mut sink, &passes, &self.feed);
         let built = Instant::now();
@@ -903,6 +976,39 @@ impl OneShotDiscrete {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Few-shot settings are checked only when fine-tuning is on, and
+    /// then name the field.
+    #[test]
+    fn fine_tune_settings_are_checked() {
+        let off = MeasureConfig {
+            fine_tune_steps: 0,
+            fine_tune_batch: 1,
+            ..MeasureConfig::default()
+        };
+        assert_eq!(off.validate(), Ok(()));
+        for (mc, what) in [
+            (
+                MeasureConfig {
+                    fine_tune_steps: 4,
+                    fine_tune_batch: 1,
+                    ..MeasureConfig::default()
+                },
+                "fine_tune_batch 1",
+            ),
+            (
+                MeasureConfig {
+                    fine_tune_steps: 4,
+                    fine_tune_lr: 0.0,
+                    ..MeasureConfig::default()
+                },
+                "fine_tune_lr 0",
+            ),
+        ] {
+            let e = mc.validate().unwrap_err();
+            assert!(e.contains(what), "{what}: {e}");
+        }
+    }
 
     /// After the statistics passes, batch norm's running statistics are the
     /// plain mean of the batches' means and unbiased variances (momentum

@@ -27,7 +27,7 @@ use std::time::Instant;
 use anyhow::{anyhow, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::measure::{discrete_cell, inherit, measure_op_set, SupernetWeights};
+use super::measure::{discrete_cell, inherit, measure_op_set, MeasureConfig, SupernetWeights};
 use rand::Rng;
 
 use crate::data::{Splits, Stream};
@@ -61,6 +61,15 @@ pub struct PathConfig {
     pub clip: Option<f32>,
     /// Seed of the sampled cells and of the batches.
     pub seed: u64,
+    /// Random crops and flips of the training images. A small network
+    /// trained for a few hundred steps underfits, and augmentation slows
+    /// it further (the quick preset turns it off, as S4 does).
+    #[serde(default = "yes")]
+    pub augment: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for PathConfig {
@@ -77,6 +86,7 @@ impl Default for PathConfig {
             weight_decay: 3e-4,
             clip: Some(5.0),
             seed: 7,
+            augment: true,
         }
     }
 }
@@ -213,6 +223,9 @@ pub struct PathTrainer<'a> {
     labels: Vec<u32>,
     /// Seconds spent building graphs and plans and moving weights.
     pub build_seconds: f64,
+    /// Read the SGD momentum back after each path, for the next path that
+    /// shares its tensors (not needed by a one-off fine-tune).
+    pub keep_momentum: bool,
 }
 
 impl<'a> PathTrainer<'a> {
@@ -253,18 +266,20 @@ impl<'a> PathTrainer<'a> {
             pixels: vec![0.0; b * sc.dims.len()],
             labels: vec![0; b],
             build_seconds: 0.0,
+            keep_momentum: true,
         })
     }
 
     /// The next batch of the shuffled training stream (a new shuffle per
-    /// pass), augmented.
+    /// pass), augmented if so configured.
     fn next_batch(&mut self) {
         let train = &self.splits.train;
         let idx = self.stream.next(train, self.cfg.batch);
+        let augment = self.cfg.augment.then(|| self.splits.kind.augment());
         train.fill_batch(
             &idx,
             &self.splits.norm,
-            Some(&self.splits.kind.augment()),
+            augment.as_ref(),
             &mut self.rng,
             &mut self.pixels,
             &mut self.labels,
@@ -314,23 +329,61 @@ impl<'a> PathTrainer<'a> {
             "path training: the loss became {loss} on cell {cell:?}; lower the lr"
         );
         let acc = plan.read(gpu, pg.correct)?[0] / (steps * self.cfg.batch as f32);
-        for &(p, m) in &pg.params {
+        // Every parameter (and momentum) in one read: one wait, not one
+        // per tensor.
+        let mut wanted: Vec<T> = pg.params.iter().map(|&(p, _)| p).collect();
+        if self.keep_momentum {
+            wanted.extend(pg.params.iter().map(|&(_, m)| m));
+        }
+        let values = plan.read_many(gpu, &wanted)?;
+        let (trained, moms) = values.split_at(pg.params.len());
+        for (i, &(p, _)) in pg.params.iter().enumerate() {
             let d = pg.g.def(p);
             let (have, full) = weights
                 .tensors
                 .get_mut(&d.name)
                 .expect("inherited above, so present");
-            scatter_back(full, have, &d.shape, &plan.read(gpu, p)?);
-            let n = have.iter().product();
-            let mom = self
-                .momentum
-                .entry(d.name.clone())
-                .or_insert_with(|| vec![0.0; n]);
-            scatter_back(mom, have, &d.shape, &plan.read(gpu, m)?);
+            scatter_back(full, have, &d.shape, &trained[i]);
+            if let Some(mom) = moms.get(i) {
+                let n = have.iter().product();
+                let m = self
+                    .momentum
+                    .entry(d.name.clone())
+                    .or_insert_with(|| vec![0.0; n]);
+                scatter_back(m, have, &d.shape, mom);
+            }
         }
         self.build_seconds += t1.elapsed().as_secs_f64();
         Ok((loss, acc))
     }
+}
+
+/// The first half of a few-shot measurement (`MeasureConfig::
+/// fine_tune_steps`): a copy of `base` in which `cell`'s sub-network
+/// trained that many steps, on the same batches whatever the cell, at an lr
+/// annealed to 0, without augmentation.
+pub fn fine_tune(
+    gpu: &Gpu,
+    base: &SupernetWeights,
+    splits: &Splits,
+    cell: &Cell,
+    mc: &MeasureConfig,
+) -> Result<SupernetWeights> {
+    let cfg = PathConfig {
+        paths: 1,
+        steps_per_path: mc.fine_tune_steps,
+        batch: mc.fine_tune_batch,
+        lr: mc.fine_tune_lr,
+        lr_min: 0.0,
+        seed: mc.seed,
+        augment: false,
+        ..PathConfig::default()
+    };
+    let mut tuned = base.clone();
+    let mut trainer = PathTrainer::new(gpu, base, splits, &cfg, cfg.steps_per_path)?;
+    trainer.keep_momentum = false;
+    trainer.train_path(&mut tuned, cell, cfg.steps_per_path)?;
+    Ok(tuned)
 }
 
 /// Train `weights` on `paths` sampled single paths (module comment),
