@@ -788,37 +788,31 @@ pub fn s2(gpu: &Gpu, splits: &crate::data::Splits, cells: usize) -> anyhow::Resu
     // not depend on their values).
     let weights = SupernetWeights::random(cfg.clone(), 1)?;
     let mc = quick_measure();
-    let mut m = OneShotDiscrete::new(weights.clone(), splits, &mc)?;
-    let mut rate = |blocks: usize| -> anyhow::Result<(f64, f64)> {
-        let cs: Vec<_> = (0..cells.max(1))
-            .map(|_| random_cell(&op_set, blocks, &mut rng))
-            .collect();
-        m.measure(gpu, &cs[0], &cs[0])?; // warm-up
-        let (t, mut build) = (Instant::now(), 0.0);
-        for c in &cs {
-            m.measure(gpu, c, c)?;
-            build += m.last_build_seconds;
-        }
-        let secs = t.elapsed().as_secs_f64();
-        Ok((cs.len() as f64 / secs, build / secs))
-    };
-    let (one, _) = rate(1)?;
-    let (five, build_share) = rate(5)?;
     // Eight steps of 32 images first (measured as an option: BENCHMARKS.md).
     let few = crate::predict::measure::MeasureConfig {
         fine_tune_steps: 8,
         ..mc.clone()
     };
-    let mut m = OneShotDiscrete::new(weights.clone(), splits, &few)?;
-    let cs: Vec<_> = (0..cells.max(1))
-        .map(|_| random_cell(&op_set, 5, &mut rng))
-        .collect();
-    m.measure_cell(gpu, splits, &cs[0])?; // warm-up
-    let t = Instant::now();
-    for c in &cs {
-        m.measure_cell(gpu, splits, c)?;
-    }
-    let few_rate = cs.len() as f64 / t.elapsed().as_secs_f64();
+    // `measure_cell` as S2 calls it: one-shot when `fine_tune_steps` is 0.
+    let mut rate = |mc: &crate::predict::measure::MeasureConfig,
+                    blocks: usize|
+     -> anyhow::Result<(f64, f64)> {
+        let mut m = OneShotDiscrete::new(weights.clone(), splits, mc)?;
+        let cs: Vec<_> = (0..cells.max(1))
+            .map(|_| random_cell(&op_set, blocks, &mut rng))
+            .collect();
+        m.measure_cell(gpu, splits, &cs[0])?; // warm-up
+        let (t, mut build) = (Instant::now(), 0.0);
+        for c in &cs {
+            m.measure_cell(gpu, splits, c)?;
+            build += m.last_build_seconds;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        Ok((cs.len() as f64 / secs, build / secs))
+    };
+    let (one, _) = rate(&mc, 1)?;
+    let (five, build_share) = rate(&mc, 5)?;
+    let (few_rate, _) = rate(&few, 5)?;
     // Path training: 4 paths of 4 steps of 32 images.
     let pc = PathConfig {
         paths: 4,

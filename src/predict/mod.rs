@@ -8,3 +8,8 @@ pub mod paths;
 pub mod predictor;
 pub mod progressive;
 pub mod rank;
+
+/// serde's default for switches that are on unless a file says otherwise.
+fn yes() -> bool {
+    true
+}

@@ -64,12 +64,8 @@ pub struct PathConfig {
     /// Random crops and flips of the training images. A small network
     /// trained for a few hundred steps underfits, and augmentation slows
     /// it further (the quick preset turns it off, as S4 does).
-    #[serde(default = "yes")]
+    #[serde(default = "super::yes")]
     pub augment: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl Default for PathConfig {

@@ -63,7 +63,7 @@ pub struct ProgressiveConfig {
     /// only has to judge the added block. On the bundled data the parent's
     /// accuracy alone ranks the next level's cells better than the LSTM
     /// (BENCHMARKS.md). false: PNAS's plain predictor score.
-    #[serde(default = "yes")]
+    #[serde(default = "super::yes")]
     pub anchor: bool,
     /// With `anchor`: the weight w of the predicted change, score =
     /// measured(parent) + w · (predicted(child) − predicted(parent)). Below
@@ -72,10 +72,6 @@ pub struct ProgressiveConfig {
     /// spread of the parents' accuracies, and is noisier (BENCHMARKS.md).
     #[serde(default = "one")]
     pub anchor_weight: f32,
-}
-
-fn yes() -> bool {
-    true
 }
 
 fn one() -> f32 {
