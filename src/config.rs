@@ -55,16 +55,19 @@ pub fn preset(name: &str) -> Result<SearchConfig> {
                 },
             ),
             // 40 paths × 4 steps of 32 images (~0.5 min): one-shot
-            // accuracies off chance (which cells they favour is mostly the
-            // path seed's at this budget: BENCHMARKS.md).
+            // accuracies off chance (through the shared classifier, which
+            // cells they favour is mostly the path seed's at this budget;
+            // through the probe below it is mostly the cell's).
             paths: PathConfig {
                 paths: 40,
                 batch: 32,
                 ..PathConfig::default()
             },
             // K = 8, cells measured on 256 validation images (BN from
-            // 2 × 32 training images), a 5-epoch predictor, one round:
-            // minutes on lavapipe rather than hours.
+            // 2 × 32 training images) by a classifier fitted per cell on
+            // 256 training images (the shared one reads the path seed at
+            // this budget, the probe the cell: BENCHMARKS.md), a 5-epoch
+            // predictor, one round: minutes on lavapipe rather than hours.
             progressive: ProgressiveConfig {
                 top_k: 8,
                 explore: 8,
@@ -80,6 +83,7 @@ pub fn preset(name: &str) -> Result<SearchConfig> {
                 n_val: 256,
                 eval_batch: 64,
                 seed: 0,
+                probe_images: 256,
                 ..MeasureConfig::default()
             },
             gate: GateConfig {

@@ -61,13 +61,20 @@ pub struct SearchConfig {
 
 impl SearchConfig {
     /// The patent's S2/S3 values (K = 128, gate 0.80, one-shot measuring
-    /// on 1,000 validation images) around a default S1 configuration.
+    /// on 1,000 validation images) around a default S1 configuration. Cells
+    /// are read through a classifier fitted per cell on 1,000 training
+    /// images: the probe ranked cells more repeatably than the shared
+    /// classifier at both path budgets measured (BENCHMARKS.md, "A
+    /// classifier per cell").
     pub fn paper() -> SearchConfig {
         SearchConfig {
             s1: S1Config::default(),
             progressive: ProgressiveConfig::default(),
             predictor: PredictorConfig::default(),
-            measure: MeasureConfig::default(),
+            measure: MeasureConfig {
+                probe_images: 1000,
+                ..MeasureConfig::default()
+            },
             gate: GateConfig::default(),
             paths: PathConfig::default(),
             gate_train_epochs: None,

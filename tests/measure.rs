@@ -247,6 +247,64 @@ fn mask_plan_matches_the_discrete_plan() {
     eprintln!("mask vs discrete plan: {:.1} s", t0.elapsed().as_secs_f64());
 }
 
+/// The linear-probe reading (`probe_images` > 0) is the same number on
+/// the mask plan, its CPU reference and the discrete plan (the features
+/// agree to rounding, so at most one borderline image may differ), a
+/// multiple of 1/n_val, repeatable after another cell, and not the shared
+/// classifier's reading.
+#[test]
+fn probe_reading_agrees_across_plans() {
+    let t0 = Instant::now();
+    let gpu = common::gpu();
+    let splits = common::bundled_subset(48, 24, 1);
+    let cfg = config(2, 2, splits.train.dims, OpSet::pnas());
+    let w = SupernetWeights::random(cfg, 21).unwrap();
+    let mc = MeasureConfig {
+        n_val: 24,
+        probe_images: 21,
+        ..small_measure()
+    };
+    let mut mask = OneShot::new(gpu, &w, &splits, &mc).unwrap();
+    let mut discrete = OneShotDiscrete::new(w.clone(), &splits, &mc).unwrap();
+    let mut shared = OneShotDiscrete::new(
+        w,
+        &splits,
+        &MeasureConfig {
+            probe_images: 0,
+            ..mc.clone()
+        },
+    )
+    .unwrap();
+    let a = cell(&[(0, SepConv3x3, 1, MaxPool3x3), (2, AvgPool3x3, 0, Identity)]);
+    let b = cell(&[(1, DilConv3x3, 0, SepConv5x5)]);
+    let mut differs = false;
+    for c in [&a, &b] {
+        let gpu_acc = mask.measure(gpu, c, c).unwrap();
+        let (cpu_acc, _) = mask.measure_cpu(c, c).unwrap();
+        let disc = discrete.measure(gpu, c, c).unwrap();
+        for (what, v) in [("cpu", cpu_acc), ("discrete", disc)] {
+            assert!(
+                (v - gpu_acc).abs() <= 1.0 / 24.0 + 1e-6,
+                "{c:?}: mask plan {gpu_acc} vs {what} {v}"
+            );
+        }
+        assert!(
+            (0.0..=1.0).contains(&gpu_acc)
+                && (gpu_acc * 24.0 - (gpu_acc * 24.0).round()).abs() < 1e-4
+        );
+        differs |= shared.measure(gpu, c, c).unwrap() != disc;
+    }
+    assert_eq!(
+        mask.measure(gpu, &a, &a).unwrap(),
+        mask.measure(gpu, &a, &a).unwrap()
+    );
+    assert!(
+        differs,
+        "the probe read both cells exactly as the shared classifier does"
+    );
+    eprintln!("probe: {:.1} s", t0.elapsed().as_secs_f64());
+}
+
 /// (c) After a few S1 steps: measuring is deterministic (also after
 /// another cell ran: the statistics are recomputed, nothing leaks), and
 /// two different cells measure differently. (d, through the plan) a bad
@@ -383,6 +441,13 @@ fn bad_inputs_error_clearly() {
                 ..small_measure()
             },
             "n_val 0",
+        ),
+        (
+            MeasureConfig {
+                probe_images: 1,
+                ..small_measure()
+            },
+            "probe_images 1",
         ),
         (
             MeasureConfig {

@@ -70,6 +70,19 @@
 //! did (600 paths: τ 0.52 between seeds; BENCHMARKS.md, "Is the
 //! measurement a property of the cell?").
 //!
+//! **Linear probe** (`probe_images` > 0, off by default): the accuracy is
+//! not the shared classifier's but that of a least-squares classifier
+//! fitted per cell on the pooled features of `probe_images` training
+//! images ([`super::probe`]). Path training co-adapts the one shared
+//! classifier with whichever paths it trained last, and read through that
+//! head a cell's accuracy is mostly how well its features line up with it:
+//! at the quick preset's 40 paths, two path seeds rank the 136 one-block
+//! cells with τ −0.01 through the shared head and 0.41 through the probe
+//! (BENCHMARKS.md, "A classifier per cell"). The features of the probe's
+//! images come from extra evaluation-mode passes of the same plan (the
+//! classifier node of those passes is dead code), read back with the
+//! evaluation passes' features in the one wait that reads the count.
+//!
 //! **Batch-norm statistics** are recomputed per cell as a cumulative
 //! average: the plan first runs `bn_batches` training batches through the
 //! train-mode (batch statistics) forward, and pass t's batch norms update
@@ -132,6 +145,13 @@ pub struct MeasureConfig {
     /// Learning rate of the fine-tuning, cosine-annealed to 0 over its steps.
     #[serde(default = "fine_tune_lr")]
     pub fine_tune_lr: f32,
+    /// Linear-probe reading: this many training images (after the
+    /// statistics batches in the same shuffled order) give the pooled
+    /// features on which a least-squares classifier is fitted per cell,
+    /// and the accuracy is that classifier's on the validation images'
+    /// features ([`super::probe`]); 0 reads the shared classifier.
+    #[serde(default)]
+    pub probe_images: usize,
 }
 
 fn fine_tune_batch() -> usize {
@@ -153,6 +173,7 @@ impl Default for MeasureConfig {
             fine_tune_steps: 0,
             fine_tune_batch: fine_tune_batch(),
             fine_tune_lr: fine_tune_lr(),
+            probe_images: 0,
         }
     }
 }
@@ -174,6 +195,9 @@ impl MeasureConfig {
         }
         if self.eval_batch == 0 {
             return Err("eval_batch 0: need at least one image per pass".into());
+        }
+        if self.probe_images == 1 {
+            return Err("probe_images 1: a classifier needs at least 2 training images".into());
         }
         if self.fine_tune_steps > 0 {
             if self.fine_tune_batch < 2 {
@@ -431,6 +455,8 @@ struct Shapes {
     /// Validation images measured.
     n: usize,
     eval_batch: usize,
+    /// Training images of the linear probe (0: none).
+    probe: usize,
 }
 
 impl Shapes {
@@ -444,10 +470,14 @@ impl Shapes {
             bn_batch: mc.bn_batch,
             n,
             eval_batch: mc.eval_batch.min(n),
+            probe: mc.probe_images,
         })
     }
     fn eval_passes(&self) -> usize {
         self.n.div_ceil(self.eval_batch)
+    }
+    fn probe_passes(&self) -> usize {
+        self.probe.div_ceil(self.eval_batch)
     }
 }
 
@@ -463,6 +493,26 @@ struct Passes {
     correct: T,
     /// Batch norm's running statistics.
     states: Vec<T>,
+    /// With a probe: (images, pooled features) per probe pass, then the
+    /// pooled features of each evaluation pass (all pinned).
+    probe: Vec<(T, T)>,
+    features: Vec<T>,
+}
+
+/// The classifier's input (the pooled features) of the network whose
+/// logits are `logits`.
+fn features_of(g: &Graph, logits: T) -> T {
+    let node = g
+        .nodes
+        .iter()
+        .rev()
+        .find(|n| n.outputs.contains(&logits))
+        .expect("logits come from a node");
+    assert!(
+        matches!(node.op, Op::Linear { .. }),
+        "the network ends in a linear classifier"
+    );
+    node.inputs[0]
 }
 
 /// `bn_batches` train-mode passes (pass t's batch norms at momentum 1/t),
@@ -493,6 +543,19 @@ fn build_passes(
     }
     st.eval = true;
     let e = s.eval_batch;
+    let mut probe = Vec::with_capacity(s.probe_passes());
+    for p in 0..s.probe_passes() {
+        let x = g.input(
+            &format!("probe{p}.images"),
+            &[e, d.channels, d.height, d.width],
+        );
+        // Only the features are read: the classifier node is dead code.
+        let logits = forward(g, &mut st, x);
+        let f = features_of(g, logits);
+        g.pin(f);
+        probe.push((x, f));
+    }
+    let mut features = Vec::new();
     let mut correct: Option<T> = None;
     let mut eval = Vec::with_capacity(s.eval_passes());
     for p in 0..s.eval_passes() {
@@ -503,6 +566,11 @@ fn build_passes(
         let labels = g.input(&format!("val{p}.labels"), &[e]);
         let logits = forward(g, &mut st, x);
         g.pin(logits);
+        if s.probe > 0 {
+            let f = features_of(g, logits);
+            g.pin(f);
+            features.push(f);
+        }
         // Summed by adds into a pinned temp rather than accumulated into
         // a state: nothing to reset, so a cell costs one write.
         let rows_cols = SoftmaxShape {
@@ -534,7 +602,63 @@ fn build_passes(
         eval,
         correct,
         states: st.states,
+        probe,
+        features,
     }
+}
+
+/// Every tensor a measurement reads back: the correct count (with its
+/// finiteness guard), then with a probe the probe's and the evaluation
+/// passes' features.
+fn readback(p: &Passes) -> Vec<T> {
+    let mut ts = vec![p.correct];
+    ts.extend(p.probe.iter().map(|&(_, f)| f));
+    ts.extend(&p.features);
+    ts
+}
+
+/// The accuracy from what [`readback`] named, read back: the shared
+/// classifier's, or with a probe the probe's.
+fn reading(
+    values: &[Vec<f32>],
+    s: &Shapes,
+    feed: &Feed,
+    classes: usize,
+    normal: &Cell,
+    reduce: &Cell,
+) -> Result<f32> {
+    let acc = accuracy(values[0][0], s.n, normal, reduce)?;
+    if s.probe == 0 {
+        return Ok(acc);
+    }
+    let passes = s.probe_passes();
+    let dim = values[1].len() / s.eval_batch;
+    let rows = |v: &[Vec<f32>], n: usize| {
+        let mut all: Vec<f32> = v.concat();
+        all.truncate(n * dim);
+        all
+    };
+    let train = rows(&values[1..1 + passes], s.probe);
+    let val = rows(&values[1 + passes..], s.n);
+    let val_labels: Vec<u32> = feed
+        .eval
+        .iter()
+        .flat_map(|(_, l)| l.iter().copied())
+        .take(s.n)
+        .collect();
+    super::probe::accuracy(
+        super::probe::Samples {
+            x: &train,
+            y: &feed.probe_labels,
+        },
+        super::probe::Samples {
+            x: &val,
+            y: &val_labels,
+        },
+        dim,
+        classes,
+    )
+    .with_context(|| format!("measuring normal cell {normal:?} / reduction cell {reduce:?}"))
 }
 
 /// The host data of the passes: the statistics batches and the validation
@@ -542,6 +666,9 @@ fn build_passes(
 struct Feed {
     bn: Vec<Vec<f32>>,
     eval: Vec<(Vec<f32>, Vec<u32>)>,
+    /// The probe's images per pass and its (real) labels.
+    probe: Vec<Vec<f32>>,
+    probe_labels: Vec<u32>,
 }
 
 impl Feed {
@@ -581,7 +708,31 @@ impl Feed {
                 (px, lb)
             })
             .collect();
-        Ok(Feed { bn, eval })
+        // The probe's images follow the statistics batches in the same
+        // order (the split's first images again if it runs out).
+        let first = s.bn_batches * s.bn_batch;
+        let mut probe_labels = Vec::with_capacity(s.probe);
+        let probe = (0..s.probe_passes())
+            .map(|p| {
+                let idx: Vec<usize> = (p * e..((p + 1) * e).min(s.probe))
+                    .map(|i| order[(first + i) % order.len()])
+                    .collect();
+                let mut px = vec![0f32; e * s.dims.len()];
+                let mut lb = vec![0u32; e];
+                let real =
+                    splits
+                        .train
+                        .fill_batch(&idx, &splits.norm, None, &mut rng, &mut px, &mut lb);
+                probe_labels.extend(&lb[..real]);
+                px
+            })
+            .collect();
+        Ok(Feed {
+            bn,
+            eval,
+            probe,
+            probe_labels,
+        })
     }
 }
 
@@ -618,6 +769,9 @@ fn write_feed(sink: &mut impl Sink, p: &Passes, feed: &Feed) {
     for (&(x, labels, _), (px, lb)) in p.eval.iter().zip(&feed.eval) {
         sink.f32(x, px);
         sink.u32(labels, lb);
+    }
+    for (&(x, _), px) in p.probe.iter().zip(&feed.probe) {
+        sink.f32(x, px);
     }
 }
 
@@ -670,6 +824,7 @@ pub struct OneShot {
     /// Host copies of what was uploaded, for the CPU reference.
     weights: Vec<(T, Vec<f32>)>,
     feed: Feed,
+    shapes: Shapes,
     n: usize,
     /// Seconds spent building the graph and the plan and uploading.
     pub build_seconds: f64,
@@ -716,6 +871,7 @@ impl OneShot {
             masks,
             weights,
             feed,
+            shapes: s,
             n: s.n,
             build_seconds: start.elapsed().as_secs_f64(),
         })
@@ -738,8 +894,16 @@ impl OneShot {
     /// statistics are reset (pass 1 would otherwise keep 0 · NaN).
     pub fn measure(&mut self, gpu: &Gpu, normal: &Cell, reduce: &Cell) -> Result<f32> {
         self.run(gpu, normal, reduce)?;
-        let correct = self.plan.read(gpu, self.passes.correct)?[0];
-        accuracy(correct, self.n, normal, reduce).inspect_err(|_| {
+        let values = self.plan.read_many(gpu, &readback(&self.passes))?;
+        reading(
+            &values,
+            &self.shapes,
+            &self.feed,
+            self.classes,
+            normal,
+            reduce,
+        )
+        .inspect_err(|_| {
             for &t in &self.passes.states {
                 let init = self.g.def(t).init.as_ref().expect("statistics start set");
                 self.plan.write(gpu, t, init);
@@ -775,7 +939,18 @@ impl OneShot {
         write_feed(&mut exec, &self.passes, &self.feed);
         self.write_masks(&mut exec, normal, reduce)?;
         exec.step(&self.g);
-        let acc = accuracy(exec.read(self.passes.correct)[0], self.n, normal, reduce)?;
+        let values: Vec<Vec<f32>> = readback(&self.passes)
+            .iter()
+            .map(|&t| exec.read(t).to_vec())
+            .collect();
+        let acc = reading(
+            &values,
+            &self.shapes,
+            &self.feed,
+            self.classes,
+            normal,
+            reduce,
+        )?;
         let rows = self
             .passes
             .eval
@@ -957,8 +1132,15 @@ impl OneShotDiscrete {
         let built = Instant::now();
         self.last_build_seconds = (built - start).as_secs_f64();
         plan.step(gpu)?;
-        let correct = plan.read(gpu, passes.correct)?[0];
-        let acc = accuracy(correct, self.shapes.n, normal, reduce)?;
+        let values = plan.read_many(gpu, &readback(&passes))?;
+        let acc = reading(
+            &values,
+            &self.shapes,
+            &self.feed,
+            self.cfg.classes,
+            normal,
+            reduce,
+        )?;
         self.last_run_seconds = built.elapsed().as_secs_f64();
         let rows = if logits {
             passes
@@ -1021,6 +1203,7 @@ mod tests {
             bn_batch: 4,
             n: 5,
             eval_batch: 5,
+            probe: 0,
         };
         let mut g = Graph::new();
         let p = build_passes(&mut g, &s, |g, st, x| {

@@ -6,6 +6,7 @@
 pub mod measure;
 pub mod paths;
 pub mod predictor;
+pub mod probe;
 pub mod progressive;
 pub mod rank;
 
