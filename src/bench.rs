@@ -714,6 +714,10 @@ pub struct S2Bench {
     pub few_shot_cells_per_s_5_blocks: f64,
     pub few_shot_steps: usize,
     pub few_shot_batch: usize,
+    /// The quick preset's reading: the same passes plus `probe_images`
+    /// training images and a classifier fitted per cell, 5-block cells.
+    pub probe_cells_per_s_5_blocks: f64,
+    pub probe_images: usize,
     pub path_seconds: f64,
     pub path_steps: usize,
     pub path_batch: usize,
@@ -730,8 +734,9 @@ pub fn quick_supernet() -> crate::search::supernet::SupernetConfig {
     }
 }
 
-/// The measurement the quick preset uses (BN on 2 × 32 training images,
-/// 256 validation images in passes of 64).
+/// The quick preset's measurement passes (BN on 2 × 32 training images,
+/// 256 validation images in passes of 64), read through the shared
+/// classifier as the PyTorch peer reads them (the preset adds a probe).
 pub fn quick_measure() -> crate::predict::measure::MeasureConfig {
     crate::predict::measure::MeasureConfig {
         bn_batches: 2,
@@ -813,6 +818,8 @@ pub fn s2(gpu: &Gpu, splits: &crate::data::Splits, cells: usize) -> anyhow::Resu
     let (one, _) = rate(&mc, 1)?;
     let (five, build_share) = rate(&mc, 5)?;
     let (few_rate, _) = rate(&few, 5)?;
+    let probe = crate::config::preset("quick")?.measure;
+    let (probe_rate, _) = rate(&probe, 5)?;
     // Path training: 4 paths of 4 steps of 32 images.
     let pc = PathConfig {
         paths: 4,
@@ -837,6 +844,8 @@ pub fn s2(gpu: &Gpu, splits: &crate::data::Splits, cells: usize) -> anyhow::Resu
         few_shot_cells_per_s_5_blocks: few_rate,
         few_shot_steps: few.fine_tune_steps,
         few_shot_batch: few.fine_tune_batch,
+        probe_cells_per_s_5_blocks: probe_rate,
+        probe_images: probe.probe_images,
         path_seconds: report.seconds / pc.paths as f64,
         path_steps: pc.steps_per_path,
         path_batch: pc.batch,

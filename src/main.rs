@@ -900,6 +900,10 @@ fn bench_cmd(
                 "s2 few-shot measurement ({} steps of {} images first): {:.2} cells/s (5 blocks)",
                 s.few_shot_steps, s.few_shot_batch, s.few_shot_cells_per_s_5_blocks
             );
+            println!(
+                "s2 probe reading (the quick preset's: a classifier fitted per cell on {} training images): {:.2} cells/s (5 blocks)",
+                s.probe_images, s.probe_cells_per_s_5_blocks
+            );
         }
         Some(s)
     } else {
