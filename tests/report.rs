@@ -66,6 +66,7 @@ fn full_run(dir: &Path) {
             "s1": {"supernet": {"width": 4, "depth": 3, "op_set": {"name": "pnas", "ops": ops()}},
                    "epochs": 3},
             "progressive": {"top_k": 8, "blocks": 5},
+            "measure": {"n_val": 256, "probe_images": 256},
             "gate": {"threshold": 0.8, "max_rounds": 1}
         }),
     );
@@ -198,6 +199,20 @@ fn a_full_run_has_every_section_and_plot() {
     let tmp = tempfile::tempdir().unwrap();
     full_run(tmp.path());
     let html = report::render(tmp.path()).unwrap();
+    assert!(
+        html.contains("fitted on its own pooled features of 256 training images"),
+        "S2 says which reading its accuracies are"
+    );
+    // A run from before the probe (no measure.probe_images) read the
+    // shared classifier.
+    let mut old: Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("config.json")).unwrap())
+            .unwrap();
+    old.as_object_mut().unwrap().remove("measure");
+    put(tmp.path(), "config.json", &old);
+    let before = report::render(tmp.path()).unwrap();
+    assert!(before.contains("read through the supernet's shared classifier"));
+    full_run(tmp.path());
 
     for id in [
         "summary", "s1", "alpha", "cells", "s2", "s3", "s4", "pruning", "final",

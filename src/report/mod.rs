@@ -1259,6 +1259,22 @@ fn s2(o: &mut String, run: &Run) {
         acc.series
             .push(Series::line(tag(r, "mean"), ri * 2 + 1, pts(|l| l.mean_accuracy)).dashed());
     }
+    // Which reading the accuracies are (a config without the field is from
+    // before the probe: the shared classifier).
+    let probe = run
+        .config
+        .as_ref()
+        .and_then(|c| c.pointer("/measure/probe_images")?.as_u64())
+        .unwrap_or(0);
+    let _ = write!(
+        o,
+        r#"<p class="note">{}</p>"#,
+        if probe > 0 {
+            format!("A cell's accuracy is read through a least-squares classifier fitted on its own pooled features of {probe} training images (measure.probe_images), on the supernet's shared weights with batch-norm statistics recomputed.")
+        } else {
+            "A cell's accuracy is read through the supernet's shared classifier, on its shared weights with batch-norm statistics recomputed.".to_string()
+        }
+    );
     o.push_str(r#"<div class="grid">"#);
     o.push_str(&svg::chart(&rank));
     o.push_str(&svg::chart(&acc));
