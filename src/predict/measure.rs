@@ -106,7 +106,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Dims, Order, Splits};
+use crate::data::{Dataset, Dims, Order, Splits};
 use crate::engine::Gpu;
 use crate::graph::{CpuExec, Graph, Op, Plan, T};
 use crate::nn::cellnet::{self, CellIo};
@@ -640,12 +640,6 @@ fn reading(
     };
     let train = rows(&values[1..1 + passes], s.probe);
     let val = rows(&values[1 + passes..], s.n);
-    let val_labels: Vec<u32> = feed
-        .eval
-        .iter()
-        .flat_map(|(_, l)| l.iter().copied())
-        .take(s.n)
-        .collect();
     super::probe::accuracy(
         super::probe::Samples {
             x: &train,
@@ -653,7 +647,7 @@ fn reading(
         },
         super::probe::Samples {
             x: &val,
-            y: &val_labels,
+            y: &feed.val_labels,
         },
         dim,
         classes,
@@ -666,6 +660,8 @@ fn reading(
 struct Feed {
     bn: Vec<Vec<f32>>,
     eval: Vec<(Vec<f32>, Vec<u32>)>,
+    /// The real labels of the evaluation passes (for the probe).
+    val_labels: Vec<u32>,
     /// The probe's images per pass and its (real) labels.
     probe: Vec<Vec<f32>>,
     probe_labels: Vec<u32>,
@@ -695,15 +691,20 @@ impl Feed {
             })
             .collect();
         let e = s.eval_batch;
+        // One pass of `e` images of `split` (rows past the real ones
+        // padded): pixels, labels, real rows.
+        let mut pass = |split: &Dataset, idx: &[usize]| {
+            let mut px = vec![0f32; e * s.dims.len()];
+            let mut lb = vec![0u32; e];
+            let real = split.fill_batch(idx, &splits.norm, None, &mut rng, &mut px, &mut lb);
+            (px, lb, real)
+        };
+        let mut val_labels = Vec::with_capacity(s.n);
         let eval = (0..s.eval_passes())
             .map(|p| {
                 let idx: Vec<usize> = (p * e..((p + 1) * e).min(s.n)).collect();
-                let mut px = vec![0f32; e * s.dims.len()];
-                let mut lb = vec![0u32; e];
-                let real =
-                    splits
-                        .val
-                        .fill_batch(&idx, &splits.norm, None, &mut rng, &mut px, &mut lb);
+                let (px, mut lb, real) = pass(&splits.val, &idx);
+                val_labels.extend(&lb[..real]);
                 lb[real..].fill(IGNORE);
                 (px, lb)
             })
@@ -717,12 +718,7 @@ impl Feed {
                 let idx: Vec<usize> = (p * e..((p + 1) * e).min(s.probe))
                     .map(|i| order[(first + i) % order.len()])
                     .collect();
-                let mut px = vec![0f32; e * s.dims.len()];
-                let mut lb = vec![0u32; e];
-                let real =
-                    splits
-                        .train
-                        .fill_batch(&idx, &splits.norm, None, &mut rng, &mut px, &mut lb);
+                let (px, lb, real) = pass(&splits.train, &idx);
                 probe_labels.extend(&lb[..real]);
                 px
             })
@@ -730,6 +726,7 @@ impl Feed {
         Ok(Feed {
             bn,
             eval,
+            val_labels,
             probe,
             probe_labels,
         })
@@ -825,7 +822,6 @@ pub struct OneShot {
     weights: Vec<(T, Vec<f32>)>,
     feed: Feed,
     shapes: Shapes,
-    n: usize,
     /// Seconds spent building the graph and the plan and uploading.
     pub build_seconds: f64,
 }
@@ -872,7 +868,6 @@ impl OneShot {
             weights,
             feed,
             shapes: s,
-            n: s.n,
             build_seconds: start.elapsed().as_secs_f64(),
         })
     }
@@ -926,7 +921,7 @@ impl OneShot {
             .iter()
             .map(|&(_, _, l)| self.plan.read(gpu, l))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok((acc, logits_of(rows, self.n, self.classes)))
+        Ok((acc, logits_of(rows, self.shapes.n, self.classes)))
     }
 
     /// The same measurement on the CPU reference executor (same graph,
@@ -957,12 +952,12 @@ impl OneShot {
             .iter()
             .map(|&(_, _, l)| exec.read(l).to_vec())
             .collect();
-        Ok((acc, logits_of(rows, self.n, self.classes)))
+        Ok((acc, logits_of(rows, self.shapes.n, self.classes)))
     }
 
     /// Validation images each measurement counts.
     pub fn n_val(&self) -> usize {
-        self.n
+        self.shapes.n
     }
     /// The ops a cell may use (the supernet's, without `none`).
     pub fn op_set(&self) -> &OpSet {
