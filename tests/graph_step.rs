@@ -189,6 +189,24 @@ fn run_three_steps(opt: Optimizer, clip: Option<f32>, set_step: impl Fn(&mut gra
         "GPU and CPU steps disagree:\n{}",
         bad.join("\n")
     );
+    // The parameters, gradients and states lie in arenas: the whole
+    // update is one dispatch, the clipping norm a reduction and a combine.
+    for &n in &net.updates.nodes {
+        assert_eq!(
+            plan.node_dispatches(n),
+            1,
+            "update of {} tensors",
+            net.params.len()
+        );
+    }
+    if clip.is_some() {
+        let clip_node = net
+            .g
+            .nodes
+            .iter()
+            .position(|n| matches!(n.op, graph::Op::ClipCoef { .. }));
+        assert!(plan.node_dispatches(clip_node.expect("clip node")) <= 3);
+    }
     let correct = plan.read(gpu, net.correct).unwrap()[0];
     assert!((0.0..=(3 * N) as f32).contains(&correct));
     assert!(plan.memory.planned_bytes <= plan.memory.unshared_bytes);
@@ -237,4 +255,55 @@ fn memory_planner_shares_buffers_in_a_real_step() {
         plan.memory.planned_bytes,
         plan.memory.unshared_bytes
     );
+}
+
+/// Two parameters that get the same gradient tensor (y = x + p1 + p2: an
+/// Add passes dy on to both) cannot share an arena slot: the update falls
+/// back to a dispatch per tensor and still matches the CPU reference.
+#[test]
+fn an_update_that_cannot_use_arenas_runs_per_tensor() {
+    let gpu = common::gpu();
+    let mut rng = verify::rng(5);
+    let mut g = Graph::new();
+    let x = g.input("x", &[3, 7]);
+    let target = g.input("target", &[3, 7]);
+    let p1 = g.param("p1", &[3, 7], verify::randn(&mut rng, 21));
+    let p2 = g.param("p2", &[3, 7], verify::randn(&mut rng, 21));
+    let a = g.add(x, p1);
+    let y = g.add(a, p2);
+    let loss = g.l1_loss(y, target);
+    let grads = graph::backward(&mut g, loss);
+    assert_eq!(grads[&p1], grads[&p2], "the test needs one shared gradient");
+    let h = SgdHyper {
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 1e-3,
+    };
+    let updates = graph::append_updates(&mut g, &[p1, p2], &grads, Optimizer::Sgd(h), Some(0.5));
+    let arenas = graph::arenas(&g, u64::MAX, 64);
+    assert!(arenas.iter().flatten().all(|t| *t != grads[&p1]));
+    assert_eq!(arenas.len(), 2, "parameters and momenta still side by side");
+    let plan = Plan::new(gpu, &g).expect("plan");
+    assert_eq!(plan.node_dispatches(updates.nodes[0]), 2);
+    let mut cpu = CpuExec::new(&g);
+    for _ in 0..3 {
+        let (xv, tv) = (verify::randn(&mut rng, 21), verify::randn(&mut rng, 21));
+        for (t, v) in [(x, &xv), (target, &tv)] {
+            plan.write(gpu, t, v);
+            cpu.write(t, v);
+        }
+        plan.step(gpu).expect("gpu step");
+        cpu.step(&g);
+    }
+    for t in [p1, p2, updates.states[0][0], updates.states[1][0]] {
+        let c = compare(
+            &g.def(t).name,
+            "updated",
+            "3 steps",
+            cpu.read(t),
+            &plan.read(gpu, t).unwrap(),
+            tol(),
+        );
+        assert!(c.pass, "{}: {:?}", c.op, c.detail);
+    }
 }

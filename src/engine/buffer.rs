@@ -43,11 +43,14 @@ impl Pooled {
     }
 }
 
-/// A view of `len` 32-bit elements of a storage buffer.
+/// A view of `len` 32-bit elements of a storage buffer, `offset` bytes in
+/// (parameters, gradients and optimizer states live side by side in one
+/// buffer so that one dispatch updates them all).
 #[derive(Clone)]
 pub struct Buf {
     pub(crate) mem: Arc<Pooled>,
     pub len: usize,
+    pub offset: u64,
 }
 
 impl Buf {
@@ -60,7 +63,7 @@ impl Buf {
     pub fn binding(&self) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: self.raw(),
-            offset: 0,
+            offset: self.offset,
             // Zero-length tensors still bind one element (never read).
             size: NonZeroU64::new(self.bytes().max(4)),
         })
@@ -76,6 +79,22 @@ impl Buf {
         Buf {
             mem: self.mem.clone(),
             len,
+            offset: self.offset,
+        }
+    }
+    /// `len` elements starting `at` elements into this view. Bound alone,
+    /// `at` must keep the offset a multiple of the adapter's
+    /// `min_storage_buffer_offset_alignment`.
+    pub fn view_at(&self, at: usize, len: usize) -> Buf {
+        assert!(
+            at + len <= self.len,
+            "view of {len} elements at {at} of a {}-element buffer",
+            self.len
+        );
+        Buf {
+            mem: self.mem.clone(),
+            len,
+            offset: self.offset + at as u64 * 4,
         }
     }
     /// True when both views share one wgpu buffer (a dispatch may not bind
@@ -123,6 +142,7 @@ impl Gpu {
                 free: self.pool.free.clone(),
             }),
             len,
+            offset: 0,
         })
     }
 
@@ -136,7 +156,7 @@ impl Gpu {
         let b = self.alloc(name, data.len())?;
         if !data.is_empty() {
             self.queue
-                .write_buffer(b.raw(), 0, bytemuck::cast_slice(data));
+                .write_buffer(b.raw(), b.offset, bytemuck::cast_slice(data));
         }
         Ok(b)
     }
@@ -155,7 +175,7 @@ impl Gpu {
         assert_eq!(b.len, data.len(), "write size mismatch");
         if !data.is_empty() {
             self.queue
-                .write_buffer(b.raw(), 0, bytemuck::cast_slice(data));
+                .write_buffer(b.raw(), b.offset, bytemuck::cast_slice(data));
         }
     }
 
@@ -203,7 +223,7 @@ impl Gpu {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         let mut at = 0;
         for b in bufs.iter().filter(|b| b.len > 0) {
-            enc.copy_buffer_to_buffer(b.raw(), 0, &staging, at, b.bytes());
+            enc.copy_buffer_to_buffer(b.raw(), b.offset, &staging, at, b.bytes());
             at += b.bytes();
         }
         self.queue.submit([enc.finish()]);

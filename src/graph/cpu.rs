@@ -206,18 +206,24 @@ fn run(op: &Op, ins: &[&[f32]], outs: &mut [Vec<f32>]) {
             outs[0] = vec![optim::cpu::scaled_norm(ins, *scale, *inverse)]
         }
         Op::Sgd(h) => {
-            let (param, mom) = outs.split_at_mut(1);
-            let mut buf = Some(std::mem::take(&mut mom[0]));
-            optim::cpu::sgd(h, ins[1][0], &mut param[0], ins[0], &mut buf);
-            mom[0] = buf.expect("momentum buffer");
+            let n = ins.len() - 1;
+            let (param, mom) = outs.split_at_mut(n);
+            for k in 0..n {
+                let mut buf = Some(std::mem::take(&mut mom[k]));
+                optim::cpu::sgd(h, ins[n][0], &mut param[k], ins[k], &mut buf);
+                mom[k] = buf.expect("momentum buffer");
+            }
         }
         Op::AffineScaling { h, segments } => {
             affine_scaling::cpu::step(h, &mut outs[0], ins[0], segments)
         }
         Op::Adam(h) => {
-            let (param, mv) = outs.split_at_mut(1);
-            let (m, v) = mv.split_at_mut(1);
-            optim::cpu::adam(h, ins[1][0], &mut param[0], ins[0], &mut m[0], &mut v[0]);
+            let n = ins.len() - 1;
+            let (param, mv) = outs.split_at_mut(n);
+            let (m, v) = mv.split_at_mut(n);
+            for k in 0..n {
+                optim::cpu::adam(h, ins[n][0], &mut param[k], ins[k], &mut m[k], &mut v[k]);
+            }
         }
     }
 }

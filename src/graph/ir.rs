@@ -158,9 +158,12 @@ pub enum Op {
     /// [tensors...] → [s]: scale·‖tensors‖, or scale/‖tensors‖ with
     /// `inverse` (no gradient; a finite difference's step).
     ScaledNorm { scale: f32, inverse: bool },
-    /// [grad, coef] → [param*, momentum*]
+    /// [grad_0, …, grad_{n−1}, coef] → [param_0*, …, param_{n−1}*,
+    /// momentum_0*, …, momentum_{n−1}*]: every parameter of a step in one
+    /// node, so a plan that lays them out side by side updates them in one
+    /// dispatch.
     Sgd(SgdHyper),
-    /// [grad, coef] → [param*, m*, v*]
+    /// [grad_0, …, grad_{n−1}, coef] → [param_0*, …, m_0*, …, v_0*, …]
     Adam(AdamHyper),
     /// [grad] → [beta*]: the affine-scaling interior-point step on the
     /// simplex of each segment (METHOD.md S14).

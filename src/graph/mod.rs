@@ -13,4 +13,4 @@ pub use autodiff::{backward, backward_since, Grads};
 pub use cpu::CpuExec;
 pub use ir::{Graph, Kind, Node, Op, T};
 pub use optim::{append_affine_scaling, append_updates, Optimizer, Updates};
-pub use plan::{memory_plan, Plan};
+pub use plan::{arenas, memory_plan, Plan};

@@ -1,5 +1,5 @@
 //! Optimizer updates as nodes of the step: optional clipping by the global
-//! gradient norm, then one SGD or Adam node per parameter.
+//! gradient norm, then one SGD or Adam node for all parameters.
 
 use super::autodiff::Grads;
 use super::ir::{Graph, Op, T};
@@ -16,10 +16,14 @@ pub enum Optimizer {
 #[derive(Debug, Clone, Default)]
 pub struct Updates {
     pub nodes: Vec<usize>,
+    /// Each parameter's optimizer states (SGD: its momentum; Adam: m, v),
+    /// in the order the parameters were given.
+    pub states: Vec<Vec<T>>,
 }
 
-/// Append the updates of `params` from `grads`. With `clip`, gradients are
-/// scaled by min(1, clip / global norm) inside the update kernels.
+/// Append the updates of `params` from `grads`: one node for all of them
+/// (see `Op::Sgd`). With `clip`, gradients are scaled by
+/// min(1, clip / global norm) inside the update kernel.
 pub fn append_updates(
     g: &mut Graph,
     params: &[T],
@@ -35,6 +39,9 @@ pub fn append_updates(
                 .unwrap_or_else(|| panic!("parameter {} gets no gradient", g.def(*p).name))
         })
         .collect();
+    if params.is_empty() {
+        return Updates::default();
+    }
     let coef = match clip {
         Some(max_norm) => {
             let c = g.temp("clip.coef", &[1]);
@@ -43,24 +50,36 @@ pub fn append_updates(
         }
         None => g.state("clip.one", &[1], Some(vec![1.0])),
     };
-    let mut nodes = Vec::new();
-    for (&p, &gr) in params.iter().zip(&gs) {
-        let shape = g.def(p).shape.clone();
-        let name = g.def(p).name.clone();
-        let node = match opt {
-            Optimizer::Sgd(h) => {
-                let mom = g.state(&format!("{name}.momentum"), &shape, None);
-                g.push(Op::Sgd(h), vec![gr, coef], vec![p, mom])
-            }
-            Optimizer::Adam(h) => {
-                let m = g.state(&format!("{name}.adam_m"), &shape, None);
-                let v = g.state(&format!("{name}.adam_v"), &shape, None);
-                g.push(Op::Adam(h), vec![gr, coef], vec![p, m, v])
-            }
-        };
-        nodes.push(node);
+    let suffixes: &[&str] = match opt {
+        Optimizer::Sgd(_) => &["momentum"],
+        Optimizer::Adam(_) => &["adam_m", "adam_v"],
+    };
+    let states: Vec<Vec<T>> = params
+        .iter()
+        .map(|&p| {
+            let shape = g.def(p).shape.clone();
+            let name = g.def(p).name.clone();
+            suffixes
+                .iter()
+                .map(|s| g.state(&format!("{name}.{s}"), &shape, None))
+                .collect()
+        })
+        .collect();
+    let mut outputs = params.to_vec();
+    for k in 0..suffixes.len() {
+        outputs.extend(states.iter().map(|s| s[k]));
     }
-    Updates { nodes }
+    let mut inputs = gs;
+    inputs.push(coef);
+    let op = match opt {
+        Optimizer::Sgd(h) => Op::Sgd(h),
+        Optimizer::Adam(h) => Op::Adam(h),
+    };
+    let node = g.push(op, inputs, outputs);
+    Updates {
+        nodes: vec![node],
+        states,
+    }
 }
 
 /// Append one affine-scaling step per β tensor (each one simplex), from
@@ -81,5 +100,8 @@ pub fn append_affine_scaling(
             g.push(Op::AffineScaling { h, segments }, vec![gr], vec![b])
         })
         .collect();
-    Updates { nodes }
+    Updates {
+        nodes,
+        states: Vec::new(),
+    }
 }

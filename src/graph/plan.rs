@@ -23,10 +23,90 @@ pub struct Plan {
     pub persistent_bytes: u64,
 }
 
+/// Tensors laid out side by side in one buffer, each at an offset aligned
+/// for binding alone: the gradients, parameters and optimizer states of a
+/// multi-tensor update (`Op::Sgd`, `Op::Adam`), one list per role, so that
+/// the update and the clipping norm over the gradients are one dispatch
+/// each instead of one (or two) per tensor. Padding between members stays
+/// zero, which every update keeps at zero. A list is left out (its node
+/// falls back to a dispatch per tensor) when a tensor is in two lists, when
+/// a live node reads one member and writes another (a dispatch may not bind
+/// one buffer read-only and read-write), or when it would exceed
+/// `max_bytes` as one binding.
+pub fn arenas(g: &Graph, max_bytes: u64, align: usize) -> Vec<Vec<T>> {
+    let live = g.live_nodes();
+    let mut lists: Vec<Vec<T>> = Vec::new();
+    for (node, _) in g.nodes.iter().zip(&live).filter(|(_, l)| **l) {
+        let roles = match node.op {
+            Op::Sgd(_) => 2,
+            Op::Adam(_) => 3,
+            _ => continue,
+        };
+        let n = node.inputs.len() - 1;
+        if n < 2 {
+            continue;
+        }
+        lists.push(node.inputs[..n].to_vec());
+        for r in 0..roles {
+            lists.push(node.outputs[r * n..(r + 1) * n].to_vec());
+        }
+    }
+    let mut count: std::collections::HashMap<T, usize> = Default::default();
+    for t in lists.iter().flatten() {
+        *count.entry(*t).or_default() += 1;
+    }
+    lists.retain(|l| l.iter().all(|t| count[t] == 1));
+    lists.retain(|l| arena_len(g, l, align) as u64 * 4 <= max_bytes);
+    let mut arena_of: std::collections::HashMap<T, usize> = Default::default();
+    for (a, l) in lists.iter().enumerate() {
+        for t in l {
+            arena_of.insert(*t, a);
+        }
+    }
+    let mut conflicted = vec![false; lists.len()];
+    for (node, _) in g.nodes.iter().zip(&live).filter(|(_, l)| **l) {
+        for i in &node.inputs {
+            if let Some(&a) = arena_of.get(i) {
+                conflicted[a] |= node.outputs.iter().any(|o| arena_of.get(o) == Some(&a));
+            }
+        }
+    }
+    lists
+        .into_iter()
+        .zip(conflicted)
+        .filter(|(_, c)| !c)
+        .map(|(l, _)| l)
+        .collect()
+}
+
+/// Each member's offset in its arena (elements), and the arena's length.
+fn arena_layout(g: &Graph, members: &[T], align: usize) -> (Vec<usize>, usize) {
+    let mut at = 0;
+    let offsets = members
+        .iter()
+        .map(|&t| {
+            let o = at;
+            at = (at + g.len(t)).next_multiple_of(align);
+            o
+        })
+        .collect();
+    (offsets, at.max(1))
+}
+
+fn arena_len(g: &Graph, members: &[T], align: usize) -> usize {
+    arena_layout(g, members, align).1
+}
+
 /// Where the graph's temporaries live (no device needed): what a `Plan`
-/// allocates, so memory can be compared without building one.
+/// allocates, so memory can be compared without building one. Gradients
+/// that go to an arena are not shared by lifetime (see [`arenas`]; the
+/// alignment assumed here, 256 bytes, is WebGPU's default).
 pub fn memory_plan(g: &Graph) -> MemoryPlan {
-    let lifetimes: Vec<Option<Lifetime>> = g
+    memory_plan_with(g, &arenas(g, u64::MAX, 64))
+}
+
+fn memory_plan_with(g: &Graph, arenas: &[Vec<T>]) -> MemoryPlan {
+    let mut lifetimes: Vec<Option<Lifetime>> = g
         .temp_lifetimes()
         .iter()
         .enumerate()
@@ -38,6 +118,9 @@ pub fn memory_plan(g: &Graph) -> MemoryPlan {
             })
         })
         .collect();
+    for t in arenas.iter().flatten() {
+        lifetimes[t.0] = None;
+    }
     planner::plan(&lifetimes)
 }
 
@@ -47,7 +130,9 @@ impl Plan {
             context: "graph".into(),
             message,
         })?;
-        let memory = memory_plan(g);
+        let align = (gpu.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+        let arena_lists = arenas(g, gpu.limits.max_storage_buffer_binding_size, align);
+        let memory = memory_plan_with(g, &arena_lists);
         let slots: Vec<Buf> = memory
             .slot_bytes
             .iter()
@@ -55,11 +140,30 @@ impl Plan {
             .map(|(i, &b)| gpu.alloc(&format!("slot{i}"), (b / 4) as usize))
             .collect::<Result<_, _>>()?;
         let mut persistent_bytes = 0;
-        let mut bufs = Vec::with_capacity(g.tensors.len());
+        let mut bufs: Vec<Option<Buf>> = vec![None; g.tensors.len()];
+        let mut arena_bufs = Vec::with_capacity(arena_lists.len());
+        for (a, members) in arena_lists.iter().enumerate() {
+            let (offsets, len) = arena_layout(g, members, align);
+            let mut init = vec![0.0; len];
+            for (&t, &o) in members.iter().zip(&offsets) {
+                if let Some(v) = &g.def(t).init {
+                    init[o..o + v.len()].copy_from_slice(v);
+                }
+            }
+            let arena = gpu.upload(&format!("arena{a}"), &init)?;
+            persistent_bytes += len as u64 * 4;
+            for (&t, &o) in members.iter().zip(&offsets) {
+                bufs[t.0] = Some(arena.view_at(o, g.len(t)));
+            }
+            arena_bufs.push(arena);
+        }
         // Temps only dead nodes touch get no memory (they are never bound).
         let unused = gpu.alloc("unused", 1)?;
         for (i, d) in g.tensors.iter().enumerate() {
-            let b = match memory.slot_of[i] {
+            if bufs[i].is_some() {
+                continue;
+            }
+            bufs[i] = Some(match memory.slot_of[i] {
                 Some(s) => slots[s].view(d.len()),
                 None if g.is_planned(T(i)) => unused.clone(),
                 None => {
@@ -69,9 +173,14 @@ impl Plan {
                         None => gpu.zeros(&d.name, d.len())?,
                     }
                 }
-            };
-            bufs.push(b);
+            });
         }
+        let bufs: Vec<Buf> = bufs.into_iter().map(|b| b.expect("placed")).collect();
+        // The arena holding exactly `ts`, in order.
+        let whole = |ts: &[T]| -> Option<&Buf> {
+            let a = arena_lists.iter().position(|l| l.as_slice() == ts)?;
+            Some(&arena_bufs[a])
+        };
         let mm = MatmulKernel::default_for(gpu);
         let mut kernels = Vec::new();
         let mut node_kernels = Vec::with_capacity(g.nodes.len());
@@ -81,9 +190,15 @@ impl Plan {
                 node_kernels.push(kernels.len()..kernels.len());
                 continue;
             }
-            let ins: Vec<&Buf> = node.inputs.iter().map(|t| &bufs[t.0]).collect();
-            let outs: Vec<&Buf> = node.outputs.iter().map(|t| &bufs[t.0]).collect();
             let start = kernels.len();
+            let flat = flatten(&node.op, &node.inputs, &node.outputs, &bufs, &whole);
+            let (ins, outs): (Vec<&Buf>, Vec<&Buf>) = match &flat {
+                Some((i, o)) => (i.clone(), o.clone()),
+                None => (
+                    node.inputs.iter().map(|t| &bufs[t.0]).collect(),
+                    node.outputs.iter().map(|t| &bufs[t.0]).collect(),
+                ),
+            };
             kernels.extend(build(gpu, &node.op, &ins, &outs, mm)?);
             node_kernels.push(start..kernels.len());
         }
@@ -136,6 +251,11 @@ impl Plan {
         self.kernels.len()
     }
 
+    /// The dispatches node `node` records (0 for a dead node).
+    pub fn node_dispatches(&self, node: usize) -> usize {
+        self.node_kernels[node].len()
+    }
+
     pub fn buf(&self, t: T) -> &Buf {
         &self.bufs[t.0]
     }
@@ -146,7 +266,7 @@ impl Plan {
         let b = &self.bufs[t.0];
         assert_eq!(b.len, data.len(), "write size");
         gpu.queue
-            .write_buffer(b.raw(), 0, bytemuck::cast_slice(data));
+            .write_buffer(b.raw(), b.offset, bytemuck::cast_slice(data));
     }
     /// Read a tensor back (waits for the GPU). Planned temps are only
     /// meaningful if pinned; others may have been overwritten.
@@ -171,7 +291,7 @@ impl Plan {
         for &(dst, from) in pairs {
             let (d, s) = (&self.bufs[dst.0], &src.bufs[from.0]);
             assert_eq!(d.len, s.len, "copy between tensors of different sizes");
-            enc.copy_buffer_to_buffer(s.raw(), 0, d.raw(), 0, s.bytes());
+            enc.copy_buffer_to_buffer(s.raw(), s.offset, d.raw(), d.offset, s.bytes());
         }
         gpu.queue.submit([enc.finish()]);
     }
@@ -190,6 +310,33 @@ impl Plan {
                 k.set_params(gpu, &words);
             }
         }
+    }
+}
+
+/// A multi-tensor node's buffers when the lists it takes are arenas: the
+/// update over (grads, coef) → (params, states…) as if of one tensor, a
+/// norm over one tensor. None: bind the tensors one by one.
+fn flatten<'a>(
+    op: &Op,
+    inputs: &[T],
+    outputs: &[T],
+    bufs: &'a [Buf],
+    whole: &dyn Fn(&[T]) -> Option<&'a Buf>,
+) -> Option<(Vec<&'a Buf>, Vec<&'a Buf>)> {
+    match op {
+        Op::Sgd(_) | Op::Adam(_) => {
+            let n = inputs.len() - 1;
+            let grads = whole(&inputs[..n])?;
+            let outs = outputs
+                .chunks(n)
+                .map(whole)
+                .collect::<Option<Vec<&Buf>>>()?;
+            Some((vec![grads, &bufs[inputs[n].0]], outs))
+        }
+        Op::ClipCoef { .. } | Op::ScaledNorm { .. } => {
+            Some((vec![whole(inputs)?], vec![&bufs[outputs[0].0]]))
+        }
+        _ => None,
     }
 }
 
@@ -307,8 +454,19 @@ fn build(
         Op::ClipCoef { max_norm } => optim::clip_coef(gpu, i, *max_norm, o[0])?,
         Op::Axpy { alpha } => one(ew::axpy(gpu, i[0], i[1], i[2], o[0], *alpha)?),
         Op::ScaledNorm { scale, inverse } => optim::scaled_norm(gpu, i, *scale, *inverse, o[0])?,
-        Op::Sgd(h) => one(optim::sgd(gpu, h, o[0], i[0], o[1], i[1])?),
-        Op::Adam(h) => one(optim::adam(gpu, h, o[0], i[0], o[1], o[2], i[1])?),
+        // Per tensor; one dispatch in all when `flatten` passed arenas.
+        Op::Sgd(h) => {
+            let n = i.len() - 1;
+            (0..n)
+                .map(|k| optim::sgd(gpu, h, o[k], i[k], o[n + k], i[n]))
+                .collect::<Result<_, _>>()?
+        }
+        Op::Adam(h) => {
+            let n = i.len() - 1;
+            (0..n)
+                .map(|k| optim::adam(gpu, h, o[k], i[k], o[n + k], o[2 * n + k], i[n]))
+                .collect::<Result<_, _>>()?
+        }
         Op::AffineScaling { h, segments } => {
             one(affine_scaling::step(gpu, h, segments, o[0], i[0])?)
         }

@@ -172,8 +172,8 @@ fn path_graph(weights: &SupernetWeights, cell: &Cell, cfg: &PathConfig) -> PathG
     let updates = graph::append_updates(&mut g, &params, &grads, Optimizer::Sgd(hyper), cfg.clip);
     let params = params
         .iter()
-        .zip(&updates.nodes)
-        .map(|(&p, &n)| (p, g.nodes[n].outputs[1]))
+        .zip(&updates.states)
+        .map(|(&p, s)| (p, s[0]))
         .collect();
     PathGraph {
         g,
