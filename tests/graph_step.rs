@@ -191,6 +191,14 @@ fn run_three_steps(opt: Optimizer, clip: Option<f32>, set_step: impl Fn(&mut gra
     );
     // The parameters, gradients and states lie in arenas: the whole
     // update is one dispatch, the clipping norm a reduction and a combine.
+    let lists = if matches!(opt, Optimizer::Sgd(_)) {
+        3
+    } else {
+        4
+    };
+    assert_eq!(graph::arenas(&net.g, u64::MAX, 64).len(), lists);
+    // None fits a 64-byte binding: every list falls back to its tensors.
+    assert!(graph::arenas(&net.g, 64, 64).is_empty());
     for &n in &net.updates.nodes {
         assert_eq!(
             plan.node_dispatches(n),
