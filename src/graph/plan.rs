@@ -472,3 +472,30 @@ fn build(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arena_members_are_aligned_and_disjoint() {
+        let mut g = Graph::new();
+        let lens = [1usize, 63, 64, 65, 7, 200, 3];
+        let ts: Vec<T> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| g.param(&format!("p{i}"), &[n], vec![0.0; n]))
+            .collect();
+        for align in [1, 4, 64] {
+            let (offsets, len) = arena_layout(&g, &ts, align);
+            for (k, (&o, &n)) in offsets.iter().zip(&lens).enumerate() {
+                assert_eq!(o % align, 0, "member {k} at {o}, align {align}");
+                if let Some(&next) = offsets.get(k + 1) {
+                    assert!(o + n <= next, "member {k} overlaps the next");
+                }
+            }
+            assert!(offsets[lens.len() - 1] + lens[lens.len() - 1] <= len);
+            assert!(len <= lens.iter().map(|n| n.next_multiple_of(align)).sum());
+        }
+    }
+}
