@@ -858,11 +858,13 @@ fn bench_cmd(
             let s = bench::search_step(gpu, &cfg, second_order, reps, profile)?;
             if !json {
                 println!(
-                    "search_step ({}): bilevel step {:.0} ms, forward {:.0} ms, {} dispatches; planned {:.1} MB vs {:.1} MB unshared, persistent {:.1} MB",
+                    "search_step ({}): bilevel step {:.0} ms, forward {:.0} ms, {} dispatches, encoded by the host in {:.1} ms ({:.2}% of the step); planned {:.1} MB vs {:.1} MB unshared, persistent {:.1} MB",
                     s.config,
                     s.bilevel_ms,
                     s.forward_ms,
                     s.dispatches,
+                    s.encode_ms,
+                    100.0 * s.encode_ms / s.bilevel_ms,
                     s.planned_bytes as f64 / 1e6,
                     s.unshared_bytes as f64 / 1e6,
                     s.persistent_bytes as f64 / 1e6

@@ -141,9 +141,9 @@ impl Gpu {
         })
     }
 
-    /// Encode `kernels` in order into one compute pass, one submit.
-    pub fn run(&self, kernels: &[Kernel]) -> Result<(), GpuError> {
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+    /// Encode `kernels` in order into one compute pass (the host's whole
+    /// share of a recorded step; `run` submits it).
+    pub fn encode(&self, kernels: &[Kernel]) -> wgpu::CommandBuffer {
         let mut enc = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
@@ -153,7 +153,13 @@ impl Gpu {
                 k.encode(&mut pass);
             }
         }
-        self.queue.submit([enc.finish()]);
+        enc.finish()
+    }
+
+    /// Encode `kernels` in order into one compute pass, one submit.
+    pub fn run(&self, kernels: &[Kernel]) -> Result<(), GpuError> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        self.queue.submit([self.encode(kernels)]);
         if let Some(e) = pollster::block_on(scope.pop()) {
             let names: Vec<&str> = kernels.iter().map(|k| k.name.as_str()).collect();
             return Err(GpuError::Validation {

@@ -216,6 +216,14 @@ impl Plan {
         gpu.run(&self.kernels)
     }
 
+    /// Seconds the host takes to encode one step (nothing is submitted):
+    /// what recording costs the CPU each step, beside the GPU's time.
+    pub fn encode_seconds(&self, gpu: &Gpu) -> f64 {
+        let t = std::time::Instant::now();
+        drop(gpu.encode(&self.kernels));
+        t.elapsed().as_secs_f64()
+    }
+
     /// The same work with one submit per node (for the benchmark that
     /// measures what recording saves).
     pub fn step_per_node(&self, gpu: &Gpu) -> Result<(), GpuError> {
