@@ -649,11 +649,11 @@ pub fn search_step(
         plan.step(gpu)?;
         gpu.sync()
     })?;
-    let mut encodes: Vec<f64> = (0..repeats.max(5))
-        .map(|_| plan.encode_seconds(gpu))
-        .collect();
-    encodes.sort_by(f64::total_cmp);
-    let encode = encodes[encodes.len() / 2];
+    // Encoded and dropped, never submitted: the host's share alone.
+    let encode = median_secs(repeats.max(5), || {
+        drop(plan.encode(gpu));
+        Ok(())
+    })?;
     let profile = if profile {
         Some(plan.profile(gpu)?)
     } else {

@@ -56,7 +56,7 @@ pub fn arenas(g: &Graph, max_bytes: u64, align: usize) -> Vec<Vec<T>> {
         *count.entry(*t).or_default() += 1;
     }
     lists.retain(|l| l.iter().all(|t| count[t] == 1));
-    lists.retain(|l| arena_len(g, l, align) as u64 * 4 <= max_bytes);
+    lists.retain(|l| arena_layout(g, l, align).1 as u64 * 4 <= max_bytes);
     let mut arena_of: std::collections::HashMap<T, usize> = Default::default();
     for (a, l) in lists.iter().enumerate() {
         for t in l {
@@ -91,10 +91,6 @@ fn arena_layout(g: &Graph, members: &[T], align: usize) -> (Vec<usize>, usize) {
         })
         .collect();
     (offsets, at.max(1))
-}
-
-fn arena_len(g: &Graph, members: &[T], align: usize) -> usize {
-    arena_layout(g, members, align).1
 }
 
 /// Where the graph's temporaries live (no device needed): what a `Plan`
@@ -191,9 +187,8 @@ impl Plan {
                 continue;
             }
             let start = kernels.len();
-            let flat = flatten(&node.op, &node.inputs, &node.outputs, &bufs, &whole);
-            let (ins, outs): (Vec<&Buf>, Vec<&Buf>) = match &flat {
-                Some((i, o)) => (i.clone(), o.clone()),
+            let (ins, outs) = match flatten(&node.op, &node.inputs, &node.outputs, &bufs, &whole) {
+                Some(io) => io,
                 None => (
                     node.inputs.iter().map(|t| &bufs[t.0]).collect(),
                     node.outputs.iter().map(|t| &bufs[t.0]).collect(),
@@ -216,12 +211,10 @@ impl Plan {
         gpu.run(&self.kernels)
     }
 
-    /// Seconds the host takes to encode one step (nothing is submitted):
-    /// what recording costs the CPU each step, beside the GPU's time.
-    pub fn encode_seconds(&self, gpu: &Gpu) -> f64 {
-        let t = std::time::Instant::now();
-        drop(gpu.encode(&self.kernels));
-        t.elapsed().as_secs_f64()
+    /// One step encoded, not submitted (the benchmark times what recording
+    /// costs the host each step).
+    pub fn encode(&self, gpu: &Gpu) -> wgpu::CommandBuffer {
+        gpu.encode(&self.kernels)
     }
 
     /// The same work with one submit per node (for the benchmark that
