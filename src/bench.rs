@@ -165,7 +165,7 @@ fn conv_cases(v: &mut Vec<BenchCase>) {
             F * (x + w + y) as f64,
             move |g| {
                 let (xb, wb, yb) = (random_buf(g, x, 1)?, random_buf(g, w, 2)?, g.alloc("y", y)?);
-                Ok(vec![conv2d::forward(g, &s, &xb, &wb, None, &yb)?])
+                conv2d::forward(g, &s, &xb, &wb, None, &yb)
             },
         ));
         v.push(BenchCase::new(
@@ -179,7 +179,7 @@ fn conv_cases(v: &mut Vec<BenchCase>) {
                     random_buf(g, y, 3)?,
                     g.alloc("dx", x)?,
                 );
-                Ok(vec![conv2d::backward_input(g, &s, &wb, &dy, &dx)?])
+                conv2d::backward_input(g, &s, &wb, &dy, &dx)
             },
         ));
         v.push(BenchCase::new(
@@ -293,42 +293,46 @@ fn pool_bn_cases(v: &mut Vec<BenchCase>) {
         },
     ));
 
-    let bs = batchnorm::Shape::new(32, 16, 28 * 28, false);
-    let n = bs.len();
-    let shape = format!("{bs}");
-    // Forward: mean, centred sum of squares, normalize ≈ 6 flops an element.
-    v.push(BenchCase::new(
-        "batchnorm_train_forward",
-        shape.clone(),
-        6.0 * n as f64,
-        F * 2.0 * n as f64,
-        move |g| {
-            let x = random_buf(g, n, 1)?;
-            let (y, mean, invstd) = (
-                g.alloc("y", n)?,
-                g.alloc("mean", 16)?,
-                g.alloc("invstd", 16)?,
-            );
-            let (rm, rv) = (g.zeros("rm", 16)?, g.upload("rv", &[1.0; 16])?);
-            Ok(vec![batchnorm::train_forward(
-                g, &bs, &x, None, None, &y, &mean, &invstd, &rm, &rv,
-            )?])
-        },
-    ));
-    v.push(BenchCase::new(
-        "batchnorm_train_backward",
-        shape,
-        8.0 * n as f64,
-        F * 3.0 * n as f64,
-        move |g| {
-            let (x, dy) = (random_buf(g, n, 1)?, random_buf(g, n, 2)?);
-            let (mean, invstd) = (g.zeros("mean", 16)?, g.upload("invstd", &[1.0; 16])?);
-            let dx = g.alloc("dx", n)?;
-            Ok(vec![batchnorm::train_backward(
-                g, &bs, &x, &mean, &invstd, None, &dy, &dx, None, None,
-            )?])
-        },
-    ));
+    // The supernet's planes at bench-small: 8 channels of 28×28, 16 of
+    // 14×14, 32 of 7×7 (the last takes the scalar kernels: 49 is odd).
+    for (c, hw) in [(8, 28 * 28), (16, 14 * 14), (32, 7 * 7)] {
+        let bs = batchnorm::Shape::new(32, c, hw, false);
+        let n = bs.len();
+        let shape = format!("{bs}");
+        // Forward: mean, centred sum of squares, normalize ≈ 6 flops an element.
+        v.push(BenchCase::new(
+            "batchnorm_train_forward",
+            shape.clone(),
+            6.0 * n as f64,
+            F * 2.0 * n as f64,
+            move |g| {
+                let x = random_buf(g, n, 1)?;
+                let (y, mean, invstd) = (
+                    g.alloc("y", n)?,
+                    g.alloc("mean", c)?,
+                    g.alloc("invstd", c)?,
+                );
+                let (rm, rv) = (g.zeros("rm", c)?, g.upload("rv", &vec![1.0; c])?);
+                Ok(vec![batchnorm::train_forward(
+                    g, &bs, &x, None, None, &y, &mean, &invstd, &rm, &rv,
+                )?])
+            },
+        ));
+        v.push(BenchCase::new(
+            "batchnorm_train_backward",
+            shape,
+            8.0 * n as f64,
+            F * 3.0 * n as f64,
+            move |g| {
+                let (x, dy) = (random_buf(g, n, 1)?, random_buf(g, n, 2)?);
+                let (mean, invstd) = (g.zeros("mean", c)?, g.upload("invstd", &vec![1.0; c])?);
+                let dx = g.alloc("dx", n)?;
+                Ok(vec![batchnorm::train_backward(
+                    g, &bs, &x, &mean, &invstd, None, &dy, &dx, None, None,
+                )?])
+            },
+        ));
+    }
 }
 
 /// The mixed op of one edge: 8 candidate outputs weighted into one.
