@@ -31,7 +31,9 @@ struct Params {
     pad_h: u32,
     pad_w: u32,
     // Weight of (written channel o, read channel i, tap t) at
-    // o · w_o + i · w_i + t (t counted backwards when flipped).
+    // o · w_o + i · w_i + t (t counted backwards when flipped). The dense
+    // kernels read the tap-major copy instead (`weights4`), where w_i is
+    // the float4s per read channel.
     w_o: u32,
     w_i: u32,
     has_bias: u32,
@@ -47,8 +49,10 @@ struct Params {
 @group(0) @binding(4) var<storage, read> dy: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> partial: array<f32>;
-// The pointwise float4 kernels' views of the same slots.
+// The pointwise float4 kernels' views of the same slots, and the dense
+// kernels' view of their weights in the tap-major copy (`weights4` below).
 @group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> wt4: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> dy4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> out4: array<vec4<f32>>;
 
@@ -57,4 +61,11 @@ struct Params {
 fn x_in(row: u32, row_in: bool, ix: i32) -> f32 {
     let v = x[row + u32(clamp(ix, 0, i32(p.w) - 1))];
     return select(0.0, v, row_in && ix >= 0 && ix < i32(p.w));
+}
+
+// x_in over float4s, for planes whose rows are whole float4s: the 4
+// columns from c (a multiple of 4) lie inside the row or outside together.
+fn x_in4(row: u32, row_in: bool, c: i32) -> vec4<f32> {
+    let v = x4[(row + u32(clamp(c, 0, i32(p.w) - 4))) / 4u];
+    return select(vec4(0.0), v, row_in && c >= 0 && c < i32(p.w));
 }

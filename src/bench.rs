@@ -307,11 +307,8 @@ fn pool_bn_cases(v: &mut Vec<BenchCase>) {
             F * 2.0 * n as f64,
             move |g| {
                 let x = random_buf(g, n, 1)?;
-                let (y, mean, invstd) = (
-                    g.alloc("y", n)?,
-                    g.alloc("mean", c)?,
-                    g.alloc("invstd", c)?,
-                );
+                let (y, mean, invstd) =
+                    (g.alloc("y", n)?, g.alloc("mean", c)?, g.alloc("invstd", c)?);
                 let (rm, rv) = (g.zeros("rm", c)?, g.upload("rv", &vec![1.0; c])?);
                 Ok(vec![batchnorm::train_forward(
                     g, &bs, &x, None, None, &y, &mean, &invstd, &rm, &rv,

@@ -53,6 +53,10 @@ fn every_generated_kernel_validates_and_translates() {
     let specs = conv2d_rows::representative_specs();
     assert!(specs.len() >= 72);
     all_translate(specs.iter().map(|s| (s.name(), s.source())));
+    // And the modules that write the dense kernels' tap-major weights.
+    let copies: Vec<_> = specs.iter().filter(|s| s.weights4()).collect();
+    assert!(copies.len() >= 48);
+    all_translate(copies.into_iter().map(|s| s.weights4_module()));
 }
 
 /// The generated pooling kernels (`ops::pool_rows`): max and average,

@@ -355,8 +355,8 @@ fn build(
 ) -> Result<Vec<Kernel>, GpuError> {
     let opt = |k: usize, present: bool| present.then(|| i[k]);
     Ok(match op {
-        Op::Conv2d { s, bias } => one(conv2d::forward(gpu, s, i[0], i[1], opt(2, *bias), o[0])?),
-        Op::Conv2dBackwardInput(s) => one(conv2d::backward_input(gpu, s, i[0], i[1], o[0])?),
+        Op::Conv2d { s, bias } => conv2d::forward(gpu, s, i[0], i[1], opt(2, *bias), o[0])?,
+        Op::Conv2dBackwardInput(s) => conv2d::backward_input(gpu, s, i[0], i[1], o[0])?,
         Op::Conv2dBackwardWeight(s) => conv2d::backward_weight(gpu, s, i[0], i[1], o[0])?,
         Op::Conv2dBackwardBias(s) => one(conv2d::backward_bias(gpu, s, i[0], o[0])?),
         Op::Relu => one(ew::relu_forward(gpu, i[0], o[0])?),

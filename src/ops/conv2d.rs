@@ -251,7 +251,7 @@ pub fn forward(
     w: &Buf,
     bias: Option<&Buf>,
     y: &Buf,
-) -> Result<Kernel, GpuError> {
+) -> Result<Vec<Kernel>, GpuError> {
     check(
         s,
         &[
@@ -264,7 +264,7 @@ pub fn forward(
         check(s, &[("bias", b, s.c_out)]);
     }
     if conv2d_rows::fits_forward(s) {
-        return conv2d_rows::kernel(gpu, s, conv2d_rows::Direction::Forward, x, w, bias, y);
+        return conv2d_rows::kernels(gpu, s, conv2d_rows::Direction::Forward, x, w, bias, y);
     }
     let rows = s.n * s.c_out * s.oh();
     let (entry, invocations) = if s.is_depthwise() {
@@ -276,7 +276,15 @@ pub fn forward(
     // Both entries name the bias slot; without a bias the weights stand in
     // (read-only, never read).
     let slots = [(1, x), (2, w), (3, bias.unwrap_or(w)), (5, y)];
-    dispatch(gpu, s, entry, invocations, bias.is_some(), (0, 0), &slots)
+    Ok(vec![dispatch(
+        gpu,
+        s,
+        entry,
+        invocations,
+        bias.is_some(),
+        (0, 0),
+        &slots,
+    )?])
 }
 
 /// dx of y = conv(x, w), gathered per input element.
@@ -286,7 +294,7 @@ pub fn backward_input(
     w: &Buf,
     dy: &Buf,
     dx: &Buf,
-) -> Result<Kernel, GpuError> {
+) -> Result<Vec<Kernel>, GpuError> {
     check(
         s,
         &[
@@ -297,7 +305,7 @@ pub fn backward_input(
     );
     if conv2d_rows::fits(s) {
         let dir = conv2d_rows::Direction::InputGradient;
-        return conv2d_rows::kernel(gpu, s, dir, dy, w, None, dx);
+        return conv2d_rows::kernels(gpu, s, dir, dy, w, None, dx);
     }
     // Columns are blocked per residue mod stride (see the shader).
     let per_residue = s.w.div_ceil(s.stride);
@@ -315,7 +323,15 @@ pub fn backward_input(
         )
     };
     let slots = [(2, w), (4, dy), (5, dx)];
-    dispatch(gpu, s, entry, invocations, false, (0, 0), &slots)
+    Ok(vec![dispatch(
+        gpu,
+        s,
+        entry,
+        invocations,
+        false,
+        (0, 0),
+        &slots,
+    )?])
 }
 
 /// dw of y = conv(x, w): per-chunk partial sums over (n, oy) rows into a

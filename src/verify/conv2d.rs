@@ -81,6 +81,27 @@ const FULL: &[Row] = &[
     (2, 9, 3, 2, 2, 1, 1, 1, 0, 0, 1, 1, false),
     (2, 12, 4, 6, 6, 1, 1, 1, 0, 0, 1, 1, false),
     (3, 4, 9, 5, 4, 1, 1, 1, 0, 0, 1, 1, true),
+    // The tap-major weight copies (`conv2d_rows::Spec::weights4`) over
+    // many read channels and a partial last block of written ones:
+    // forward, input gradient, strided input gradient, float4 pointwise
+    // both ways.
+    (1, 37, 9, 5, 11, 1, 7, 1, 0, 3, 1, 1, true),
+    (1, 9, 40, 5, 11, 7, 1, 1, 3, 0, 1, 1, false),
+    (1, 5, 38, 9, 9, 7, 1, 2, 3, 0, 1, 1, false),
+    (1, 3, 65, 7, 7, 1, 1, 2, 0, 0, 1, 1, false),
+    (1, 70, 5, 4, 6, 1, 1, 1, 0, 0, 1, 1, true),
+    (1, 5, 67, 2, 2, 1, 1, 1, 0, 0, 1, 1, false),
+    // Rows of whole float4s (`conv2d_rows::Spec::row4`): unpadded (the
+    // input gradient's rows are then not whole float4s), a last block of
+    // 4 columns, a window wider than the row, dilation 2.
+    (1, 3, 5, 6, 8, 3, 3, 1, 0, 0, 1, 1, true),
+    (2, 5, 5, 5, 12, 5, 5, 1, 2, 2, 1, 5, false),
+    (1, 3, 4, 3, 4, 1, 7, 1, 0, 3, 1, 1, true),
+    (1, 2, 2, 9, 8, 7, 7, 1, 3, 3, 1, 2, false),
+    (1, 3, 3, 6, 8, 3, 3, 1, 2, 2, 2, 3, true),
+    // One channel (a pruned layer): depthwise and one group at once.
+    (2, 1, 1, 4, 4, 1, 1, 1, 0, 0, 1, 1, true),
+    (2, 1, 1, 5, 5, 3, 3, 1, 1, 1, 1, 1, false),
 ];
 
 pub fn cases(level: Level) -> Vec<Case> {
@@ -119,11 +140,9 @@ fn case(row: Row) -> Case {
         let (yb, dxb) = (c.output(s.y_len())?, c.output(s.x_len())?);
         let (dwb, dbb) = (c.output(s.w_len())?, c.output(s.c_out)?);
         let g = c.gpu;
-        let mut ks = vec![
-            conv::forward(g, &s, &xb, &wb, bb.as_ref(), &yb)?,
-            conv::backward_input(g, &s, &wb, &dyb, &dxb)?,
-            conv::backward_bias(g, &s, &dyb, &dbb)?,
-        ];
+        let mut ks = conv::forward(g, &s, &xb, &wb, bb.as_ref(), &yb)?;
+        ks.extend(conv::backward_input(g, &s, &wb, &dyb, &dxb)?);
+        ks.push(conv::backward_bias(g, &s, &dyb, &dbb)?);
         ks.extend(conv::backward_weight(g, &s, &xb, &dyb, &dwb)?);
         c.run(&ks)?;
         c.check("forward", &cpu::forward(&s, &x, &wt, bias), &yb, FORWARD)?;
