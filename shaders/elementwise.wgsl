@@ -22,6 +22,46 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> out04: array<vec4<f32>>;
 
+// sum_forward's further addends (a, b, c, then these).
+@group(0) @binding(6) var<storage, read> d: array<f32>;
+@group(0) @binding(7) var<storage, read> e: array<f32>;
+@group(0) @binding(8) var<storage, read> f: array<f32>;
+@group(0) @binding(9) var<storage, read> g: array<f32>;
+@group(0) @binding(3) var<storage, read> c4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> d4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> e4: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read> f4: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read> g4: array<vec4<f32>>;
+
+// out0 = a + b + ... over p.cols addends (2 to 7: slots 1, 2, 3, 6, 7, 8,
+// 9; the slots past them are bound to a and not read), left to right: a
+// tensor's gradient contributions in one pass.
+@compute @workgroup_size(256)
+fn sum_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    var s = a[i] + b[i];
+    if p.cols > 2u { s = s + c[i]; }
+    if p.cols > 3u { s = s + d[i]; }
+    if p.cols > 4u { s = s + e[i]; }
+    if p.cols > 5u { s = s + f[i]; }
+    if p.cols > 6u { s = s + g[i]; }
+    out0[i] = s;
+}
+
+@compute @workgroup_size(256)
+fn sum_forward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    var s = a4[i] + b4[i];
+    if p.cols > 2u { s = s + c4[i]; }
+    if p.cols > 3u { s = s + d4[i]; }
+    if p.cols > 4u { s = s + e4[i]; }
+    if p.cols > 5u { s = s + f4[i]; }
+    if p.cols > 6u { s = s + g4[i]; }
+    out04[i] = s;
+}
+
 @compute @workgroup_size(256)
 fn relu_forward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);

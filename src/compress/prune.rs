@@ -222,11 +222,13 @@ fn trace(model: &GenotypeModel, dims: Dims, classes: usize) -> Result<Trace, Str
             | Op::Slice(_)
             | Op::GlobalAvgPool { .. } => x,
             Op::Add => {
-                let b = ids[ins[1].0].clone().ok_or_else(|| {
-                    format!("add reads {}, whose channels are unknown", name(ins[1]))
-                })?;
-                for (&p, &q) in x.iter().zip(&b) {
-                    tr.union(p, q);
+                for t in &ins[1..] {
+                    let b = ids[t.0].clone().ok_or_else(|| {
+                        format!("add reads {}, whose channels are unknown", name(*t))
+                    })?;
+                    for (&p, &q) in x.iter().zip(&b) {
+                        tr.union(p, q);
+                    }
                 }
                 x
             }

@@ -714,17 +714,24 @@ impl Builder<'_> {
             Op::Add => {
                 // gradnas adds equal lengths; ONNX would broadcast unequal
                 // shapes, so insist on equal ones.
-                if self.shape(ins[0]) != self.shape(ins[1]) {
-                    bail!(
-                        "{}: adds {:?} and {:?}; expected equal shapes",
-                        self.here(),
-                        self.shape(ins[0]),
-                        self.shape(ins[1])
-                    );
+                for x in &ins[1..] {
+                    if self.shape(ins[0]) != self.shape(*x) {
+                        bail!(
+                            "{}: adds {:?} and {:?}; expected equal shapes",
+                            self.here(),
+                            self.shape(ins[0]),
+                            self.shape(*x)
+                        );
+                    }
                 }
-                let (a, b) = (self.value(ins[0])?, self.value(ins[1])?);
+                let xs = ins
+                    .iter()
+                    .map(|x| self.value(*x))
+                    .collect::<Result<Vec<_>>>()?;
                 let y = self.output(node.outputs[0])?;
-                self.emit("Add", vec![a, b], vec![y], vec![]);
+                // ONNX's Add takes two; Sum any number.
+                let op = if xs.len() == 2 { "Add" } else { "Sum" };
+                self.emit(op, xs, vec![y], vec![]);
             }
             Op::MaxPool(s) | Op::AvgPool(s) => {
                 let x = self.value(ins[0])?;

@@ -21,11 +21,27 @@ pub fn backward(g: &mut Graph, loss: T) -> Grads {
 pub fn backward_since(g: &mut Graph, loss: T, since: usize) -> Grads {
     assert_eq!(g.len(loss), 1, "backward needs a scalar loss");
     let seed = g.state("dloss", &[1], Some(vec![1.0]));
-    let mut grads: Grads = HashMap::from([(loss, seed)]);
+    // Each tensor's gradient contributions, in arrival order, summed once
+    // all have arrived (when the walk reaches the tensor's producer): one
+    // Add node for up to MAX_ADDENDS of them, where adding each as it came
+    // took one node (a dispatch, a pass over memory) per contribution. The
+    // same left-to-right order, so the same sums.
+    let mut parts: HashMap<T, Vec<T>> = HashMap::from([(loss, vec![seed])]);
+    let settle = |g: &mut Graph, parts: &mut HashMap<T, Vec<T>>, t: T| -> Option<T> {
+        let v = parts.get_mut(&t)?;
+        if v.len() > 1 {
+            *v = vec![g.sum(v)];
+        }
+        Some(v[0])
+    };
     let forward = g.nodes.len();
     for i in (since..forward).rev() {
         let node = g.nodes[i].clone();
-        let douts: Vec<Option<T>> = node.outputs.iter().map(|o| grads.get(o).copied()).collect();
+        let douts: Vec<Option<T>> = node
+            .outputs
+            .iter()
+            .map(|&o| settle(g, &mut parts, o))
+            .collect();
         if douts.iter().all(Option::is_none) {
             continue;
         }
@@ -36,14 +52,16 @@ pub fn backward_since(g: &mut Graph, loss: T, since: usize) -> Grads {
             if matches!(g.def(*x).kind, Kind::Input | Kind::State) {
                 continue;
             }
-            let total = match grads.get(x) {
-                Some(&prev) => g.add(prev, dx),
-                None => dx,
-            };
-            grads.insert(*x, total);
+            parts.entry(*x).or_default().push(dx);
         }
     }
-    grads
+    // The rest (parameters, inputs of the first node) in tensor order, so
+    // the graph is the same every time.
+    let mut rest: Vec<T> = parts.keys().copied().collect();
+    rest.sort_unstable();
+    rest.into_iter()
+        .filter_map(|t| settle(g, &mut parts, t).map(|d| (t, d)))
+        .collect()
 }
 
 /// The gradient rule of one forward op: gradients of its inputs, given the
@@ -87,8 +105,8 @@ fn rule(g: &mut Graph, op: &Op, ins: &[T], outs: &[T], douts: &[Option<T>]) -> V
             g.push(Op::ReluBackward, vec![ins[0], dy], vec![dx]);
             vec![Some(dx)]
         }
-        // Both addends get dy itself: no copy.
-        Op::Add => vec![Some(dy), Some(dy)],
+        // Every addend gets dy itself: no copy.
+        Op::Add => vec![Some(dy); ins.len()],
         Op::Axpy { .. } => vec![Some(dy), None, None],
         Op::Reshape => {
             let dx = g.temp_like("d.reshape", ins[0]);

@@ -82,7 +82,7 @@ fn run(op: &Op, ins: &[&[f32]], outs: &mut [Vec<f32>]) {
         Op::Conv2dBackwardBias(s) => outs[0] = conv::backward_bias(s, ins[0]),
         Op::Relu => outs[0] = elementwise::cpu::relu_forward(ins[0]),
         Op::ReluBackward => outs[0] = elementwise::cpu::relu_backward(ins[0], ins[1]),
-        Op::Add => outs[0] = elementwise::cpu::add_forward(ins[0], ins[1]),
+        Op::Add => outs[0] = elementwise::cpu::sum_forward(ins),
         Op::Reshape => outs[0] = ins[0].to_vec(),
         Op::Sigmoid => outs[0] = elementwise::cpu::sigmoid_forward(ins[0]),
         Op::SigmoidBackward => outs[0] = elementwise::cpu::sigmoid_backward(ins[0], ins[1]),

@@ -7,6 +7,7 @@ use crate::ops::{
     affine_scaling::AffineHyper,
     batchnorm,
     conv2d::Conv2dShape,
+    elementwise::MAX_ADDENDS,
     layout::{ConcatShape, SliceShape},
     matmul::LinearShape,
     mix::MixShape,
@@ -71,7 +72,8 @@ pub enum Op {
     Relu,
     /// [x, dy] → [dx]
     ReluBackward,
-    /// [a, b] → [y]
+    /// [a, b, ...] → [y]: the sum of 2 to `MAX_ADDENDS` equal-length
+    /// tensors, left to right (gradient accumulation sums many at once).
     Add,
     /// [x] → [y]: the same elements under another shape (a copy, so
     /// every tensor keeps one buffer of its own).
@@ -301,10 +303,23 @@ impl Graph {
         y
     }
     pub fn add(&mut self, a: T, b: T) -> T {
-        assert_eq!(self.len(a), self.len(b), "add of unequal sizes");
-        let y = self.temp_like("add", a);
-        self.push(Op::Add, vec![a, b], vec![y]);
-        y
+        self.sum(&[a, b])
+    }
+    /// The sum of `xs` (at least one), left to right: one Add node per
+    /// `MAX_ADDENDS` (the first of each next node is the previous sum).
+    pub fn sum(&mut self, xs: &[T]) -> T {
+        let (&first, rest) = xs.split_first().expect("a sum of no tensors");
+        let mut total = first;
+        for part in rest.chunks(MAX_ADDENDS - 1) {
+            for &x in part {
+                assert_eq!(self.len(first), self.len(x), "add of unequal sizes");
+            }
+            let y = self.temp_like("add", first);
+            let ins: Vec<T> = std::iter::once(total).chain(part.iter().copied()).collect();
+            self.push(Op::Add, ins, vec![y]);
+            total = y;
+        }
+        total
     }
     fn unary(&mut self, op: Op, name: &str, x: T) -> T {
         let y = self.temp_like(name, x);

@@ -361,7 +361,7 @@ fn build(
         Op::Conv2dBackwardBias(s) => one(conv2d::backward_bias(gpu, s, i[0], o[0])?),
         Op::Relu => one(ew::relu_forward(gpu, i[0], o[0])?),
         Op::ReluBackward => one(ew::relu_backward(gpu, i[0], i[1], o[0])?),
-        Op::Add => one(ew::add_forward(gpu, i[0], i[1], o[0])?),
+        Op::Add => one(ew::sum_forward(gpu, i, o[0])?),
         Op::Reshape => one(ew::copy_scaled(gpu, i[0], o[0], 1.0)?),
         Op::Sigmoid => one(ew::sigmoid_forward(gpu, i[0], o[0])?),
         Op::SigmoidBackward => one(ew::sigmoid_backward(gpu, i[0], i[1], o[0])?),

@@ -32,6 +32,12 @@ pub mod cpu {
     pub fn add_forward(a: &[f32], b: &[f32]) -> Vec<f32> {
         a.iter().zip(b).map(|(x, y)| x + y).collect()
     }
+    /// xs[0] + xs[1] + ..., left to right.
+    pub fn sum_forward(xs: &[&[f32]]) -> Vec<f32> {
+        xs[1..]
+            .iter()
+            .fold(xs[0].to_vec(), |acc, x| add_forward(&acc, x))
+    }
     pub fn mul_forward(a: &[f32], b: &[f32]) -> Vec<f32> {
         a.iter().zip(b).map(|(x, y)| x * y).collect()
     }
@@ -158,6 +164,34 @@ pub fn tanh_backward(gpu: &Gpu, y: &Buf, dy: &Buf, dx: &Buf) -> Result<Kernel, G
 pub fn add_forward(gpu: &Gpu, a: &Buf, b: &Buf, y: &Buf) -> Result<Kernel, GpuError> {
     let entries = ("add_forward", "add_forward4");
     ew4(gpu, entries, a.len, &[(1, a), (2, b), (4, y)])
+}
+/// Most addends of one `sum_forward`: with its output, the 8 storage
+/// buffers a shader stage may bind.
+pub const MAX_ADDENDS: usize = 7;
+
+/// y = xs[0] + xs[1] + ..., left to right: 2 to `MAX_ADDENDS`
+/// equal-length tensors in one pass; two take `add_forward`.
+pub fn sum_forward(gpu: &Gpu, xs: &[&Buf], y: &Buf) -> Result<Kernel, GpuError> {
+    assert!(
+        (2..=MAX_ADDENDS).contains(&xs.len()),
+        "sum of {} tensors: 2 to {MAX_ADDENDS} per dispatch",
+        xs.len()
+    );
+    if xs.len() == 2 {
+        return add_forward(gpu, xs[0], xs[1], y);
+    }
+    // Slots 1, 2, 3, 6, 7, 8, 9; those past the last addend bound to the
+    // first (read-only, never read).
+    let mut slots: Vec<(u32, &Buf)> = vec![(4, y)];
+    for (k, slot) in [1, 2, 3, 6, 7, 8, 9].into_iter().enumerate() {
+        slots.push((slot, xs.get(k).copied().unwrap_or(xs[0])));
+    }
+    let (entry, n) = if xs[0].len.is_multiple_of(4) {
+        ("sum_forward4", xs[0].len / 4)
+    } else {
+        ("sum_forward", xs[0].len)
+    };
+    ew_cols(gpu, entry, n, 1.0, xs.len(), &slots)
 }
 /// out = alpha · x (add's backward with alpha 1: a plain copy).
 pub fn copy_scaled(gpu: &Gpu, x: &Buf, out: &Buf, alpha: f32) -> Result<Kernel, GpuError> {

@@ -85,6 +85,26 @@ pub fn cases(level: Level) -> Vec<Case> {
                 c.check("backward_accumulate", &two_dy, &dbb, GRADIENT)
             },
         ));
+        // Gradient accumulation: 3 to 7 addends in one dispatch.
+        for k in [3, 5, 7] {
+            v.push(Case::new(
+                "elementwise",
+                "sum",
+                format!("{k} x [{n}]"),
+                move |c| {
+                    let xs: Vec<Vec<f32>> = (0..k).map(|_| c.randn(n)).collect();
+                    let bufs = xs
+                        .iter()
+                        .map(|x| c.input(x))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let yb = c.output(n)?;
+                    let refs: Vec<&crate::engine::Buf> = bufs.iter().collect();
+                    c.run(&[ew::sum_forward(c.gpu, &refs, &yb)?])?;
+                    let slices: Vec<&[f32]> = xs.iter().map(|x| &x[..]).collect();
+                    c.check("forward", &cpu::sum_forward(&slices), &yb, FORWARD)
+                },
+            ));
+        }
         v.push(Case::new(
             "elementwise",
             "mul",
