@@ -40,13 +40,6 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> out4: array<vec4<f32>>;
 
 
-// Workgroup size of the training entries: 64, not the 256 of the
-// element-wise kernels. A CPU adapter runs a workgroup that waits at
-// barriers as one coroutine per SIMD group, so 256 invocations pay 4× the
-// switches at each of the reduction's barriers; measured on lavapipe,
-// [32,32,49] 0.52 → 0.32 ms, [32,16,196] 0.37 → 0.27 ms.
-const BN_WG: u32 = 64u;
-
 // Flat index of the j-th of channel ch's M values (j = batch · hw + spatial).
 fn at(ch: u32, j: u32) -> u32 {
     let b = j / p.hw;
@@ -71,24 +64,24 @@ fn shift_of(ch: u32) -> f32 {
 // The statistics in one pass: sums of d = x − K and d² around a pivot K,
 // the channel's first value, so Σd² − (Σd)²/M loses no precision to a
 // large mean (the textbook one-pass formula's failure).
-@compute @workgroup_size(BN_WG)
+@compute @workgroup_size(256)
 fn train_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let ch = wg.x;
     let m = p.n * p.hw;
     let pivot = x[ch * p.hw];
     var acc = vec2(0.0);
-    for (var j = lid; j < m; j = j + BN_WG) {
+    for (var j = lid; j < m; j = j + WG) {
         let d = x[at(ch, j)] - pivot;
         acc = acc + vec2(d, d * d);
     }
-    let sums = workgroup_sum2_of(lid, acc, BN_WG);
+    let sums = workgroup_sum2(lid, acc);
     let dmean = sums.x / f32(m);
     let mean = pivot + dmean;
     let ss = max(sums.y - sums.x * dmean, 0.0);
     let invstd = 1.0 / sqrt(ss / f32(m) + p.eps);
     let a = scale_of(ch) * invstd;
     let b = shift_of(ch) - mean * a;
-    for (var j = lid; j < m; j = j + BN_WG) {
+    for (var j = lid; j < m; j = j + WG) {
         let i = at(ch, j);
         out[i] = x[i] * a + b;
     }
@@ -103,25 +96,25 @@ fn train_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
 }
 
 // dx = γ·invstd·(dy − Σdy/M − x̂·Σ(dy·x̂)/M), dγ = Σ dy·x̂, dβ = Σ dy.
-@compute @workgroup_size(BN_WG)
+@compute @workgroup_size(256)
 fn train_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let ch = wg.x;
     let m = p.n * p.hw;
     let mean = saved_mean[ch];
     let invstd = saved_invstd[ch];
     var acc = vec2<f32>(0.0, 0.0);
-    for (var j = lid; j < m; j = j + BN_WG) {
+    for (var j = lid; j < m; j = j + WG) {
         let i = at(ch, j);
         let g = dy[i];
         acc = acc + vec2<f32>(g, g * (x[i] - mean) * invstd);
     }
-    let sums = workgroup_sum2_of(lid, acc, BN_WG);
+    let sums = workgroup_sum2(lid, acc);
     let means = sums / f32(m);
     let a = scale_of(ch) * invstd;
     // dx = a·dy − a·(Σdy/M) − a·invstd·(Σdy·x̂/M)·(x − mean), as dy·a + x·k + c0.
     let k = -a * invstd * means.y;
     let c0 = -a * means.x - k * mean;
-    for (var j = lid; j < m; j = j + BN_WG) {
+    for (var j = lid; j < m; j = j + WG) {
         let i = at(ch, j);
         out[i] = dy[i] * a + x[i] * k + c0;
     }
@@ -132,25 +125,25 @@ fn train_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
 }
 
 // train_forward and train_backward over float4s (p.hw % 4 == 0).
-@compute @workgroup_size(BN_WG)
+@compute @workgroup_size(256)
 fn train_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let ch = wg.x;
     let m = p.n * p.hw;
     let m4 = m / 4u;
     let pivot = x4[ch * p.hw / 4u].x;
     var acc = vec2(0.0);
-    for (var j = lid; j < m4; j = j + BN_WG) {
+    for (var j = lid; j < m4; j = j + WG) {
         let d = x4[at4(ch, j)] - pivot;
         acc = acc + vec2(dot(d, vec4(1.0)), dot(d, d));
     }
-    let sums = workgroup_sum2_of(lid, acc, BN_WG);
+    let sums = workgroup_sum2(lid, acc);
     let dmean = sums.x / f32(m);
     let mean = pivot + dmean;
     let ss = max(sums.y - sums.x * dmean, 0.0);
     let invstd = 1.0 / sqrt(ss / f32(m) + p.eps);
     let a = scale_of(ch) * invstd;
     let b = shift_of(ch) - mean * a;
-    for (var j = lid; j < m4; j = j + BN_WG) {
+    for (var j = lid; j < m4; j = j + WG) {
         let i = at4(ch, j);
         out4[i] = x4[i] * a + b;
     }
@@ -163,7 +156,7 @@ fn train_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     }
 }
 
-@compute @workgroup_size(BN_WG)
+@compute @workgroup_size(256)
 fn train_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let ch = wg.x;
     let m = p.n * p.hw;
@@ -171,17 +164,17 @@ fn train_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     let mean = saved_mean[ch];
     let invstd = saved_invstd[ch];
     var acc = vec2<f32>(0.0, 0.0);
-    for (var j = lid; j < m4; j = j + BN_WG) {
+    for (var j = lid; j < m4; j = j + WG) {
         let i = at4(ch, j);
         let g = dy4[i];
         acc = acc + vec2<f32>(dot(g, vec4(1.0)), dot(g, x4[i] - mean) * invstd);
     }
-    let sums = workgroup_sum2_of(lid, acc, BN_WG);
+    let sums = workgroup_sum2(lid, acc);
     let means = sums / f32(m);
     let a = scale_of(ch) * invstd;
     let k = -a * invstd * means.y;
     let c0 = -a * means.x - k * mean;
-    for (var j = lid; j < m4; j = j + BN_WG) {
+    for (var j = lid; j < m4; j = j + WG) {
         let i = at4(ch, j);
         out4[i] = dy4[i] * a + x4[i] * k + c0;
     }

@@ -15,15 +15,9 @@ var<workgroup> tree2: array<vec2<f32>, 256>;
 // Tree-reduce two sums at once over the workgroup; every invocation gets
 // the totals. The closing barrier lets the tree be reused right away.
 fn workgroup_sum2(lid: u32, v: vec2<f32>) -> vec2<f32> {
-    return workgroup_sum2_of(lid, v, WG);
-}
-
-// workgroup_sum2 over a workgroup of `size` invocations (a power of two
-// up to WG).
-fn workgroup_sum2_of(lid: u32, v: vec2<f32>, size: u32) -> vec2<f32> {
     tree2[lid] = v;
     workgroupBarrier();
-    for (var s = size / 2u; s > 0u; s = s / 2u) {
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
         if lid < s {
             tree2[lid] = tree2[lid] + tree2[lid + s];
         }
