@@ -56,7 +56,11 @@ fn every_generated_kernel_validates_and_translates() {
     // And the modules that write the dense kernels' tap-major weights.
     let copies: Vec<_> = specs.iter().filter(|s| s.weights4()).collect();
     assert!(copies.len() >= 48);
-    all_translate(copies.into_iter().map(|s| s.weights4_module()));
+    all_translate(
+        copies
+            .into_iter()
+            .map(|s| (s.weights4_name(), s.weights4_source())),
+    );
 }
 
 /// The generated pooling kernels (`ops::pool_rows`): max and average,

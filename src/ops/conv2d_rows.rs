@@ -391,7 +391,7 @@ impl Spec {
     }
 
     /// Whether this kernel reads its weights from the tap-major copy that
-    /// `weights4_module` writes: the dense forward and input gradients.
+    /// `weights4_source` writes: the dense forward and input gradients.
     /// There the `oc` output channels of one (read channel, tap) are
     /// adjacent, so an invocation reads them in `oc / 4` float4 loads where
     /// the weights' own layout takes `oc` scalar loads (on lavapipe a float4
@@ -429,12 +429,30 @@ impl Spec {
         }
     }
 
+    /// Whether the copy takes the weights' taps backwards: the flipped
+    /// kernel of a stride-1 input gradient.
+    fn weights4_flip(&self) -> bool {
+        self.dir == Direction::InputGradient && self.stride == 1
+    }
+
+    /// The copy module's name, which is its cache key: the copy depends on
+    /// the tap count, the channel block and the flip only, so the kernels
+    /// that share them share one module.
+    pub fn weights4_name(&self) -> String {
+        let flip = if self.weights4_flip() { ".flip" } else { "" };
+        format!(
+            "conv2d_rows.weights4.k{}.c{}{flip}",
+            self.kh * self.kw,
+            self.oc
+        )
+    }
+
     /// The module that writes the tap-major copy (`weights4_len`) into
     /// `partial`: one element per invocation, c_in the read channels,
     /// c_out the written ones, w_o, w_i the weights' strides.
-    pub fn weights4_module(&self) -> (String, String) {
+    pub fn weights4_source(&self) -> String {
         let (kk, oc) = (self.kh * self.kw, self.oc);
-        let flip = self.dir == Direction::InputGradient && self.stride == 1;
+        let flip = self.weights4_flip();
         let mut s = String::new();
         let w = &mut s;
         open_entry(w);
@@ -457,10 +475,7 @@ impl Spec {
         };
         let _ = writeln!(w, "    partial[idx] = wt[c * p.w_o + i * p.w_i + {tap}];");
         let _ = writeln!(w, "}}");
-        (
-            format!("{}.weights4", self.name()),
-            format!("{}\n{TEMPLATE}\n{s}", shaders::COMMON),
-        )
+        format!("{}\n{TEMPLATE}\n{s}", shaders::COMMON)
     }
 
     /// The input gradient of a strided convolution, gathered: an
@@ -1144,10 +1159,9 @@ pub fn kernels(
     }
     let len = spec.weights4_len(ci, co);
     let w4 = gpu.alloc("conv2d.weights4", len)?;
-    let (name, source) = spec.weights4_module();
     let copy = gpu.kernel_generated(
-        &name,
-        &|| Ok(source.clone()),
+        &spec.weights4_name(),
+        &|| Ok(spec.weights4_source()),
         "conv_rows",
         &params,
         &[(2, w), (6, &w4)],

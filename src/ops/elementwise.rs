@@ -116,14 +116,25 @@ fn ew_cols(
 /// invocations), else over floats.
 fn ew4(
     gpu: &Gpu,
-    (entry, entry4): (&'static str, &'static str),
+    entries: (&'static str, &'static str),
     n: usize,
     slots: &[(u32, &Buf)],
 ) -> Result<Kernel, GpuError> {
+    ew4_cols(gpu, entries, n, 0, slots)
+}
+
+/// `ew4` with the `cols` parameter (sum_forward's addend count).
+fn ew4_cols(
+    gpu: &Gpu,
+    (entry, entry4): (&'static str, &'static str),
+    n: usize,
+    cols: usize,
+    slots: &[(u32, &Buf)],
+) -> Result<Kernel, GpuError> {
     if n.is_multiple_of(4) {
-        ew(gpu, entry4, n / 4, 1.0, slots)
+        ew_cols(gpu, entry4, n / 4, 1.0, cols, slots)
     } else {
-        ew(gpu, entry, n, 1.0, slots)
+        ew_cols(gpu, entry, n, 1.0, cols, slots)
     }
 }
 
@@ -186,12 +197,8 @@ pub fn sum_forward(gpu: &Gpu, xs: &[&Buf], y: &Buf) -> Result<Kernel, GpuError> 
     for (k, slot) in [1, 2, 3, 6, 7, 8, 9].into_iter().enumerate() {
         slots.push((slot, xs.get(k).copied().unwrap_or(xs[0])));
     }
-    let (entry, n) = if xs[0].len.is_multiple_of(4) {
-        ("sum_forward4", xs[0].len / 4)
-    } else {
-        ("sum_forward", xs[0].len)
-    };
-    ew_cols(gpu, entry, n, 1.0, xs.len(), &slots)
+    let entries = ("sum_forward", "sum_forward4");
+    ew4_cols(gpu, entries, xs[0].len, xs.len(), &slots)
 }
 /// out = alpha · x (add's backward with alpha 1: a plain copy).
 pub fn copy_scaled(gpu: &Gpu, x: &Buf, out: &Buf, alpha: f32) -> Result<Kernel, GpuError> {
