@@ -13,17 +13,41 @@ fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 var<workgroup> tree2: array<vec2<f32>, 256>;
 
 // Tree-reduce two sums at once over the workgroup; every invocation gets
-// the totals. The closing barrier lets the tree be reused right away.
+// the totals. The tree is the halving one (pairs WG/2 apart, then WG/4, …,
+// then 1), but three levels are summed per step by the invocations that
+// own them, so it takes 4 barriers instead of 10: on CPU adapters every
+// barrier switches between all of the workgroup's SIMD groups, which was
+// most of a batch norm on small planes. The same pairs are added, so the
+// sums are those of one level per barrier, bit for bit.
 fn workgroup_sum2(lid: u32, v: vec2<f32>) -> vec2<f32> {
     tree2[lid] = v;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if lid < s {
-            tree2[lid] = tree2[lid] + tree2[lid + s];
-        }
-        workgroupBarrier();
+    // Levels WG/2, WG/4, WG/8 for the first WG/8 positions.
+    if lid < WG / 8u {
+        tree2[lid] = tree_levels3(lid, WG / 8u);
     }
-    let total = tree2[0];
+    workgroupBarrier();
+    // Levels WG/16, WG/32, WG/64 (16, 8 and 4 at WG = 256).
+    if lid < WG / 64u {
+        tree2[lid] = tree_levels3(lid, WG / 64u);
+    }
+    workgroupBarrier();
+    // Levels 2 and 1 by every invocation (WG = 256 leaves 4 positions).
+    let total = (tree2[0] + tree2[2]) + (tree2[1] + tree2[3]);
+    // The tree can be reused right after.
     workgroupBarrier();
     return total;
 }
+
+// Position l after three halving levels whose smallest distance is d:
+// the pairs (l, l + 4d), then (l, l + 2d), then (l, l + d).
+fn tree_levels3(l: u32, d: u32) -> vec2<f32> {
+    let a0 = tree2[l] + tree2[l + 4u * d];
+    let a1 = tree2[l + 2u * d] + tree2[l + 6u * d];
+    let a2 = tree2[l + d] + tree2[l + 5u * d];
+    let a3 = tree2[l + 3u * d] + tree2[l + 7u * d];
+    return (a0 + a1) + (a2 + a3);
+}
+
+// The staging above assumes 256 invocations (8 levels: 3 + 3 + 2).
+const_assert WG == 256u;
