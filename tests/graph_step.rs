@@ -315,3 +315,86 @@ fn an_update_that_cannot_use_arenas_runs_per_tensor() {
         assert!(c.pass, "{}: {:?}", c.op, c.detail);
     }
 }
+
+/// Convolutions that read one weight tensor share its tap-major copy (the
+/// kernel writing it runs at the first, forward and flipped alike) until a
+/// node writes the tensor: a convolution after the update copies it again
+/// and sees the new values. Checked against the CPU over three steps.
+#[test]
+fn convolutions_share_a_weight_copy_until_the_weight_is_written() {
+    let gpu = common::gpu();
+    let mut rng = verify::rng(8);
+    let mut g = Graph::new();
+    // A parameter, so that both convolutions pass gradients to their input.
+    let x = g.param("x", &[2, 5, 9, 12], verify::randn(&mut rng, 2 * 5 * 108));
+    let target = g.input("target", &[2, 6, 9, 12]);
+    // A dense 1×7: one that reads its weights through a copy.
+    let s = Conv2dShape {
+        n: 2,
+        c_in: 5,
+        h: 9,
+        w: 12,
+        c_out: 6,
+        kh: 1,
+        kw: 7,
+        stride: 1,
+        pad_h: 0,
+        pad_w: 3,
+        dilation: 1,
+        groups: 1,
+    };
+    let w = g.param("w", &[6, 5, 1, 7], kaiming(&mut rng, 210, 35));
+    let conv_node = |g: &Graph| g.nodes.len();
+    let first = conv_node(&g);
+    let y1 = g.conv2d(x, w, None, s);
+    let r = g.relu(x);
+    let second = conv_node(&g);
+    let y2 = g.conv2d(r, w, None, s);
+    let y = g.add(y1, y2);
+    let loss = g.l1_loss(y, target);
+    let grads = graph::backward(&mut g, loss);
+    let h = SgdHyper {
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 0.0,
+    };
+    let updates = graph::append_updates(&mut g, &[w, x], &grads, Optimizer::Sgd(h), None);
+    let third = conv_node(&g);
+    let y3 = g.conv2d(x, w, None, s);
+    g.pin(y1);
+    g.pin(y3);
+    let plan = Plan::new(gpu, &g).expect("plan");
+    assert_eq!(plan.node_dispatches(first), 2, "copy, convolution");
+    assert_eq!(plan.node_dispatches(second), 1, "the first one's copy");
+    assert_eq!(plan.node_dispatches(third), 2, "the weight was updated");
+    let flipped: Vec<usize> = (0..g.nodes.len())
+        .filter(|&n| matches!(g.nodes[n].op, graph::Op::Conv2dBackwardInput(_)))
+        .map(|n| plan.node_dispatches(n))
+        .collect();
+    assert_eq!(flipped, [2, 1], "two input gradients, one flipped copy");
+    let mut cpu = CpuExec::new(&g);
+    for step in 0..3 {
+        let tv = verify::randn(&mut rng, 2 * 6 * 108);
+        plan.write(gpu, target, &tv);
+        cpu.write(target, &tv);
+        plan.step(gpu).expect("gpu step");
+        cpu.step(&g);
+        for (t, what) in [
+            (y1, "before the update"),
+            (y3, "after the update"),
+            (w, "updated"),
+            (x, "updated"),
+            (updates.states[0][0], "momentum"),
+        ] {
+            let c = compare(
+                &g.def(t).name,
+                what,
+                &format!("step {step}"),
+                cpu.read(t),
+                &plan.read(gpu, t).unwrap(),
+                tol(),
+            );
+            assert!(c.pass, "{what} {}: {:?}", c.op, c.detail);
+        }
+    }
+}

@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use super::ir::{Graph, Op, T};
+use super::ir::{Graph, Node, Op, T};
 use super::planner::{self, Lifetime, MemoryPlan};
 use crate::engine::{Buf, Gpu, GpuError, Kernel};
 use crate::ops::matmul::MatmulKernel;
@@ -179,6 +179,7 @@ impl Plan {
         };
         let mm = MatmulKernel::default_for(gpu);
         let mut kernels = Vec::new();
+        let mut copies = conv2d::WeightCopies::default();
         let mut node_kernels = Vec::with_capacity(g.nodes.len());
         let live = g.live_nodes();
         for (node, live) in g.nodes.iter().zip(live) {
@@ -194,7 +195,10 @@ impl Plan {
                     node.outputs.iter().map(|t| &bufs[t.0]).collect(),
                 ),
             };
-            kernels.extend(build(gpu, &node.op, &ins, &outs, mm)?);
+            kernels.extend(build(gpu, node, &ins, &outs, mm, &mut copies)?);
+            for t in &node.outputs {
+                copies.forget(t.0);
+            }
             node_kernels.push(start..kernels.len());
         }
         Ok(Plan {
@@ -345,18 +349,29 @@ fn one(k: Kernel) -> Vec<Kernel> {
     vec![k]
 }
 
-/// The kernels of one node; argument orders as documented on `Op`.
+/// The kernels of one node; argument orders as documented on `Op`. The
+/// convolutions share their weights' copies through `copies`, keyed by the
+/// weight tensor (the caller forgets a tensor's copies once a node writes
+/// it).
 fn build(
     gpu: &Gpu,
-    op: &Op,
+    node: &Node,
     i: &[&Buf],
     o: &[&Buf],
     mm: MatmulKernel,
+    copies: &mut conv2d::WeightCopies,
 ) -> Result<Vec<Kernel>, GpuError> {
     let opt = |k: usize, present: bool| present.then(|| i[k]);
-    Ok(match op {
-        Op::Conv2d { s, bias } => conv2d::forward(gpu, s, i[0], i[1], opt(2, *bias), o[0])?,
-        Op::Conv2dBackwardInput(s) => conv2d::backward_input(gpu, s, i[0], i[1], o[0])?,
+    let w = |k: usize| node.inputs[k].0;
+    Ok(match &node.op {
+        Op::Conv2d { s, bias } => {
+            let shared = Some((copies, w(1)));
+            conv2d::forward_shared(gpu, s, i[0], i[1], opt(2, *bias), o[0], shared)?
+        }
+        Op::Conv2dBackwardInput(s) => {
+            let shared = Some((copies, w(0)));
+            conv2d::backward_input_shared(gpu, s, i[0], i[1], o[0], shared)?
+        }
         Op::Conv2dBackwardWeight(s) => conv2d::backward_weight(gpu, s, i[0], i[1], o[0])?,
         Op::Conv2dBackwardBias(s) => one(conv2d::backward_bias(gpu, s, i[0], o[0])?),
         Op::Relu => one(ew::relu_forward(gpu, i[0], o[0])?),

@@ -8,6 +8,7 @@ use std::fmt;
 
 use crate::engine::{grid_1d, Buf, Gpu, GpuError, Kernel, WG};
 use crate::ops::{conv2d_rows, reduce};
+pub use conv2d_rows::{Shared, WeightCopies};
 
 /// The geometry of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,6 +253,19 @@ pub fn forward(
     bias: Option<&Buf>,
     y: &Buf,
 ) -> Result<Vec<Kernel>, GpuError> {
+    forward_shared(gpu, s, x, w, bias, y, None)
+}
+
+/// [`forward`] sharing the weight copies of a plan (see [`WeightCopies`]).
+pub fn forward_shared(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    x: &Buf,
+    w: &Buf,
+    bias: Option<&Buf>,
+    y: &Buf,
+    shared: Shared,
+) -> Result<Vec<Kernel>, GpuError> {
     check(
         s,
         &[
@@ -264,7 +278,8 @@ pub fn forward(
         check(s, &[("bias", b, s.c_out)]);
     }
     if conv2d_rows::fits_forward(s) {
-        return conv2d_rows::kernels(gpu, s, conv2d_rows::Direction::Forward, x, w, bias, y);
+        let dir = conv2d_rows::Direction::Forward;
+        return conv2d_rows::kernels(gpu, s, dir, x, w, bias, y, shared);
     }
     let rows = s.n * s.c_out * s.oh();
     let (entry, invocations) = if s.is_depthwise() {
@@ -295,6 +310,18 @@ pub fn backward_input(
     dy: &Buf,
     dx: &Buf,
 ) -> Result<Vec<Kernel>, GpuError> {
+    backward_input_shared(gpu, s, w, dy, dx, None)
+}
+
+/// [`backward_input`] sharing the weight copies of a plan.
+pub fn backward_input_shared(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    w: &Buf,
+    dy: &Buf,
+    dx: &Buf,
+    shared: Shared,
+) -> Result<Vec<Kernel>, GpuError> {
     check(
         s,
         &[
@@ -305,7 +332,7 @@ pub fn backward_input(
     );
     if conv2d_rows::fits(s) {
         let dir = conv2d_rows::Direction::InputGradient;
-        return conv2d_rows::kernels(gpu, s, dir, dy, w, None, dx);
+        return conv2d_rows::kernels(gpu, s, dir, dy, w, None, dx, shared);
     }
     // Columns are blocked per residue mod stride (see the shader).
     let per_residue = s.w.div_ceil(s.stride);

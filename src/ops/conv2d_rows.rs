@@ -4,6 +4,7 @@
 //! shapes that fit here and keeps its general kernels for the rest; the CPU
 //! twin is `conv2d::cpu`.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 
 use super::conv2d::Conv2dShape;
@@ -1081,7 +1082,9 @@ pub enum Direction {
 /// The kernels for `s` (which must `fit`) in direction `dir`; `input` is
 /// x or dy, `output` y or dx. A dense convolution's first kernel writes
 /// the tap-major copy of its weights (`Spec::weights4`), into a buffer
-/// allocated here (the weights' size).
+/// allocated here (the weights' size) — unless `shared` already holds one
+/// in this layout, which the convolution then reads.
+#[allow(clippy::too_many_arguments)]
 pub fn kernels(
     gpu: &Gpu,
     s: &Conv2dShape,
@@ -1090,6 +1093,7 @@ pub fn kernels(
     w: &Buf,
     bias: Option<&Buf>,
     output: &Buf,
+    shared: Shared,
 ) -> Result<Vec<Kernel>, GpuError> {
     debug_assert!(match dir {
         Direction::Forward => fits_forward(s),
@@ -1158,18 +1162,70 @@ pub fn kernels(
         return Ok(vec![spec.launch(gpu, &params, &slots, invocations)?]);
     }
     let len = spec.weights4_len(ci, co);
-    let w4 = gpu.alloc("conv2d.weights4", len)?;
-    let copy = gpu.kernel_generated(
-        &spec.weights4_name(),
-        &|| Ok(spec.weights4_source()),
-        "conv_rows",
-        &params,
-        &[(2, w), (6, &w4)],
-        grid_1d(len, WG),
-    )?;
+    // The copy depends on the module and on what its parameters say of the
+    // weights: the channels read and written and the weights' strides.
+    let layout = format!("{}/{ci}x{co}/{w_o},{w_i}", spec.weights4_name());
+    let mut kernels = Vec::with_capacity(2);
+    let known = shared.as_ref().and_then(|(c, t)| c.get(*t, &layout));
+    let w4 = match known {
+        Some(b) => b,
+        None => {
+            let w4 = gpu.alloc("conv2d.weights4", len)?;
+            kernels.push(gpu.kernel_generated(
+                &spec.weights4_name(),
+                &|| Ok(spec.weights4_source()),
+                "conv_rows",
+                &params,
+                &[(2, w), (6, &w4)],
+                grid_1d(len, WG),
+            )?);
+            if let Some((c, t)) = shared {
+                c.insert(t, layout, w4.clone());
+            }
+            w4
+        }
+    };
     let mut params = params;
     // The kernel reads the copy: a read channel's weights are w_i float4s.
     params[10] = (len / ci / 4) as u32;
     let slots = [(1, input), (2, &w4), (3, bias.unwrap_or(&w4)), (5, output)];
-    Ok(vec![copy, spec.launch(gpu, &params, &slots, invocations)?])
+    kernels.push(spec.launch(gpu, &params, &slots, invocations)?);
+    Ok(kernels)
+}
+
+/// Tap-major weight copies (`Spec::weights4`) a plan has recorded, by the
+/// weight tensor (a key the caller chooses) and the copy's layout: the
+/// convolutions that read one tensor in one layout share its copy, and
+/// the kernel writing it runs once — the search step's architecture pass
+/// and weight pass read the same weights, forward and flipped. The caller
+/// must [`WeightCopies::forget`] a tensor whenever a kernel writes it.
+#[derive(Default)]
+pub struct WeightCopies {
+    by_weight: HashMap<usize, Vec<(String, Buf)>>,
+}
+
+/// A plan's copies and the key of this convolution's weights, or None to
+/// write a private copy (tests, benchmarks).
+pub type Shared<'a> = Option<(&'a mut WeightCopies, usize)>;
+
+impl WeightCopies {
+    fn get(&self, weight: usize, layout: &str) -> Option<Buf> {
+        let copies = self.by_weight.get(&weight)?;
+        copies
+            .iter()
+            .find(|(l, _)| l == layout)
+            .map(|(_, b)| b.clone())
+    }
+
+    fn insert(&mut self, weight: usize, layout: String, copy: Buf) {
+        self.by_weight
+            .entry(weight)
+            .or_default()
+            .push((layout, copy));
+    }
+
+    /// `weight` was written: its copies are stale.
+    pub fn forget(&mut self, weight: usize) {
+        self.by_weight.remove(&weight);
+    }
 }
