@@ -502,6 +502,8 @@ pub struct StepBench {
     /// planned / unshared intermediate bytes.
     pub planned_over_unshared: f64,
     pub persistent_bytes: u64,
+    /// Kernel-private buffers (partials, weight copies, uniforms).
+    pub kernel_bytes: u64,
     /// Per entry point: (entry, dispatches, seconds) over one step timed
     /// dispatch by dispatch (`--profile`), costliest first.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -570,6 +572,7 @@ pub fn train_step(
         unshared_bytes: m.unshared_bytes,
         planned_over_unshared: m.planned_bytes as f64 / m.unshared_bytes as f64,
         persistent_bytes: plan.persistent_bytes,
+        kernel_bytes: plan.kernel_bytes,
         profile,
     })
 }
@@ -588,6 +591,8 @@ pub struct SearchBench {
     pub planned_bytes: u64,
     pub unshared_bytes: u64,
     pub persistent_bytes: u64,
+    /// Kernel-private buffers (partials, weight copies, uniforms).
+    pub kernel_bytes: u64,
     /// Per entry point: (entry, dispatches, seconds) over one bilevel step
     /// timed dispatch by dispatch (`--profile`), costliest first.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -698,6 +703,7 @@ pub fn search_step(
         planned_bytes: plan.memory.planned_bytes,
         unshared_bytes: plan.memory.unshared_bytes,
         persistent_bytes: plan.persistent_bytes,
+        kernel_bytes: plan.kernel_bytes,
         profile,
     })
 }

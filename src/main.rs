@@ -809,7 +809,7 @@ fn bench_cmd(
         let s = bench::train_step(gpu, model, batch, repeats, profile)?;
         if !json {
             println!(
-                "train_step {} batch {}: {} nodes, {} dispatches; recorded {:.1} ms, one submit per node {:.1} ms ({:.2}x); {:.0} images/s; planned intermediates {:.1} MB vs {:.1} MB unshared ({:.2}); persistent {:.1} MB",
+                "train_step {} batch {}: {} nodes, {} dispatches; recorded {:.1} ms, one submit per node {:.1} ms ({:.2}x); {:.0} images/s; planned intermediates {:.1} MB vs {:.1} MB unshared ({:.2}); persistent {:.1} MB; kernels' own {:.1} MB",
                 s.model,
                 s.batch,
                 s.nodes,
@@ -821,7 +821,8 @@ fn bench_cmd(
                 s.planned_bytes as f64 / 1e6,
                 s.unshared_bytes as f64 / 1e6,
                 s.planned_over_unshared,
-                s.persistent_bytes as f64 / 1e6
+                s.persistent_bytes as f64 / 1e6,
+                s.kernel_bytes as f64 / 1e6
             );
             print_profile(s.profile.as_deref());
         }
@@ -858,7 +859,7 @@ fn bench_cmd(
             let s = bench::search_step(gpu, &cfg, second_order, reps, profile)?;
             if !json {
                 println!(
-                    "search_step ({}): bilevel step {:.0} ms, forward {:.0} ms, {} dispatches, encoded by the host in {:.1} ms ({:.2}% of the step); planned {:.1} MB vs {:.1} MB unshared, persistent {:.1} MB",
+                    "search_step ({}): bilevel step {:.0} ms, forward {:.0} ms, {} dispatches, encoded by the host in {:.1} ms ({:.2}% of the step); planned {:.1} MB vs {:.1} MB unshared, persistent {:.1} MB, kernels' own {:.1} MB",
                     s.config,
                     s.bilevel_ms,
                     s.forward_ms,
@@ -867,7 +868,8 @@ fn bench_cmd(
                     100.0 * s.encode_ms / s.bilevel_ms,
                     s.planned_bytes as f64 / 1e6,
                     s.unshared_bytes as f64 / 1e6,
-                    s.persistent_bytes as f64 / 1e6
+                    s.persistent_bytes as f64 / 1e6,
+                    s.kernel_bytes as f64 / 1e6
                 );
                 print_profile(s.profile.as_deref());
             }

@@ -398,3 +398,55 @@ fn convolutions_share_a_weight_copy_until_the_weight_is_written() {
         }
     }
 }
+
+/// The weight gradients of a plan write their partial sums into one
+/// scratch buffer (each is dead once summed): a plan of three such
+/// convolutions holds barely more kernel-private memory than a plan of one,
+/// far less than another partial buffer per convolution.
+#[test]
+fn weight_gradients_share_one_scratch_buffer() {
+    let gpu = common::gpu();
+    let s = Conv2dShape {
+        n: 4,
+        c_in: 8,
+        h: 32,
+        w: 32,
+        c_out: 8,
+        kh: 1,
+        kw: 7,
+        stride: 1,
+        pad_h: 0,
+        pad_w: 3,
+        dilation: 1,
+        groups: 1,
+    };
+    let partial_bytes = gradnas::ops::conv2d::weight_partial_len(&s) as u64 * 4;
+    let kernel_bytes = |convs: usize| {
+        let mut rng = verify::rng(3);
+        let mut g = Graph::new();
+        let mut y = g.input("x", &[4, 8, 32, 32]);
+        let mut ws = Vec::new();
+        for k in 0..convs {
+            let w = g.param(&format!("w{k}"), &[8, 8, 1, 7], kaiming(&mut rng, 448, 56));
+            y = g.conv2d(y, w, None, s);
+            ws.push(w);
+        }
+        let target = g.input("target", &[4, 8, 32, 32]);
+        let loss = g.l1_loss(y, target);
+        let grads = graph::backward(&mut g, loss);
+        for w in &ws {
+            g.pin(grads[w]);
+        }
+        Plan::new(gpu, &g).expect("plan").kernel_bytes
+    };
+    let (one, three) = (kernel_bytes(1), kernel_bytes(3));
+    assert!(
+        one >= partial_bytes,
+        "{one} B hold no {partial_bytes} B partial"
+    );
+    assert!(
+        three - one < partial_bytes,
+        "two more weight gradients took {} B (a partial is {partial_bytes} B)",
+        three - one
+    );
+}

@@ -103,7 +103,7 @@ for name, t, shape in [("bench-small", ts, (8, 5, 32)), ("bench-medium", tm, (16
     rows.append((f"{name}   weight step", None, t.get("weight_ms"), "ms"))
     rows.append((f"{name} forward, batch {shape[2]}", gf, t.get("forward_ms"), "ms"))
     if g:
-        mem = (g["planned_bytes"] + g["persistent_bytes"]) / 1e6
+        mem = (g["planned_bytes"] + g["persistent_bytes"] + g.get("kernel_bytes", 0)) / 1e6
         rows.append((f"{name} step memory*", mem, t.get("peak_memory_mb", {}).get("step"), "MB"))
 s2, m = g2["s2"], ts["measure"]
 for blocks, gk, tk in [(1, "measured_cells_per_s_1_block", "s_per_cell_1_block"),
@@ -120,7 +120,8 @@ fmt = lambda v, u: "—" if v is None else f"{v:,.1f} {u}" if u != "ms/cell" els
 for what, g, t, unit in rows:
     ratio = f"{g / t:.2f}" if g is not None and t else "—"
     print(f"{what:<40} {fmt(g, unit):>12} {fmt(t, unit):>12} {ratio:>16}")
-print("* gradnas: planned intermediates + persistent buffers of the recorded step;")
+print("* gradnas: planned intermediates + persistent buffers + the kernels' own buffers")
+print("  (weight-gradient scratch, weight copies, uniforms) of the recorded step;")
 print(f"  PyTorch: {ts.get('peak_memory_mb', {}).get('what', 'not measured')}")
 if gradnas_row(16, 8, 64) is None:
     print("\n(bench-medium not timed on gradnas in this run (SEARCH): only PyTorch's figures there)")

@@ -42,6 +42,20 @@ impl Kernel {
         pass.dispatch_workgroups(x, y, z);
     }
 
+    /// The bytes of the buffers this dispatch binds that are not among
+    /// `known` (pooled buffers by address), adding each to `known`: a
+    /// plan's kernel-private memory (weight-gradient partials, weight
+    /// copies), counted once each, plus this dispatch's uniform.
+    pub fn private_bytes(&self, known: &mut std::collections::HashSet<usize>) -> u64 {
+        let bound: u64 = self
+            ._bound
+            .iter()
+            .filter(|b| known.insert(Arc::as_ptr(&b.mem) as usize))
+            .map(|b| b.raw().size())
+            .sum();
+        bound + self.uniform.size()
+    }
+
     /// Rewrite the uniform parameters (for values that change per step,
     /// such as a learning rate or Adam's step count).
     pub fn set_params(&self, gpu: &Gpu, params: &[u32]) {

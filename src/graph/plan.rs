@@ -4,6 +4,7 @@
 //! a step.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use super::ir::{Graph, Node, Op, T};
 use super::planner::{self, Lifetime, MemoryPlan};
@@ -21,6 +22,9 @@ pub struct Plan {
     pub memory: MemoryPlan,
     /// Bytes of tensors that own their buffers (params, states, inputs).
     pub persistent_bytes: u64,
+    /// Bytes the kernels hold privately: weight-gradient partials, weight
+    /// copies, uniforms.
+    pub kernel_bytes: u64,
 }
 
 /// Tensors laid out side by side in one buffer, each at an offset aligned
@@ -179,9 +183,21 @@ impl Plan {
         };
         let mm = MatmulKernel::default_for(gpu);
         let mut kernels = Vec::new();
-        let mut copies = conv2d::WeightCopies::default();
-        let mut node_kernels = Vec::with_capacity(g.nodes.len());
         let live = g.live_nodes();
+        let mut copies = conv2d::WeightCopies::default();
+        // One scratch buffer for every weight gradient's partial sums.
+        let partials = g
+            .nodes
+            .iter()
+            .zip(&live)
+            .filter_map(|(n, &l)| match &n.op {
+                Op::Conv2dBackwardWeight(s) if l => Some(conv2d::weight_partial_len(s)),
+                _ => None,
+            })
+            .max()
+            .map(|len| gpu.alloc("conv2d.dw_partials", len))
+            .transpose()?;
+        let mut node_kernels = Vec::with_capacity(g.nodes.len());
         for (node, live) in g.nodes.iter().zip(live) {
             if !live {
                 node_kernels.push(kernels.len()..kernels.len());
@@ -195,18 +211,26 @@ impl Plan {
                     node.outputs.iter().map(|t| &bufs[t.0]).collect(),
                 ),
             };
-            kernels.extend(build(gpu, node, &ins, &outs, mm, &mut copies)?);
+            let shared = Shared {
+                copies: &mut copies,
+                partials: partials.as_ref(),
+            };
+            kernels.extend(build(gpu, node, &ins, &outs, mm, shared)?);
             for t in &node.outputs {
                 copies.forget(t.0);
             }
             node_kernels.push(start..kernels.len());
         }
+        let mut known: std::collections::HashSet<usize> =
+            bufs.iter().map(|b| Arc::as_ptr(&b.mem) as usize).collect();
+        let kernel_bytes = kernels.iter().map(|k| k.private_bytes(&mut known)).sum();
         Ok(Plan {
             bufs,
             kernels,
             node_kernels,
             memory,
             persistent_bytes,
+            kernel_bytes,
         })
     }
 
@@ -349,17 +373,22 @@ fn one(k: Kernel) -> Vec<Kernel> {
     vec![k]
 }
 
-/// The kernels of one node; argument orders as documented on `Op`. The
-/// convolutions share their weights' copies through `copies`, keyed by the
-/// weight tensor (the caller forgets a tensor's copies once a node writes
-/// it).
+/// What the convolutions of a plan share: their weights' copies, keyed by
+/// the weight tensor (the caller forgets a tensor's copies once a node
+/// writes it), and the weight gradients' scratch for partial sums.
+struct Shared<'a> {
+    copies: &'a mut conv2d::WeightCopies,
+    partials: Option<&'a Buf>,
+}
+
+/// The kernels of one node; argument orders as documented on `Op`.
 fn build(
     gpu: &Gpu,
     node: &Node,
     i: &[&Buf],
     o: &[&Buf],
     mm: MatmulKernel,
-    copies: &mut conv2d::WeightCopies,
+    Shared { copies, partials }: Shared,
 ) -> Result<Vec<Kernel>, GpuError> {
     let opt = |k: usize, present: bool| present.then(|| i[k]);
     let w = |k: usize| node.inputs[k].0;
@@ -372,7 +401,9 @@ fn build(
             let shared = Some((copies, w(0)));
             conv2d::backward_input_shared(gpu, s, i[0], i[1], o[0], shared)?
         }
-        Op::Conv2dBackwardWeight(s) => conv2d::backward_weight(gpu, s, i[0], i[1], o[0])?,
+        Op::Conv2dBackwardWeight(s) => {
+            conv2d::backward_weight_shared(gpu, s, i[0], i[1], o[0], partials)?
+        }
         Op::Conv2dBackwardBias(s) => one(conv2d::backward_bias(gpu, s, i[0], o[0])?),
         Op::Relu => one(ew::relu_forward(gpu, i[0], o[0])?),
         Op::ReluBackward => one(ew::relu_backward(gpu, i[0], i[1], o[0])?),

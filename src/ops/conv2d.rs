@@ -370,17 +370,15 @@ pub fn backward_weight(
     dy: &Buf,
     dw: &Buf,
 ) -> Result<Vec<Kernel>, GpuError> {
-    check(
-        s,
-        &[
-            ("x", x, s.x_len()),
-            ("dy", dy, s.y_len()),
-            ("dw", dw, s.w_len()),
-        ],
-    );
+    backward_weight_shared(gpu, s, x, dy, dw, None)
+}
+
+/// How pass 1 of the weight gradient splits its work: its entry (None:
+/// the generated kernel), its invocations per chunk, and (rows per chunk,
+/// chunks).
+fn weight_split(s: &Conv2dShape) -> (Option<&'static str>, usize, (usize, usize)) {
     let taps = s.cpg_in() * s.kh * s.kw;
-    // Pass 1's entry (None: the generated kernel), its invocations per
-    // chunk, and the rows it chunks with the pixels in one.
+    // The rows pass 1 chunks, with the pixels in one.
     let rows_of_oy = (s.n * s.oh(), s.ow());
     let (entry, blocks, (rows, row_pixels)) = if conv2d_rows::fits_forward(s) {
         (
@@ -408,16 +406,52 @@ pub fn backward_weight(
         .min(MAX_PARTIAL / s.w_len())
         .clamp(1, rows);
     let chunk_rows = rows.div_ceil(chunks);
-    let chunks = rows.div_ceil(chunk_rows);
-    let partial = gpu.alloc("conv2d.dw_partial", chunks * s.w_len())?;
-    let c = (chunk_rows, chunks);
+    (entry, blocks, (chunk_rows, rows.div_ceil(chunk_rows)))
+}
+
+/// Elements of the partial sums the weight gradient of `s` writes: a
+/// plan sizes one scratch buffer for all its weight gradients by the
+/// largest.
+pub fn weight_partial_len(s: &Conv2dShape) -> usize {
+    weight_split(s).2 .1 * s.w_len()
+}
+
+/// [`backward_weight`] with its partial sums in `scratch` (at least
+/// [`weight_partial_len`] long), which the weight gradients of a plan
+/// share: the partials are dead once the second kernel has summed them,
+/// and the dispatches run in order. None: a buffer of its own.
+pub fn backward_weight_shared(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    x: &Buf,
+    dy: &Buf,
+    dw: &Buf,
+    scratch: Option<&Buf>,
+) -> Result<Vec<Kernel>, GpuError> {
+    check(
+        s,
+        &[
+            ("x", x, s.x_len()),
+            ("dy", dy, s.y_len()),
+            ("dw", dw, s.w_len()),
+        ],
+    );
+    let (entry, blocks, c) = weight_split(s);
+    let len = c.1 * s.w_len();
+    let partial = match scratch {
+        Some(b) => {
+            assert!(b.len >= len, "conv2d {s}: scratch of {} < {len}", b.len);
+            b.view(len)
+        }
+        None => gpu.alloc("conv2d.dw_partial", len)?,
+    };
     let pass1 = match entry {
         None => conv2d_rows::weight_partial_kernel(gpu, s, x, dy, &partial, c)?,
         Some(entry) => dispatch(
             gpu,
             s,
             entry,
-            chunks * blocks,
+            c.1 * blocks,
             false,
             c,
             &[(1, x), (4, dy), (6, &partial)],
