@@ -29,15 +29,16 @@ pub const FILES: &[(&str, &str)] = &[
     ),
 ];
 
-/// The head of a generated entry point `name` (one per module, workgroups
-/// of 256): its signature and its linear index `idx` (common.wgsl's
-/// `linear_index`).
-pub fn open_entry(w: &mut String, name: &str) {
-    w.push_str("@compute @workgroup_size(256)\n");
+/// The head of a generated entry point `name` (one per module) in
+/// workgroups of `wg` invocations: its signature and its linear index
+/// `idx` (common.wgsl's `linear_index` for that size; launch it with
+/// `grid_1d(n, wg)`).
+pub fn open_entry(w: &mut String, name: &str, wg: u32) {
+    w.push_str(&format!("@compute @workgroup_size({wg})\n"));
     w.push_str(&format!(
         "fn {name}(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{\n"
     ));
-    w.push_str("    let idx = linear_index(gid, nwg);\n");
+    w.push_str(&format!("    let idx = gid.x + gid.y * nwg.x * {wg}u;\n"));
 }
 
 /// Templates that code generators complete (not compiled on their own): the

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use super::conv2d::Conv2dShape;
-use crate::engine::{grid_1d, shaders, Buf, Gpu, GpuError, Kernel, WG};
+use crate::engine::{grid_1d, shaders, Buf, Gpu, GpuError, Kernel};
 
 const TEMPLATE: &str = include_str!("../../shaders/conv2d_rows.wgsl");
 
@@ -21,6 +21,14 @@ const DW_ROWS: usize = 2;
 /// loaded feeds all of them): 8, or 4 where that computes fewer channels
 /// past the last (`channel_block`).
 const DENSE_CHANNELS: usize = 8;
+/// Invocations per workgroup. These are small dispatches (a weight
+/// gradient's pass 1 has ~100–800 invocations): CPU adapters run each
+/// workgroup on one thread, so 256-wide groups left one of two cores idle
+/// in most weight gradients. 64 keeps a GPU's waves full; the weight
+/// gradients' pass 1 (the smallest) take 16 (measured in BENCHMARKS.md,
+/// "Sixth pass"). No kernel here uses workgroup memory.
+const ROWS_WG: u32 = 64;
+const WEIGHT_WG: u32 = 16;
 /// Largest tap span (k − 1) · dilation: 7 taps at dilation 2.
 const MAX_SPAN: usize = 12;
 
@@ -97,6 +105,15 @@ impl Spec {
         }
     }
 
+    /// Invocations per workgroup of this kernel (see `ROWS_WG`).
+    fn workgroup(&self) -> u32 {
+        if self.dir == Direction::WeightGradient {
+            WEIGHT_WG
+        } else {
+            ROWS_WG
+        }
+    }
+
     /// This kernel built (and compiled on first use) over `invocations`.
     fn launch(
         &self,
@@ -111,7 +128,7 @@ impl Spec {
             "conv_rows",
             params,
             slots,
-            grid_1d(invocations, WG),
+            grid_1d(invocations, self.workgroup()),
         )
     }
 
@@ -236,7 +253,7 @@ impl Spec {
         let (d, st, win) = (self.dilation, self.stride, self.window());
         let mut s = String::new();
         let w = &mut s;
-        open_entry(w);
+        open_entry(w, self.workgroup());
         let _ = writeln!(w, "    let xblocks = (p.ow + {}u) / {COLS}u;", COLS - 1);
         let _ = writeln!(
             w,
@@ -315,7 +332,7 @@ impl Spec {
         let (d, st, win, oc) = (self.dilation, self.stride, self.window(), self.oc);
         let mut s = String::new();
         let w = &mut s;
-        open_entry(w);
+        open_entry(w, self.workgroup());
         let _ = writeln!(w, "    let xblocks = (p.ow + {}u) / {COLS}u;", COLS - 1);
         let _ = writeln!(w, "    let cblocks = (p.c_out + {}u) / {oc}u;", oc - 1);
         let _ = writeln!(
@@ -456,7 +473,7 @@ impl Spec {
         let flip = self.weights4_flip();
         let mut s = String::new();
         let w = &mut s;
-        open_entry(w);
+        open_entry(w, self.workgroup());
         let _ = writeln!(w, "    let cblocks = (p.c_out + {}u) / {oc}u;", oc - 1);
         let _ = writeln!(
             w,
@@ -492,7 +509,7 @@ impl Spec {
         let (pad_h, pad_w) = (self.pad.0 as i64, self.pad.1 as i64);
         let mut s = String::new();
         let w = &mut s;
-        open_entry(w);
+        open_entry(w, self.workgroup());
         let _ = writeln!(
             w,
             "    let xblocks = ((p.ow + {}u) / {st}u + {}u) / {COLS}u;",
@@ -636,7 +653,7 @@ impl Spec {
         let oc = self.oc;
         let mut s = String::new();
         let w = &mut s;
-        open_entry(w);
+        open_entry(w, self.workgroup());
         let _ = writeln!(w, "    let hw4 = p.h * p.w / 4u;");
         if self.dir == Direction::WeightGradient {
             let ic = self.ic;
@@ -738,7 +755,7 @@ impl Spec {
         };
         let mut s = String::new();
         let w = &mut s;
-        open_entry(w);
+        open_entry(w, self.workgroup());
         if self.depthwise {
             let _ = writeln!(w, "    if idx >= p.chunks * p.c_out {{ return; }}");
             let _ = writeln!(w, "    let oc0 = idx % p.c_out;");
@@ -862,8 +879,8 @@ impl Spec {
 }
 
 /// The start of a generated entry: its signature and linear index.
-fn open_entry(w: &mut String) {
-    shaders::open_entry(w, "conv_rows");
+fn open_entry(w: &mut String, wg: u32) {
+    shaders::open_entry(w, "conv_rows", wg);
 }
 
 /// A dense weight-gradient invocation's work: chunk `k` and the block of
@@ -1177,7 +1194,7 @@ pub fn kernels(
                 "conv_rows",
                 &params,
                 &[(2, w), (6, &w4)],
-                grid_1d(len, WG),
+                grid_1d(len, spec.workgroup()),
             )?);
             if let Some((c, t)) = shared {
                 c.insert(t, layout, w4.clone());

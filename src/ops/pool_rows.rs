@@ -275,7 +275,7 @@ impl Spec {
 
 /// The start of a generated entry: its signature, linear index and bound.
 fn open_entry(w: &mut String) {
-    shaders::open_entry(w, "pool_rows");
+    shaders::open_entry(w, "pool_rows", WG);
     let _ = writeln!(w, "    if idx >= p.total {{ return; }}");
 }
 
