@@ -8,7 +8,7 @@ use std::fmt;
 
 use crate::engine::{grid_1d, Buf, Gpu, GpuError, Kernel, WG};
 use crate::ops::{conv2d_rows, reduce};
-pub use conv2d_rows::{Shared, WeightCopies};
+pub use conv2d_rows::{SharedCopies, WeightCopies};
 
 /// The geometry of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,7 +264,7 @@ pub fn forward_shared(
     w: &Buf,
     bias: Option<&Buf>,
     y: &Buf,
-    shared: Shared,
+    shared: SharedCopies,
 ) -> Result<Vec<Kernel>, GpuError> {
     check(
         s,
@@ -320,7 +320,7 @@ pub fn backward_input_shared(
     w: &Buf,
     dy: &Buf,
     dx: &Buf,
-    shared: Shared,
+    shared: SharedCopies,
 ) -> Result<Vec<Kernel>, GpuError> {
     check(
         s,
@@ -413,7 +413,8 @@ fn weight_split(s: &Conv2dShape) -> (Option<&'static str>, usize, (usize, usize)
 /// plan sizes one scratch buffer for all its weight gradients by the
 /// largest.
 pub fn weight_partial_len(s: &Conv2dShape) -> usize {
-    weight_split(s).2 .1 * s.w_len()
+    let (_, _, (_, chunks)) = weight_split(s);
+    chunks * s.w_len()
 }
 
 /// [`backward_weight`] with its partial sums in `scratch` (at least

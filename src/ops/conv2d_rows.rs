@@ -1110,7 +1110,7 @@ pub fn kernels(
     w: &Buf,
     bias: Option<&Buf>,
     output: &Buf,
-    shared: Shared,
+    shared: SharedCopies,
 ) -> Result<Vec<Kernel>, GpuError> {
     debug_assert!(match dir {
         Direction::Forward => fits_forward(s),
@@ -1223,7 +1223,7 @@ pub struct WeightCopies {
 
 /// A plan's copies and the key of this convolution's weights, or None to
 /// write a private copy (tests, benchmarks).
-pub type Shared<'a> = Option<(&'a mut WeightCopies, usize)>;
+pub type SharedCopies<'a> = Option<(&'a mut WeightCopies, usize)>;
 
 impl WeightCopies {
     fn get(&self, weight: usize, layout: &str) -> Option<Buf> {
