@@ -133,6 +133,12 @@ fn net(opt: Optimizer, clip: Option<f32>) -> Net {
     }
 }
 
+/// Tensor `t` of the GPU step against the CPU's, named by the tensor.
+fn agree(g: &Graph, plan: &Plan, cpu: &CpuExec, t: T, what: &str, when: &str) -> verify::Check {
+    let gpu = plan.read(common::gpu(), t).expect("read");
+    compare(&g.def(t).name, what, when, cpu.read(t), &gpu, tol())
+}
+
 fn tol() -> Tol {
     // Three optimizer steps compound the f32 differences of two summation
     // orders; still three orders of magnitude below the values.
@@ -160,15 +166,7 @@ fn run_three_steps(opt: Optimizer, clip: Option<f32>, set_step: impl Fn(&mut gra
         plan.step(gpu).expect("gpu step");
         cpu.step(&net.g);
         let mut check = |t: T, what: &str| {
-            let g = plan.read(gpu, t).expect("read");
-            let c = compare(
-                &net.g.def(t).name,
-                what,
-                &format!("step {step}"),
-                cpu.read(t),
-                &g,
-                tol(),
-            );
+            let c = agree(&net.g, &plan, &cpu, t, what, &format!("step {step}"));
             if !c.pass {
                 bad.push(format!("{} {what} step {step}: {:?}", c.op, c.detail));
             }
@@ -304,14 +302,7 @@ fn an_update_that_cannot_use_arenas_runs_per_tensor() {
         cpu.step(&g);
     }
     for t in [p1, p2, updates.states[0][0], updates.states[1][0]] {
-        let c = compare(
-            &g.def(t).name,
-            "updated",
-            "3 steps",
-            cpu.read(t),
-            &plan.read(gpu, t).unwrap(),
-            tol(),
-        );
+        let c = agree(&g, &plan, &cpu, t, "updated", "3 steps");
         assert!(c.pass, "{}: {:?}", c.op, c.detail);
     }
 }
@@ -386,14 +377,7 @@ fn convolutions_share_a_weight_copy_until_the_weight_is_written() {
             (x, "updated"),
             (updates.states[0][0], "momentum"),
         ] {
-            let c = compare(
-                &g.def(t).name,
-                what,
-                &format!("step {step}"),
-                cpu.read(t),
-                &plan.read(gpu, t).unwrap(),
-                tol(),
-            );
+            let c = agree(&g, &plan, &cpu, t, what, &format!("step {step}"));
             assert!(c.pass, "{what} {}: {:?}", c.op, c.detail);
         }
     }
