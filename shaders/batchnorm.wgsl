@@ -193,6 +193,17 @@ fn eval_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     out[i] = (x[i] - running_mean[ch]) * invstd * scale_of(ch) + shift_of(ch);
 }
 
+// eval_forward over float4s (hw divisible by 4): one channel per group of
+// 4, its statistics loaded once, the same arithmetic per value.
+@compute @workgroup_size(256)
+fn eval_forward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.total / 4u { return; }
+    let ch = (i / (p.hw / 4u)) % p.c;
+    let invstd = 1.0 / sqrt(running_var[ch] + p.eps);
+    out4[i] = (x4[i] - running_mean[ch]) * invstd * scale_of(ch) + shift_of(ch);
+}
+
 // dx = dy·γ·invstd of the running variance (the statistics are constants).
 @compute @workgroup_size(256)
 fn eval_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -200,4 +211,13 @@ fn eval_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     if i >= p.total { return; }
     let ch = (i / p.hw) % p.c;
     out[i] = dy[i] * scale_of(ch) / sqrt(running_var[ch] + p.eps);
+}
+
+// eval_backward over float4s (hw divisible by 4).
+@compute @workgroup_size(256)
+fn eval_backward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.total / 4u { return; }
+    let ch = (i / (p.hw / 4u)) % p.c;
+    out4[i] = dy4[i] * scale_of(ch) / sqrt(running_var[ch] + p.eps);
 }

@@ -228,6 +228,17 @@ fn dispatch(
     gpu.kernel(SHADER, entry, &params, slots, groups)
 }
 
+/// The evaluation entry and its invocation count: over float4s when the
+/// plane divides by 4 (a float4 load costs a CPU adapter about what a
+/// float load does), else one value per invocation.
+fn elementwise_entry(s: &Shape, one: &'static str, four: &'static str) -> (&'static str, usize) {
+    if s.hw.is_multiple_of(4) {
+        (four, s.len() / 4)
+    } else {
+        (one, s.len())
+    }
+}
+
 /// γ (and β) when affine; otherwise `stand_in`, which the shader ignores
 /// (p.affine = 0) but the auto layout still wants bound.
 fn affine_or<'a>(s: &Shape, param: Option<&'a Buf>, stand_in: &'a Buf) -> &'a Buf {
@@ -334,7 +345,8 @@ pub fn eval_forward(
         (8, running_mean),
         (9, running_var),
     ];
-    dispatch(gpu, "eval_forward", s, grid_1d(s.len(), WG), &slots)
+    let (entry, n) = elementwise_entry(s, "eval_forward", "eval_forward4");
+    dispatch(gpu, entry, s, grid_1d(n, WG), &slots)
 }
 
 /// dx = dy·γ / sqrt(running_var + eps) (element-wise).
@@ -353,5 +365,6 @@ pub fn eval_backward(
         (5, dx),
         (9, running_var),
     ];
-    dispatch(gpu, "eval_backward", s, grid_1d(s.len(), WG), &slots)
+    let (entry, n) = elementwise_entry(s, "eval_backward", "eval_backward4");
+    dispatch(gpu, entry, s, grid_1d(n, WG), &slots)
 }

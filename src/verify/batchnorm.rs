@@ -8,9 +8,14 @@ use crate::ops::batchnorm::{self as bn, cpu, Shape};
 /// n = hw = 1, whose variance is degenerate (PyTorch refuses it too).
 fn shapes(level: Level, training: bool) -> Vec<Shape> {
     match level {
-        // An affine case (so the γ, β gradient rows appear) and the
-        // supernet's affine-free BN.
-        Level::Quick => vec![Shape::new(2, 5, 169, true), Shape::new(2, 16, 49, false)],
+        // An affine case (so the γ, β gradient rows appear), the
+        // supernet's affine-free BN, and a plane of whole float4s (the
+        // float4 entries).
+        Level::Quick => vec![
+            Shape::new(2, 5, 169, true),
+            Shape::new(2, 16, 49, false),
+            Shape::new(3, 3, 36, true),
+        ],
         Level::Full => {
             let mut v = Vec::new();
             for (i, hw) in [1, 49, 169, 784].into_iter().enumerate() {
