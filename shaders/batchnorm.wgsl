@@ -14,6 +14,10 @@ struct Params {
     momentum: f32,
     // Invocations of an element-wise (evaluation) dispatch.
     total: u32,
+    // 1: a ReLU fused after a training batch norm without affine (y =
+    // max(x̂, 0); the backward masks dy by x̂ > 0, x̂ recomputed as the
+    // forward computed it, so the mask is the forward's bit for bit).
+    relu: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -61,6 +65,24 @@ fn shift_of(ch: u32) -> f32 {
     return select(0.0, beta[ch], p.affine != 0u);
 }
 
+// The fused ReLU (p.relu) of a training forward's output z, and its
+// backward: dy where the forward's z > 0 (as the ReLU op computes them).
+fn relu_if(z: f32) -> f32 {
+    return select(z, max(z, 0.0), p.relu != 0u);
+}
+
+fn relu_if4(z: vec4<f32>) -> vec4<f32> {
+    return select(z, max(z, vec4(0.0)), p.relu != 0u);
+}
+
+fn masked(g: f32, z: f32) -> f32 {
+    return select(g, select(0.0, g, z > 0.0), p.relu != 0u);
+}
+
+fn masked4(g: vec4<f32>, z: vec4<f32>) -> vec4<f32> {
+    return select(g, select(vec4(0.0), g, z > vec4(0.0)), p.relu != 0u);
+}
+
 // The statistics in one pass: sums of d = x − K and d² around a pivot K,
 // the channel's first value, so Σd² − (Σd)²/M loses no precision to a
 // large mean (the textbook one-pass formula's failure).
@@ -83,7 +105,7 @@ fn train_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     let b = shift_of(ch) - mean * a;
     for (var j = lid; j < m; j = j + WG) {
         let i = at(ch, j);
-        out[i] = x[i] * a + b;
+        out[i] = relu_if(x[i] * a + b);
     }
     if lid == 0u {
         saved_mean[ch] = mean;
@@ -102,21 +124,23 @@ fn train_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     let m = p.n * p.hw;
     let mean = saved_mean[ch];
     let invstd = saved_invstd[ch];
+    let a = scale_of(ch) * invstd;
+    // The forward's shift (no affine with a fused ReLU).
+    let b = 0.0 - mean * a;
     var acc = vec2<f32>(0.0, 0.0);
     for (var j = lid; j < m; j = j + WG) {
         let i = at(ch, j);
-        let g = dy[i];
+        let g = masked(dy[i], x[i] * a + b);
         acc = acc + vec2<f32>(g, g * (x[i] - mean) * invstd);
     }
     let sums = workgroup_sum2(lid, acc);
     let means = sums / f32(m);
-    let a = scale_of(ch) * invstd;
     // dx = a·dy − a·(Σdy/M) − a·invstd·(Σdy·x̂/M)·(x − mean), as dy·a + x·k + c0.
     let k = -a * invstd * means.y;
     let c0 = -a * means.x - k * mean;
     for (var j = lid; j < m; j = j + WG) {
         let i = at(ch, j);
-        out[i] = dy[i] * a + x[i] * k + c0;
+        out[i] = masked(dy[i], x[i] * a + b) * a + x[i] * k + c0;
     }
     if lid == 0u {
         dgamma[ch] = sums.y;
@@ -145,7 +169,7 @@ fn train_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     let b = shift_of(ch) - mean * a;
     for (var j = lid; j < m4; j = j + WG) {
         let i = at4(ch, j);
-        out4[i] = x4[i] * a + b;
+        out4[i] = relu_if4(x4[i] * a + b);
     }
     if lid == 0u {
         saved_mean[ch] = mean;
@@ -163,20 +187,21 @@ fn train_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     let m4 = m / 4u;
     let mean = saved_mean[ch];
     let invstd = saved_invstd[ch];
+    let a = scale_of(ch) * invstd;
+    let b = 0.0 - mean * a;
     var acc = vec2<f32>(0.0, 0.0);
     for (var j = lid; j < m4; j = j + WG) {
         let i = at4(ch, j);
-        let g = dy4[i];
+        let g = masked4(dy4[i], x4[i] * a + b);
         acc = acc + vec2<f32>(dot(g, vec4(1.0)), dot(g, x4[i] - mean) * invstd);
     }
     let sums = workgroup_sum2(lid, acc);
     let means = sums / f32(m);
-    let a = scale_of(ch) * invstd;
     let k = -a * invstd * means.y;
     let c0 = -a * means.x - k * mean;
     for (var j = lid; j < m4; j = j + WG) {
         let i = at4(ch, j);
-        out4[i] = dy4[i] * a + x4[i] * k + c0;
+        out4[i] = masked4(dy4[i], x4[i] * a + b) * a + x4[i] * k + c0;
     }
     if lid == 0u {
         dgamma[ch] = sums.y;

@@ -113,6 +113,9 @@ fn bn_shapes() -> Vec<BnShape> {
         BnShape::new(1, 3, 7, false),
         BnShape::new(3, 2, 1, true),
         BnShape::new(2, 1, 9, false),
+        // A ReLU fused after it.
+        BnShape::new(1, 3, 7, false).with_relu(),
+        BnShape::new(3, 2, 6, false).with_relu(),
     ]
 }
 
@@ -132,10 +135,14 @@ fn batchnorm_train() {
     for seed in SEEDS {
         for s in bn_shapes() {
             let mut r = rng(seed);
-            let x: Vec<f32> = randn(&mut r, s.len())
+            let mut x: Vec<f32> = randn(&mut r, s.len())
                 .iter()
                 .map(|v| 2.0 * v + 1.0)
                 .collect();
+            if s.relu {
+                // Finite differences step over no kink.
+                bn::cpu::clear_of_relu_kink(&s, &mut x, 0.05);
+            }
             let dy = randn(&mut r, s.len());
             let ab = affine(&mut r, &s);
             let (gamma, beta) = (
@@ -164,7 +171,8 @@ fn batchnorm_train() {
 fn batchnorm_eval() {
     for seed in SEEDS {
         // Evaluation mode allows a single value per channel.
-        for s in bn_shapes().into_iter().chain([BnShape::new(1, 3, 1, true)]) {
+        let eval = bn_shapes().into_iter().filter(|s| !s.relu);
+        for s in eval.chain([BnShape::new(1, 3, 1, true)]) {
             let mut r = rng(seed);
             let x = randn(&mut r, s.len());
             let dy = randn(&mut r, s.len());

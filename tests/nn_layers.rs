@@ -178,6 +178,60 @@ fn sep_conv() {
     );
 }
 
+/// A SepConv's middle ReLU rides in its first batch norm in training
+/// without affine (one op, `Shape::relu`), and stays its own op in
+/// evaluation and with affine; the fused op's values are the two ops'.
+#[test]
+fn sep_conv_fuses_its_middle_relu_in_training() {
+    use gradnas::graph::Op;
+    let ops = |eval: bool, affine: bool| {
+        let mut g = Graph::new();
+        let mut store = ParamStore::new(3);
+        store.eval = eval;
+        let x = g.input("x", &[N, 4, 7, 7]);
+        layers::sep_conv(&mut g, &mut store, x, 4, 3, 1, affine);
+        let relus = g.nodes.iter().filter(|n| matches!(n.op, Op::Relu)).count();
+        let fused = g
+            .nodes
+            .iter()
+            .filter(|n| matches!(&n.op, Op::BatchNormTrain(s) if s.relu))
+            .count();
+        (relus, fused)
+    };
+    assert_eq!(ops(false, false), (1, 1), "training, no affine");
+    assert_eq!(ops(false, true), (2, 0), "training, affine");
+    assert_eq!(ops(true, false), (2, 0), "evaluation");
+
+    // batchnorm_relu against batchnorm then relu, forward and backward.
+    let run = |fused: bool| {
+        let mut g = Graph::new();
+        let mut store = ParamStore::new(3);
+        let mut rng = verify::rng(4);
+        let x = g.param("x", &[3, 5, 6, 6], verify::randn(&mut rng, 3 * 5 * 36));
+        let y = if fused {
+            layers::batchnorm_relu(&mut g, &mut store, "bn", x, false)
+        } else {
+            let b = layers::batchnorm(&mut g, &mut store, "bn", x, false);
+            g.relu(b)
+        };
+        let labels = g.input("labels", &[3]);
+        let pooled = g.global_avg_pool(y);
+        let logits = layers::linear(&mut g, &mut store, pooled, CLASSES, true);
+        let loss = g.log_softmax_xent(logits, labels);
+        g.pin(y);
+        let dx = graph::backward(&mut g, loss)[&x];
+        g.pin(dx);
+        let mut c = CpuExec::new(&g);
+        c.write_u32(labels, &[0, 3, 1]);
+        c.step(&g);
+        (c.read(y).to_vec(), c.read(dx).to_vec())
+    };
+    let ((y1, dx1), (y2, dx2)) = (run(true), run(false));
+    assert_eq!(y1, y2, "forward");
+    let c = compare("batchnorm_relu", "backward", "fused", &dx2, &dx1, GRADIENT);
+    assert!(c.pass, "fused backward: {:?}", c.detail);
+}
+
 #[test]
 fn dil_conv() {
     check(

@@ -120,7 +120,30 @@ pub fn conv(g: &mut Graph, store: &mut ParamStore, leaf: &str, x: T, spec: ConvS
 /// running mean (zeros) and variance (ones) as states.
 pub fn batchnorm(g: &mut Graph, store: &mut ParamStore, leaf: &str, x: T, affine: bool) -> T {
     let [n, c, h, w] = nchw(g, x);
-    let s = batchnorm::Shape::new(n, c, h * w, affine);
+    batchnorm_of(
+        g,
+        store,
+        leaf,
+        x,
+        batchnorm::Shape::new(n, c, h * w, affine),
+    )
+}
+
+/// [`batchnorm`] then ReLU: one op in training without affine
+/// (`batchnorm::Shape::with_relu`, a pass over the tensor fewer each way),
+/// the two ops otherwise. The same values either way.
+pub fn batchnorm_relu(g: &mut Graph, store: &mut ParamStore, leaf: &str, x: T, affine: bool) -> T {
+    if store.eval || affine {
+        let y = batchnorm(g, store, leaf, x, affine);
+        return g.relu(y);
+    }
+    let [n, c, h, w] = nchw(g, x);
+    let s = batchnorm::Shape::new(n, c, h * w, affine).with_relu();
+    batchnorm_of(g, store, leaf, x, s)
+}
+
+fn batchnorm_of(g: &mut Graph, store: &mut ParamStore, leaf: &str, x: T, s: batchnorm::Shape) -> T {
+    let (c, affine) = (s.c, s.affine);
     let check = if store.eval {
         s.validate()
     } else {
@@ -179,9 +202,28 @@ fn relu_dw_pw_bn(
     affine: bool,
 ) -> T {
     let r = g.relu(x);
+    dw_pw_bn(g, store, names, r, c_out, dw, affine, false)
+}
+
+/// [`relu_dw_pw_bn`] after its ReLU, with a ReLU after the BN if `relu`.
+#[allow(clippy::too_many_arguments)]
+fn dw_pw_bn(
+    g: &mut Graph,
+    store: &mut ParamStore,
+    names: [&str; 3],
+    r: T,
+    c_out: usize,
+    dw: ConvSpec,
+    affine: bool,
+    relu: bool,
+) -> T {
     let d = conv(g, store, names[0], r, dw);
     let p = conv(g, store, names[1], d, ConvSpec::new(c_out, 1));
-    batchnorm(g, store, names[2], p, affine)
+    if relu {
+        batchnorm_relu(g, store, names[2], p, affine)
+    } else {
+        batchnorm(g, store, names[2], p, affine)
+    }
 }
 
 /// A depthwise k×k spec for `x`'s channels ("same" padding for odd k at
@@ -211,9 +253,20 @@ pub fn sep_conv(
 ) -> T {
     let c_in = nchw(g, x)[1];
     let dw1 = depthwise(g, x, k, stride, 1);
-    let y = relu_dw_pw_bn(g, store, ["dw1", "pw1", "bn1"], x, c_in, dw1, affine);
+    // The second half's ReLU is fused into the first half's BN.
+    let r = g.relu(x);
+    let y = dw_pw_bn(g, store, ["dw1", "pw1", "bn1"], r, c_in, dw1, affine, true);
     let dw2 = depthwise(g, y, k, 1, 1);
-    relu_dw_pw_bn(g, store, ["dw2", "pw2", "bn2"], y, c_out, dw2, affine)
+    dw_pw_bn(
+        g,
+        store,
+        ["dw2", "pw2", "bn2"],
+        y,
+        c_out,
+        dw2,
+        affine,
+        false,
+    )
 }
 
 /// DARTS's DilConv (dil_conv_kxk): ReLU, depthwise k×k with dilation 2 and

@@ -17,6 +17,12 @@ pub struct Shape {
     pub eps: f32,
     /// Running-statistics weight of the new batch (PyTorch's momentum).
     pub momentum: f32,
+    /// A ReLU fused after a training batch norm: y = max(x̂, 0), the
+    /// backward masking dy by x̂ > 0 (x̂ recomputed from x and the saved
+    /// statistics). It saves the ReLU's pass over the tensor each way.
+    /// Only without affine: the backward would need β as a ninth storage
+    /// buffer.
+    pub relu: bool,
 }
 
 impl Shape {
@@ -29,7 +35,12 @@ impl Shape {
             affine,
             eps: 1e-5,
             momentum: 0.1,
+            relu: false,
         }
+    }
+    /// This batch norm with a ReLU fused after it (training, no affine).
+    pub fn with_relu(self) -> Shape {
+        Shape { relu: true, ..self }
     }
     /// Values per channel.
     pub fn m(&self) -> usize {
@@ -44,6 +55,12 @@ impl Shape {
     pub fn validate(&self) -> Result<(), String> {
         if self.c == 0 || self.m() == 0 {
             return Err(format!("batchnorm {self}: empty tensor"));
+        }
+        if self.relu && self.affine {
+            return Err(format!(
+                "batchnorm {self}: a fused ReLU needs a batch norm without affine \
+                 (its backward would bind β as a ninth storage buffer)"
+            ));
         }
         // One workgroup per channel in training.
         if self.c > 65_535 {
@@ -65,6 +82,11 @@ impl Shape {
     fn checked(&self, training: bool) -> &Self {
         let r = if training {
             self.validate_train()
+        } else if self.relu {
+            Err(format!(
+                "batchnorm {self}: a fused ReLU is for training; evaluation keeps \
+                 the ReLU op"
+            ))
         } else {
             self.validate()
         };
@@ -78,7 +100,8 @@ impl Shape {
 impl std::fmt::Display for Shape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let affine = if self.affine { " affine" } else { "" };
-        write!(f, "[{},{},{}]{affine}", self.n, self.c, self.hw)
+        let relu = if self.relu { " +relu" } else { "" };
+        write!(f, "[{},{},{}]{affine}{relu}", self.n, self.c, self.hw)
     }
 }
 
@@ -125,7 +148,8 @@ pub mod cpu {
             let invstd = 1.0 / (ss / m + s.eps as f64).sqrt();
             let (g, b) = (gamma_at(s, gamma, ch), beta.map_or(0.0, |b| b[ch] as f64));
             for i in channel(s, ch) {
-                y[i] = ((x[i] as f64 - mean) * invstd * g + b) as f32;
+                let z = ((x[i] as f64 - mean) * invstd * g + b) as f32;
+                y[i] = if s.relu { z.max(0.0) } else { z };
             }
             running_mean[ch] = ((1.0 - mom) * running_mean[ch] as f64 + mom * mean) as f32;
             running_var[ch] = ((1.0 - mom) * running_var[ch] as f64 + mom * ss / (m - 1.0)) as f32;
@@ -152,17 +176,58 @@ pub mod cpu {
         for ch in 0..s.c {
             let (mu, is) = (mean[ch] as f64, invstd[ch] as f64);
             let xhat = |i: usize| (x[i] as f64 - mu) * is;
-            let sum_dy: f64 = channel(s, ch).map(|i| dy[i] as f64).sum();
-            let sum_dy_xhat: f64 = channel(s, ch).map(|i| dy[i] as f64 * xhat(i)).sum();
             let g = gamma_at(s, gamma, ch);
+            // The gradient reaching the batch norm's output: through the
+            // fused ReLU, where its input (no affine: g·x̂) is positive.
+            let dz = |i: usize| {
+                if s.relu && g * xhat(i) <= 0.0 {
+                    0.0
+                } else {
+                    dy[i] as f64
+                }
+            };
+            let sum_dy: f64 = channel(s, ch).map(dz).sum();
+            let sum_dy_xhat: f64 = channel(s, ch).map(|i| dz(i) * xhat(i)).sum();
             for i in channel(s, ch) {
-                let v = g * is / m * (m * dy[i] as f64 - sum_dy - xhat(i) * sum_dy_xhat);
+                let v = g * is / m * (m * dz(i) - sum_dy - xhat(i) * sum_dy_xhat);
                 dx[i] = v as f32;
             }
             dgamma.push(sum_dy_xhat as f32);
             dbeta.push(sum_dy as f32);
         }
         (dx, dgamma, dbeta)
+    }
+
+    /// Test data for a fused ReLU: moves values of `x` whose normalized
+    /// value x̂ lies within `margin` of the ReLU's kink at 0 to a quarter
+    /// standard deviation past it, until none does (moving one shifts the
+    /// channel's statistics a little). At the kink the GPU's and this
+    /// reference's masks, or a finite difference, may disagree on values
+    /// that differ in the last bit.
+    pub fn clear_of_relu_kink(s: &Shape, x: &mut [f32], margin: f64) {
+        for _ in 0..100 {
+            let mut moved = false;
+            for ch in 0..s.c {
+                let m = s.m() as f64;
+                let mean = channel(s, ch).map(|i| x[i] as f64).sum::<f64>() / m;
+                let var = channel(s, ch)
+                    .map(|i| (x[i] as f64 - mean).powi(2))
+                    .sum::<f64>()
+                    / m;
+                let sd = (var + s.eps as f64).sqrt();
+                for i in channel(s, ch).collect::<Vec<_>>() {
+                    let z = (x[i] as f64 - mean) / sd;
+                    if z.abs() < margin {
+                        x[i] = (x[i] as f64 + z.signum() * 0.25 * sd) as f32;
+                        moved = true;
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("clear_of_relu_kink {s}: values still within {margin} of the kink");
     }
 
     pub fn eval_forward(
@@ -224,6 +289,7 @@ fn dispatch(
         s.eps.to_bits(),
         s.momentum.to_bits(),
         s.len() as u32,
+        s.relu as u32,
     ];
     gpu.kernel(SHADER, entry, &params, slots, groups)
 }

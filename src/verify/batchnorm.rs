@@ -15,6 +15,7 @@ fn shapes(level: Level, training: bool) -> Vec<Shape> {
             Shape::new(2, 5, 169, true),
             Shape::new(2, 16, 49, false),
             Shape::new(3, 3, 36, true),
+            Shape::new(3, 4, 36, false),
         ],
         Level::Full => {
             let mut v = Vec::new();
@@ -73,6 +74,10 @@ fn train_case(s: Shape) -> Case {
             .into_iter()
             .map(|v| 2.0 * v + 3.0)
             .collect();
+        let mut x = x;
+        if s.relu {
+            cpu::clear_of_relu_kink(&s, &mut x, 1e-3);
+        }
         let dy = c.randn(s.len());
         let affine = Affine::draw(c, &s)?;
         let (mut rm, mut rv) = draw_running(c, &s);
@@ -132,7 +137,14 @@ fn eval_case(s: Shape) -> Case {
 }
 
 pub fn cases(level: Level) -> Vec<Case> {
-    let mut v: Vec<Case> = shapes(level, true).into_iter().map(train_case).collect();
+    let train = shapes(level, true);
+    // The fused ReLU (training without affine), on the same shapes.
+    let relu: Vec<Shape> = train
+        .iter()
+        .filter(|s| !s.affine)
+        .map(|s| s.with_relu())
+        .collect();
+    let mut v: Vec<Case> = train.into_iter().chain(relu).map(train_case).collect();
     v.extend(shapes(level, false).into_iter().map(eval_case));
     v
 }
