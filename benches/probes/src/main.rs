@@ -4,6 +4,9 @@
 //! (default 256) workgroups of 64 invocations, each reading 4,096 floats
 //! in the load probes; REPS (default 1) dispatches per pass. Prints the best
 //! of 5 timed passes after a warm-up, and ns per float read per invocation.
+//! UNCHECKED=1 creates the module without wgpu's bounds checks
+//! (`create_shader_module_trusted`); TEX=1 binds a 1024×1024 rgba32f
+//! texture at binding 3 instead of the uniform array (texture.wgsl).
 
 use std::time::Instant;
 
@@ -22,17 +25,23 @@ fn main() {
         flags: wgpu::InstanceFlags::empty(),
         ..wgpu::InstanceDescriptor::new_without_display_handle()
     });
-    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).expect("adapter");
+    let adapter =
+        pollster::block_on(instance.request_adapter(&Default::default())).expect("adapter");
     println!("adapter: {}", adapter.get_info().name);
     let (dev, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         required_limits: adapter.limits(),
         ..Default::default()
     }))
     .expect("device");
-    let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+    let desc = wgpu::ShaderModuleDescriptor {
         label: None,
         source: wgpu::ShaderSource::Wgsl(src.into()),
-    });
+    };
+    let module = if env("UNCHECKED", 0) == 1 {
+        unsafe { dev.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+    } else {
+        dev.create_shader_module(desc)
+    };
     let n = 1usize << 22;
     let data: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
     let init = |contents: &[f32], usage| {
@@ -45,6 +54,26 @@ fn main() {
     let a = init(&data, wgpu::BufferUsages::STORAGE);
     let u = init(&data[..16384], wgpu::BufferUsages::UNIFORM);
     let o = init(&data, wgpu::BufferUsages::STORAGE);
+    let tex = dev.create_texture_with_data(
+        &queue,
+        &wgpu::TextureDescriptor {
+            label: None,
+            size: wgpu::Extent3d {
+                width: 1024,
+                height: 1024,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Float,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING,
+            view_formats: &[],
+        },
+        wgpu::util::TextureDataOrder::LayerMajor,
+        bytemuck::cast_slice(&data),
+    );
+    let view = tex.create_view(&Default::default());
     let (groups, reps) = (env("GROUPS", 256), env("REPS", 1));
     for entry in args {
         let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -55,7 +84,8 @@ fn main() {
             compilation_options: Default::default(),
             cache: None,
         });
-        let entries: Vec<_> = [&a, &o, &u]
+        let layout = pipeline.get_bind_group_layout(0);
+        let mut entries: Vec<_> = [&a, &o]
             .iter()
             .enumerate()
             .map(|(i, b)| wgpu::BindGroupEntry {
@@ -63,9 +93,20 @@ fn main() {
                 resource: b.as_entire_binding(),
             })
             .collect();
+        if env("TEX", 0) == 1 {
+            entries.push(wgpu::BindGroupEntry {
+                binding: 3,
+                resource: wgpu::BindingResource::TextureView(&view),
+            });
+        } else {
+            entries.push(wgpu::BindGroupEntry {
+                binding: 2,
+                resource: u.as_entire_binding(),
+            });
+        }
         let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
-            layout: &pipeline.get_bind_group_layout(0),
+            layout: &layout,
             entries: &entries,
         });
         let run = || {
