@@ -776,6 +776,45 @@ def compare_step(path, device):
 # ---- main ---------------------------------------------------------------------
 
 
+# The op classes of BENCHMARKS.md's comparison with `gradnas bench --profile`,
+# by the ATen op name's first match.
+OP_CLASSES = [
+    ("convolutions", ("conv",)),
+    ("batch norm", ("batch_norm",)),
+    ("pools", ("pool",)),
+    (
+        "element-wise",
+        ("mul", "add", "relu", "clamp", "threshold", "copy", "fill", "sum", "div", "sub"),
+    ),
+]
+
+
+def profile_step(cfg, device):
+    """Self time of one bilevel step (after a warm-up step) by op class."""
+    from torch.profiler import ProfilerActivity, profile
+
+    search = Search(cfg, device)
+    search.arch_step()
+    search.weight_step()
+    sync(device)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        search.arch_step()
+        search.weight_step()
+        sync(device)
+    by = {}
+    for e in prof.key_averages():
+        name = e.key.lower()
+        cls = next((c for c, keys in OP_CLASSES if any(k in name for k in keys)), "rest")
+        us = e.self_device_time_total if device.type == "cuda" else e.self_cpu_time_total
+        by[cls] = by.get(cls, 0.0) + us / 1e3
+    total = sum(by.values())
+    print(f"one bilevel step, self {'device' if device.type == 'cuda' else 'CPU'} time by op class:")
+    for cls, ms in sorted(by.items(), key=lambda kv: -kv[1]):
+        print(f"  {cls:<14} {ms:>9.1f} ms  {100 * ms / total:5.1f}%")
+    print(f"  {'all':<14} {total:>9.1f} ms")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="bench-small", choices=sorted(CONFIGS))
@@ -795,6 +834,12 @@ def main():
     ap.add_argument(
         "--compare-step", metavar="FILE", help="replay gradnas_ref's step dump (README.md) and exit"
     )
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="torch.profiler over one bilevel step, self time by op class (as "
+        "`gradnas bench --profile`), and exit",
+    )
     ap.add_argument("--memory-child", choices=["step", "forward"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads < 1 or args.repeats < 1 or args.n_val < 1 or args.measure_cells < 0:
@@ -810,6 +855,8 @@ def main():
         return check(device)
     if args.compare_step:
         return compare_step(args.compare_step, device)
+    if args.profile:
+        return profile_step(CONFIGS[args.config], device)
 
     cfg = CONFIGS[args.config]
     load = os.getloadavg()[0]  # other work on the cores stalls the thread pool
