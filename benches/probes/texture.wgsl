@@ -6,13 +6,6 @@
 @group(0) @binding(1) var<storage, read_write> o: array<f32>;
 @group(0) @binding(3) var t: texture_2d<f32>;
 @compute @workgroup_size(64)
-fn vec4s_here(@builtin(global_invocation_id) g: vec3<u32>) {
-    var s = vec4(0.0);
-    let base = g.x * 7u;
-    for (var j = 0u; j < 1024u; j++) { s += a4[(base + j * 3u) & 0xfffffu]; }
-    o[g.x] = s.x + s.y + s.z + s.w;
-}
-@compute @workgroup_size(64)
 fn tex(@builtin(global_invocation_id) g: vec3<u32>) {
     var s = vec4(0.0);
     let base = g.x * 7u;
