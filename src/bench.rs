@@ -525,6 +525,23 @@ fn median_secs(
     Ok(v[v.len() / 2])
 }
 
+/// The median of `repeats` GPU times (after one warm-up); `None` where the
+/// adapter has no timestamps.
+fn median_gpu_secs(
+    repeats: usize,
+    mut f: impl FnMut() -> Result<Option<f64>, GpuError>,
+) -> Result<Option<f64>, GpuError> {
+    if f()?.is_none() {
+        return Ok(None);
+    }
+    let mut v = Vec::with_capacity(repeats);
+    for _ in 0..repeats.max(1) {
+        v.extend(f()?);
+    }
+    v.sort_by(f64::total_cmp);
+    Ok(Some(v[v.len() / 2]))
+}
+
 pub fn train_step(
     gpu: &Gpu,
     model: &crate::models::ModelSpec,
@@ -588,6 +605,14 @@ pub struct SearchBench {
     /// The host's time to encode one bilevel step (median), the CPU cost
     /// of recording that issue 8 wants below 5% of the step's GPU time.
     pub encode_ms: f64,
+    /// The same encoding as a step pays it: chunks on parallel threads
+    /// (`Gpu::run`), wall time, and the threads it used.
+    pub encode_wall_ms: f64,
+    pub encode_threads: usize,
+    /// The GPU's own time for one bilevel step and one forward pass
+    /// (timestamps, median), where the adapter has timestamp queries.
+    pub bilevel_gpu_ms: Option<f64>,
+    pub forward_gpu_ms: Option<f64>,
     pub planned_bytes: u64,
     pub unshared_bytes: u64,
     pub persistent_bytes: u64,
@@ -660,6 +685,11 @@ pub fn search_step(
         drop(plan.encode(gpu));
         Ok(())
     })?;
+    let encode_wall = median_secs(repeats.max(5), || {
+        drop(gpu.encode_parallel(plan.kernels())?);
+        Ok(())
+    })?;
+    let bilevel_gpu = median_gpu_secs(repeats, || plan.gpu_seconds(gpu))?;
     let profile = if profile {
         Some(plan.profile(gpu)?)
     } else {
@@ -680,6 +710,7 @@ pub fn search_step(
         fplan.step(gpu)?;
         gpu.sync()
     })?;
+    let forward_gpu = median_gpu_secs(repeats, || fplan.gpu_seconds(gpu))?;
     Ok(SearchBench {
         config: format!(
             "width {} depth {} batch {} {}×{}×{} {}, {} order{}",
@@ -700,6 +731,12 @@ pub fn search_step(
         forward_ms: forward * 1e3,
         dispatches: plan.dispatches(),
         encode_ms: encode * 1e3,
+        encode_wall_ms: encode_wall * 1e3,
+        encode_threads: plan
+            .dispatches()
+            .div_ceil(crate::engine::encode_chunk(plan.dispatches())),
+        bilevel_gpu_ms: bilevel_gpu.map(|t| t * 1e3),
+        forward_gpu_ms: forward_gpu.map(|t| t * 1e3),
         planned_bytes: plan.memory.planned_bytes,
         unshared_bytes: plan.memory.unshared_bytes,
         persistent_bytes: plan.persistent_bytes,

@@ -833,22 +833,25 @@ fn bench_cmd(
     let search = if search {
         // bench-small as specified, its partial-channel (k = 4) and
         // second-order variants, bench-medium. Seconds per step on software
-        // adapters: a few repeats suffice (one for the costlier ones).
+        // adapters: a few repeats suffice (one for the costlier ones); a
+        // hardware GPU takes milliseconds and gets all of them.
+        let software = gpu.info.device_type == wgpu::DeviceType::Cpu;
+        let few = |n: usize| if software { repeats.min(n) } else { repeats };
         let small = bench::bench_small();
         let mut variants = Vec::new();
         for v in search_variants {
             variants.push(match v.as_str() {
-                "small" => (small.clone(), false, repeats.min(3)),
+                "small" => (small.clone(), false, few(3)),
                 "small-pc4" => (
                     SupernetConfig {
                         partial_channels: 4,
                         ..small.clone()
                     },
                     false,
-                    repeats.min(3),
+                    few(3),
                 ),
-                "small-2nd" => (small.clone(), true, 1),
-                "medium" => (bench::bench_medium(), false, 1),
+                "small-2nd" => (small.clone(), true, few(1)),
+                "medium" => (bench::bench_medium(), false, few(1)),
                 other => anyhow::bail!(
                     "--search {other}: expected small, small-pc4, small-2nd or medium"
                 ),
@@ -871,6 +874,15 @@ fn bench_cmd(
                     s.persistent_bytes as f64 / 1e6,
                     s.kernel_bytes as f64 / 1e6
                 );
+                if let (Some(b), Some(f)) = (s.bilevel_gpu_ms, s.forward_gpu_ms) {
+                    println!(
+                        "  GPU time (timestamps): bilevel step {b:.2} ms, forward {f:.2} ms; host encoding {:.1}% of it on one thread, {:.1} ms = {:.1}% on {} threads as a step encodes",
+                        100.0 * s.encode_ms / b,
+                        s.encode_wall_ms,
+                        100.0 * s.encode_wall_ms / b,
+                        s.encode_threads
+                    );
+                }
                 print_profile(s.profile.as_deref());
             }
             out.push(s);

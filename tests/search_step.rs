@@ -176,3 +176,53 @@ fn impossible_configs_are_refused_naming_the_field() {
     c.partial_channels = 4; // does not divide width 2
     assert!(c.validate().unwrap_err().contains("partial_channels"));
 }
+
+/// A step encoded in parallel chunks and submitted piece by piece (what
+/// `Gpu::run` does on large plans) gives the same bits as one compute
+/// pass: the queue keeps the order and wgpu the barriers between pieces.
+#[test]
+fn chunked_encoding_gives_the_same_bits() {
+    let gpu = common::gpu();
+    let cfg = tiny(OpSet::pnas());
+    let h = SearchHyper::default();
+    let run = |chunks: usize| {
+        let step = build_step(&cfg, &h, 11);
+        let plan = Plan::new(gpu, &step.g).expect("plan");
+        let mut rng = verify::rng(4);
+        let n = cfg.batch * cfg.dims.len();
+        for t in [step.val_images, step.train_images] {
+            plan.write(gpu, t, &verify::randn(&mut rng, n));
+        }
+        for t in [step.val_labels, step.train_labels] {
+            plan.write_u32(gpu, t, &[2, 1]);
+        }
+        let chunk = plan.dispatches().div_ceil(chunks);
+        assert!(
+            plan.dispatches() > 4 * chunks,
+            "{} dispatches",
+            plan.dispatches()
+        );
+        for _ in 0..2 {
+            gpu.run_chunked(plan.kernels(), chunk).expect("step");
+        }
+        let watched: Vec<T> = [step.val_loss, step.train_loss]
+            .into_iter()
+            .chain(step.arch.alphas())
+            .chain(step.arch.betas())
+            .chain(step.weights.iter().copied())
+            .collect();
+        watched
+            .iter()
+            .map(|&t| plan.read(gpu, t).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let (one, five) = (run(1), run(5));
+    assert_eq!(one.len(), five.len());
+    for (i, (a, b)) in one.iter().zip(&five).enumerate() {
+        let (a, b): (Vec<u32>, Vec<u32>) = (
+            a.iter().map(|x| x.to_bits()).collect(),
+            b.iter().map(|x| x.to_bits()).collect(),
+        );
+        assert_eq!(a, b, "tensor {i} differs between one pass and five chunks");
+    }
+}

@@ -7,7 +7,9 @@
 #   benches/peers/compare.sh
 #
 # Environment: TORCH_PYTHON (a Python with PyTorch; default
-# /tmp/torchenv/bin/python), REPEATS (3), THREADS (PyTorch's threads; default
+# /tmp/torchenv/bin/python), GRADNAS (a built gradnas binary; default `cargo
+# run --release`, so a machine without Rust can run a binary built
+# elsewhere), REPEATS (3), THREADS (PyTorch's threads; default
 # the number of cores), DEVICE (cpu, or cuda for the GPU peer), OUT (where the
 # raw JSON goes; default a fresh temporary directory), SEARCH (gradnas's
 # search-step variants, `gradnas bench --search`; default small,medium —
@@ -37,11 +39,18 @@ out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"
 cd "$root"
 
+gradnas() {
+    if [ -n "${GRADNAS:-}" ]; then
+        "$GRADNAS" "$@"
+    else
+        cargo run --release --quiet -- "$@"
+    fi
+}
 search=${SEARCH:-small,medium}
 echo "gradnas: search step ($search; minutes on lavapipe)" >&2
-cargo run --release --quiet -- bench --filter search_step --json --repeats "$repeats" --search "$search" >"$out/gradnas_search.json"
+gradnas bench --filter search_step --json --repeats "$repeats" --search "$search" >"$out/gradnas_search.json"
 echo "gradnas: S2 (predictor, one-shot measurement, path training)" >&2
-cargo run --release --quiet -- bench --filter s2 --json --repeats "$repeats" >"$out/gradnas_s2.json"
+gradnas bench --filter s2 --json --repeats "$repeats" >"$out/gradnas_s2.json"
 
 # The torch measurement on gradnas's validation-image count and cell count
 # (bench::s2 measures repeats clamped to 3..20 cells per length), so both
@@ -99,6 +108,11 @@ for name, t, shape in [("bench-small", ts, (8, 5, 32)), ("bench-medium", tm, (16
     gb = g and g["bilevel_ms"]
     gf = g and g["forward_ms"]
     rows.append((f"{name} bilevel step", gb, t.get("bilevel_ms"), "ms"))
+    if g and g.get("bilevel_gpu_ms") is not None:
+        # Where the adapter has timestamps: the GPU's own share of the step
+        # and the host's encoding of it (issue 8: encoding < 5% of it).
+        rows.append((f"{name}   GPU time (timestamps)", g["bilevel_gpu_ms"], None, "ms"))
+        rows.append((f"{name}   host encoding ({g['dispatches']:,} disp.)", g["encode_ms"], None, "ms"))
     rows.append((f"{name}   architecture step", None, t.get("arch_ms"), "ms"))
     rows.append((f"{name}   weight step", None, t.get("weight_ms"), "ms"))
     rows.append((f"{name} forward, batch {shape[2]}", gf, t.get("forward_ms"), "ms"))

@@ -803,7 +803,14 @@ def profile_step(cfg, device):
         search.weight_step()
         sync(device)
     by = {}
-    for e in prof.key_averages():
+    averages = prof.key_averages()
+    if device.type == "cuda":
+        # On a GPU the step can be bound by the host's launches, not the
+        # kernels: the kernel count and the host's own time tell which.
+        kernels = sum(e.count for e in averages if "CUDA" in str(getattr(e, "device_type", "")))
+        host = sum(e.self_cpu_time_total for e in averages) / 1e3
+        print(f"one bilevel step: {kernels} GPU kernels and copies; host self time {host:.1f} ms")
+    for e in averages:
         name = e.key.lower()
         cls = next((c for c, keys in OP_CLASSES if any(k in name for k in keys)), "rest")
         us = e.self_device_time_total if device.type == "cuda" else e.self_cpu_time_total

@@ -10,4 +10,4 @@ pub mod shaders;
 
 pub use buffer::Buf;
 pub use device::{list_adapters, AdapterRow, Gpu, GpuError, UsedLimits};
-pub use kernel::{grid_1d, Kernel, WG};
+pub use kernel::{encode_chunk, grid_1d, Kernel, MIN_CHUNK, WG};

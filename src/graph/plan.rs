@@ -245,6 +245,12 @@ impl Plan {
         gpu.encode(&self.kernels)
     }
 
+    /// One step's GPU time by timestamps (`None` without timestamp
+    /// queries).
+    pub fn gpu_seconds(&self, gpu: &Gpu) -> Result<Option<f64>, GpuError> {
+        gpu.gpu_seconds(&self.kernels)
+    }
+
     /// The same work with one submit per node (for the benchmark that
     /// measures what recording saves).
     pub fn step_per_node(&self, gpu: &Gpu) -> Result<(), GpuError> {
@@ -254,19 +260,30 @@ impl Plan {
         Ok(())
     }
 
-    /// Where a step's time goes: each dispatch submitted and waited for
-    /// alone, summed per entry point as (entry, dispatches, seconds),
-    /// costliest first. The syncs add a little per dispatch, so read the
-    /// shares, not the total.
+    /// Where a step's time goes, summed per entry point as (entry,
+    /// dispatches, seconds), costliest first: each dispatch's GPU time by
+    /// timestamps where the adapter has them, else each dispatch submitted
+    /// and waited for alone (the syncs add a little per dispatch, so read
+    /// the shares, not the total).
     pub fn profile(&self, gpu: &Gpu) -> Result<Vec<(String, usize, f64)>, GpuError> {
+        let times = match gpu.dispatch_gpu_seconds(&self.kernels)? {
+            Some(t) => t,
+            None => {
+                let mut t = Vec::with_capacity(self.kernels.len());
+                for k in &self.kernels {
+                    let start = std::time::Instant::now();
+                    gpu.run(std::slice::from_ref(k))?;
+                    gpu.sync()?;
+                    t.push(start.elapsed().as_secs_f64());
+                }
+                t
+            }
+        };
         let mut by: std::collections::BTreeMap<&str, (usize, f64)> = Default::default();
-        for k in &self.kernels {
-            let t = std::time::Instant::now();
-            gpu.run(std::slice::from_ref(k))?;
-            gpu.sync()?;
+        for (k, t) in self.kernels.iter().zip(times) {
             let e = by.entry(k.name.as_str()).or_default();
             e.0 += 1;
-            e.1 += t.elapsed().as_secs_f64();
+            e.1 += t;
         }
         let mut v: Vec<_> = by
             .into_iter()
@@ -274,6 +291,11 @@ impl Plan {
             .collect();
         v.sort_by(|a, b| b.2.total_cmp(&a.2));
         Ok(v)
+    }
+
+    /// The recorded dispatches, in order.
+    pub fn kernels(&self) -> &[Kernel] {
+        &self.kernels
     }
 
     pub fn dispatches(&self) -> usize {
