@@ -762,6 +762,10 @@ pub struct S2Bench {
     /// Share of a measurement spent building the graph and plan and
     /// uploading the inherited weights (5-block cells).
     pub measure_build_share: f64,
+    /// Per entry point (entry, dispatches, seconds) over one measurement
+    /// of a 5-block cell (`--profile`), costliest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measure_profile: Option<Vec<(String, usize, f64)>>,
     /// The same measurement after fine-tuning steps (`MeasureConfig::
     /// fine_tune_steps`), 5-block cells.
     pub few_shot_cells_per_s_5_blocks: f64,
@@ -802,7 +806,12 @@ pub fn quick_measure() -> crate::predict::measure::MeasureConfig {
 }
 
 /// S2 on `splits` (Fashion-MNIST-shaped); `cells` cells measured per length.
-pub fn s2(gpu: &Gpu, splits: &crate::data::Splits, cells: usize) -> anyhow::Result<S2Bench> {
+pub fn s2(
+    gpu: &Gpu,
+    splits: &crate::data::Splits,
+    cells: usize,
+    profile: bool,
+) -> anyhow::Result<S2Bench> {
     use crate::predict::measure::{measure_op_set, OneShotDiscrete, SupernetWeights};
     use crate::predict::paths::{self, PathConfig};
     use crate::predict::predictor::{Predictor, PredictorConfig};
@@ -870,6 +879,13 @@ pub fn s2(gpu: &Gpu, splits: &crate::data::Splits, cells: usize) -> anyhow::Resu
     };
     let (one, _) = rate(&mc, 1)?;
     let (five, build_share) = rate(&mc, 5)?;
+    let measure_profile = if profile {
+        let m = OneShotDiscrete::new(weights.clone(), splits, &mc)?;
+        let cell = random_cell(&op_set, 5, &mut verify::rng(5));
+        Some(m.profile(gpu, &cell, &cell)?)
+    } else {
+        None
+    };
     let (few_rate, _) = rate(&few, 5)?;
     let probe = crate::config::preset("quick")?.measure;
     let (probe_rate, _) = rate(&probe, 5)?;
@@ -894,6 +910,7 @@ pub fn s2(gpu: &Gpu, splits: &crate::data::Splits, cells: usize) -> anyhow::Resu
         measured_cells_per_s_1_block: one,
         measured_cells_per_s_5_blocks: five,
         measure_build_share: build_share,
+        measure_profile,
         few_shot_cells_per_s_5_blocks: few_rate,
         few_shot_steps: few.fine_tune_steps,
         few_shot_batch: few.fine_tune_batch,

@@ -260,8 +260,9 @@ enum Cmd {
             value_delimiter = ','
         )]
         search: Vec<String>,
-        /// Also time each dispatch of the training and search steps alone
-        /// and print where a step's time goes, per entry point.
+        /// Also time each dispatch of the training and search steps and of
+        /// one 5-block one-shot measurement (by GPU timestamps where the
+        /// adapter has them) and print where the time goes, per entry point.
         #[arg(long)]
         profile: bool,
         /// The network of the training-step benchmark.
@@ -752,7 +753,7 @@ fn print_profile(profile: Option<&[(String, usize, f64)]>) {
     let Some(p) = profile else { return };
     let total: f64 = p.iter().map(|r| r.2).sum();
     println!(
-        "  profile (each dispatch alone, {:.0} ms in all):",
+        "  profile (each dispatch timed alone, {:.0} ms in all):",
         total * 1e3
     );
     for (name, n, secs) in p {
@@ -893,7 +894,7 @@ fn bench_cmd(
     };
     let s2 = if s2 {
         let splits = DataConfig::default().load(1)?;
-        let s = bench::s2(gpu, &splits, repeats.clamp(3, 20))?;
+        let s = bench::s2(gpu, &splits, repeats.clamp(3, 20), profile)?;
         if !json {
             println!(
                 "s2 predictor (ensemble of 5, hidden 100): training step {:.0} ms ({} dispatches), scoring {:.0} five-block cells/s ({:.0}/s as expansions of 8 parents)",
@@ -912,6 +913,7 @@ fn bench_cmd(
                 s.path_steps,
                 s.path_batch
             );
+            print_profile(s.measure_profile.as_deref());
             println!(
                 "s2 few-shot measurement ({} steps of {} images first): {:.2} cells/s (5 blocks)",
                 s.few_shot_steps, s.few_shot_batch, s.few_shot_cells_per_s_5_blocks

@@ -244,6 +244,15 @@ fn mask_plan_matches_the_discrete_plan() {
         assert_eq!(a, b, "{normal:?} / {reduce:?}");
         assert_eq!(discrete.measure(gpu, normal, reduce).unwrap(), b);
     }
+    // `bench --profile`'s view of a measurement: every kind of dispatch
+    // timed, costliest first; and measuring is unchanged after it.
+    let (normal, reduce) = &pairs[1];
+    let before = discrete.measure(gpu, normal, reduce).unwrap();
+    let p = discrete.profile(gpu, normal, reduce).unwrap();
+    assert!(p.iter().any(|r| r.0.starts_with("conv2d")), "{p:?}");
+    assert!(p.iter().all(|r| r.1 > 0 && r.2.is_finite() && r.2 >= 0.0));
+    assert!(p.windows(2).all(|w| w[0].2 >= w[1].2), "not sorted: {p:?}");
+    assert_eq!(discrete.measure(gpu, normal, reduce).unwrap(), before);
     eprintln!("mask vs discrete plan: {:.1} s", t0.elapsed().as_secs_f64());
 }
 

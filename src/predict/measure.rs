@@ -1096,15 +1096,28 @@ impl OneShotDiscrete {
         self.run(gpu, None, normal, reduce, true)
     }
 
-    fn run(
-        &mut self,
+    /// Where one measurement's time goes (`Plan::profile`): the cell
+    /// pair's plan, built and fed as [`OneShotDiscrete::measure`] builds it.
+    pub fn profile(
+        &self,
+        gpu: &Gpu,
+        normal: &Cell,
+        reduce: &Cell,
+    ) -> Result<Vec<(String, usize, f64)>> {
+        let (plan, _) = self.build(gpu, None, normal, reduce)?;
+        plan.step(gpu)?; // warm-up
+        Ok(plan.profile(gpu)?)
+    }
+
+    /// The sub-network's plan for this cell pair, its weights uploaded
+    /// and the images written.
+    fn build(
+        &self,
         gpu: &Gpu,
         weights: Option<&SupernetWeights>,
         normal: &Cell,
         reduce: &Cell,
-        logits: bool,
-    ) -> Result<(f32, Vec<f32>)> {
-        let start = Instant::now();
+    ) -> Result<(Plan, Passes)> {
         let weights = weights.unwrap_or(&self.weights);
         // The masks are not used here; making them validates both cells
         // with the same errors as the mask plan.
@@ -1124,6 +1137,19 @@ impl OneShotDiscrete {
             sink.f32(t, &weights.value(&d.name, &d.shape)?);
         }
         write_feed(&mut sink, &passes, &self.feed);
+        Ok((plan, passes))
+    }
+
+    fn run(
+        &mut self,
+        gpu: &Gpu,
+        weights: Option<&SupernetWeights>,
+        normal: &Cell,
+        reduce: &Cell,
+        logits: bool,
+    ) -> Result<(f32, Vec<f32>)> {
+        let start = Instant::now();
+        let (plan, passes) = self.build(gpu, weights, normal, reduce)?;
         let built = Instant::now();
         self.last_build_seconds = (built - start).as_secs_f64();
         plan.step(gpu)?;
