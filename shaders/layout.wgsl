@@ -4,7 +4,8 @@
 // entry writes each destination element from one invocation (a gather).
 
 struct Params {
-    // Invocations: elements of the tensor written.
+    // Planes the z grid strides over: the batch for concat/split, batch ×
+    // channels for slice.
     n: u32,
     // concat/split: a part [batch, cp, hw] sits at channel offset `off` of
     // the whole [batch, cw, hw].
@@ -26,59 +27,70 @@ struct Params {
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
-// Index in the whole tensor of element i of the part.
-fn whole_index(i: u32) -> u32 {
-    let per = p.cp * p.hw;
-    let b = i / per;
-    return (b * p.cw + p.off) * p.hw + (i - b * per);
-}
+// Every entry: x and y index an element within one plane (batch item of a
+// part, or image plane of a slice), z strides over the planes. An index
+// within a plane is computed once per invocation, not once per element:
+// on CPU adapters an integer division is a scalar instruction per lane,
+// and with one per element it cost more than the copy.
 
 // src = part, dst = whole.
 @compute @workgroup_size(256)
 fn channel_insert(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
-    if i >= p.n { return; }
-    dst[whole_index(i)] = src[i];
+    let per = p.cp * p.hw;
+    if i >= per { return; }
+    for (var b = gid.z; b < p.n; b = b + nwg.z) {
+        dst[(b * p.cw + p.off) * p.hw + i] = src[b * per + i];
+    }
 }
 
 // src = whole, dst = part.
 @compute @workgroup_size(256)
 fn channel_extract(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
-    if i >= p.n { return; }
-    dst[i] = src[whole_index(i)];
+    let per = p.cp * p.hw;
+    if i >= per { return; }
+    for (var b = gid.z; b < p.n; b = b + nwg.z) {
+        dst[b * per + i] = src[(b * p.cw + p.off) * p.hw + i];
+    }
 }
 
-// src = x, dst = y; one invocation per element of y.
+// src = x, dst = y; one invocation per element of a y plane.
 @compute @workgroup_size(256)
 fn slice_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
-    if i >= p.n { return; }
-    let plane = i / (p.oh * p.ow);
-    let r = i - plane * p.oh * p.ow;
+    let r = linear_index(gid, nwg);
+    let per = p.oh * p.ow;
+    if r >= per { return; }
     let yi = r / p.ow;
     let si = yi + p.oy;
     let sj = r - yi * p.ow + p.ox;
-    var v = 0.0;
-    if si < p.h && sj < p.w {
-        v = src[(plane * p.h + si) * p.w + sj];
+    let inside = si < p.h && sj < p.w;
+    let at = si * p.w + sj;
+    for (var plane = gid.z; plane < p.n; plane = plane + nwg.z) {
+        var v = 0.0;
+        if inside {
+            v = src[plane * p.h * p.w + at];
+        }
+        dst[plane * per + r] = v;
     }
-    dst[i] = v;
 }
 
-// src = dy, dst = dx; one invocation per element of dx: a gather of the one
-// dy element (if any) that read it.
+// src = dy, dst = dx; one invocation per element of a dx plane: a gather
+// of the one dy element (if any) that read it.
 @compute @workgroup_size(256)
 fn slice_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
-    if i >= p.n { return; }
-    let plane = i / (p.h * p.w);
-    let r = i - plane * p.h * p.w;
+    let r = linear_index(gid, nwg);
+    let per = p.h * p.w;
+    if r >= per { return; }
     let xi = r / p.w;
     let xj = r - xi * p.w;
-    var v = 0.0;
-    if xi >= p.oy && xj >= p.ox && xi - p.oy < p.oh && xj - p.ox < p.ow {
-        v = src[(plane * p.oh + xi - p.oy) * p.ow + xj - p.ox];
+    let inside = xi >= p.oy && xj >= p.ox && xi - p.oy < p.oh && xj - p.ox < p.ow;
+    let at = (xi - p.oy) * p.ow + xj - p.ox;
+    for (var plane = gid.z; plane < p.n; plane = plane + nwg.z) {
+        var v = 0.0;
+        if inside {
+            v = src[plane * p.oh * p.ow + at];
+        }
+        dst[plane * per + r] = v;
     }
-    dst[i] = v;
 }

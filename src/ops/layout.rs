@@ -175,23 +175,26 @@ fn check_len(what: &str, b: &Buf, want: usize) {
     );
 }
 
-/// A 1-D dispatch writing `n` elements of `dst` (params in the shader's
-/// field order: n, cp, cw, off, hw, h, w, oh, ow, oy, ox).
+/// Planes per invocation of the z grid (at most; more where the planes
+/// pass 65,535 × this): fewer, longer invocations, each computing its
+/// index within a plane once.
+const PLANES_PER_Z: usize = 4;
+
+/// A dispatch writing `per` elements of each of `params[0]` planes of
+/// `dst` (params in the shader's field order: planes, cp, cw, off, hw, h,
+/// w, oh, ow, oy, ox).
 fn dispatch(
     gpu: &Gpu,
     entry: &'static str,
     params: [usize; 11],
+    per: usize,
     src: &Buf,
     dst: &Buf,
 ) -> Result<Kernel, GpuError> {
     let words = params.map(|v| v as u32);
-    gpu.kernel(
-        SHADER,
-        entry,
-        &words,
-        &[(1, src), (2, dst)],
-        grid_1d(params[0], WG),
-    )
+    let [x, y, _] = grid_1d(per, WG);
+    let z = params[0].div_ceil(PLANES_PER_Z).clamp(1, 65_535) as u32;
+    gpu.kernel(SHADER, entry, &words, &[(1, src), (2, dst)], [x, y, z])
 }
 
 /// A dispatch over the elements of part k: `insert` copies the part into
@@ -213,13 +216,13 @@ fn part_kernel(
     check_len("part", part, s.part_len(k));
     check_len("whole", whole, s.whole_len());
     let (c, ct, off) = (s.channels[k], s.total_channels(), s.channel_offset(k));
-    let params = [s.part_len(k), c, ct, off, s.h * s.w, 0, 0, 0, 0, 0, 0];
+    let params = [s.batch, c, ct, off, s.h * s.w, 0, 0, 0, 0, 0, 0];
     let (entry, src, dst) = if insert {
         ("channel_insert", part, whole)
     } else {
         ("channel_extract", whole, part)
     };
-    dispatch(gpu, entry, params, src, dst)
+    dispatch(gpu, entry, params, c * s.h * s.w, src, dst)
 }
 
 /// Write part k into its channel range of `whole`.
@@ -298,20 +301,28 @@ pub fn split_backward(
     concat_forward(gpu, s, dys, dx)
 }
 
-fn slice_params(s: &SliceShape, n: usize) -> [usize; 11] {
+fn slice_params(s: &SliceShape) -> [usize; 11] {
     s.validate().unwrap_or_else(|e| panic!("{e}"));
-    [n, 0, 0, 0, 0, s.h, s.w, s.out_h, s.out_w, s.oy, s.ox]
+    let planes = s.batch * s.channels;
+    [planes, 0, 0, 0, 0, s.h, s.w, s.out_h, s.out_w, s.oy, s.ox]
 }
 
 pub fn slice_forward(gpu: &Gpu, s: &SliceShape, x: &Buf, y: &Buf) -> Result<Kernel, GpuError> {
     check_len("slice input", x, s.in_len());
     check_len("slice output", y, s.out_len());
-    dispatch(gpu, "slice_forward", slice_params(s, s.out_len()), x, y)
+    dispatch(
+        gpu,
+        "slice_forward",
+        slice_params(s),
+        s.out_h * s.out_w,
+        x,
+        y,
+    )
 }
 /// dx = dy scattered back to where the forward read, as a gather: every dx
 /// element is written (zero where no output read it).
 pub fn slice_backward(gpu: &Gpu, s: &SliceShape, dy: &Buf, dx: &Buf) -> Result<Kernel, GpuError> {
     check_len("slice output gradient", dy, s.out_len());
     check_len("slice input gradient", dx, s.in_len());
-    dispatch(gpu, "slice_backward", slice_params(s, s.in_len()), dy, dx)
+    dispatch(gpu, "slice_backward", slice_params(s), s.h * s.w, dy, dx)
 }
