@@ -12,12 +12,14 @@ struct Params {
     affine: u32,
     eps: f32,
     momentum: f32,
-    // Invocations of an element-wise (evaluation) dispatch.
+    // Values of x (n·c·hw).
     total: u32,
     // 1: a ReLU fused after a training batch norm without affine (y =
     // max(x̂, 0); the backward masks dy by x̂ > 0, x̂ recomputed as the
     // forward computed it, so the mask is the forward's bit for bit).
     relu: u32,
+    // Evaluation: batch items per invocation (see eval_plane).
+    nb: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -209,40 +211,78 @@ fn train_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     }
 }
 
-@compute @workgroup_size(256)
-fn eval_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
-    if i >= p.total { return; }
-    let ch = (i / p.hw) % p.c;
-    let invstd = 1.0 / sqrt(running_var[ch] + p.eps);
-    out[i] = (x[i] - running_mean[ch]) * invstd * scale_of(ch) + shift_of(ch);
+// Evaluation entries: x and y index a value (or a float4) within a plane,
+// z a (channel, group of p.nb batch items) pair, so the channel and its
+// statistics are found once per invocation, not per value (an integer
+// division is a scalar instruction per lane on CPU adapters).
+// Workgroup size of the evaluation entries: a workgroup covers part of one
+// plane, and the planes are small (49 float4s at 14×14, 49 values at 7×7),
+// so a workgroup of 256 would leave most of its lanes idle.
+const EVAL_WG: u32 = 64u;
+
+struct Plane {
+    ch: u32,
+    b0: u32,
+    b1: u32,
 }
 
-// eval_forward over float4s (hw divisible by 4): one channel per group of
-// 4, its statistics loaded once, the same arithmetic per value.
-@compute @workgroup_size(256)
-fn eval_forward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
-    if i >= p.total / 4u { return; }
-    let ch = (i / (p.hw / 4u)) % p.c;
+fn eval_plane(z: u32) -> Plane {
+    let b0 = (z / p.c) * p.nb;
+    return Plane(z % p.c, b0, min(b0 + p.nb, p.n));
+}
+
+@compute @workgroup_size(64)
+fn eval_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = gid.x + gid.y * nwg.x * EVAL_WG;
+    if r >= p.hw { return; }
+    let q = eval_plane(gid.z);
+    let ch = q.ch;
     let invstd = 1.0 / sqrt(running_var[ch] + p.eps);
-    out4[i] = (x4[i] - running_mean[ch]) * invstd * scale_of(ch) + shift_of(ch);
+    for (var b = q.b0; b < q.b1; b = b + 1u) {
+        let i = (b * p.c + ch) * p.hw + r;
+        out[i] = (x[i] - running_mean[ch]) * invstd * scale_of(ch) + shift_of(ch);
+    }
+}
+
+// eval_forward over float4s (hw divisible by 4), the same arithmetic per
+// value.
+@compute @workgroup_size(64)
+fn eval_forward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = gid.x + gid.y * nwg.x * EVAL_WG;
+    let hw4 = p.hw / 4u;
+    if r >= hw4 { return; }
+    let q = eval_plane(gid.z);
+    let ch = q.ch;
+    let invstd = 1.0 / sqrt(running_var[ch] + p.eps);
+    for (var b = q.b0; b < q.b1; b = b + 1u) {
+        let i = (b * p.c + ch) * hw4 + r;
+        out4[i] = (x4[i] - running_mean[ch]) * invstd * scale_of(ch) + shift_of(ch);
+    }
 }
 
 // dx = dy·γ·invstd of the running variance (the statistics are constants).
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn eval_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
-    if i >= p.total { return; }
-    let ch = (i / p.hw) % p.c;
-    out[i] = dy[i] * scale_of(ch) / sqrt(running_var[ch] + p.eps);
+    let r = gid.x + gid.y * nwg.x * EVAL_WG;
+    if r >= p.hw { return; }
+    let q = eval_plane(gid.z);
+    let ch = q.ch;
+    for (var b = q.b0; b < q.b1; b = b + 1u) {
+        let i = (b * p.c + ch) * p.hw + r;
+        out[i] = dy[i] * scale_of(ch) / sqrt(running_var[ch] + p.eps);
+    }
 }
 
 // eval_backward over float4s (hw divisible by 4).
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn eval_backward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
-    if i >= p.total / 4u { return; }
-    let ch = (i / (p.hw / 4u)) % p.c;
-    out4[i] = dy4[i] * scale_of(ch) / sqrt(running_var[ch] + p.eps);
+    let r = gid.x + gid.y * nwg.x * EVAL_WG;
+    let hw4 = p.hw / 4u;
+    if r >= hw4 { return; }
+    let q = eval_plane(gid.z);
+    let ch = q.ch;
+    for (var b = q.b0; b < q.b1; b = b + 1u) {
+        let i = (b * p.c + ch) * hw4 + r;
+        out4[i] = dy4[i] * scale_of(ch) / sqrt(running_var[ch] + p.eps);
+    }
 }

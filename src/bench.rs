@@ -330,6 +330,24 @@ fn pool_bn_cases(v: &mut Vec<BenchCase>) {
             },
         ));
     }
+    // Evaluation (the one-shot measurement's): the same planes, batch 64.
+    for (c, hw) in [(8, 28 * 28), (16, 14 * 14), (32, 7 * 7)] {
+        let bs = batchnorm::Shape::new(64, c, hw, false);
+        let n = bs.len();
+        v.push(BenchCase::new(
+            "batchnorm_eval_forward",
+            format!("{bs}"),
+            2.0 * n as f64,
+            F * 2.0 * n as f64,
+            move |g| {
+                let (x, y) = (random_buf(g, n, 1)?, g.alloc("y", n)?);
+                let (rm, rv) = (random_buf(g, c, 2)?, g.upload("rv", &vec![1.5; c])?);
+                Ok(vec![batchnorm::eval_forward(
+                    g, &bs, &x, &rm, &rv, None, None, &y,
+                )?])
+            },
+        ));
+    }
 }
 
 /// The mixed op of one edge: 8 candidate outputs weighted into one.

@@ -4,7 +4,7 @@
 //! (running statistics), with or without the affine γ, β. Shader:
 //! `shaders/batchnorm.wgsl`; CPU twin: `cpu`.
 
-use crate::engine::{grid_1d, Buf, Gpu, GpuError, Kernel, WG};
+use crate::engine::{grid_1d, Buf, Gpu, GpuError, Kernel};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Shape {
@@ -290,19 +290,36 @@ fn dispatch(
         s.momentum.to_bits(),
         s.len() as u32,
         s.relu as u32,
+        eval_batch_items(s) as u32,
     ];
     gpu.kernel(SHADER, entry, &params, slots, groups)
 }
 
-/// The evaluation entry and its invocation count: over float4s when the
-/// plane divides by 4 (a float4 load costs a CPU adapter about what a
-/// float load does), else one value per invocation.
-fn elementwise_entry(s: &Shape, one: &'static str, four: &'static str) -> (&'static str, usize) {
-    if s.hw.is_multiple_of(4) {
-        (four, s.len() / 4)
+/// Batch items per invocation of an evaluation entry: at least 4 (the
+/// channel's statistics found once for them), more where the z grid of
+/// channels × groups would pass 65,535.
+fn eval_batch_items(s: &Shape) -> usize {
+    // At most 65,535 / c groups, so that c × groups fits the z grid.
+    s.n.div_ceil((65_535 / s.c.max(1)).max(1)).max(4)
+}
+
+/// The evaluation entry and its grid: x and y over a plane (float4s when
+/// the plane divides by 4: a float4 load costs a CPU adapter about what a
+/// float load does), z over channels × groups of batch items.
+fn elementwise_entry(s: &Shape, one: &'static str, four: &'static str) -> (&'static str, [u32; 3]) {
+    assert!(
+        s.c <= 65_535,
+        "batchnorm {s}: evaluation supports at most 65,535 channels"
+    );
+    let (entry, per) = if s.hw.is_multiple_of(4) {
+        (four, s.hw / 4)
     } else {
-        (one, s.len())
-    }
+        (one, s.hw)
+    };
+    // Workgroups 64 wide (batchnorm.wgsl EVAL_WG).
+    let [x, y, _] = grid_1d(per, 64);
+    let z = s.c * s.n.div_ceil(eval_batch_items(s));
+    (entry, [x, y, z as u32])
 }
 
 /// γ (and β) when affine; otherwise `stand_in`, which the shader ignores
@@ -411,8 +428,8 @@ pub fn eval_forward(
         (8, running_mean),
         (9, running_var),
     ];
-    let (entry, n) = elementwise_entry(s, "eval_forward", "eval_forward4");
-    dispatch(gpu, entry, s, grid_1d(n, WG), &slots)
+    let (entry, grid) = elementwise_entry(s, "eval_forward", "eval_forward4");
+    dispatch(gpu, entry, s, grid, &slots)
 }
 
 /// dx = dy·γ / sqrt(running_var + eps) (element-wise).
@@ -431,6 +448,6 @@ pub fn eval_backward(
         (5, dx),
         (9, running_var),
     ];
-    let (entry, n) = elementwise_entry(s, "eval_backward", "eval_backward4");
-    dispatch(gpu, entry, s, grid_1d(n, WG), &slots)
+    let (entry, grid) = elementwise_entry(s, "eval_backward", "eval_backward4");
+    dispatch(gpu, entry, s, grid, &slots)
 }
