@@ -17,6 +17,10 @@ fn shapes(level: Level, training: bool) -> Vec<Shape> {
             Shape::new(6, 16, 49, false),
             Shape::new(3, 3, 36, true),
             Shape::new(9, 4, 36, false),
+            // Planes longer than a workgroup (the training entries' walk
+            // then steps less than a plane): 27×27 values, 34×34 float4s.
+            Shape::new(2, 3, 729, false),
+            Shape::new(2, 2, 1156, true),
         ],
         Level::Full => {
             let mut v = Vec::new();
@@ -29,7 +33,12 @@ fn shapes(level: Level, training: bool) -> Vec<Shape> {
                     v.push(Shape::new(n, c, hw, (i + j) % 2 == 0));
                 }
             }
-            v.extend([Shape::new(6, 16, 49, false), Shape::new(9, 3, 36, true)]);
+            v.extend([
+                Shape::new(6, 16, 49, false),
+                Shape::new(9, 3, 36, true),
+                Shape::new(2, 3, 729, false),
+                Shape::new(3, 2, 1156, true),
+            ]);
             v
         }
     }
