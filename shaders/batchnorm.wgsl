@@ -12,8 +12,6 @@ struct Params {
     affine: u32,
     eps: f32,
     momentum: f32,
-    // Values of x (n·c·hw).
-    total: u32,
     // 1: a ReLU fused after a training batch norm without affine (y =
     // max(x̂, 0); the backward masks dy by x̂ > 0, x̂ recomputed as the
     // forward computed it, so the mask is the forward's bit for bit).

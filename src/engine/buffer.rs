@@ -227,6 +227,15 @@ impl Gpu {
             at += b.bytes();
         }
         self.queue.submit([enc.finish()]);
+        self.read_staging(&staging)
+    }
+
+    /// The contents of a MAP_READ buffer once the queue's work is done, as
+    /// `T`s (maps it, waits, copies out, unmaps).
+    pub(crate) fn read_staging<T: bytemuck::Pod>(
+        &self,
+        staging: &wgpu::Buffer,
+    ) -> Result<Vec<T>, GpuError> {
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
@@ -238,7 +247,7 @@ impl Gpu {
         let view = staging
             .get_mapped_range(..)
             .map_err(|e| GpuError::Lost(e.to_string()))?;
-        let out: Vec<u32> = bytemuck::cast_slice(&view).to_vec();
+        let out: Vec<T> = bytemuck::pod_collect_to_vec(&view);
         drop(view);
         staging.unmap();
         Ok(out)

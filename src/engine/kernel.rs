@@ -258,22 +258,7 @@ impl Gpu {
         enc.copy_buffer_to_buffer(&resolved, 0, &staging, 0, bytes);
         self.queue.submit([enc.finish()]);
         self.check_scope(scope, passes.iter().flat_map(|ks| ks.iter()))?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.sync()?;
-        rx.recv()
-            .map_err(|e| GpuError::Lost(e.to_string()))?
-            .map_err(|e| GpuError::Lost(e.to_string()))?;
-        let view = staging
-            .get_mapped_range(..)
-            .map_err(|e| GpuError::Lost(e.to_string()))?;
-        let ticks: Vec<u64> = view
-            .chunks_exact(8)
-            .map(bytemuck::pod_read_unaligned::<u64>)
-            .collect();
-        drop(view);
+        let ticks: Vec<u64> = self.read_staging(&staging)?;
         let period = self.queue.get_timestamp_period() as f64 * 1e-9;
         Ok(Some(
             ticks
@@ -304,21 +289,10 @@ impl Gpu {
             self.queue.submit([self.encode(kernels)]);
             return self.check_scope(scope, kernels);
         }
-        std::thread::scope(|s| {
-            let handles: Vec<_> = kernels
-                .chunks(chunk)
-                .map(|ks| s.spawn(move || self.encode_checked(ks)))
-                .collect();
-            // Joined in order: each piece goes to the queue once encoded.
-            for h in handles {
-                let cb = h
-                    .join()
-                    .map_err(|_| GpuError::Lost("encoding thread panicked".into()))??;
-                let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-                self.queue.submit([cb]);
-                self.check_scope(scope, kernels)?;
-            }
-            Ok(())
+        self.encode_chunks(kernels, chunk, |cb| {
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            self.queue.submit([cb]);
+            self.check_scope(scope, kernels)
         })
     }
 
@@ -328,19 +302,35 @@ impl Gpu {
         &self,
         kernels: &[Kernel],
     ) -> Result<Vec<wgpu::CommandBuffer>, GpuError> {
-        let chunk = encode_chunk(kernels.len());
+        let mut out = Vec::new();
+        self.encode_chunks(kernels, encode_chunk(kernels.len()), |cb| {
+            out.push(cb);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// `kernels` in chunks of `chunk`, each encoded on a thread of its
+    /// own, handed to `take` in order as each (and those before it) is
+    /// done.
+    fn encode_chunks(
+        &self,
+        kernels: &[Kernel],
+        chunk: usize,
+        mut take: impl FnMut(wgpu::CommandBuffer) -> Result<(), GpuError>,
+    ) -> Result<(), GpuError> {
         std::thread::scope(|s| {
             let handles: Vec<_> = kernels
                 .chunks(chunk)
                 .map(|ks| s.spawn(move || self.encode_checked(ks)))
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| {
+            for h in handles {
+                take(
                     h.join()
-                        .map_err(|_| GpuError::Lost("encoding thread panicked".into()))?
-                })
-                .collect()
+                        .map_err(|_| GpuError::Lost("encoding thread panicked".into()))??,
+                )?;
+            }
+            Ok(())
         })
     }
 

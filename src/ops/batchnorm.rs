@@ -288,12 +288,14 @@ fn dispatch(
         s.affine as u32,
         s.eps.to_bits(),
         s.momentum.to_bits(),
-        s.len() as u32,
         s.relu as u32,
         eval_batch_items(s) as u32,
     ];
     gpu.kernel(SHADER, entry, &params, slots, groups)
 }
+
+/// Workgroup width of the evaluation entries (batchnorm.wgsl's EVAL_WG).
+const EVAL_WG: u32 = 64;
 
 /// Batch items per invocation of an evaluation entry: at least 4 (the
 /// channel's statistics found once for them), more where the z grid of
@@ -316,8 +318,7 @@ fn elementwise_entry(s: &Shape, one: &'static str, four: &'static str) -> (&'sta
     } else {
         (one, s.hw)
     };
-    // Workgroups 64 wide (batchnorm.wgsl EVAL_WG).
-    let [x, y, _] = grid_1d(per, 64);
+    let [x, y, _] = grid_1d(per, EVAL_WG);
     let z = s.c * s.n.div_ceil(eval_batch_items(s));
     (entry, [x, y, z as u32])
 }
