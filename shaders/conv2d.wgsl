@@ -432,3 +432,32 @@ fn backward_weight_finish(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     }
     out[i] = acc;
 }
+
+// Pass 2 where chunks are many (a GPU's split, `Gpu::wide`): a workgroup
+// sums 16 weights, 16 lanes each taking every 16th chunk, then a tree over
+// the lanes; each chunk's 16 weights are neighbours, so reads stay coalesced.
+var<workgroup> lanes: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn backward_weight_finish_wide(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let wlen = p.c_out * p.cpg_in * p.kh * p.kw;
+    let q = lid / 16u;
+    let i = (wg.x + wg.y * nwg.x) * 16u + lid % 16u;
+    var acc = 0.0;
+    if i < wlen {
+        for (var k = q; k < p.chunks; k = k + 16u) {
+            acc = acc + partial[k * wlen + i];
+        }
+    }
+    lanes[lid] = acc;
+    workgroupBarrier();
+    for (var s = 8u; s > 0u; s = s / 2u) {
+        if q < s {
+            lanes[lid] = lanes[lid] + lanes[lid + s * 16u];
+        }
+        workgroupBarrier();
+    }
+    if q == 0u && i < wlen {
+        out[i] = lanes[lid];
+    }
+}

@@ -522,10 +522,10 @@ pub struct StepBench {
     pub persistent_bytes: u64,
     /// Kernel-private buffers (partials, weight copies, uniforms).
     pub kernel_bytes: u64,
-    /// Per entry point: (entry, dispatches, seconds) over one step timed
+    /// Per entry point: dispatches, workgroups and seconds over one step timed
     /// dispatch by dispatch (`--profile`), costliest first.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub profile: Option<Vec<(String, usize, f64)>>,
+    pub profile: Option<Vec<crate::graph::plan::ProfileRow>>,
 }
 
 fn median_secs(
@@ -636,10 +636,10 @@ pub struct SearchBench {
     pub persistent_bytes: u64,
     /// Kernel-private buffers (partials, weight copies, uniforms).
     pub kernel_bytes: u64,
-    /// Per entry point: (entry, dispatches, seconds) over one bilevel step
+    /// Per entry point: dispatches, workgroups and seconds over one bilevel step
     /// timed dispatch by dispatch (`--profile`), costliest first.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub profile: Option<Vec<(String, usize, f64)>>,
+    pub profile: Option<Vec<crate::graph::plan::ProfileRow>>,
 }
 
 /// bench-small (width 8, depth 5, batch 32, 1×28×28, pnas, first order).
@@ -783,7 +783,7 @@ pub struct S2Bench {
     /// Per entry point (entry, dispatches, seconds) over one measurement
     /// of a 5-block cell (`--profile`), costliest first.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub measure_profile: Option<Vec<(String, usize, f64)>>,
+    pub measure_profile: Option<Vec<crate::graph::plan::ProfileRow>>,
     /// The same measurement after fine-tuning steps (`MeasureConfig::
     /// fine_tune_steps`), 5-block cells.
     pub few_shot_cells_per_s_5_blocks: f64,

@@ -748,21 +748,23 @@ fn verify_cmd(json: bool, full: bool, seed: u64) -> Result<ExitCode> {
     })
 }
 
-/// `--profile`'s table: per entry point, its dispatches and time.
-fn print_profile(profile: Option<&[(String, usize, f64)]>) {
+/// `--profile`'s table: per entry point, its dispatches, their mean
+/// workgroups (how much of a GPU each can fill) and its time.
+fn print_profile(profile: Option<&[gradnas::graph::plan::ProfileRow]>) {
     let Some(p) = profile else { return };
-    let total: f64 = p.iter().map(|r| r.2).sum();
+    let total: f64 = p.iter().map(|r| r.seconds).sum();
     println!(
-        "  profile (each dispatch timed alone, {:.0} ms in all):",
+        "  profile (each dispatch timed alone, {:.0} ms in all; wg: mean workgroups per dispatch):",
         total * 1e3
     );
-    for (name, n, secs) in p {
+    for r in p {
         println!(
-            "  {:<36} {:>6} dispatches {:>9.1} ms {:>5.1}%",
-            name,
-            n,
-            secs * 1e3,
-            100.0 * secs / total
+            "  {:<36} {:>6} dispatches {:>7.0} wg {:>9.1} ms {:>5.1}%",
+            r.entry,
+            r.dispatches,
+            r.workgroups as f64 / r.dispatches as f64,
+            r.seconds * 1e3,
+            100.0 * r.seconds / total
         );
     }
 }

@@ -404,7 +404,7 @@ fn weight_gradients_share_one_scratch_buffer() {
         dilation: 1,
         groups: 1,
     };
-    let partial_bytes = gradnas::ops::conv2d::weight_partial_len(&s) as u64 * 4;
+    let partial_bytes = gradnas::ops::conv2d::weight_partial_len(gpu, &s) as u64 * 4;
     let kernel_bytes = |convs: usize| {
         let mut rng = verify::rng(3);
         let mut g = Graph::new();

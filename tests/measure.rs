@@ -249,9 +249,15 @@ fn mask_plan_matches_the_discrete_plan() {
     let (normal, reduce) = &pairs[1];
     let before = discrete.measure(gpu, normal, reduce).unwrap();
     let p = discrete.profile(gpu, normal, reduce).unwrap();
-    assert!(p.iter().any(|r| r.0.starts_with("conv2d")), "{p:?}");
-    assert!(p.iter().all(|r| r.1 > 0 && r.2.is_finite() && r.2 >= 0.0));
-    assert!(p.windows(2).all(|w| w[0].2 >= w[1].2), "not sorted: {p:?}");
+    assert!(p.iter().any(|r| r.entry.starts_with("conv2d")), "{p:?}");
+    assert!(p
+        .iter()
+        .all(|r| r.dispatches > 0 && r.workgroups >= r.dispatches as u64));
+    assert!(p.iter().all(|r| r.seconds.is_finite() && r.seconds >= 0.0));
+    assert!(
+        p.windows(2).all(|w| w[0].seconds >= w[1].seconds),
+        "not sorted: {p:?}"
+    );
     assert_eq!(discrete.measure(gpu, normal, reduce).unwrap(), before);
     eprintln!("mask vs discrete plan: {:.1} s", t0.elapsed().as_secs_f64());
 }

@@ -18,6 +18,14 @@ fn conv2d() {
     common::run_family("conv2d");
 }
 
+/// The convolutions again with the other split of their weight gradients
+/// (on lavapipe: many short chunks and the lane-parallel pass 2 a GPU gets).
+#[test]
+fn conv2d_other_split() {
+    let gpu = common::other_split_gpu();
+    common::run_family_on(&gpu, "conv2d");
+}
+
 #[test]
 fn pool() {
     common::run_family("pool");

@@ -24,6 +24,8 @@ pub enum GpuError {
     NoAdapter { backends: wgpu::Backends },
     #[error("WGPU_ADAPTER_NAME={wanted:?} matches none of the adapters seen: {seen}")]
     NoNamedAdapter { wanted: String, seen: String },
+    #[error("GRADNAS_WIDE={0:?}: expected 1 (split reductions finely, as for a GPU) or 0 (coarsely, as for a CPU adapter)")]
+    BadWide(String),
     #[error(
         "adapter {adapter:?} offers {field} = {offered}, below the portability budget of {needed}"
     )]
@@ -98,6 +100,14 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    /// Split reductions finely (thousands of short invocations) rather than
+    /// coarsely (a few long ones): true on GPUs, which need many
+    /// invocations in flight to fill their cores, false on CPU adapters,
+    /// where each workgroup runs on one core and every extra pass over
+    /// partial sums costs. Sums are then added in another order, so results
+    /// differ in the last bits between the two (each is deterministic).
+    /// `GRADNAS_WIDE=0|1` overrides the adapter's default.
+    pub wide: bool,
     modules: Mutex<HashMap<String, Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     pub(crate) pool: BufferPool,
@@ -213,12 +223,19 @@ impl Gpu {
         device.set_device_lost_callback(|reason, msg| {
             eprintln!("gradnas: GPU device lost ({reason:?}): {msg}");
         });
+        let wide = match std::env::var("GRADNAS_WIDE").as_deref() {
+            Ok("1") => true,
+            Ok("0") => false,
+            Ok(v) if !v.is_empty() => return Err(GpuError::BadWide(v.to_string())),
+            _ => info.device_type != wgpu::DeviceType::Cpu,
+        };
         Ok(Gpu {
             adapter,
             device,
             queue,
             info,
             limits,
+            wide,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             pool: BufferPool::default(),

@@ -15,6 +15,18 @@ use crate::ops::{
     softmax_xent,
 };
 
+/// One entry point's share of a profiled plan ([`Plan::profile`]).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ProfileRow {
+    /// "shader::entry", or a generated module's name.
+    pub entry: String,
+    pub dispatches: usize,
+    /// Workgroups over all its dispatches: divided by `dispatches`, how
+    /// much of a GPU one dispatch can fill.
+    pub workgroups: u64,
+    pub seconds: f64,
+}
+
 pub struct Plan {
     bufs: Vec<Buf>,
     kernels: Vec<Kernel>,
@@ -191,7 +203,7 @@ impl Plan {
             .iter()
             .zip(&live)
             .filter_map(|(n, &l)| match &n.op {
-                Op::Conv2dBackwardWeight(s) if l => Some(conv2d::weight_partial_len(s)),
+                Op::Conv2dBackwardWeight(s) if l => Some(conv2d::weight_partial_len(gpu, s)),
                 _ => None,
             })
             .max()
@@ -265,7 +277,7 @@ impl Plan {
     /// timestamps where the adapter has them, else each dispatch submitted
     /// and waited for alone (the syncs add a little per dispatch, so read
     /// the shares, not the total).
-    pub fn profile(&self, gpu: &Gpu) -> Result<Vec<(String, usize, f64)>, GpuError> {
+    pub fn profile(&self, gpu: &Gpu) -> Result<Vec<ProfileRow>, GpuError> {
         let times = match gpu.dispatch_gpu_seconds(&self.kernels)? {
             Some(t) => t,
             None => {
@@ -279,17 +291,18 @@ impl Plan {
                 t
             }
         };
-        let mut by: std::collections::BTreeMap<&str, (usize, f64)> = Default::default();
+        let mut by: std::collections::BTreeMap<&str, ProfileRow> = Default::default();
         for (k, t) in self.kernels.iter().zip(times) {
-            let e = by.entry(k.name.as_str()).or_default();
-            e.0 += 1;
-            e.1 += t;
+            let e = by.entry(k.name.as_str()).or_insert_with(|| ProfileRow {
+                entry: k.name.clone(),
+                ..Default::default()
+            });
+            e.dispatches += 1;
+            e.workgroups += k.groups.iter().map(|&g| g as u64).product::<u64>();
+            e.seconds += t;
         }
-        let mut v: Vec<_> = by
-            .into_iter()
-            .map(|(n, (c, s))| (n.to_string(), c, s))
-            .collect();
-        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        let mut v: Vec<_> = by.into_values().collect();
+        v.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
         Ok(v)
     }
 

@@ -191,11 +191,20 @@ const SHADER: &str = "conv2d";
 /// forward and input gradient cover 2·B positions.
 const B: usize = 4;
 
-/// Invocations of the weight-gradient pass 1 worth aiming for: enough to
-/// fill a GPU, while each still sums a useful stretch of pixels.
-const WEIGHT_INVOCATIONS: usize = 1 << 15;
-/// Fewest pixels (n, oy, ox) one pass-1 chunk should sum.
-const MIN_CHUNK_PIXELS: usize = 256;
+/// How pass 1 of a weight gradient chunks its pixels (n, oy, ox): the
+/// invocations worth aiming for, and the fewest pixels a chunk should sum.
+/// A CPU adapter runs a workgroup on one core, so a few long chunks suffice
+/// and each extra one is a pass-2 read. A GPU needs thousands of invocations
+/// in flight, and an invocation's sum is a serial loop: on an H200 the
+/// coarse split left pass 1 at 70–140 µs a dispatch, ~4.5× a dispatch's
+/// own cost (BENCHMARKS.md, "Weight gradients split for a GPU").
+const fn weight_chunking(wide: bool) -> (usize, usize) {
+    if wide {
+        (1 << 17, 32)
+    } else {
+        (1 << 15, 256)
+    }
+}
 /// Largest partial-sum buffer (elements) pass 1 may use.
 const MAX_PARTIAL: usize = 1 << 22;
 
@@ -376,7 +385,7 @@ pub fn backward_weight(
 /// How pass 1 of the weight gradient splits its work: its entry (None:
 /// the generated kernel), its invocations per chunk, and (rows per chunk,
 /// chunks).
-fn weight_split(s: &Conv2dShape) -> (Option<&'static str>, usize, (usize, usize)) {
+fn weight_split(s: &Conv2dShape, wide: bool) -> (Option<&'static str>, usize, (usize, usize)) {
     let taps = s.cpg_in() * s.kh * s.kw;
     // The rows pass 1 chunks, with the pixels in one.
     let rows_of_oy = (s.n * s.oh(), s.ow());
@@ -400,9 +409,10 @@ fn weight_split(s: &Conv2dShape) -> (Option<&'static str>, usize, (usize, usize)
             rows_of_oy,
         )
     };
-    let chunks = WEIGHT_INVOCATIONS
+    let (invocations, min_chunk_pixels) = weight_chunking(wide);
+    let chunks = invocations
         .div_ceil(blocks)
-        .min(rows * row_pixels / MIN_CHUNK_PIXELS)
+        .min(rows * row_pixels / min_chunk_pixels)
         .min(MAX_PARTIAL / s.w_len())
         .clamp(1, rows);
     let chunk_rows = rows.div_ceil(chunks);
@@ -412,8 +422,8 @@ fn weight_split(s: &Conv2dShape) -> (Option<&'static str>, usize, (usize, usize)
 /// Elements of the partial sums the weight gradient of `s` writes: a
 /// plan sizes one scratch buffer for all its weight gradients by the
 /// largest.
-pub fn weight_partial_len(s: &Conv2dShape) -> usize {
-    let (_, _, (_, chunks)) = weight_split(s);
+pub fn weight_partial_len(gpu: &Gpu, s: &Conv2dShape) -> usize {
+    let (_, _, (_, chunks)) = weight_split(s, gpu.wide);
     chunks * s.w_len()
 }
 
@@ -437,7 +447,7 @@ pub fn backward_weight_shared(
             ("dw", dw, s.w_len()),
         ],
     );
-    let (entry, blocks, c) = weight_split(s);
+    let (entry, blocks, c) = weight_split(s, gpu.wide);
     let len = c.1 * s.w_len();
     let partial = match scratch {
         Some(b) => {
@@ -458,13 +468,23 @@ pub fn backward_weight_shared(
             &[(1, x), (4, dy), (6, &partial)],
         )?,
     };
+    // Pass 2 on a GPU: 16 lanes share each weight's chunks, so a sum over
+    // hundreds of chunks is not one invocation's serial loop.
+    let (finish, invocations) = if gpu.wide {
+        (
+            "backward_weight_finish_wide",
+            s.w_len().div_ceil(16) * WG as usize,
+        )
+    } else {
+        ("backward_weight_finish", s.w_len())
+    };
     Ok(vec![
         pass1,
         dispatch(
             gpu,
             s,
-            "backward_weight_finish",
-            s.w_len(),
+            finish,
+            invocations,
             false,
             c,
             &[(5, dw), (6, &partial)],

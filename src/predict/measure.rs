@@ -1103,7 +1103,7 @@ impl OneShotDiscrete {
         gpu: &Gpu,
         normal: &Cell,
         reduce: &Cell,
-    ) -> Result<Vec<(String, usize, f64)>> {
+    ) -> Result<Vec<crate::graph::plan::ProfileRow>> {
         let (plan, _) = self.build(gpu, None, normal, reduce)?;
         plan.step(gpu)?; // warm-up
         Ok(plan.profile(gpu)?)

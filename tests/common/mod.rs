@@ -16,9 +16,22 @@ pub fn gpu() -> &'static Gpu {
     }
 }
 
+/// A device of its own on the same adapter, with the other way of splitting
+/// reductions (`Gpu::wide`) than the adapter's default: on lavapipe, the
+/// GPU's split.
+pub fn other_split_gpu() -> Gpu {
+    let mut g = Gpu::new().unwrap_or_else(|e| panic!("no usable GPU adapter: {e}"));
+    g.wide = !g.wide;
+    g
+}
+
 /// Run every case of `family` at the full level and fail with every bad row.
 pub fn run_family(family: &str) {
-    let gpu = gpu();
+    run_family_on(gpu(), family)
+}
+
+/// [`run_family`] on `gpu`.
+pub fn run_family_on(gpu: &Gpu, family: &str) {
     let cases: Vec<_> = verify::cases(Level::Full)
         .into_iter()
         .filter(|c| c.family == family)
