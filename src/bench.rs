@@ -146,6 +146,7 @@ fn conv_cases(v: &mut Vec<BenchCase>) {
         dilation,
         groups,
     };
+    let planes = |s: Conv2dShape, hw: usize| Conv2dShape { h: hw, w: hw, ..s };
     let shapes = [
         ("dense3x3", conv(16, 16, 3, 3, 1, 1, 1, 1)),
         ("pointwise", conv(16, 16, 1, 1, 0, 0, 1, 1)),
@@ -153,6 +154,11 @@ fn conv_cases(v: &mut Vec<BenchCase>) {
         ("dw7x7", conv(16, 16, 7, 7, 3, 3, 1, 16)),
         ("dw3x3_dil2", conv(16, 16, 3, 3, 2, 2, 2, 16)),
         ("1x7", conv(16, 16, 1, 7, 0, 3, 1, 1)),
+        // The reduced cells' planes: rows not whole float4s (14 wide), and
+        // planes shorter than a depthwise invocation's rows (7×7).
+        ("dw5x5_14", planes(conv(16, 16, 5, 5, 2, 2, 1, 16), 14)),
+        ("dw7x7_7", planes(conv(32, 32, 7, 7, 3, 3, 1, 32), 7)),
+        ("dw3x3_7", planes(conv(32, 32, 3, 3, 1, 1, 1, 32), 7)),
     ];
     for (tag, s) in shapes {
         let flops = 2.0 * s.macs() as f64;

@@ -14,8 +14,8 @@ const TEMPLATE: &str = include_str!("../../shaders/conv2d_rows.wgsl");
 
 /// Output columns per invocation (both kinds).
 const COLS: usize = 8;
-/// Output rows per invocation of the depthwise kernel (its window rows are
-/// shared between them).
+/// Output rows per invocation of a depthwise kernel (its window rows are
+/// shared between them) unless `dw_rows` chooses more.
 const DW_ROWS: usize = 2;
 /// Output channels per invocation of the dense kernel (each input value
 /// loaded feeds all of them): 8, or 4 where that computes fewer channels
@@ -57,6 +57,9 @@ pub struct Spec {
     /// stride 1; the weight gradient's dy too): the row windows are read 4
     /// columns per load, with the column padding compiled in (`pad.1`).
     pub row4: bool,
+    /// Output rows per invocation of the depthwise forward and stride-1
+    /// input gradient (`dw_rows`); 1 elsewhere (unused).
+    pub rows: usize,
 }
 
 impl Spec {
@@ -80,7 +83,17 @@ impl Spec {
             && !flat4(s)
             && read_w.is_multiple_of(4)
             && (dir != Direction::WeightGradient || s.ow().is_multiple_of(4));
+        let rows = match dir {
+            Direction::Forward if s.is_depthwise() => {
+                dw_rows((s.kh - 1) * s.dilation, s.stride, s.oh())
+            }
+            Direction::InputGradient if s.is_depthwise() && s.stride == 1 => {
+                dw_rows((s.kh - 1) * s.dilation, 1, s.h)
+            }
+            _ => 1,
+        };
         Spec {
+            rows,
             depthwise: s.is_depthwise(),
             kh: s.kh,
             kw: s.kw,
@@ -147,8 +160,13 @@ impl Spec {
             (s, (0, 0)) if self.dir != Direction::InputGradient => format!(".s{s}"),
             (s, (ph, pw)) => format!(".s{s}p{ph}x{pw}"),
         };
+        let rows = if self.rows > 1 {
+            format!(".h{}", self.rows)
+        } else {
+            String::new()
+        };
         format!(
-            "conv2d_rows.{}.{}x{}.d{}{stride}.{}{blocks}",
+            "conv2d_rows.{}.{}x{}.d{}{stride}.{}{blocks}{rows}",
             match (self.depthwise, self.flat4) {
                 (true, _) => "dw",
                 (false, false) => "dense",
@@ -251,22 +269,19 @@ impl Spec {
 
     fn depthwise_entry(&self) -> String {
         let (d, st, win) = (self.dilation, self.stride, self.window());
+        let rows = self.rows;
         let mut s = String::new();
         let w = &mut s;
         open_entry(w, self.workgroup());
         let _ = writeln!(w, "    let xblocks = (p.ow + {}u) / {COLS}u;", COLS - 1);
-        let _ = writeln!(
-            w,
-            "    let yblocks = (p.oh + {}u) / {DW_ROWS}u;",
-            DW_ROWS - 1
-        );
+        let _ = writeln!(w, "    let yblocks = (p.oh + {}u) / {rows}u;", rows - 1);
         let _ = writeln!(
             w,
             "    if idx >= p.n * p.c_out * yblocks * xblocks {{ return; }}"
         );
         let _ = writeln!(w, "    let ox0 = (idx % xblocks) * {COLS}u;");
         let _ = writeln!(w, "    let t = idx / xblocks;");
-        let _ = writeln!(w, "    let oy0 = (t % yblocks) * {DW_ROWS}u;");
+        let _ = writeln!(w, "    let oy0 = (t % yblocks) * {rows}u;");
         let _ = writeln!(w, "    let bc = t / yblocks;");
         let _ = writeln!(w, "    let c = bc % p.c_out;");
         let _ = writeln!(w, "    let wb = c * p.w_o;");
@@ -276,7 +291,7 @@ impl Spec {
             }
         }
         let _ = writeln!(w, "    let b0 = select(0.0, bias[c], p.has_bias == 1u);");
-        for o in 0..DW_ROWS {
+        for o in 0..rows {
             for j in 0..COLS {
                 let _ = writeln!(w, "    var a{o}_{j} = b0;");
             }
@@ -284,7 +299,7 @@ impl Spec {
         let _ = writeln!(w, "    let ix0 = i32(ox0 * {st}u) - i32(p.pad_w);");
         let _ = writeln!(w, "    let iy0 = i32(oy0 * {st}u) - i32(p.pad_h);");
         // Input row r feeds output row o through tap ky = (r − o·s) / d.
-        for r in 0..(DW_ROWS - 1) * st + (self.kh - 1) * d + 1 {
+        for r in 0..(rows - 1) * st + (self.kh - 1) * d + 1 {
             let _ = writeln!(w, "    {{");
             let _ = writeln!(w, "        let iy = iy0 + {r};");
             let _ = writeln!(w, "        let row_in = iy >= 0 && iy < i32(p.h);");
@@ -293,7 +308,7 @@ impl Spec {
                 "        let row = (bc * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w;"
             );
             self.window_loads(w, "        ", "x", "row", "row_in", &win);
-            for o in 0..DW_ROWS {
+            for o in 0..rows {
                 if r < o * st || (r - o * st) % d != 0 || (r - o * st) / d >= self.kh {
                     continue;
                 }
@@ -310,7 +325,7 @@ impl Spec {
             }
             let _ = writeln!(w, "    }}");
         }
-        for o in 0..DW_ROWS {
+        for o in 0..rows {
             let _ = writeln!(w, "    if oy0 + {o}u < p.oh {{");
             let _ = writeln!(
                 w,
@@ -929,27 +944,36 @@ pub fn representative_specs() -> Vec<Spec> {
                         } else {
                             (0, 0)
                         };
-                        let spec = Spec {
-                            depthwise,
-                            kh,
-                            kw,
-                            dilation,
-                            dir,
-                            flat4: false,
-                            oc,
-                            ic: oc,
-                            stride,
-                            pad,
-                            row4: false,
+                        // Depthwise rows blocks: the default and the tallest.
+                        let rows: &[usize] = match dir {
+                            Direction::Forward if depthwise => &[DW_ROWS, 8],
+                            Direction::InputGradient if depthwise && stride == 1 => &[DW_ROWS, 8],
+                            _ => &[1],
                         };
-                        v.push(spec);
-                        // Rows of whole float4s, "same" column padding.
-                        if stride == 1 {
-                            v.push(Spec {
-                                row4: true,
-                                pad: (0, (kw - 1) * dilation / 2),
-                                ..spec
-                            });
+                        for &rows in rows {
+                            let spec = Spec {
+                                depthwise,
+                                kh,
+                                kw,
+                                dilation,
+                                dir,
+                                flat4: false,
+                                oc,
+                                ic: oc,
+                                stride,
+                                pad,
+                                row4: false,
+                                rows,
+                            };
+                            v.push(spec);
+                            // Rows of whole float4s, "same" column padding.
+                            if stride == 1 {
+                                v.push(Spec {
+                                    row4: true,
+                                    pad: (0, (kw - 1) * dilation / 2),
+                                    ..spec
+                                });
+                            }
                         }
                     }
                 }
@@ -975,6 +999,7 @@ pub fn representative_specs() -> Vec<Spec> {
                 stride: 1,
                 pad: (0, 0),
                 row4: false,
+                rows: 1,
             });
         }
     }
@@ -1045,6 +1070,24 @@ pub fn channel_block(c: usize) -> usize {
     } else {
         DENSE_CHANNELS
     }
+}
+
+/// Output rows per invocation of a depthwise forward or input gradient
+/// writing planes `oh` high, for a tap span (kh − 1)·dilation read with
+/// `stride`: an invocation loads (rows − 1)·stride + span + 1 input rows,
+/// so taller kernels share more of them between more rows. Spans under 4
+/// (3×3) keep 2 (on lavapipe 3 or 4 rows measured no faster); the others
+/// take the height in 4..=8 that loads the fewest rows over the plane
+/// (7 on the 28-, 14- and 7-high planes of a 28×28 input): measured on
+/// lavapipe, dw 7×7 on 28×28 planes 3.6 → 1.8 ms (BENCHMARKS.md, "Taller
+/// depthwise blocks"). Beyond 8 rows the accumulators spill.
+pub fn dw_rows(span: usize, stride: usize, oh: usize) -> usize {
+    if span < 4 {
+        return DW_ROWS;
+    }
+    (4..=8)
+        .min_by_key(|&r| (oh.div_ceil(r) * ((r - 1) * stride + span + 1), r))
+        .unwrap_or(DW_ROWS)
 }
 
 /// Pass 1 of dw for `s` (which must `fits_forward`): per-chunk partial sums
@@ -1169,7 +1212,7 @@ pub fn kernels(
     } else if flip && s.stride > 1 {
         s.n * co.div_ceil(spec.oc) * oh * s.stride * ow.div_ceil(s.stride).div_ceil(COLS)
     } else if spec.depthwise {
-        s.n * co * oh.div_ceil(DW_ROWS) * ow.div_ceil(COLS)
+        s.n * co * oh.div_ceil(spec.rows) * ow.div_ceil(COLS)
     } else {
         s.n * co.div_ceil(spec.oc) * oh * ow.div_ceil(COLS)
     };
@@ -1244,5 +1287,25 @@ impl WeightCopies {
     /// `weight` was written: its copies are stale.
     pub fn forget(&mut self, weight: usize) {
         self.by_weight.remove(&weight);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dw_rows;
+
+    /// The planes of a 28×28 input take 7 rows (no row computed past the
+    /// last); 3×3 keeps 2; a 9-high plane takes 5 + 4, not 8 + 1.
+    #[test]
+    fn depthwise_rows_fit_the_plane() {
+        for oh in [28, 14, 7] {
+            assert_eq!(dw_rows(6, 1, oh), 7, "7×7 on {oh} rows");
+            assert_eq!(dw_rows(4, 1, oh), 7, "5×5 on {oh} rows");
+        }
+        assert_eq!(dw_rows(6, 2, 14), 7, "7×7 stride 2");
+        assert_eq!(dw_rows(2, 1, 28), 2, "3×3");
+        assert_eq!(dw_rows(6, 1, 9), 5);
+        assert_eq!(dw_rows(6, 1, 8), 8);
+        assert!((1..64).all(|oh| (2..=8).contains(&dw_rows(8, 1, oh))));
     }
 }
