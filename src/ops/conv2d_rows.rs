@@ -15,7 +15,7 @@ const TEMPLATE: &str = include_str!("../../shaders/conv2d_rows.wgsl");
 /// Output columns per invocation (both kinds).
 const COLS: usize = 8;
 /// Output rows per invocation of a depthwise kernel (its window rows are
-/// shared between them) unless `dw_rows` chooses more.
+/// shared between them) unless `block_rows` chooses more.
 const DW_ROWS: usize = 2;
 /// Output channels per invocation of the dense kernel (each input value
 /// loaded feeds all of them): 8, or 4 where that computes fewer channels
@@ -57,14 +57,15 @@ pub struct Spec {
     /// stride 1; the weight gradient's dy too): the row windows are read 4
     /// columns per load, with the column padding compiled in (`pad.1`).
     pub row4: bool,
-    /// Output rows per invocation of the depthwise forward and stride-1
-    /// input gradient (`dw_rows`); 1 elsewhere (unused).
+    /// Output rows per invocation of a depthwise kernel, or of a dense one
+    /// with more than one tap row (forward and stride-1 input gradient:
+    /// `block_rows`); 1 elsewhere.
     pub rows: usize,
 }
 
 impl Spec {
-    /// The kernel of `s` in direction `dir`.
-    fn of(s: &Conv2dShape, dir: Direction) -> Spec {
+    /// The kernel of `s` in direction `dir`; `wide` as `Gpu::wide`.
+    fn of(s: &Conv2dShape, dir: Direction, wide: bool) -> Spec {
         // The input gradient writes the convolution's input channels.
         let written = if dir == Direction::InputGradient {
             s.c_in
@@ -83,14 +84,26 @@ impl Spec {
             && !flat4(s)
             && read_w.is_multiple_of(4)
             && (dir != Direction::WeightGradient || s.ow().is_multiple_of(4));
-        let rows = match dir {
-            Direction::Forward if s.is_depthwise() => {
-                dw_rows((s.kh - 1) * s.dilation, s.stride, s.oh())
-            }
-            Direction::InputGradient if s.is_depthwise() && s.stride == 1 => {
-                dw_rows((s.kh - 1) * s.dilation, 1, s.h)
-            }
-            _ => 1,
+        // Rows per invocation: the depthwise kernels and the dense column
+        // kernels (k×1) share input rows between output rows. Not dense
+        // k×k ones: their code grows as rows × k² × 64 FMAs per channel,
+        // and a 3×3 gained little (4.5–5.2 → 4.2–4.4 ms at 2 rows).
+        let span = (s.kh - 1) * s.dilation;
+        let (written_h, read_stride) = match dir {
+            Direction::Forward => (s.oh(), s.stride),
+            _ => (s.h, 1),
+        };
+        let blocked = match dir {
+            Direction::Forward => true,
+            Direction::InputGradient => s.stride == 1,
+            Direction::WeightGradient => false,
+        } && (s.is_depthwise() || (s.kh > 1 && s.kw == 1));
+        let rows = match (blocked, wide) {
+            (false, _) => 1,
+            // A GPU wants many short invocations, not few long ones.
+            (true, true) if s.is_depthwise() => DW_ROWS,
+            (true, true) => 1,
+            (true, false) => block_rows(span, read_stride, written_h),
         };
         Spec {
             rows,
@@ -191,6 +204,7 @@ impl Spec {
             (Direction::WeightGradient, _) => self.weight_entry(),
             (Direction::InputGradient, _) if self.stride > 1 => self.strided_dx_entry(),
             (_, true) => self.depthwise_entry(),
+            (_, false) if self.rows > 1 => self.dense_rows_entry(),
             (_, false) => self.dense_entry(),
         };
         format!("{}\n{TEMPLATE}\n{body}", shaders::COMMON)
@@ -416,6 +430,126 @@ impl Spec {
                     w,
                     "        if ox0 + {j}u < p.ow {{ out[base + {j}u] = a{o}_{j}; }}"
                 );
+            }
+            let _ = writeln!(w, "    }}");
+        }
+        let _ = writeln!(w, "}}");
+        s
+    }
+
+    /// `dense_entry` over `rows` output rows per invocation: each input
+    /// channel's weights (every tap) are loaded once, then the input rows
+    /// the block reads stream through, each loaded once and added into
+    /// every output row it feeds. Per output the terms come in the order
+    /// `dense_entry` adds them (channel, then tap row, then tap column).
+    fn dense_rows_entry(&self) -> String {
+        let (d, st, win, oc, rows) = (
+            self.dilation,
+            self.stride,
+            self.window(),
+            self.oc,
+            self.rows,
+        );
+        let mut s = String::new();
+        let w = &mut s;
+        open_entry(w, self.workgroup());
+        let _ = writeln!(w, "    let xblocks = (p.ow + {}u) / {COLS}u;", COLS - 1);
+        let _ = writeln!(w, "    let yblocks = (p.oh + {}u) / {rows}u;", rows - 1);
+        let _ = writeln!(w, "    let cblocks = (p.c_out + {}u) / {oc}u;", oc - 1);
+        let _ = writeln!(
+            w,
+            "    if idx >= p.n * cblocks * yblocks * xblocks {{ return; }}"
+        );
+        let _ = writeln!(w, "    let ox0 = (idx % xblocks) * {COLS}u;");
+        let _ = writeln!(w, "    var t = idx / xblocks;");
+        let _ = writeln!(w, "    let oy0 = (t % yblocks) * {rows}u;");
+        let _ = writeln!(w, "    t = t / yblocks;");
+        let _ = writeln!(w, "    let o0 = (t % cblocks) * {oc}u;");
+        let _ = writeln!(w, "    let b = t / cblocks;");
+        let _ = writeln!(w, "    let lc = p.c_out - 1u;");
+        self.weights4_block(w);
+        for o in 0..oc {
+            let _ = writeln!(
+                w,
+                "    let b{o} = select(0.0, bias[min(o0 + {o}u, lc)], p.has_bias == 1u);"
+            );
+            for r in 0..rows {
+                for j in 0..COLS {
+                    let _ = writeln!(w, "    var a{r}_{o}_{j} = b{o};");
+                }
+            }
+        }
+        let _ = writeln!(w, "    let ix0 = i32(ox0 * {st}u) - i32(p.pad_w);");
+        let _ = writeln!(w, "    let y0 = i32(oy0 * {st}u) - i32(p.pad_h);");
+        let span = (rows - 1) * st + (self.kh - 1) * d + 1;
+        for r in 0..span {
+            let _ = writeln!(w, "    let iy{r} = y0 + {r};");
+            let _ = writeln!(w, "    let in{r} = iy{r} >= 0 && iy{r} < i32(p.h);");
+            let _ = writeln!(
+                w,
+                "    let ry{r} = u32(clamp(iy{r}, 0, i32(p.h) - 1)) * p.w;"
+            );
+        }
+        let _ = writeln!(w, "    let hw = p.h * p.w;");
+        let _ = writeln!(w, "    for (var i = 0u; i < p.c_in; i = i + 1u) {{");
+        let _ = writeln!(w, "        let plane = (b * p.c_in + i) * hw;");
+        let _ = writeln!(w, "        let wi = i * p.w_i + wb;");
+        let ocv = oc / 4;
+        for ky in 0..self.kh {
+            for kx in 0..self.kw {
+                let t = ky * self.kw + kx;
+                for v in 0..ocv {
+                    let _ = writeln!(
+                        w,
+                        "        let wq{v}_{ky}_{kx} = wt4[wi + {}u];",
+                        t * ocv + v
+                    );
+                }
+            }
+        }
+        // Output row o reads input row r through tap ky = (r − o·s) / d;
+        // for one output, r and so ky ascend, as in dense_entry.
+        for r in 0..span {
+            let _ = writeln!(w, "        {{");
+            let _ = writeln!(w, "            let row = plane + ry{r};");
+            self.window_loads(w, "            ", "x", "row", &format!("in{r}"), &win);
+            for o_row in 0..rows {
+                if r < o_row * st || (r - o_row * st) % d != 0 || (r - o_row * st) / d >= self.kh {
+                    continue;
+                }
+                let ky = (r - o_row * st) / d;
+                for kx in 0..self.kw {
+                    for o in 0..oc {
+                        let c = ["x", "y", "z", "w"][o % 4];
+                        for j in 0..COLS {
+                            let _ = writeln!(
+                                w,
+                                "            a{o_row}_{o}_{j} = fma(wq{}_{ky}_{kx}.{c}, x{}, a{o_row}_{o}_{j});",
+                                o / 4,
+                                self.col(j, kx)
+                            );
+                        }
+                    }
+                }
+            }
+            let _ = writeln!(w, "        }}");
+        }
+        let _ = writeln!(w, "    }}");
+        for r in 0..rows {
+            let _ = writeln!(w, "    if oy0 + {r}u < p.oh {{");
+            for o in 0..oc {
+                let _ = writeln!(w, "        if o0 + {o}u < p.c_out {{");
+                let _ = writeln!(
+                    w,
+                    "            let base = ((b * p.c_out + o0 + {o}u) * p.oh + oy0 + {r}u) * p.ow + ox0;"
+                );
+                for j in 0..COLS {
+                    let _ = writeln!(
+                        w,
+                        "            if ox0 + {j}u < p.ow {{ out[base + {j}u] = a{r}_{o}_{j}; }}"
+                    );
+                }
+                let _ = writeln!(w, "        }}");
             }
             let _ = writeln!(w, "    }}");
         }
@@ -944,10 +1078,15 @@ pub fn representative_specs() -> Vec<Spec> {
                         } else {
                             (0, 0)
                         };
-                        // Depthwise rows blocks: the default and the tallest.
-                        let rows: &[usize] = match dir {
-                            Direction::Forward if depthwise => &[DW_ROWS, 8],
-                            Direction::InputGradient if depthwise && stride == 1 => &[DW_ROWS, 8],
+                        // Row blocks (`block_rows`): none, the fewest and the most.
+                        let blocked = match dir {
+                            Direction::Forward => true,
+                            Direction::InputGradient => stride == 1,
+                            Direction::WeightGradient => false,
+                        };
+                        let rows: &[usize] = match (blocked, depthwise) {
+                            (true, true) => &[DW_ROWS, 8],
+                            (true, false) if kh > 1 && kw == 1 => &[1, DW_ROWS, 8],
                             _ => &[1],
                         };
                         for &rows in rows {
@@ -1048,7 +1187,7 @@ pub fn weight_rows(s: &Conv2dShape) -> (usize, usize) {
 
 /// Invocations of pass 1 per chunk of rows (blocks of channel pairs).
 pub fn weight_blocks(s: &Conv2dShape) -> usize {
-    let spec = Spec::of(s, Direction::WeightGradient);
+    let spec = Spec::of(s, Direction::WeightGradient, false);
     if s.is_depthwise() {
         s.c_out
     } else if s.kh * s.kw == 1 {
@@ -1072,16 +1211,19 @@ pub fn channel_block(c: usize) -> usize {
     }
 }
 
-/// Output rows per invocation of a depthwise forward or input gradient
-/// writing planes `oh` high, for a tap span (kh − 1)·dilation read with
-/// `stride`: an invocation loads (rows − 1)·stride + span + 1 input rows,
-/// so taller kernels share more of them between more rows. Spans under 4
-/// (3×3) keep 2 (on lavapipe 3 or 4 rows measured no faster); the others
-/// take the height in 4..=8 that loads the fewest rows over the plane
-/// (7 on the 28-, 14- and 7-high planes of a 28×28 input): measured on
-/// lavapipe, dw 7×7 on 28×28 planes 3.6 → 1.8 ms (BENCHMARKS.md, "Taller
-/// depthwise blocks"). Beyond 8 rows the accumulators spill.
-pub fn dw_rows(span: usize, stride: usize, oh: usize) -> usize {
+/// Output rows per invocation of a depthwise or dense forward or stride-1
+/// input gradient on a CPU adapter, writing planes `oh` high, for a tap
+/// span (kh − 1)·dilation read with `stride`: an invocation loads
+/// (rows − 1)·stride + span + 1 input rows, so taller kernels share more of
+/// them between more rows. Spans under 4 (3×3) take 2 (3 or 4 rows
+/// measured no faster on lavapipe); the others the height in 4..=8 that
+/// loads the fewest rows over the plane: 7 on the 28-, 14- and 7-high
+/// planes of a 28×28 input. On lavapipe the accumulators that spill cost
+/// less than the loads saved (a dense 7×1 kernel of 7 rows keeps 448):
+/// dw 7×7 on 28×28 planes 3.6 → 1.8 ms, dense 7×1 4.3–4.7 → 3.0–3.2 ms
+/// (BENCHMARKS.md, "Taller blocks"). GPUs keep short invocations (see
+/// `Spec::of`).
+pub fn block_rows(span: usize, stride: usize, oh: usize) -> usize {
     if span < 4 {
         return DW_ROWS;
     }
@@ -1120,7 +1262,7 @@ pub fn weight_partial_kernel(
         chunks,
     ]
     .map(|v| v as u32);
-    Spec::of(s, Direction::WeightGradient).launch(
+    Spec::of(s, Direction::WeightGradient, false).launch(
         gpu,
         &params,
         &[(1, x), (4, dy), (6, partial)],
@@ -1162,7 +1304,7 @@ pub fn kernels(
     });
     let kk = s.kh * s.kw;
     let flip = dir == Direction::InputGradient;
-    let spec = Spec::of(s, dir);
+    let spec = Spec::of(s, dir, gpu.wide);
     // (read channels, planes), (written channels, planes), padding, (w_o, w_i).
     let ((ci, h, wd), (co, oh, ow), pad, (w_o, w_i)) = if flip {
         // The flipped kernel reads dy with the padding that brings every
@@ -1211,8 +1353,8 @@ pub fn kernels(
         s.n * co.div_ceil(spec.oc) * (oh * ow / 4).div_ceil(2)
     } else if flip && s.stride > 1 {
         s.n * co.div_ceil(spec.oc) * oh * s.stride * ow.div_ceil(s.stride).div_ceil(COLS)
-    } else if spec.depthwise {
-        s.n * co * oh.div_ceil(spec.rows) * ow.div_ceil(COLS)
+    } else if spec.depthwise || spec.rows > 1 {
+        s.n * co.div_ceil(spec.oc) * oh.div_ceil(spec.rows) * ow.div_ceil(COLS)
     } else {
         s.n * co.div_ceil(spec.oc) * oh * ow.div_ceil(COLS)
     };
@@ -1292,20 +1434,20 @@ impl WeightCopies {
 
 #[cfg(test)]
 mod tests {
-    use super::dw_rows;
+    use super::block_rows;
 
     /// The planes of a 28×28 input take 7 rows (no row computed past the
     /// last); 3×3 keeps 2; a 9-high plane takes 5 + 4, not 8 + 1.
     #[test]
     fn depthwise_rows_fit_the_plane() {
         for oh in [28, 14, 7] {
-            assert_eq!(dw_rows(6, 1, oh), 7, "7×7 on {oh} rows");
-            assert_eq!(dw_rows(4, 1, oh), 7, "5×5 on {oh} rows");
+            assert_eq!(block_rows(6, 1, oh), 7, "7×7 on {oh} rows");
+            assert_eq!(block_rows(4, 1, oh), 7, "5×5 on {oh} rows");
         }
-        assert_eq!(dw_rows(6, 2, 14), 7, "7×7 stride 2");
-        assert_eq!(dw_rows(2, 1, 28), 2, "3×3");
-        assert_eq!(dw_rows(6, 1, 9), 5);
-        assert_eq!(dw_rows(6, 1, 8), 8);
-        assert!((1..64).all(|oh| (2..=8).contains(&dw_rows(8, 1, oh))));
+        assert_eq!(block_rows(6, 2, 14), 7, "7×7 stride 2");
+        assert_eq!(block_rows(2, 1, 28), 2, "3×3");
+        assert_eq!(block_rows(6, 1, 9), 5);
+        assert_eq!(block_rows(6, 1, 8), 8);
+        assert!((1..64).all(|oh| (2..=8).contains(&block_rows(8, 1, oh))));
     }
 }
