@@ -61,6 +61,11 @@ pub struct Spec {
     /// with more than one tap row (forward and stride-1 input gradient:
     /// `block_rows`); 1 elsewhere.
     pub rows: usize,
+    /// Float4s of positions per invocation of the float4 pointwise forward
+    /// and input gradient: 4 on CPU adapters (each weight loaded feeds 16
+    /// positions; measured 1.2–1.3× over 2 on lavapipe, 8 no faster), 2 on
+    /// GPUs (more, shorter invocations); 1 elsewhere.
+    pub quads: usize,
 }
 
 impl Spec {
@@ -105,8 +110,14 @@ impl Spec {
             (true, true) => 1,
             (true, false) => block_rows(span, read_stride, written_h),
         };
+        let quads = match (flat4(s) && dir != Direction::WeightGradient, wide) {
+            (false, _) => 1,
+            (true, true) => 2,
+            (true, false) => 4,
+        };
         Spec {
             rows,
+            quads,
             depthwise: s.is_depthwise(),
             kh: s.kh,
             kw: s.kw,
@@ -175,6 +186,8 @@ impl Spec {
         };
         let rows = if self.rows > 1 {
             format!(".h{}", self.rows)
+        } else if self.quads > 1 {
+            format!(".q{}", self.quads)
         } else {
             String::new()
         };
@@ -842,36 +855,41 @@ impl Spec {
                 }
             }
         } else {
-            // Two float4s (8 positions) per invocation; a plane of 4·odd
-            // positions ends with one.
-            let _ = writeln!(w, "    let qblocks = (hw4 + 1u) / 2u;");
+            // `quads` float4s of positions per invocation; a plane's last
+            // block may hold fewer (its loads clamped, its stores skipped).
+            let nq = self.quads;
+            let _ = writeln!(w, "    let qblocks = (hw4 + {}u) / {nq}u;", nq - 1);
             let _ = writeln!(w, "    let cblocks = (p.c_out + {}u) / {oc}u;", oc - 1);
             let _ = writeln!(w, "    if idx >= p.n * cblocks * qblocks {{ return; }}");
-            let _ = writeln!(w, "    let q0 = (idx % qblocks) * 2u;");
+            let _ = writeln!(w, "    let q0 = (idx % qblocks) * {nq}u;");
             let _ = writeln!(w, "    let t = idx / qblocks;");
             let _ = writeln!(w, "    let o0 = (t % cblocks) * {oc}u;");
             let _ = writeln!(w, "    let b = t / cblocks;");
             let _ = writeln!(w, "    let lc = p.c_out - 1u;");
-            let _ = writeln!(w, "    let second = q0 + 1u < hw4;");
-            let _ = writeln!(w, "    let q1 = select(q0, q0 + 1u, second);");
+            for k in 1..nq {
+                let _ = writeln!(w, "    let q{k} = min(q0 + {k}u, hw4 - 1u);");
+            }
             for o in 0..oc {
                 let _ = writeln!(w, "    let wo{o} = min(o0 + {o}u, lc) * p.w_o;");
                 let _ = writeln!(
                     w,
                     "    let b{o} = vec4(select(0.0, bias[min(o0 + {o}u, lc)], p.has_bias == 1u));"
                 );
-                let _ = writeln!(w, "    var a{o}_0 = b{o};");
-                let _ = writeln!(w, "    var a{o}_1 = b{o};");
+                for k in 0..nq {
+                    let _ = writeln!(w, "    var a{o}_{k} = b{o};");
+                }
             }
             let _ = writeln!(w, "    for (var i = 0u; i < p.c_in; i = i + 1u) {{");
             let _ = writeln!(w, "        let plane = (b * p.c_in + i) * hw4;");
-            let _ = writeln!(w, "        let xv0 = x4[plane + q0];");
-            let _ = writeln!(w, "        let xv1 = x4[plane + q1];");
+            for k in 0..nq {
+                let _ = writeln!(w, "        let xv{k} = x4[plane + q{k}];");
+            }
             let _ = writeln!(w, "        let wi = i * p.w_i;");
             for o in 0..oc {
                 let _ = writeln!(w, "        let w{o} = vec4(wt[wo{o} + wi]);");
-                let _ = writeln!(w, "        a{o}_0 = fma(w{o}, xv0, a{o}_0);");
-                let _ = writeln!(w, "        a{o}_1 = fma(w{o}, xv1, a{o}_1);");
+                for k in 0..nq {
+                    let _ = writeln!(w, "        a{o}_{k} = fma(w{o}, xv{k}, a{o}_{k});");
+                }
             }
             let _ = writeln!(w, "    }}");
             for o in 0..oc {
@@ -881,7 +899,12 @@ impl Spec {
                     "        let base = (b * p.c_out + o0 + {o}u) * hw4 + q0;"
                 );
                 let _ = writeln!(w, "        out4[base] = a{o}_0;");
-                let _ = writeln!(w, "        if second {{ out4[base + 1u] = a{o}_1; }}");
+                for k in 1..nq {
+                    let _ = writeln!(
+                        w,
+                        "        if q0 + {k}u < hw4 {{ out4[base + {k}u] = a{o}_{k}; }}"
+                    );
+                }
                 let _ = writeln!(w, "    }}");
             }
         }
@@ -1103,6 +1126,7 @@ pub fn representative_specs() -> Vec<Spec> {
                                 pad,
                                 row4: false,
                                 rows,
+                                quads: 1,
                             };
                             v.push(spec);
                             // Rows of whole float4s, "same" column padding.
@@ -1124,22 +1148,31 @@ pub fn representative_specs() -> Vec<Spec> {
         Direction::InputGradient,
         Direction::WeightGradient,
     ] {
-        // One channel (depthwise and one group) takes oc = 1.
+        // One channel (depthwise and one group) takes oc = 1; the forward
+        // and input gradient 2 or 4 float4s of positions.
+        let quads: &[usize] = if dir == Direction::WeightGradient {
+            &[1]
+        } else {
+            &[2, 4]
+        };
         for (depthwise, oc) in [(false, 4), (false, DENSE_CHANNELS), (true, 1)] {
-            v.push(Spec {
-                depthwise,
-                kh: 1,
-                kw: 1,
-                dilation: 1,
-                dir,
-                flat4: true,
-                oc,
-                ic: oc,
-                stride: 1,
-                pad: (0, 0),
-                row4: false,
-                rows: 1,
-            });
+            for &quads in quads {
+                v.push(Spec {
+                    depthwise,
+                    kh: 1,
+                    kw: 1,
+                    dilation: 1,
+                    dir,
+                    flat4: true,
+                    oc,
+                    ic: oc,
+                    stride: 1,
+                    pad: (0, 0),
+                    row4: false,
+                    rows: 1,
+                    quads,
+                });
+            }
         }
     }
     v
@@ -1350,7 +1383,7 @@ pub fn kernels(
     ]
     .map(|v| v as u32);
     let invocations = if spec.flat4 {
-        s.n * co.div_ceil(spec.oc) * (oh * ow / 4).div_ceil(2)
+        s.n * co.div_ceil(spec.oc) * (oh * ow / 4).div_ceil(spec.quads)
     } else if flip && s.stride > 1 {
         s.n * co.div_ceil(spec.oc) * oh * s.stride * ow.div_ceil(s.stride).div_ceil(COLS)
     } else if spec.depthwise || spec.rows > 1 {
