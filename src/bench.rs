@@ -155,6 +155,7 @@ fn conv_cases(v: &mut Vec<BenchCase>) {
         ("dw3x3_dil2", conv(16, 16, 3, 3, 2, 2, 2, 16)),
         ("1x7", conv(16, 16, 1, 7, 0, 3, 1, 1)),
         ("pointwise_14", planes(conv(16, 16, 1, 1, 0, 0, 1, 1), 14)),
+        ("1x7_14", planes(conv(16, 16, 1, 7, 0, 3, 1, 1), 14)),
         ("7x1", conv(16, 16, 7, 1, 3, 0, 1, 1)),
         ("7x1_14", planes(conv(16, 16, 7, 1, 3, 0, 1, 1), 14)),
         // The reduced cells' planes: rows not whole float4s (14 wide), and

@@ -111,7 +111,7 @@ fn per_group(
         let params = [s.n, group.len(), k0, (k0 > 0) as usize, chunks].map(|v| v as u32);
         let spare: Vec<Buf> = if writes {
             (group.len()..GROUP)
-                .map(|_| gpu.alloc("mix.unused", 1))
+                .map(|_| gpu.alloc("mix.unused", 4))
                 .collect::<Result<_, _>>()?
         } else {
             Vec::new()
@@ -130,6 +130,16 @@ fn per_group(
     Ok(out)
 }
 
+/// The float4 entry and its grid where the length divides by 4, else the
+/// scalar one.
+fn by_float4(s: &MixShape, scalar: &'static str, f4: &'static str) -> (&'static str, [u32; 3]) {
+    if s.n.is_multiple_of(4) {
+        (f4, grid_1d(s.n / 4, WG))
+    } else {
+        (scalar, grid_1d(s.n, WG))
+    }
+}
+
 /// y = Σ_k w[k] · xs[k]: ⌈K / 6⌉ dispatches, the later ones adding to y.
 pub fn forward(
     gpu: &Gpu,
@@ -139,8 +149,8 @@ pub fn forward(
     y: &Buf,
 ) -> Result<Vec<Kernel>, GpuError> {
     check(s, xs, w, y);
-    let grid = grid_1d(s.n, WG);
-    per_group(gpu, s, "forward", xs, false, grid, 0, &[(7, w), (8, y)])
+    let (entry, grid) = by_float4(s, "forward", "forward4");
+    per_group(gpu, s, entry, xs, false, grid, 0, &[(7, w), (8, y)])
 }
 
 /// dxs[k] = w[k] · dy, each into its own tensor.
@@ -152,9 +162,9 @@ pub fn backward_inputs(
     dxs: &[&Buf],
 ) -> Result<Vec<Kernel>, GpuError> {
     check(s, dxs, w, dy);
-    let grid = grid_1d(s.n, WG);
+    let (entry, grid) = by_float4(s, "backward_inputs", "backward_inputs4");
     let other = [(7, w), (8, dy)];
-    per_group(gpu, s, "backward_inputs", dxs, true, grid, 0, &other)
+    per_group(gpu, s, entry, dxs, true, grid, 0, &other)
 }
 
 /// dw[k] = Σ_i xs[k][i] · dy[i]: partial dot products per chunk of 4,096

@@ -8,8 +8,12 @@ fn shapes(level: Level) -> Vec<MixShape> {
         Level::Quick => (&[8], &[2 * 16 * 13 * 13]),
         // K: one, one group of 6 short, one past a group, a whole edge of
         // the pnas set, a block's 5 inputs; n: 1, 7×7, one past a chunk
-        // (4096), an odd activation.
-        Level::Full => (&[1, 5, 7, 8, 40], &[1, 49, 4097, 3 * 13 * 13 * 5]),
+        // (4096), an odd activation; and lengths of float4s (the float4
+        // entries): one, a batch's 14×14 activation, one past a chunk.
+        Level::Full => (
+            &[1, 5, 7, 8, 40],
+            &[1, 49, 4097, 3 * 13 * 13 * 5, 4, 2 * 8 * 14 * 14, 4100],
+        ),
     };
     ks.iter()
         .flat_map(|&k| ns.iter().map(move |&n| MixShape { k, n }))
