@@ -273,7 +273,7 @@ fn eval_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let invstd = 1.0 / sqrt(running_var[ch] + p.eps);
     for (var b = q.b0; b < q.b1; b = b + 1u) {
         let i = (b * p.c + ch) * p.hw + r;
-        out[i] = (x[i] - running_mean[ch]) * invstd * scale_of(ch) + shift_of(ch);
+        out[i] = relu_if((x[i] - running_mean[ch]) * invstd * scale_of(ch) + shift_of(ch));
     }
 }
 
@@ -289,7 +289,7 @@ fn eval_forward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     let invstd = 1.0 / sqrt(running_var[ch] + p.eps);
     for (var b = q.b0; b < q.b1; b = b + 1u) {
         let i = (b * p.c + ch) * hw4 + r;
-        out4[i] = (x4[i] - running_mean[ch]) * invstd * scale_of(ch) + shift_of(ch);
+        out4[i] = relu_if4((x4[i] - running_mean[ch]) * invstd * scale_of(ch) + shift_of(ch));
     }
 }
 

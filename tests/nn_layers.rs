@@ -178,11 +178,11 @@ fn sep_conv() {
     );
 }
 
-/// A SepConv's middle ReLU rides in its first batch norm in training
-/// without affine (one op, `Shape::relu`), and stays its own op in
-/// evaluation and with affine; the fused op's values are the two ops'.
+/// A SepConv's middle ReLU rides in its first batch norm without affine
+/// (one op, `Shape::relu`), in training and in evaluation, and stays its
+/// own op with affine; the fused op's values are the two ops'.
 #[test]
-fn sep_conv_fuses_its_middle_relu_in_training() {
+fn sep_conv_fuses_its_middle_relu() {
     use gradnas::graph::Op;
     let ops = |eval: bool, affine: bool| {
         let mut g = Graph::new();
@@ -194,13 +194,36 @@ fn sep_conv_fuses_its_middle_relu_in_training() {
         let fused = g
             .nodes
             .iter()
-            .filter(|n| matches!(&n.op, Op::BatchNormTrain(s) if s.relu))
+            .filter(|n| matches!(&n.op, Op::BatchNormTrain(s) | Op::BatchNormEval(s) if s.relu))
             .count();
         (relus, fused)
     };
     assert_eq!(ops(false, false), (1, 1), "training, no affine");
     assert_eq!(ops(false, true), (2, 0), "training, affine");
-    assert_eq!(ops(true, false), (2, 0), "evaluation");
+    assert_eq!(ops(true, false), (1, 1), "evaluation, no affine");
+    assert_eq!(ops(true, true), (2, 0), "evaluation, affine");
+
+    // In evaluation, fused and unfused give the same bits (CPU graph).
+    let eval = |fused: bool| {
+        let mut g = Graph::new();
+        let mut store = ParamStore::new(3);
+        store.eval = true;
+        let mut rng = verify::rng(5);
+        let x = g.param("x", &[3, 5, 6, 6], verify::randn(&mut rng, 3 * 5 * 36));
+        let y = if fused {
+            layers::batchnorm_relu(&mut g, &mut store, "bn", x, false)
+        } else {
+            let b = layers::batchnorm(&mut g, &mut store, "bn", x, false);
+            g.relu(b)
+        };
+        g.pin(y);
+        let mut c = CpuExec::new(&g);
+        c.step(&g);
+        c.read(y).to_vec()
+    };
+    let (fused, apart) = (eval(true), eval(false));
+    assert!(fused.iter().any(|&v| v == 0.0) && fused.iter().any(|&v| v > 0.0));
+    assert_eq!(fused, apart, "evaluation forward");
 
     // batchnorm_relu against batchnorm then relu, forward and backward.
     let run = |fused: bool| {

@@ -699,12 +699,16 @@ impl Builder<'_> {
                     )
                 };
                 let y = self.output(node.outputs[0])?;
-                self.emit(
-                    "BatchNormalization",
-                    vec![x, scale, bias, mean, var],
-                    vec![y],
-                    vec![float("epsilon", s.eps)],
-                );
+                let inputs = vec![x, scale, bias, mean, var];
+                let eps = vec![float("epsilon", s.eps)];
+                if s.relu {
+                    // The fused ReLU: ONNX's two nodes.
+                    let z = format!("n{}.bn", self.at);
+                    self.emit("BatchNormalization", inputs, vec![z.clone()], eps);
+                    self.emit("Relu", vec![z], vec![y], vec![]);
+                } else {
+                    self.emit("BatchNormalization", inputs, vec![y], eps);
+                }
             }
             Op::Relu => {
                 let x = self.value(ins[0])?;

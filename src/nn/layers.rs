@@ -129,11 +129,12 @@ pub fn batchnorm(g: &mut Graph, store: &mut ParamStore, leaf: &str, x: T, affine
     )
 }
 
-/// [`batchnorm`] then ReLU: one op in training without affine
-/// (`batchnorm::Shape::with_relu`, a pass over the tensor fewer each way),
-/// the two ops otherwise. The same values either way.
+/// [`batchnorm`] then ReLU: one op without affine
+/// (`batchnorm::Shape::with_relu`, a pass over the tensor fewer each way,
+/// in training and in evaluation), the two ops otherwise. The same values
+/// either way.
 pub fn batchnorm_relu(g: &mut Graph, store: &mut ParamStore, leaf: &str, x: T, affine: bool) -> T {
-    if store.eval || affine {
+    if affine {
         let y = batchnorm(g, store, leaf, x, affine);
         return g.relu(y);
     }

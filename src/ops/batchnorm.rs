@@ -82,11 +82,6 @@ impl Shape {
     fn checked(&self, training: bool) -> &Self {
         let r = if training {
             self.validate_train()
-        } else if self.relu {
-            Err(format!(
-                "batchnorm {self}: a fused ReLU is for training; evaluation keeps \
-                 the ReLU op"
-            ))
         } else {
             self.validate()
         };
@@ -94,6 +89,14 @@ impl Shape {
             panic!("{e}");
         }
         self
+    }
+    /// Evaluation's backward has no fused ReLU (nothing differentiates
+    /// through evaluation-mode batch norm; the op is for tests and tools).
+    fn no_relu_backward(&self) {
+        assert!(
+            !self.relu,
+            "batchnorm {self}: evaluation's backward has no fused ReLU"
+        );
     }
 }
 
@@ -244,7 +247,8 @@ pub mod cpu {
             let invstd = 1.0 / (running_var[ch] as f64 + s.eps as f64).sqrt();
             let (g, b) = (gamma_at(s, gamma, ch), beta.map_or(0.0, |b| b[ch] as f64));
             for i in channel(s, ch) {
-                y[i] = ((x[i] as f64 - running_mean[ch] as f64) * invstd * g + b) as f32;
+                let v = ((x[i] as f64 - running_mean[ch] as f64) * invstd * g + b) as f32;
+                y[i] = if s.relu { v.max(0.0) } else { v };
             }
         }
         y
@@ -257,7 +261,7 @@ pub mod cpu {
         gamma: Option<&[f32]>,
         dy: &[f32],
     ) -> Vec<f32> {
-        s.checked(false);
+        s.checked(false).no_relu_backward();
         let mut dx = vec![0f32; s.len()];
         for (ch, &rv) in running_var[..s.c].iter().enumerate() {
             let a = gamma_at(s, gamma, ch) / (rv as f64 + s.eps as f64).sqrt();
@@ -442,7 +446,7 @@ pub fn eval_backward(
     dy: &Buf,
     dx: &Buf,
 ) -> Result<Kernel, GpuError> {
-    s.checked(false);
+    s.checked(false).no_relu_backward();
     let slots = [
         (2, dy),
         (3, affine_or(s, gamma, dy)),

@@ -136,12 +136,18 @@ fn eval_case(s: Shape) -> Case {
         let (yb, dxb) = (c.output(s.len())?, c.output(s.len())?);
         let ((gamma, beta), (gb, bb)) = (affine.host(), affine.device());
         let g = c.gpu;
-        c.run(&[
-            bn::eval_forward(g, &s, &xb, &rmb, &rvb, gb, bb, &yb)?,
-            bn::eval_backward(g, &s, &rvb, gb, &dyb, &dxb)?,
-        ])?;
+        let mut ks = vec![bn::eval_forward(g, &s, &xb, &rmb, &rvb, gb, bb, &yb)?];
+        // Evaluation's fused ReLU is forward only (nothing differentiates
+        // through evaluation-mode batch norm).
+        if !s.relu {
+            ks.push(bn::eval_backward(g, &s, &rvb, gb, &dyb, &dxb)?);
+        }
+        c.run(&ks)?;
         let y = cpu::eval_forward(&s, &x, &rm, &rv, gamma, beta);
         c.check("forward", &y, &yb, FORWARD)?;
+        if s.relu {
+            return Ok(());
+        }
         let dx = cpu::eval_backward(&s, &rv, gamma, &dy);
         c.check("backward_input", &dx, &dxb, GRADIENT)
     })
@@ -156,6 +162,12 @@ pub fn cases(level: Level) -> Vec<Case> {
         .map(|s| s.with_relu())
         .collect();
     let mut v: Vec<Case> = train.into_iter().chain(relu).map(train_case).collect();
-    v.extend(shapes(level, false).into_iter().map(eval_case));
+    let eval = shapes(level, false);
+    let eval_relu: Vec<Shape> = eval
+        .iter()
+        .filter(|s| !s.affine)
+        .map(|s| s.with_relu())
+        .collect();
+    v.extend(eval.into_iter().chain(eval_relu).map(eval_case));
     v
 }
