@@ -57,9 +57,9 @@ pub struct Spec {
     /// stride 1; the weight gradient's dy too): the row windows are read 4
     /// columns per load, with the column padding compiled in (`pad.1`).
     pub row4: bool,
-    /// Output rows per invocation of a depthwise kernel, or of a dense one
-    /// with more than one tap row (forward and stride-1 input gradient:
-    /// `block_rows`); 1 elsewhere.
+    /// Output rows per invocation of a depthwise kernel or a dense k×1 one
+    /// (forward and stride-1 input gradient: `block_rows` on CPU adapters);
+    /// 1 elsewhere.
     pub rows: usize,
     /// Float4s of positions per invocation of the float4 pointwise forward
     /// and input gradient: 4 on CPU adapters (each weight loaded feeds 16
