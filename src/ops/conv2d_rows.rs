@@ -217,7 +217,6 @@ impl Spec {
             (Direction::WeightGradient, _) => self.weight_entry(),
             (Direction::InputGradient, _) if self.stride > 1 => self.strided_dx_entry(),
             (_, true) => self.depthwise_entry(),
-            (_, false) if self.rows > 1 => self.dense_rows_entry(),
             (_, false) => self.dense_entry(),
         };
         format!("{}\n{TEMPLATE}\n{body}", shaders::COMMON)
@@ -370,92 +369,14 @@ impl Spec {
         s
     }
 
+    /// The dense forward and input gradient: `oc` written channels ×
+    /// COLS columns × `rows` rows per invocation. Each input row the block
+    /// reads is loaded once and added into every output row it feeds. With
+    /// one row a tap's weights are loaded where they are used; with more,
+    /// each input channel's taps are loaded once up front (every row uses
+    /// them). Per output the terms come in the same order either way:
+    /// channel, then tap row, then tap column.
     fn dense_entry(&self) -> String {
-        let (d, st, win, oc) = (self.dilation, self.stride, self.window(), self.oc);
-        let mut s = String::new();
-        let w = &mut s;
-        open_entry(w, self.workgroup());
-        let _ = writeln!(w, "    let xblocks = (p.ow + {}u) / {COLS}u;", COLS - 1);
-        let _ = writeln!(w, "    let cblocks = (p.c_out + {}u) / {oc}u;", oc - 1);
-        let _ = writeln!(
-            w,
-            "    if idx >= p.n * cblocks * p.oh * xblocks {{ return; }}"
-        );
-        let _ = writeln!(w, "    let ox0 = (idx % xblocks) * {COLS}u;");
-        let _ = writeln!(w, "    var t = idx / xblocks;");
-        let _ = writeln!(w, "    let oy = t % p.oh;");
-        let _ = writeln!(w, "    t = t / p.oh;");
-        let _ = writeln!(w, "    let o0 = (t % cblocks) * {oc}u;");
-        let _ = writeln!(w, "    let b = t / cblocks;");
-        let _ = writeln!(w, "    let lc = p.c_out - 1u;");
-        // Channels past the last repeat it: computed, never stored.
-        self.weights4_block(w);
-        for o in 0..oc {
-            let _ = writeln!(
-                w,
-                "    let b{o} = select(0.0, bias[min(o0 + {o}u, lc)], p.has_bias == 1u);"
-            );
-            for j in 0..COLS {
-                let _ = writeln!(w, "    var a{o}_{j} = b{o};");
-            }
-        }
-        let _ = writeln!(w, "    let ix0 = i32(ox0 * {st}u) - i32(p.pad_w);");
-        let _ = writeln!(w, "    let y0 = i32(oy * {st}u) - i32(p.pad_h);");
-        for ky in 0..self.kh {
-            let _ = writeln!(w, "    let iy{ky} = y0 + {};", ky * d);
-            let _ = writeln!(w, "    let in{ky} = iy{ky} >= 0 && iy{ky} < i32(p.h);");
-            let _ = writeln!(
-                w,
-                "    let ry{ky} = u32(clamp(iy{ky}, 0, i32(p.h) - 1)) * p.w;"
-            );
-        }
-        let _ = writeln!(w, "    let hw = p.h * p.w;");
-        let _ = writeln!(w, "    for (var i = 0u; i < p.c_in; i = i + 1u) {{");
-        let _ = writeln!(w, "        let plane = (b * p.c_in + i) * hw;");
-        let _ = writeln!(w, "        let wi = i * p.w_i + wb;");
-        for ky in 0..self.kh {
-            let _ = writeln!(w, "        {{");
-            let _ = writeln!(w, "            let row = plane + ry{ky};");
-            self.window_loads(w, "            ", "x", "row", &format!("in{ky}"), &win);
-            for kx in 0..self.kw {
-                self.weights4_tap(w, "            ", ky * self.kw + kx, kx);
-                for o in 0..oc {
-                    for j in 0..COLS {
-                        let _ = writeln!(
-                            w,
-                            "            a{o}_{j} = fma(w{o}_{kx}, x{}, a{o}_{j});",
-                            self.col(j, kx)
-                        );
-                    }
-                }
-            }
-            let _ = writeln!(w, "        }}");
-        }
-        let _ = writeln!(w, "    }}");
-        for o in 0..oc {
-            let _ = writeln!(w, "    if o0 + {o}u < p.c_out {{");
-            let _ = writeln!(
-                w,
-                "        let base = ((b * p.c_out + o0 + {o}u) * p.oh + oy) * p.ow + ox0;"
-            );
-            for j in 0..COLS {
-                let _ = writeln!(
-                    w,
-                    "        if ox0 + {j}u < p.ow {{ out[base + {j}u] = a{o}_{j}; }}"
-                );
-            }
-            let _ = writeln!(w, "    }}");
-        }
-        let _ = writeln!(w, "}}");
-        s
-    }
-
-    /// `dense_entry` over `rows` output rows per invocation: each input
-    /// channel's weights (every tap) are loaded once, then the input rows
-    /// the block reads stream through, each loaded once and added into
-    /// every output row it feeds. Per output the terms come in the order
-    /// `dense_entry` adds them (channel, then tap row, then tap column).
-    fn dense_rows_entry(&self) -> String {
         let (d, st, win, oc, rows) = (
             self.dilation,
             self.stride,
@@ -480,6 +401,7 @@ impl Spec {
         let _ = writeln!(w, "    let o0 = (t % cblocks) * {oc}u;");
         let _ = writeln!(w, "    let b = t / cblocks;");
         let _ = writeln!(w, "    let lc = p.c_out - 1u;");
+        // Channels past the last repeat it: computed, never stored.
         self.weights4_block(w);
         for o in 0..oc {
             let _ = writeln!(
@@ -494,8 +416,20 @@ impl Spec {
         }
         let _ = writeln!(w, "    let ix0 = i32(ox0 * {st}u) - i32(p.pad_w);");
         let _ = writeln!(w, "    let y0 = i32(oy0 * {st}u) - i32(p.pad_h);");
-        let span = (rows - 1) * st + (self.kh - 1) * d + 1;
-        for r in 0..span {
+        // Input row r feeds output row o through tap ky = (r − o·s) / d; for
+        // one output, r and so ky ascend. Rows that feed none are skipped.
+        let feeds = |r: usize| -> Vec<(usize, usize)> {
+            (0..rows)
+                .filter(|&o| {
+                    r >= o * st && (r - o * st).is_multiple_of(d) && (r - o * st) / d < self.kh
+                })
+                .map(|o| (o, (r - o * st) / d))
+                .collect()
+        };
+        let read: Vec<usize> = (0..(rows - 1) * st + (self.kh - 1) * d + 1)
+            .filter(|&r| !feeds(r).is_empty())
+            .collect();
+        for &r in &read {
             let _ = writeln!(w, "    let iy{r} = y0 + {r};");
             let _ = writeln!(w, "    let in{r} = iy{r} >= 0 && iy{r} < i32(p.h);");
             let _ = writeln!(
@@ -508,37 +442,39 @@ impl Spec {
         let _ = writeln!(w, "        let plane = (b * p.c_in + i) * hw;");
         let _ = writeln!(w, "        let wi = i * p.w_i + wb;");
         let ocv = oc / 4;
-        for ky in 0..self.kh {
-            for kx in 0..self.kw {
-                let t = ky * self.kw + kx;
-                for v in 0..ocv {
-                    let _ = writeln!(
-                        w,
-                        "        let wq{v}_{ky}_{kx} = wt4[wi + {}u];",
-                        t * ocv + v
-                    );
+        if rows > 1 {
+            for ky in 0..self.kh {
+                for kx in 0..self.kw {
+                    let t = ky * self.kw + kx;
+                    for v in 0..ocv {
+                        let _ = writeln!(
+                            w,
+                            "        let wq{v}_{ky}_{kx} = wt4[wi + {}u];",
+                            t * ocv + v
+                        );
+                    }
                 }
             }
         }
-        // Output row o reads input row r through tap ky = (r − o·s) / d;
-        // for one output, r and so ky ascend, as in dense_entry.
-        for r in 0..span {
+        for &r in &read {
             let _ = writeln!(w, "        {{");
             let _ = writeln!(w, "            let row = plane + ry{r};");
             self.window_loads(w, "            ", "x", "row", &format!("in{r}"), &win);
-            for o_row in 0..rows {
-                if r < o_row * st || (r - o_row * st) % d != 0 || (r - o_row * st) / d >= self.kh {
-                    continue;
-                }
-                let ky = (r - o_row * st) / d;
+            for (o_row, ky) in feeds(r) {
                 for kx in 0..self.kw {
+                    if rows == 1 {
+                        self.weights4_tap(w, "            ", ky * self.kw + kx, kx);
+                    }
                     for o in 0..oc {
-                        let c = ["x", "y", "z", "w"][o % 4];
+                        let wt = if rows == 1 {
+                            format!("w{o}_{kx}")
+                        } else {
+                            format!("wq{}_{ky}_{kx}.{}", o / 4, ["x", "y", "z", "w"][o % 4])
+                        };
                         for j in 0..COLS {
                             let _ = writeln!(
                                 w,
-                                "            a{o_row}_{o}_{j} = fma(wq{}_{ky}_{kx}.{c}, x{}, a{o_row}_{o}_{j});",
-                                o / 4,
+                                "            a{o_row}_{o}_{j} = fma({wt}, x{}, a{o_row}_{o}_{j});",
                                 self.col(j, kx)
                             );
                         }
@@ -1386,10 +1322,9 @@ pub fn kernels(
         s.n * co.div_ceil(spec.oc) * (oh * ow / 4).div_ceil(spec.quads)
     } else if flip && s.stride > 1 {
         s.n * co.div_ceil(spec.oc) * oh * s.stride * ow.div_ceil(s.stride).div_ceil(COLS)
-    } else if spec.depthwise || spec.rows > 1 {
-        s.n * co.div_ceil(spec.oc) * oh.div_ceil(spec.rows) * ow.div_ceil(COLS)
     } else {
-        s.n * co.div_ceil(spec.oc) * oh * ow.div_ceil(COLS)
+        // Depthwise kernels take one channel (oc = 1).
+        s.n * co.div_ceil(spec.oc) * oh.div_ceil(spec.rows) * ow.div_ceil(COLS)
     };
     // Without a bias the weights stand in for its slot (never read as one).
     if !spec.weights4() {
