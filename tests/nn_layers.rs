@@ -178,6 +178,16 @@ fn sep_conv() {
     );
 }
 
+/// A non-affine batch norm and ReLU as one op (`fused`) or as two.
+fn bn_relu(g: &mut Graph, store: &mut ParamStore, x: T, fused: bool) -> T {
+    if fused {
+        layers::batchnorm_relu(g, store, "bn", x, false)
+    } else {
+        let b = layers::batchnorm(g, store, "bn", x, false);
+        g.relu(b)
+    }
+}
+
 /// A SepConv's middle ReLU rides in its first batch norm without affine
 /// (one op, `Shape::relu`), in training and in evaluation, and stays its
 /// own op with affine; the fused op's values are the two ops'.
@@ -210,12 +220,7 @@ fn sep_conv_fuses_its_middle_relu() {
         store.eval = true;
         let mut rng = verify::rng(5);
         let x = g.param("x", &[3, 5, 6, 6], verify::randn(&mut rng, 3 * 5 * 36));
-        let y = if fused {
-            layers::batchnorm_relu(&mut g, &mut store, "bn", x, false)
-        } else {
-            let b = layers::batchnorm(&mut g, &mut store, "bn", x, false);
-            g.relu(b)
-        };
+        let y = bn_relu(&mut g, &mut store, x, fused);
         g.pin(y);
         let mut c = CpuExec::new(&g);
         c.step(&g);
@@ -231,12 +236,7 @@ fn sep_conv_fuses_its_middle_relu() {
         let mut store = ParamStore::new(3);
         let mut rng = verify::rng(4);
         let x = g.param("x", &[3, 5, 6, 6], verify::randn(&mut rng, 3 * 5 * 36));
-        let y = if fused {
-            layers::batchnorm_relu(&mut g, &mut store, "bn", x, false)
-        } else {
-            let b = layers::batchnorm(&mut g, &mut store, "bn", x, false);
-            g.relu(b)
-        };
+        let y = bn_relu(&mut g, &mut store, x, fused);
         let labels = g.input("labels", &[3]);
         let pooled = g.global_avg_pool(y);
         let logits = layers::linear(&mut g, &mut store, pooled, CLASSES, true);

@@ -154,20 +154,20 @@ fn eval_case(s: Shape) -> Case {
 }
 
 pub fn cases(level: Level) -> Vec<Case> {
-    let train = shapes(level, true);
-    // The fused ReLU (training without affine), on the same shapes.
-    let relu: Vec<Shape> = train
-        .iter()
-        .filter(|s| !s.affine)
-        .map(|s| s.with_relu())
+    let mut v: Vec<Case> = with_relu(shapes(level, true))
+        .into_iter()
+        .map(train_case)
         .collect();
-    let mut v: Vec<Case> = train.into_iter().chain(relu).map(train_case).collect();
-    let eval = shapes(level, false);
-    let eval_relu: Vec<Shape> = eval
-        .iter()
-        .filter(|s| !s.affine)
-        .map(|s| s.with_relu())
-        .collect();
-    v.extend(eval.into_iter().chain(eval_relu).map(eval_case));
+    v.extend(with_relu(shapes(level, false)).into_iter().map(eval_case));
     v
+}
+
+/// `shapes`, then the non-affine ones again with the fused ReLU.
+fn with_relu(shapes: Vec<Shape>) -> Vec<Shape> {
+    let relu: Vec<Shape> = shapes
+        .iter()
+        .filter(|s| !s.affine)
+        .map(|s| s.with_relu())
+        .collect();
+    shapes.into_iter().chain(relu).collect()
 }
