@@ -147,6 +147,7 @@ fn conv_cases(v: &mut Vec<BenchCase>) {
         groups,
     };
     let planes = |s: Conv2dShape, hw: usize| Conv2dShape { h: hw, w: hw, ..s };
+    let strided = |s: Conv2dShape| Conv2dShape { stride: 2, ..s };
     let shapes = [
         ("dense3x3", conv(16, 16, 3, 3, 1, 1, 1, 1)),
         ("pointwise", conv(16, 16, 1, 1, 0, 0, 1, 1)),
@@ -163,6 +164,14 @@ fn conv_cases(v: &mut Vec<BenchCase>) {
         ("dw5x5_14", planes(conv(16, 16, 5, 5, 2, 2, 1, 16), 14)),
         ("dw7x7_7", planes(conv(32, 32, 7, 7, 3, 3, 1, 32), 7)),
         ("dw3x3_7", planes(conv(32, 32, 3, 3, 1, 1, 1, 32), 7)),
+        // A reduction cell's strided ops (their input gradients are
+        // `conv2d_rows`' strided kernels).
+        ("dw7x7_s2", strided(conv(16, 16, 7, 7, 3, 3, 1, 16))),
+        ("dw5x5_s2", strided(conv(16, 16, 5, 5, 2, 2, 1, 16))),
+        ("dw3x3_s2", strided(conv(16, 16, 3, 3, 1, 1, 1, 16))),
+        ("dw3x3_dil2_s2", strided(conv(16, 16, 3, 3, 2, 2, 2, 16))),
+        ("7x1_s2", strided(conv(16, 16, 7, 1, 3, 0, 1, 1))),
+        ("1x1_s2", strided(conv(16, 8, 1, 1, 0, 0, 1, 1))),
     ];
     for (tag, s) in shapes {
         let flops = 2.0 * s.macs() as f64;

@@ -103,7 +103,12 @@ impl Spec {
             Direction::InputGradient => s.stride == 1,
             Direction::WeightGradient => false,
         } && (s.is_depthwise() || (s.kh > 1 && s.kw == 1));
+        let strided_dx = dir == Direction::InputGradient && s.stride > 1;
         let rows = match (blocked, wide) {
+            // Blocks of every residue (`strided_dx_block_entry`): depthwise
+            // and dense k×1 or 1×1 (a dense k×k block's code would grow as
+            // channels × taps × rows × columns).
+            (false, false) if strided_dx && (s.is_depthwise() || s.kw == 1) => strided_dx_rows(s),
             (false, _) => 1,
             // A GPU wants many short invocations, not few long ones.
             (true, true) if s.is_depthwise() => DW_ROWS,
@@ -215,6 +220,9 @@ impl Spec {
         let body = match (self.dir, self.depthwise) {
             _ if self.flat4 => self.pointwise4_entry(),
             (Direction::WeightGradient, _) => self.weight_entry(),
+            (Direction::InputGradient, _) if self.stride > 1 && self.rows > 1 => {
+                self.strided_dx_block_entry()
+            }
             (Direction::InputGradient, _) if self.stride > 1 => self.strided_dx_entry(),
             (_, true) => self.depthwise_entry(),
             (_, false) => self.dense_entry(),
@@ -741,6 +749,176 @@ impl Spec {
         s
     }
 
+    /// The input gradient of a strided convolution in blocks (CPU
+    /// adapters, `rows` > 1): an invocation writes `rows` dx rows (a
+    /// multiple of the stride) × stride·COLS columns, every residue of
+    /// both, and `oc` channels. From a block corner that is a multiple of
+    /// the stride, which dy row and column a tap reaches from each output
+    /// offset is fixed, so the code is straight: each dy value the block
+    /// needs is loaded once per read channel and feeds every output it
+    /// reaches, where `strided_dx_entry` loads it once per (row, residue)
+    /// that takes it. Per output the terms come in the same order:
+    /// read channel, tap row, tap column; a row outside dy adds zeros,
+    /// which it skipped.
+    fn strided_dx_block_entry(&self) -> String {
+        let (d, st, oc, br) = (self.dilation, self.stride, self.oc, self.rows);
+        let bc = st * COLS;
+        debug_assert!(br % st == 0);
+        // The dy offset (from the block's first) that output offset m
+        // reaches through tap t, if any: (m + pad − t·d) / stride.
+        let reach = |m: usize, pad: usize, t: usize| -> Option<i64> {
+            let e = (m + pad) as i64 - (t * d) as i64;
+            (e.rem_euclid(st as i64) == 0).then(|| e.div_euclid(st as i64))
+        };
+        let name = |e: i64| {
+            if e < 0 {
+                format!("m{}", -e)
+            } else {
+                e.to_string()
+            }
+        };
+        let mut rows_read: Vec<i64> = (0..br)
+            .flat_map(|m| (0..self.kh).filter_map(move |ky| reach(m, self.pad.0, ky)))
+            .collect();
+        rows_read.sort_unstable();
+        rows_read.dedup();
+        let mut cols_read: Vec<i64> = (0..bc)
+            .flat_map(|k| (0..self.kw).filter_map(move |kx| reach(k, self.pad.1, kx)))
+            .collect();
+        cols_read.sort_unstable();
+        cols_read.dedup();
+        let mut s = String::new();
+        let w = &mut s;
+        open_entry(w, self.workgroup());
+        let _ = writeln!(w, "    let xblocks = (p.ow + {}u) / {bc}u;", bc - 1);
+        let _ = writeln!(w, "    let yblocks = (p.oh + {}u) / {br}u;", br - 1);
+        let _ = writeln!(w, "    let cblocks = (p.c_out + {}u) / {oc}u;", oc - 1);
+        let _ = writeln!(
+            w,
+            "    if idx >= p.n * cblocks * yblocks * xblocks {{ return; }}"
+        );
+        let _ = writeln!(w, "    let x0 = (idx % xblocks) * {bc}u;");
+        let _ = writeln!(w, "    var t = idx / xblocks;");
+        let _ = writeln!(w, "    let y0 = (t % yblocks) * {br}u;");
+        let _ = writeln!(w, "    t = t / yblocks;");
+        let _ = writeln!(w, "    let o0 = (t % cblocks) * {oc}u;");
+        let _ = writeln!(w, "    let b = t / cblocks;");
+        let _ = writeln!(w, "    let ox0 = i32(x0 / {st}u);");
+        let _ = writeln!(w, "    let oy0 = i32(y0 / {st}u);");
+        let _ = writeln!(w, "    let lc = p.c_out - 1u;");
+        let _ = writeln!(w, "    let b0 = select(0.0, bias[0], p.has_bias == 1u);");
+        if self.depthwise {
+            let _ = writeln!(w, "    let wo0 = o0 * p.w_o;");
+            for ky in 0..self.kh {
+                for kx in 0..self.kw {
+                    let _ = writeln!(
+                        w,
+                        "    let w0_{ky}_{kx} = wt[wo0 + {}u];",
+                        ky * self.kw + kx
+                    );
+                }
+            }
+        } else {
+            self.weights4_block(w);
+        }
+        for o in 0..oc {
+            for m in 0..br {
+                for k in 0..bc {
+                    let _ = writeln!(w, "    var a{o}_{m}_{k} = b0;");
+                }
+            }
+        }
+        for &e in &rows_read {
+            let r = name(e);
+            let _ = writeln!(w, "    let iy{r} = oy0 + {e};");
+            let _ = writeln!(w, "    let in{r} = iy{r} >= 0 && iy{r} < i32(p.h);");
+            let _ = writeln!(
+                w,
+                "    let ry{r} = u32(clamp(iy{r}, 0, i32(p.h) - 1)) * p.w;"
+            );
+        }
+        let _ = writeln!(w, "    let hw = p.h * p.w;");
+        let ocv = oc / 4;
+        if self.depthwise {
+            let _ = writeln!(w, "    {{");
+            let _ = writeln!(w, "        let plane = (b * p.c_in + o0) * hw;");
+        } else {
+            let _ = writeln!(w, "    for (var i = 0u; i < p.c_in; i = i + 1u) {{");
+            let _ = writeln!(w, "        let plane = (b * p.c_in + i) * hw;");
+            let _ = writeln!(w, "        let wi = i * p.w_i + wb;");
+            for ky in 0..self.kh {
+                for kx in 0..self.kw {
+                    let t = ky * self.kw + kx;
+                    for v in 0..ocv {
+                        let _ = writeln!(
+                            w,
+                            "        let wq{v}_{ky}_{kx} = wt4[wi + {}u];",
+                            t * ocv + v
+                        );
+                    }
+                }
+            }
+        }
+        for &e in &rows_read {
+            let r = name(e);
+            for &f in &cols_read {
+                let _ = writeln!(
+                    w,
+                    "        let g{r}_{} = x_in(plane + ry{r}, in{r}, ox0 + {f});",
+                    name(f)
+                );
+            }
+        }
+        for ky in 0..self.kh {
+            for kx in 0..self.kw {
+                for m in 0..br {
+                    let Some(e) = reach(m, self.pad.0, ky) else {
+                        continue;
+                    };
+                    for k in 0..bc {
+                        let Some(f) = reach(k, self.pad.1, kx) else {
+                            continue;
+                        };
+                        for o in 0..oc {
+                            let wt = if self.depthwise {
+                                format!("w0_{ky}_{kx}")
+                            } else {
+                                format!("wq{}_{ky}_{kx}.{}", o / 4, ["x", "y", "z", "w"][o % 4])
+                            };
+                            let _ = writeln!(
+                                w,
+                                "        a{o}_{m}_{k} = fma({wt}, g{}_{}, a{o}_{m}_{k});",
+                                name(e),
+                                name(f)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let _ = writeln!(w, "    }}");
+        for o in 0..oc {
+            let _ = writeln!(w, "    if o0 + {o}u < p.c_out {{");
+            for m in 0..br {
+                let _ = writeln!(w, "        if y0 + {m}u < p.oh {{");
+                let _ = writeln!(
+                    w,
+                    "            let base = ((b * p.c_out + o0 + {o}u) * p.oh + y0 + {m}u) * p.ow + x0;"
+                );
+                for k in 0..bc {
+                    let _ = writeln!(
+                        w,
+                        "            if x0 + {k}u < p.ow {{ out[base + {k}u] = a{o}_{m}_{k}; }}"
+                    );
+                }
+                let _ = writeln!(w, "        }}");
+            }
+            let _ = writeln!(w, "    }}");
+        }
+        let _ = writeln!(w, "}}");
+        s
+    }
+
     /// The pointwise convolution over float4s of flat planes (`flat4`):
     /// forward and input gradient take 8 output channels × 8 positions per
     /// invocation (the input gradient through the weight strides), pass 1
@@ -1043,9 +1221,14 @@ pub fn representative_specs() -> Vec<Spec> {
                             Direction::InputGradient => stride == 1,
                             Direction::WeightGradient => false,
                         };
+                        // Strided input gradients: the residue kernel
+                        // (1) and blocks of 2, 4 and 8 rows, depthwise and
+                        // dense k×1 (`strided_dx_rows`).
+                        let strided_dx = dir == Direction::InputGradient && stride > 1;
                         let rows: &[usize] = match (blocked, depthwise) {
                             (true, true) => &[DW_ROWS, 8],
                             (true, false) if kh > 1 && kw == 1 => &[1, DW_ROWS, 8],
+                            (false, _) if strided_dx && (depthwise || kw == 1) => &[1, 2, 4, 8],
                             _ => &[1],
                         };
                         for &rows in rows {
@@ -1201,6 +1384,21 @@ pub fn block_rows(span: usize, stride: usize, oh: usize) -> usize {
         .unwrap_or(DW_ROWS)
 }
 
+/// Rows per invocation of a strided input gradient in blocks
+/// (`strided_dx_block_entry`, stride 2: a multiple of it), measured on
+/// lavapipe over 2, 4, 6 and 8 (`bench --filter conv2d_backward_input`,
+/// the `_s2` cases; BENCHMARKS.md, "Ninth pass"): 8 for a depthwise 7×7
+/// (0.98 against 1.17 ms at 4), 2 for a 5×5 (0.68 against 0.85), 4 for
+/// the rest (3×3 at dilation 1 and 2, the dense 7×1 and 1×1).
+fn strided_dx_rows(s: &Conv2dShape) -> usize {
+    let rows: usize = match (s.is_depthwise(), (s.kh - 1) * s.dilation) {
+        (true, span) if span >= 6 => 8,
+        (true, 4) if s.dilation == 1 => 2,
+        _ => 4,
+    };
+    rows.div_ceil(s.stride) * s.stride
+}
+
 /// Pass 1 of dw for `s` (which must `fits_forward`): per-chunk partial sums
 /// into `partial` ([chunks, weights]) over `chunk_rows` rows each (the
 /// units of `weight_rows`).
@@ -1320,6 +1518,8 @@ pub fn kernels(
     .map(|v| v as u32);
     let invocations = if spec.flat4 {
         s.n * co.div_ceil(spec.oc) * (oh * ow / 4).div_ceil(spec.quads)
+    } else if flip && s.stride > 1 && spec.rows > 1 {
+        s.n * co.div_ceil(spec.oc) * oh.div_ceil(spec.rows) * ow.div_ceil(s.stride * COLS)
     } else if flip && s.stride > 1 {
         s.n * co.div_ceil(spec.oc) * oh * s.stride * ow.div_ceil(s.stride).div_ceil(COLS)
     } else {

@@ -60,6 +60,11 @@ const FULL: &[Row] = &[
     (2, 5, 5, 13, 13, 3, 3, 2, 2, 2, 2, 5, true),
     (1, 5, 5, 7, 7, 7, 7, 1, 3, 3, 1, 5, true),
     (4, 3, 3, 28, 28, 7, 7, 2, 3, 3, 1, 3, false),
+    // Strided input gradients in blocks of rows (`conv2d_rows::
+    // strided_dx_rows`: 8 for 7×7, 2 for 5×5) on odd planes that leave
+    // a block part empty.
+    (2, 4, 4, 13, 15, 7, 7, 2, 3, 3, 1, 4, true),
+    (2, 6, 6, 11, 9, 5, 5, 2, 2, 2, 1, 6, false),
     (2, 3, 3, 1, 1, 5, 5, 1, 2, 2, 1, 3, false),
     (1, 16, 16, 13, 13, 3, 3, 1, 0, 0, 1, 16, false),
     // Depthwise with a channel multiplier (the dense kernels).
