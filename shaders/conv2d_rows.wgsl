@@ -55,6 +55,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> wt4: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> dy4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> out4: array<vec4<f32>>;
+// Rows of whole float2s (14 wide: a reduced 28×28 input's).
+@group(0) @binding(1) var<storage, read> x2: array<vec2<f32>>;
+@group(0) @binding(4) var<storage, read> dy2: array<vec2<f32>>;
 
 // x[row + clamp(ix)] where the column and the row lie inside the plane,
 // else 0 (the padding): branch-free, so the unrolled code stays straight.
@@ -68,4 +71,10 @@ fn x_in(row: u32, row_in: bool, ix: i32) -> f32 {
 fn x_in4(row: u32, row_in: bool, c: i32) -> vec4<f32> {
     let v = x4[(row + u32(clamp(c, 0, i32(p.w) - 4))) / 4u];
     return select(vec4(0.0), v, row_in && c >= 0 && c < i32(p.w));
+}
+
+// x_in4 over float2s, for planes whose rows are whole float2s.
+fn x_in2(row: u32, row_in: bool, c: i32) -> vec2<f32> {
+    let v = x2[(row + u32(clamp(c, 0, i32(p.w) - 2))) / 2u];
+    return select(vec2(0.0), v, row_in && c >= 0 && c < i32(p.w));
 }

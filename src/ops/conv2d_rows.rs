@@ -51,12 +51,16 @@ pub struct Spec {
     pub stride: usize,
     /// The input gradient of a strided convolution: its padding (h, w),
     /// which decides the taps each residue class of columns takes, so it is
-    /// compiled in; with `row4`, (0, the column padding); (0, 0) elsewhere.
+    /// compiled in; with `vec` > 1, (0, the column padding); (0, 0)
+    /// elsewhere.
     pub pad: (usize, usize),
-    /// Rows of the tensor read are whole float4s (width divisible by 4,
-    /// stride 1; the weight gradient's dy too): the row windows are read 4
-    /// columns per load, with the column padding compiled in (`pad.1`).
-    pub row4: bool,
+    /// Rows of the tensor read are whole vectors of `vec` floats, 4 or 2
+    /// (width divisible by it, stride 1; the weight gradient's dy too): the
+    /// row windows are read `vec` columns per load, with the column padding
+    /// compiled in (`pad.1`); 1 elsewhere. On lavapipe a vector load costs
+    /// about what a scalar one does, and the 14-wide rows of a reduced
+    /// 28×28 input are whole float2s.
+    pub vec: usize,
     /// Output rows per invocation of a depthwise kernel or a dense k×1 one
     /// (forward and stride-1 input gradient: `block_rows` on CPU adapters);
     /// 1 elsewhere.
@@ -85,10 +89,13 @@ impl Spec {
             (s.w, s.pad_w)
         };
         // The weight gradient also reads dy's rows.
-        let row4 = s.stride == 1
-            && !flat4(s)
-            && read_w.is_multiple_of(4)
-            && (dir != Direction::WeightGradient || s.ow().is_multiple_of(4));
+        let whole = |v: usize| {
+            s.stride == 1
+                && !flat4(s)
+                && read_w.is_multiple_of(v)
+                && (dir != Direction::WeightGradient || s.ow().is_multiple_of(v))
+        };
+        let vec = [4, 2].into_iter().find(|&v| whole(v)).unwrap_or(1);
         // Rows per invocation: the depthwise kernels and the dense column
         // kernels (k×1) share input rows between output rows. Not dense
         // k×k ones: their code grows as rows × k² × 64 FMAs per channel,
@@ -129,7 +136,7 @@ impl Spec {
             dilation: s.dilation,
             dir,
             flat4: flat4(s),
-            row4,
+            vec,
             oc: if s.is_depthwise() {
                 1
             } else {
@@ -139,7 +146,7 @@ impl Spec {
             stride: s.stride,
             pad: if dir == Direction::InputGradient && s.stride > 1 {
                 (s.pad_h, s.pad_w)
-            } else if row4 {
+            } else if vec > 1 {
                 (0, pad_w)
             } else {
                 (0, 0)
@@ -184,7 +191,7 @@ impl Spec {
             (false, _) => format!(".c{}", self.oc),
         };
         let stride = match (self.stride, self.pad) {
-            (1, (_, pw)) if self.row4 => format!(".r4p{pw}"),
+            (1, (_, pw)) if self.vec > 1 => format!(".r{}p{pw}", self.vec),
             (1, _) => String::new(),
             (s, (0, 0)) if self.dir != Direction::InputGradient => format!(".s{s}"),
             (s, (ph, pw)) => format!(".s{s}p{ph}x{pw}"),
@@ -258,9 +265,9 @@ impl Spec {
 
     /// `{x}{j}` for the window's columns `win` (offsets from ix0) of
     /// the row starting at `row` (`row_in`: whether it lies inside the
-    /// plane): one load per column, or with `row4` one float4 load per 4
-    /// columns (columns ox0 − pad + j; the float4 from ox0 + 4a is
-    /// `{x}v{a}`, a < 0 as `{x}vm{-a}`).
+    /// plane): one load per column, or one vector load per `vec` columns
+    /// (columns ox0 − pad + j; the vector from ox0 + vec·a is `{x}v{a}`,
+    /// a < 0 as `{x}vm{-a}`).
     fn window_loads(
         &self,
         w: &mut String,
@@ -270,14 +277,14 @@ impl Spec {
         row_in: &str,
         win: &[usize],
     ) {
-        if !self.row4 {
+        if self.vec == 1 {
             for &j in win {
                 let _ = writeln!(w, "{indent}let {x}{j} = x_in({row}, {row_in}, ix0 + {j});");
             }
             return;
         }
-        let pw = self.pad.1 as i64;
-        let quad = |j: usize| (j as i64 - pw).div_euclid(4);
+        let (pw, v) = (self.pad.1 as i64, self.vec as i64);
+        let quad = |j: usize| (j as i64 - pw).div_euclid(v);
         let name = |a: i64| {
             if a < 0 {
                 format!("{x}vm{}", -a)
@@ -290,13 +297,13 @@ impl Spec {
         for &a in &quads {
             let _ = writeln!(
                 w,
-                "{indent}let {} = x_in4({row}, {row_in}, i32(ox0) + {});",
+                "{indent}let {} = x_in{v}({row}, {row_in}, i32(ox0) + {});",
                 name(a),
-                4 * a
+                v * a
             );
         }
         for &j in win {
-            let c = ["x", "y", "z", "w"][(j as i64 - pw).rem_euclid(4) as usize];
+            let c = ["x", "y", "z", "w"][(j as i64 - pw).rem_euclid(v) as usize];
             let _ = writeln!(w, "{indent}let {x}{j} = {}.{c};", name(quad(j)));
         }
     }
@@ -1104,19 +1111,20 @@ impl Spec {
                 "                let drow = ((b * p.c_out + oc{o}) * p.oh + oy) * p.ow;"
             );
             // Columns past the row's end read as zero, so their products vanish.
-            if self.row4 {
-                // dy's rows are whole float4s too (the same width).
-                for q in 0..COLS / 4 {
+            if self.vec > 1 {
+                // dy's rows are whole vectors too (the same width).
+                let v = self.vec;
+                for q in 0..COLS / v {
                     let _ = writeln!(
                         w,
-                        "                let gq{q} = select(vec4(0.0), dy4[(drow + min(ox0 + {}u, p.ow - 4u)) / 4u], ox0 + {}u < p.ow);",
-                        4 * q,
-                        4 * q
+                        "                let gq{q} = select(vec{v}(0.0), dy{v}[(drow + min(ox0 + {}u, p.ow - {v}u)) / {v}u], ox0 + {}u < p.ow);",
+                        v * q,
+                        v * q
                     );
                 }
                 for j in 0..COLS {
-                    let c = ["x", "y", "z", "w"][j % 4];
-                    let _ = writeln!(w, "                let g{j} = gq{}.{c};", j / 4);
+                    let c = ["x", "y", "z", "w"][j % v];
+                    let _ = writeln!(w, "                let g{j} = gq{}.{c};", j / v);
                 }
             } else {
                 for j in 0..COLS {
@@ -1243,18 +1251,21 @@ pub fn representative_specs() -> Vec<Spec> {
                                 ic: oc,
                                 stride,
                                 pad,
-                                row4: false,
+                                vec: 1,
                                 rows,
                                 quads: 1,
                             };
                             v.push(spec);
-                            // Rows of whole float4s, "same" column padding.
+                            // Rows of whole float4s or float2s, "same"
+                            // column padding.
                             if stride == 1 {
-                                v.push(Spec {
-                                    row4: true,
-                                    pad: (0, (kw - 1) * dilation / 2),
-                                    ..spec
-                                });
+                                for vec in [4, 2] {
+                                    v.push(Spec {
+                                        vec,
+                                        pad: (0, (kw - 1) * dilation / 2),
+                                        ..spec
+                                    });
+                                }
                             }
                         }
                     }
@@ -1287,7 +1298,7 @@ pub fn representative_specs() -> Vec<Spec> {
                     ic: oc,
                     stride: 1,
                     pad: (0, 0),
-                    row4: false,
+                    vec: 1,
                     rows: 1,
                     quads,
                 });

@@ -104,6 +104,10 @@ const FULL: &[Row] = &[
     (1, 3, 4, 3, 4, 1, 7, 1, 0, 3, 1, 1, true),
     (1, 2, 2, 9, 8, 7, 7, 1, 3, 3, 1, 2, false),
     (1, 3, 3, 6, 8, 3, 3, 1, 2, 2, 2, 3, true),
+    // Rows of whole float2s (`vec` 2: even widths not divisible by 4).
+    (2, 5, 5, 9, 10, 7, 7, 1, 3, 3, 1, 5, true),
+    (1, 6, 10, 6, 14, 7, 1, 1, 3, 0, 1, 1, false),
+    (2, 3, 4, 5, 6, 3, 3, 1, 2, 2, 2, 1, true),
     // One channel (a pruned layer): depthwise and one group at once.
     (2, 1, 1, 4, 4, 1, 1, 1, 0, 0, 1, 1, true),
     (2, 1, 1, 5, 5, 3, 3, 1, 1, 1, 1, 1, false),
