@@ -29,6 +29,12 @@ const DENSE_CHANNELS: usize = 8;
 /// "Sixth pass"). No kernel here uses workgroup memory.
 const ROWS_WG: u32 = 64;
 const WEIGHT_WG: u32 = 16;
+/// Output rows per group of a depthwise weight gradient on a CPU adapter
+/// (`Spec::col_blocks`): measured on lavapipe over 2, 4, 7 and 8 (BENCHMARKS.md,
+/// "Ninth pass"), 4 about as fast as 7 or 8 on 7×7 taps and faster on 3×3.
+/// Stride 2 takes it only for 7×7 (2.87 → 1.3–1.7 ms; 3×3 and 5×5 no
+/// faster).
+const WEIGHT_GROUP_ROWS: usize = 4;
 /// Largest tap span (k − 1) · dilation: 7 taps at dilation 2.
 const MAX_SPAN: usize = 12;
 
@@ -70,6 +76,10 @@ pub struct Spec {
     /// positions; measured 1.2–1.3× over 2 on lavapipe, 8 no faster), 2 on
     /// GPUs (more, shorter invocations); 1 elsewhere.
     pub quads: usize,
+    /// Column blocks (COLS wide) written out per row in a depthwise weight
+    /// gradient that takes `rows` output rows at a time
+    /// (`depthwise_weight_rows_entry`, CPU adapters); 0 elsewhere.
+    pub col_blocks: usize,
 }
 
 impl Spec {
@@ -122,6 +132,16 @@ impl Spec {
             (true, true) => 1,
             (true, false) => block_rows(span, read_stride, written_h),
         };
+        // A depthwise weight gradient over rows that fit 4 column blocks
+        // shares its input rows between `rows` output rows.
+        let (rows, col_blocks) = match (dir, s.is_depthwise(), wide) {
+            (Direction::WeightGradient, true, false)
+                if s.ow() <= 4 * COLS && (s.stride == 1 || span >= 6) =>
+            {
+                (WEIGHT_GROUP_ROWS, s.ow().div_ceil(COLS))
+            }
+            _ => (rows, 0),
+        };
         let quads = match (flat4(s) && dir != Direction::WeightGradient, wide) {
             (false, _) => 1,
             (true, true) => 2,
@@ -130,6 +150,7 @@ impl Spec {
         Spec {
             rows,
             quads,
+            col_blocks,
             depthwise: s.is_depthwise(),
             kh: s.kh,
             kw: s.kw,
@@ -196,7 +217,9 @@ impl Spec {
             (s, (0, 0)) if self.dir != Direction::InputGradient => format!(".s{s}"),
             (s, (ph, pw)) => format!(".s{s}p{ph}x{pw}"),
         };
-        let rows = if self.rows > 1 {
+        let rows = if self.col_blocks > 0 {
+            format!(".h{}w{}", self.rows, self.col_blocks)
+        } else if self.rows > 1 {
             format!(".h{}", self.rows)
         } else if self.quads > 1 {
             format!(".q{}", self.quads)
@@ -226,6 +249,9 @@ impl Spec {
     pub fn source(&self) -> String {
         let body = match (self.dir, self.depthwise) {
             _ if self.flat4 => self.pointwise4_entry(),
+            (Direction::WeightGradient, true) if self.col_blocks > 0 => {
+                self.depthwise_weight_rows_entry()
+            }
             (Direction::WeightGradient, _) => self.weight_entry(),
             (Direction::InputGradient, _) if self.stride > 1 && self.rows > 1 => {
                 self.strided_dx_block_entry()
@@ -277,9 +303,26 @@ impl Spec {
         row_in: &str,
         win: &[usize],
     ) {
+        self.window_loads_at(w, indent, x, (row, row_in), win, ("ix0", "ox0"));
+    }
+
+    /// `window_loads` from the columns `ix0` (the window's first, i32) and
+    /// `ox0` (the block's first output column, u32) named in `cols`.
+    fn window_loads_at(
+        &self,
+        w: &mut String,
+        indent: &str,
+        x: &str,
+        (row, row_in): (&str, &str),
+        win: &[usize],
+        (ix0, ox0): (&str, &str),
+    ) {
         if self.vec == 1 {
             for &j in win {
-                let _ = writeln!(w, "{indent}let {x}{j} = x_in({row}, {row_in}, ix0 + {j});");
+                let _ = writeln!(
+                    w,
+                    "{indent}let {x}{j} = x_in({row}, {row_in}, {ix0} + {j});"
+                );
             }
             return;
         }
@@ -297,7 +340,7 @@ impl Spec {
         for &a in &quads {
             let _ = writeln!(
                 w,
-                "{indent}let {} = x_in{v}({row}, {row_in}, i32(ox0) + {});",
+                "{indent}let {} = x_in{v}({row}, {row_in}, i32({ox0}) + {});",
                 name(a),
                 v * a
             );
@@ -1037,6 +1080,133 @@ impl Spec {
     /// rows of its chunk, the products for a block of (output channel,
     /// input channel) pairs and every tap, 8 columns at a time: the input
     /// windows of those columns are loaded once and each dy value once.
+    /// Pass 1 of a depthwise weight gradient, `rows` output rows of one
+    /// plane at a time, each row's `col_blocks` column blocks written out:
+    /// every input row the group reads is loaded once for all the output
+    /// rows its taps reach (`weight_entry` loads it once per tap row). Per
+    /// weight the terms come in `weight_entry`'s order: row, column block,
+    /// column.
+    fn depthwise_weight_rows_entry(&self) -> String {
+        let (d, st, win, kk) = (self.dilation, self.stride, self.window(), self.kh * self.kw);
+        let (rows, cb) = (self.rows, self.col_blocks);
+        let mut s = String::new();
+        let w = &mut s;
+        open_entry(w, self.workgroup());
+        let _ = writeln!(w, "    if idx >= p.chunks * p.c_out {{ return; }}");
+        let _ = writeln!(w, "    let c = idx % p.c_out;");
+        let _ = writeln!(w, "    let k = idx / p.c_out;");
+        for t in 0..kk {
+            let _ = writeln!(w, "    var a{t} = 0.0;");
+        }
+        let _ = writeln!(w, "    let r1 = min((k + 1u) * p.chunk_rows, p.n * p.oh);");
+        let _ = writeln!(w, "    let lx = p.ow - 1u;");
+        let _ = writeln!(w, "    var r = k * p.chunk_rows;");
+        let _ = writeln!(w, "    loop {{");
+        let _ = writeln!(w, "        if r >= r1 {{ break; }}");
+        let _ = writeln!(w, "        let b = r / p.oh;");
+        let _ = writeln!(w, "        let oy = r % p.oh;");
+        // Output rows oy..oy + nv of this plane and chunk.
+        let _ = writeln!(w, "        let nv = min(min({rows}u, r1 - r), p.oh - oy);");
+        let _ = writeln!(w, "        let plane = (b * p.c_in + c) * p.h * p.w;");
+        // Input row u (from oy·s − pad) feeds output row m through tap
+        // ky = (u − m·s) / d.
+        let mut used: Vec<usize> = (0..rows)
+            .flat_map(|m| (0..self.kh).map(move |ky| m * st + ky * d))
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        for &u in &used {
+            let _ = writeln!(
+                w,
+                "        let iy{u} = i32(oy * {st}u) - i32(p.pad_h) + {u};"
+            );
+            let _ = writeln!(w, "        let in{u} = iy{u} >= 0 && iy{u} < i32(p.h);");
+            let _ = writeln!(
+                w,
+                "        let ry{u} = plane + u32(clamp(iy{u}, 0, i32(p.h) - 1)) * p.w;"
+            );
+        }
+        for q in 0..cb {
+            let _ = writeln!(w, "        let ox{q} = {}u;", q * COLS);
+            let _ = writeln!(
+                w,
+                "        let ix{q} = i32({}u * {st}u) - i32(p.pad_w);",
+                q * COLS
+            );
+            for &u in &used {
+                self.window_loads_at(
+                    w,
+                    "        ",
+                    &format!("x{u}_{q}_"),
+                    (&format!("ry{u}"), &format!("in{u}")),
+                    &win,
+                    (&format!("ix{q}"), &format!("ox{q}")),
+                );
+            }
+        }
+        for m in 0..rows {
+            let _ = writeln!(w, "        if nv > {m}u {{");
+            let _ = writeln!(
+                w,
+                "            let drow = ((b * p.c_out + c) * p.oh + oy + {m}u) * p.ow;"
+            );
+            for q in 0..cb {
+                let g = |j: usize| format!("g{q}_{j}");
+                if self.vec > 1 {
+                    let v = self.vec;
+                    for a in 0..COLS / v {
+                        let o = q * COLS + v * a;
+                        let _ = writeln!(
+                            w,
+                            "            let gq{q}_{a} = select(vec{v}(0.0), dy{v}[(drow + min({o}u, p.ow - {v}u)) / {v}u], {o}u < p.ow);"
+                        );
+                    }
+                    for j in 0..COLS {
+                        let _ = writeln!(
+                            w,
+                            "            let {} = gq{q}_{}.{};",
+                            g(j),
+                            j / v,
+                            ["x", "y", "z", "w"][j % v]
+                        );
+                    }
+                } else {
+                    for j in 0..COLS {
+                        let o = q * COLS + j;
+                        let _ = writeln!(
+                            w,
+                            "            let {} = select(0.0, dy[drow + min({o}u, lx)], {o}u <= lx);",
+                            g(j)
+                        );
+                    }
+                }
+                for ky in 0..self.kh {
+                    let u = m * st + ky * d;
+                    for kx in 0..self.kw {
+                        let t = ky * self.kw + kx;
+                        for j in 0..COLS {
+                            let _ = writeln!(
+                                w,
+                                "            a{t} = fma({}, x{u}_{q}_{}, a{t});",
+                                g(j),
+                                self.col(j, kx)
+                            );
+                        }
+                    }
+                }
+            }
+            let _ = writeln!(w, "        }}");
+        }
+        let _ = writeln!(w, "        r = r + nv;");
+        let _ = writeln!(w, "    }}");
+        let _ = writeln!(w, "    let at = k * p.c_out * p.w_o + c * p.w_o;");
+        for t in 0..kk {
+            let _ = writeln!(w, "    partial[at + {t}u] = a{t};");
+        }
+        let _ = writeln!(w, "}}");
+        s
+    }
+
     fn weight_entry(&self) -> String {
         let (d, st, win, kk) = (self.dilation, self.stride, self.window(), self.kh * self.kw);
         let (oc, ic) = if self.depthwise {
@@ -1254,6 +1424,7 @@ pub fn representative_specs() -> Vec<Spec> {
                                 vec: 1,
                                 rows,
                                 quads: 1,
+                                col_blocks: 0,
                             };
                             v.push(spec);
                             // Rows of whole float4s or float2s, "same"
@@ -1270,6 +1441,30 @@ pub fn representative_specs() -> Vec<Spec> {
                         }
                     }
                 }
+            }
+        }
+    }
+    // Depthwise weight gradients in row groups: 1, 2 and 4 column blocks,
+    // rows of scalars, float2s and float4s, stride 1 and 2.
+    for (kh, kw) in [(3, 3), (5, 5), (7, 7)] {
+        for (stride, vec) in [(1, 1), (1, 2), (1, 4), (2, 1)] {
+            for col_blocks in [1, 2, 4] {
+                v.push(Spec {
+                    depthwise: true,
+                    kh,
+                    kw,
+                    dilation: 1,
+                    dir: Direction::WeightGradient,
+                    flat4: false,
+                    oc: 1,
+                    ic: 1,
+                    stride,
+                    pad: (0, if vec > 1 { (kw - 1) / 2 } else { 0 }),
+                    vec,
+                    rows: WEIGHT_GROUP_ROWS,
+                    quads: 1,
+                    col_blocks,
+                });
             }
         }
     }
@@ -1301,6 +1496,7 @@ pub fn representative_specs() -> Vec<Spec> {
                     vec: 1,
                     rows: 1,
                     quads,
+                    col_blocks: 0,
                 });
             }
         }
@@ -1440,7 +1636,7 @@ pub fn weight_partial_kernel(
         chunks,
     ]
     .map(|v| v as u32);
-    Spec::of(s, Direction::WeightGradient, false).launch(
+    Spec::of(s, Direction::WeightGradient, gpu.wide).launch(
         gpu,
         &params,
         &[(1, x), (4, dy), (6, partial)],
