@@ -28,6 +28,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> arg_in: array<u32>;
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(4) var<storage, read_write> arg_out: array<u32>;
+// The forward's views of x for rows of whole float4s or float2s.
+@group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> src2: array<vec2<f32>>;
 
 // Valid input cells along one axis of the window starting at `start`.
 fn span(start: i32, k: i32, len: u32) -> i32 {

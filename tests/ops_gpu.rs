@@ -31,6 +31,14 @@ fn pool() {
     common::run_family("pool");
 }
 
+/// The pools again with the other adapter kind's kernels (on lavapipe: the
+/// forward one output row per invocation, scalar loads, as on a GPU).
+#[test]
+fn pool_other_split() {
+    let gpu = common::other_split_gpu();
+    common::run_family_on(&gpu, "pool");
+}
+
 #[test]
 fn batchnorm() {
     common::run_family("batchnorm");

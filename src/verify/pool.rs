@@ -41,6 +41,11 @@ fn shapes(level: Level) -> Vec<(Shape, bool)> {
             v.push((shaped(2, 3, 28, 28, 4, 2, 2), false));
             v.push((shaped(1, 3, 13, 13, 3, 3, 1), true));
             v.push((shaped(2, 2, 11, 9, 7, 1, 3), false));
+            // The forward's rows of whole float2s and float4s
+            // (`pool_rows::Spec::vec`), with ties.
+            v.push((shaped(2, 3, 14, 14, 3, 1, 1), true));
+            v.push((shaped(1, 2, 9, 10, 5, 2, 2), false));
+            v.push((shaped(1, 2, 6, 12, 3, 1, 1), true));
             v
         }
     }
