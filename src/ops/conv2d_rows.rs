@@ -855,7 +855,6 @@ impl Spec {
         let _ = writeln!(w, "    let b = t / cblocks;");
         let _ = writeln!(w, "    let ox0 = i32(x0 / {st}u);");
         let _ = writeln!(w, "    let oy0 = i32(y0 / {st}u);");
-        let _ = writeln!(w, "    let lc = p.c_out - 1u;");
         let _ = writeln!(w, "    let b0 = select(0.0, bias[0], p.has_bias == 1u);");
         if self.depthwise {
             let _ = writeln!(w, "    let wo0 = o0 * p.w_o;");
@@ -1151,35 +1150,12 @@ impl Spec {
                 "            let drow = ((b * p.c_out + c) * p.oh + oy + {m}u) * p.ow;"
             );
             for q in 0..cb {
-                let g = |j: usize| format!("g{q}_{j}");
-                if self.vec > 1 {
-                    let v = self.vec;
-                    for a in 0..COLS / v {
-                        let o = q * COLS + v * a;
-                        let _ = writeln!(
-                            w,
-                            "            let gq{q}_{a} = select(vec{v}(0.0), dy{v}[(drow + min({o}u, p.ow - {v}u)) / {v}u], {o}u < p.ow);"
-                        );
-                    }
-                    for j in 0..COLS {
-                        let _ = writeln!(
-                            w,
-                            "            let {} = gq{q}_{}.{};",
-                            g(j),
-                            j / v,
-                            ["x", "y", "z", "w"][j % v]
-                        );
-                    }
-                } else {
-                    for j in 0..COLS {
-                        let o = q * COLS + j;
-                        let _ = writeln!(
-                            w,
-                            "            let {} = select(0.0, dy[drow + min({o}u, lx)], {o}u <= lx);",
-                            g(j)
-                        );
-                    }
-                }
+                self.dy_loads(
+                    w,
+                    "            ",
+                    &format!("g{q}_"),
+                    &format!("{}u", q * COLS),
+                );
                 for ky in 0..self.kh {
                     let u = m * st + ky * d;
                     for kx in 0..self.kw {
@@ -1187,8 +1163,7 @@ impl Spec {
                         for j in 0..COLS {
                             let _ = writeln!(
                                 w,
-                                "            a{t} = fma({}, x{u}_{q}_{}, a{t});",
-                                g(j),
+                                "            a{t} = fma(g{q}_{j}, x{u}_{q}_{}, a{t});",
                                 self.col(j, kx)
                             );
                         }
@@ -1205,6 +1180,35 @@ impl Spec {
         }
         let _ = writeln!(w, "}}");
         s
+    }
+
+    /// `{g}{j}` for j < COLS: dy at columns `col0` + j of the row from
+    /// `drow`, columns past the row's end read as zero (so their products
+    /// vanish); with `vec` > 1 a vector a load, dy's rows being whole
+    /// vectors too (the same width).
+    fn dy_loads(&self, w: &mut String, indent: &str, g: &str, col0: &str) {
+        let v = self.vec;
+        if v == 1 {
+            for j in 0..COLS {
+                let _ = writeln!(
+                    w,
+                    "{indent}let {g}{j} = select(0.0, dy[drow + min({col0} + {j}u, lx)], {col0} + {j}u <= lx);"
+                );
+            }
+            return;
+        }
+        for q in 0..COLS / v {
+            let _ = writeln!(
+                w,
+                "{indent}let {g}q{q} = select(vec{v}(0.0), dy{v}[(drow + min({col0} + {}u, p.ow - {v}u)) / {v}u], {col0} + {}u < p.ow);",
+                v * q,
+                v * q
+            );
+        }
+        for j in 0..COLS {
+            let c = ["x", "y", "z", "w"][j % v];
+            let _ = writeln!(w, "{indent}let {g}{j} = {g}q{}.{c};", j / v);
+        }
     }
 
     fn weight_entry(&self) -> String {
@@ -1280,30 +1284,7 @@ impl Spec {
                 w,
                 "                let drow = ((b * p.c_out + oc{o}) * p.oh + oy) * p.ow;"
             );
-            // Columns past the row's end read as zero, so their products vanish.
-            if self.vec > 1 {
-                // dy's rows are whole vectors too (the same width).
-                let v = self.vec;
-                for q in 0..COLS / v {
-                    let _ = writeln!(
-                        w,
-                        "                let gq{q} = select(vec{v}(0.0), dy{v}[(drow + min(ox0 + {}u, p.ow - {v}u)) / {v}u], ox0 + {}u < p.ow);",
-                        v * q,
-                        v * q
-                    );
-                }
-                for j in 0..COLS {
-                    let c = ["x", "y", "z", "w"][j % v];
-                    let _ = writeln!(w, "                let g{j} = gq{}.{c};", j / v);
-                }
-            } else {
-                for j in 0..COLS {
-                    let _ = writeln!(
-                        w,
-                        "                let g{j} = select(0.0, dy[drow + min(ox0 + {j}u, lx)], ox0 + {j}u <= lx);"
-                    );
-                }
-            }
+            self.dy_loads(w, "                ", "g", "ox0");
             for i in 0..ic {
                 for ky in 0..self.kh {
                     for kx in 0..self.kw {
