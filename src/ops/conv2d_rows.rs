@@ -306,8 +306,8 @@ impl Spec {
         self.window_loads_at(w, indent, x, (row, row_in), win, ("ix0", "ox0"));
     }
 
-    /// `window_loads` from the columns `ix0` (the window's first, i32) and
-    /// `ox0` (the block's first output column, u32) named in `cols`.
+    /// `window_loads` from the columns named in the last argument: the
+    /// window's first (an i32) and the block's first output column (a u32).
     fn window_loads_at(
         &self,
         w: &mut String,
