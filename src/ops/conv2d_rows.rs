@@ -1156,19 +1156,9 @@ impl Spec {
                     &format!("g{q}_"),
                     &format!("{}u", q * COLS),
                 );
-                for ky in 0..self.kh {
-                    let u = m * st + ky * d;
-                    for kx in 0..self.kw {
-                        let t = ky * self.kw + kx;
-                        for j in 0..COLS {
-                            let _ = writeln!(
-                                w,
-                                "            a{t} = fma(g{q}_{j}, x{u}_{q}_{}, a{t});",
-                                self.col(j, kx)
-                            );
-                        }
-                    }
-                }
+                self.weight_fmas(w, "            ", "a", &format!("g{q}_"), &|ky| {
+                    format!("x{}_{q}_", m * st + ky * d)
+                });
             }
             let _ = writeln!(w, "        }}");
         }
@@ -1180,6 +1170,34 @@ impl Spec {
         }
         let _ = writeln!(w, "}}");
         s
+    }
+
+    /// Pass 1's terms for one row of COLS dy values `{g}{j}`: every tap
+    /// (ky, kx) adds g·x into `{acc}{t}`, x the window value `{x(ky)}{c}`
+    /// of tap row ky at column c = col(j, kx). Both weight kernels take
+    /// them in this order (tap row, tap column, column), so a weight's sum
+    /// is the same whichever kernel runs.
+    fn weight_fmas(
+        &self,
+        w: &mut String,
+        indent: &str,
+        acc: &str,
+        g: &str,
+        x: &dyn Fn(usize) -> String,
+    ) {
+        for ky in 0..self.kh {
+            let xr = x(ky);
+            for kx in 0..self.kw {
+                let t = ky * self.kw + kx;
+                for j in 0..COLS {
+                    let _ = writeln!(
+                        w,
+                        "{indent}{acc}{t} = fma({g}{j}, {xr}{}, {acc}{t});",
+                        self.col(j, kx)
+                    );
+                }
+            }
+        }
     }
 
     /// `{g}{j}` for j < COLS: dy at columns `col0` + j of the row from
@@ -1286,18 +1304,9 @@ impl Spec {
             );
             self.dy_loads(w, "                ", "g", "ox0");
             for i in 0..ic {
-                for ky in 0..self.kh {
-                    for kx in 0..self.kw {
-                        let t = ky * self.kw + kx;
-                        for j in 0..COLS {
-                            let _ = writeln!(
-                                w,
-                                "                a{o}_{i}_{t} = fma(g{j}, x{i}_{ky}_{}, a{o}_{i}_{t});",
-                                self.col(j, kx)
-                            );
-                        }
-                    }
-                }
+                self.weight_fmas(w, "                ", &format!("a{o}_{i}_"), "g", &|ky| {
+                    format!("x{i}_{ky}_")
+                });
             }
             let _ = writeln!(w, "            }}");
         }
