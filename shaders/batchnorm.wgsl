@@ -44,38 +44,6 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> out4: array<vec4<f32>>;
 
 
-// Channel ch's values j = lid, lid + WG, ... as flat indices (j = batch ·
-// per + spatial, per values per plane: hw, or hw / 4 float4s), walked
-// without a division per value (an integer division is a scalar
-// instruction per lane on CPU adapters): WG = q·per + rem, so each step
-// adds q planes of the whole tensor and rem, plus one more wrap of the
-// plane when the spatial index passes per.
-struct Walk {
-    i: u32,
-    r: u32,
-    per: u32,
-    rem: u32,
-    step: u32,
-    wrap: u32,
-}
-
-fn walk(ch: u32, j: u32, per: u32) -> Walk {
-    let b = j / per;
-    let r = j - b * per;
-    let q = WG / per;
-    let rem = WG - q * per;
-    return Walk((b * p.c + ch) * per + r, r, per, rem, q * p.c * per + rem, (p.c - 1u) * per);
-}
-
-fn advance(w: ptr<function, Walk>) {
-    (*w).r = (*w).r + (*w).rem;
-    (*w).i = (*w).i + (*w).step;
-    if (*w).r >= (*w).per {
-        (*w).r = (*w).r - (*w).per;
-        (*w).i = (*w).i + (*w).wrap;
-    }
-}
-
 fn scale_of(ch: u32) -> f32 {
     return select(1.0, gamma[ch], p.affine != 0u);
 }
@@ -111,7 +79,7 @@ fn train_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     let m = p.n * p.hw;
     let pivot = x[ch * p.hw];
     var acc = vec2(0.0);
-    var w = walk(ch, lid, p.hw);
+    var w = walk(ch, lid, p.hw, p.c);
     for (var j = lid; j < m; j = j + WG) {
         let d = x[w.i] - pivot;
         acc = acc + vec2(d, d * d);
@@ -124,7 +92,7 @@ fn train_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     let invstd = 1.0 / sqrt(ss / f32(m) + p.eps);
     let a = scale_of(ch) * invstd;
     let b = shift_of(ch) - mean * a;
-    w = walk(ch, lid, p.hw);
+    w = walk(ch, lid, p.hw, p.c);
     for (var j = lid; j < m; j = j + WG) {
         let i = w.i;
         out[i] = relu_if(x[i] * a + b);
@@ -151,7 +119,7 @@ fn train_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     // The forward's shift (no affine with a fused ReLU).
     let b = 0.0 - mean * a;
     var acc = vec2<f32>(0.0, 0.0);
-    var w = walk(ch, lid, p.hw);
+    var w = walk(ch, lid, p.hw, p.c);
     for (var j = lid; j < m; j = j + WG) {
         let i = w.i;
         let g = masked(dy[i], x[i] * a + b);
@@ -163,7 +131,7 @@ fn train_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     // dx = a·dy − a·(Σdy/M) − a·invstd·(Σdy·x̂/M)·(x − mean), as dy·a + x·k + c0.
     let k = -a * invstd * means.y;
     let c0 = -a * means.x - k * mean;
-    w = walk(ch, lid, p.hw);
+    w = walk(ch, lid, p.hw, p.c);
     for (var j = lid; j < m; j = j + WG) {
         let i = w.i;
         out[i] = masked(dy[i], x[i] * a + b) * a + x[i] * k + c0;
@@ -183,7 +151,7 @@ fn train_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     let m4 = m / 4u;
     let pivot = x4[ch * p.hw / 4u].x;
     var acc = vec2(0.0);
-    var w = walk(ch, lid, p.hw / 4u);
+    var w = walk(ch, lid, p.hw / 4u, p.c);
     for (var j = lid; j < m4; j = j + WG) {
         let d = x4[w.i] - pivot;
         acc = acc + vec2(dot(d, vec4(1.0)), dot(d, d));
@@ -196,7 +164,7 @@ fn train_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     let invstd = 1.0 / sqrt(ss / f32(m) + p.eps);
     let a = scale_of(ch) * invstd;
     let b = shift_of(ch) - mean * a;
-    w = walk(ch, lid, p.hw / 4u);
+    w = walk(ch, lid, p.hw / 4u, p.c);
     for (var j = lid; j < m4; j = j + WG) {
         let i = w.i;
         out4[i] = relu_if4(x4[i] * a + b);
@@ -221,7 +189,7 @@ fn train_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     let a = scale_of(ch) * invstd;
     let b = 0.0 - mean * a;
     var acc = vec2<f32>(0.0, 0.0);
-    var w = walk(ch, lid, p.hw / 4u);
+    var w = walk(ch, lid, p.hw / 4u, p.c);
     for (var j = lid; j < m4; j = j + WG) {
         let i = w.i;
         let g = masked4(dy4[i], x4[i] * a + b);
@@ -232,7 +200,7 @@ fn train_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     let means = sums / f32(m);
     let k = -a * invstd * means.y;
     let c0 = -a * means.x - k * mean;
-    w = walk(ch, lid, p.hw / 4u);
+    w = walk(ch, lid, p.hw / 4u, p.c);
     for (var j = lid; j < m4; j = j + WG) {
         let i = w.i;
         out4[i] = masked4(dy4[i], x4[i] * a + b) * a + x4[i] * k + c0;

@@ -51,3 +51,36 @@ fn tree_levels3(l: u32, d: u32) -> vec2<f32> {
 
 // The staging above assumes 256 invocations (8 levels: 3 + 3 + 2).
 const_assert WG == 256u;
+
+// Channel ch's values (of c channels) j = lid, lid + WG, ... as flat
+// indices (j = batch · per + spatial, per values per plane: hw, or hw / 4
+// float4s), walked without a division per value (an integer division is a
+// scalar instruction per lane on CPU adapters): WG = q·per + rem, so each
+// step adds q planes of the whole tensor and rem, plus one more wrap of the
+// plane when the spatial index passes per. Batch norm and the mixed op's
+// per-channel sums (mix_bn) walk their channels with it.
+struct Walk {
+    i: u32,
+    r: u32,
+    per: u32,
+    rem: u32,
+    step: u32,
+    wrap: u32,
+}
+
+fn walk(ch: u32, j: u32, per: u32, c: u32) -> Walk {
+    let b = j / per;
+    let r = j - b * per;
+    let q = WG / per;
+    let rem = WG - q * per;
+    return Walk((b * c + ch) * per + r, r, per, rem, q * c * per + rem, (c - 1u) * per);
+}
+
+fn advance(w: ptr<function, Walk>) {
+    (*w).r = (*w).r + (*w).rem;
+    (*w).i = (*w).i + (*w).step;
+    if (*w).r >= (*w).per {
+        (*w).r = (*w).r - (*w).per;
+        (*w).i = (*w).i + (*w).wrap;
+    }
+}

@@ -121,6 +121,7 @@ pub fn cases() -> Vec<BenchCase> {
     matmul_cases(&mut v);
     pool_bn_cases(&mut v);
     mix_cases(&mut v);
+    mix_bn_cases(&mut v);
     elementwise_cases(&mut v);
     optim_cases(&mut v);
     v
@@ -416,6 +417,61 @@ fn mix_cases(v: &mut Vec<BenchCase>) {
             mix::backward_weights(g, &s, &xs.iter().collect::<Vec<_>>(), &dy, &dw)
         },
     ));
+}
+
+/// The mixed op's backward through its candidates' batch norms, on an
+/// edge's 8 candidates over bench-small's planes, beside the dot products
+/// it replaces (weighted_sum_backward_weights) at the same sizes.
+fn mix_bn_cases(v: &mut Vec<BenchCase>) {
+    use crate::ops::mix::{self, MixShape};
+    use crate::ops::mix_bn::{self, Shape};
+    for (c, hw) in [(8, 28 * 28), (16, 14 * 14), (32, 7 * 7)] {
+        let s = Shape { k: 8, n: 32, c, hw };
+        let n = s.len();
+        let shape = format!("K=8 x [32,{c},{hw}]");
+        let inputs = move |g: &Gpu| -> Result<Vec<Buf>, GpuError> {
+            (0..s.k).map(|k| random_buf(g, n, 1 + k as u64)).collect()
+        };
+        v.push(BenchCase::new(
+            "mix_bn_channel_dot",
+            shape.clone(),
+            2.0 * (s.k * n) as f64,
+            F * ((s.k + 1) * n) as f64,
+            move |g| {
+                let xs = inputs(g)?;
+                let dy = random_buf(g, n, 21)?;
+                let (sums, dw) = (g.alloc("sums", s.sums_len())?, g.alloc("dw", s.k)?);
+                mix_bn::channel_dot(g, &s, &xs.iter().collect::<Vec<_>>(), &dy, &sums, &dw)
+            },
+        ));
+        v.push(BenchCase::new(
+            "weighted_sum_backward_weights",
+            shape.clone(),
+            2.0 * (s.k * n) as f64,
+            F * ((s.k + 1) * n) as f64,
+            move |g| {
+                let xs = inputs(g)?;
+                let (dy, dw) = (random_buf(g, n, 21)?, g.alloc("dw", 8)?);
+                let ms = MixShape { k: s.k, n };
+                mix::backward_weights(g, &ms, &xs.iter().collect::<Vec<_>>(), &dy, &dw)
+            },
+        ));
+        v.push(BenchCase::new(
+            "mix_bn_bn_backward",
+            shape,
+            3.0 * n as f64,
+            F * 3.0 * n as f64,
+            move |g| {
+                let (y, dy) = (random_buf(g, n, 1)?, random_buf(g, n, 2)?);
+                let (w, sums) = (random_buf(g, 8, 3)?, random_buf(g, s.sums_len(), 4)?);
+                let invstd = g.upload("invstd", &vec![1.0; c])?;
+                let dz = g.alloc("dz", n)?;
+                Ok(vec![mix_bn::bn_backward(
+                    g, &s, 0, &y, &invstd, &w, &sums, &dy, &dz,
+                )?])
+            },
+        ));
+    }
 }
 
 /// Updates over as many weights as the bench-small supernet (~1.5M).

@@ -94,9 +94,11 @@ fn lstm_cell() -> Built {
 
 /// The supernet's node: x_j = Σ_i β_i Σ_o softmax(α_i)_o · o(x_i) over two
 /// inputs (a conv output and its factorized slice) and three ops each
-/// (ReLU, avg pool, max pool), then global pool, linear, cross-entropy.
-fn mixed_edge() -> Built {
-    let (n, c, hw) = (2, 3, 7);
+/// (ReLU, avg pool, max pool; with `bn`, the pools followed by a batch norm
+/// without affine, as in the supernet, whose gradients then come through
+/// `ops::mix_bn`), then global pool, linear, cross-entropy.
+fn mixed_edge(bn: bool, hw: usize) -> Built {
+    let (n, c) = (2, 3);
     let mut rng = verify::rng(2);
     let mut g = Graph::new();
     let x = g.input("x", &[n, c, hw, hw]);
@@ -129,7 +131,19 @@ fn mixed_edge() -> Built {
     };
     let mut cands = Vec::new();
     for input in [y, sl] {
-        cands.extend([g.relu(input), g.avg_pool(input, ps), g.max_pool(input, ps)]);
+        let mut pools = [g.avg_pool(input, ps), g.max_pool(input, ps)];
+        if bn {
+            let bs = gradnas::ops::batchnorm::Shape::new(n, c, hw * hw, false);
+            pools = pools.map(|p| {
+                let running = (
+                    g.state("rm", &[c], None),
+                    g.state("rv", &[c], Some(vec![1.0; c])),
+                );
+                g.batchnorm_train(p, None, running, bs)
+            });
+        }
+        cands.push(g.relu(input));
+        cands.extend(pools);
     }
     let alpha = g.param("alpha", &[2, 3], verify::randn(&mut rng, 6));
     let beta = g.param("beta", &[2], vec![0.3, 0.7]);
@@ -226,5 +240,22 @@ fn lstm_cell_gradients() {
 
 #[test]
 fn mixed_edge_gradients() {
-    check(mixed_edge());
+    check(mixed_edge(false, 7));
+}
+
+/// The same with batch norms after the pools: their 4 gradients come
+/// through the mixed op's per-channel sums, on odd planes (7×7) and on
+/// planes of float4s (8×8).
+#[test]
+fn mixed_edge_batchnorm_gradients() {
+    for hw in [7, 8] {
+        let b = mixed_edge(true, hw);
+        let count = |f: fn(&graph::Op) -> bool| b.g.nodes.iter().filter(|n| f(&n.op)).count();
+        assert_eq!(count(|op| matches!(op, graph::Op::MixBnBackward { .. })), 4);
+        assert_eq!(
+            count(|op| matches!(op, graph::Op::BatchNormTrainBackward(_))),
+            0
+        );
+        check(b);
+    }
 }

@@ -55,6 +55,11 @@ fn mix() {
 }
 
 #[test]
+fn mix_bn() {
+    common::run_family("mix_bn");
+}
+
+#[test]
 fn matmul() {
     common::run_family("matmul");
 }

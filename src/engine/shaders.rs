@@ -16,6 +16,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("batchnorm", include_str!("../../shaders/batchnorm.wgsl")),
     ("layout", include_str!("../../shaders/layout.wgsl")),
     ("mix", include_str!("../../shaders/mix.wgsl")),
+    ("mix_bn", include_str!("../../shaders/mix_bn.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     (
         "softmax_xent",

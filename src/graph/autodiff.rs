@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 
 use super::ir::{Graph, Kind, Op, T};
+use crate::ops::batchnorm;
 use crate::ops::matmul::LinearShape;
+use crate::ops::mix::MixShape;
+use crate::ops::mix_bn;
 
 /// The gradient tensor of each tensor that received one.
 pub type Grads = HashMap<T, T>;
@@ -35,6 +38,7 @@ pub fn backward_since(g: &mut Graph, loss: T, since: usize) -> Grads {
         Some(v[0])
     };
     let forward = g.nodes.len();
+    let (producer, uses) = producers_and_uses(g, since..forward);
     for i in (since..forward).rev() {
         let node = g.nodes[i].clone();
         let douts: Vec<Option<T>> = node
@@ -45,14 +49,27 @@ pub fn backward_since(g: &mut Graph, loss: T, since: usize) -> Grads {
         if douts.iter().all(Option::is_none) {
             continue;
         }
-        let dins = rule(g, &node.op, &node.inputs, &node.outputs, &douts);
-        debug_assert_eq!(dins.len(), node.inputs.len());
-        for (x, dx) in node.inputs.iter().zip(dins) {
-            let Some(dx) = dx else { continue };
-            if matches!(g.def(*x).kind, Kind::Input | Kind::State) {
+        let dins: Vec<(T, T)> = match (&node.op, douts[0]) {
+            (Op::WeightedSum(s), Some(dy)) => {
+                let bns = node.inputs[..s.k]
+                    .iter()
+                    .map(|&x| fusable_bn(g, x, &producer, &uses))
+                    .collect();
+                mix_bn_rule(g, *s, &node.inputs, dy, bns)
+            }
+            _ => None,
+        }
+        .unwrap_or_else(|| {
+            let dins = rule(g, &node.op, &node.inputs, &node.outputs, &douts);
+            debug_assert_eq!(dins.len(), node.inputs.len());
+            let pairs = node.inputs.iter().zip(dins);
+            pairs.filter_map(|(&x, dx)| dx.map(|d| (x, d))).collect()
+        });
+        for (x, dx) in dins {
+            if matches!(g.def(x).kind, Kind::Input | Kind::State) {
                 continue;
             }
-            parts.entry(*x).or_default().push(dx);
+            parts.entry(x).or_default().push(dx);
         }
     }
     // The rest (parameters, inputs of the first node) in tensor order, so
@@ -62,6 +79,100 @@ pub fn backward_since(g: &mut Graph, loss: T, since: usize) -> Grads {
     rest.into_iter()
         .filter_map(|t| settle(g, &mut parts, t).map(|d| (t, d)))
         .collect()
+}
+
+/// The node writing each tensor, and how many times nodes read it, over
+/// the forward nodes `range`.
+fn producers_and_uses(
+    g: &Graph,
+    range: std::ops::Range<usize>,
+) -> (HashMap<T, usize>, HashMap<T, usize>) {
+    let (mut producer, mut uses) = (HashMap::new(), HashMap::new());
+    for i in range {
+        for &o in &g.nodes[i].outputs {
+            producer.insert(o, i);
+        }
+        for &x in &g.nodes[i].inputs {
+            *uses.entry(x).or_insert(0) += 1;
+        }
+    }
+    (producer, uses)
+}
+
+/// A mixed op's candidate y = BN(z) whose gradient can come through
+/// `ops::mix_bn`: a training batch norm without affine or fused ReLU (so y
+/// is x̂), its output read by nothing but the mixed op.
+struct FusedBn {
+    z: T,
+    invstd: T,
+    s: batchnorm::Shape,
+}
+
+fn fusable_bn(
+    g: &Graph,
+    y: T,
+    producer: &HashMap<T, usize>,
+    uses: &HashMap<T, usize>,
+) -> Option<FusedBn> {
+    if uses.get(&y) != Some(&1) || g.def(y).pinned {
+        return None;
+    }
+    let node = &g.nodes[*producer.get(&y)?];
+    match node.op {
+        Op::BatchNormTrain(s) if !s.affine && !s.relu && node.outputs[0] == y => Some(FusedBn {
+            z: node.inputs[0],
+            invstd: node.outputs[2],
+            s,
+        }),
+        _ => None,
+    }
+}
+
+/// The mixed op's gradients when some candidates are fusable batch norms
+/// (`bns[k]`): the per-channel sums and dw in one node, then per candidate
+/// dz at its batch norm's input (which then has no backward of its own) or
+/// w[k]·dy. (tensor, gradient) pairs; None when nothing fuses.
+fn mix_bn_rule(
+    g: &mut Graph,
+    s: MixShape,
+    ins: &[T],
+    dy: T,
+    bns: Vec<Option<FusedBn>>,
+) -> Option<Vec<(T, T)>> {
+    let first = bns.iter().flatten().next()?;
+    let ms = mix_bn::Shape {
+        k: s.k,
+        n: first.s.n,
+        c: first.s.c,
+        hw: first.s.hw,
+    };
+    if ms.len() != s.n || ms.validate().is_err() {
+        return None;
+    }
+    let (xs, w) = (&ins[..s.k], ins[s.k]);
+    let sums = g.temp("d.mix.sums", &[ms.sums_len()]);
+    let dw = g.temp_like("d.mix.w", w);
+    let mut dot_ins = xs.to_vec();
+    dot_ins.push(dy);
+    g.push(Op::MixChannelDot(ms), dot_ins, vec![sums, dw]);
+    let mut out = Vec::with_capacity(s.k + 1);
+    for (k, (&x, bn)) in xs.iter().zip(bns).enumerate() {
+        match bn {
+            Some(b) if (b.s.n, b.s.c, b.s.hw) == (ms.n, ms.c, ms.hw) => {
+                let dz = g.temp_like("d.bn.x", b.z);
+                let bins = vec![x, b.invstd, w, sums, dy];
+                g.push(Op::MixBnBackward { s: ms, k }, bins, vec![dz]);
+                out.push((b.z, dz));
+            }
+            _ => {
+                let dx = g.temp_like("d.mix.x", x);
+                g.push(Op::WeightedSumBackwardInput { s, k }, vec![w, dy], vec![dx]);
+                out.push((x, dx));
+            }
+        }
+    }
+    out.push((w, dw));
+    Some(out)
 }
 
 /// The gradient rule of one forward op: gradients of its inputs, given the

@@ -5,7 +5,8 @@
 
 use super::ir::{Graph, Kind, Op, T};
 use crate::ops::{
-    affine_scaling, batchnorm, elementwise, layout, loss, matmul, mix, optim, pool, softmax_xent,
+    affine_scaling, batchnorm, elementwise, layout, loss, matmul, mix, mix_bn, optim, pool,
+    softmax_xent,
 };
 
 pub struct CpuExec {
@@ -122,6 +123,15 @@ fn run(op: &Op, ins: &[&[f32]], outs: &mut [Vec<f32>]) {
         }
         Op::L1Loss => outs[0] = vec![loss::cpu::l1_forward(ins[0], ins[1])],
         Op::L1LossBackward => outs[0] = loss::cpu::l1_backward(ins[0], ins[1], ins[2][0]),
+        Op::WeightedSumBackwardInput { k, .. } => {
+            outs[0] = ins[1].iter().map(|&g| ins[0][*k] * g).collect()
+        }
+        Op::MixChannelDot(s) => {
+            (outs[0], outs[1]) = mix_bn::cpu::channel_dot(s, &ins[..s.k], ins[s.k]);
+        }
+        Op::MixBnBackward { s, k } => {
+            outs[0] = mix_bn::cpu::bn_backward(s, *k, ins[0], ins[1], ins[2], ins[3], ins[4])
+        }
         Op::BatchNormTrain(s) => {
             let (rm, rv) = outs.split_at_mut(4);
             let (y, mean, invstd) = batchnorm::cpu::train_forward(

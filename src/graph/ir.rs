@@ -11,6 +11,7 @@ use crate::ops::{
     layout::{ConcatShape, SliceShape},
     matmul::LinearShape,
     mix::MixShape,
+    mix_bn,
     optim::AdamHyper,
     optim::SgdHyper,
     pool,
@@ -108,6 +109,16 @@ pub enum Op {
     WeightedSumBackwardInputs(MixShape),
     /// [x_0, …, x_{K−1}, dy] → [dw]
     WeightedSumBackwardWeights(MixShape),
+    /// [w, dy] → [dx] = w[k]·dy: one candidate's input gradient, where the
+    /// others' come through `MixBnBackward`.
+    WeightedSumBackwardInput { s: MixShape, k: usize },
+    /// [x_0, …, x_{K−1}, dy] → [sums, dw]: per channel (and chunk of the
+    /// batch) Σ dy·x_k and Σ dy (`ops::mix_bn`); dw[k] = Σ dy·x_k.
+    MixChannelDot(mix_bn::Shape),
+    /// [y_k, invstd_k, w, sums, dy] → [dz_k]: the gradient at the input of
+    /// candidate k's batch norm (y_k = BN(z_k), training, no affine) from
+    /// the mixed op's dy and the sums, in one element-wise pass.
+    MixBnBackward { s: mix_bn::Shape, k: usize },
     /// [x] → [y]: softmax over rows
     Softmax(SoftmaxShape),
     /// [y, dy] → [dx]

@@ -11,8 +11,8 @@ use super::planner::{self, Lifetime, MemoryPlan};
 use crate::engine::{Buf, Gpu, GpuError, Kernel};
 use crate::ops::matmul::MatmulKernel;
 use crate::ops::{
-    affine_scaling, batchnorm, conv2d, elementwise as ew, layout, loss, matmul, mix, optim, pool,
-    softmax_xent,
+    affine_scaling, batchnorm, conv2d, elementwise as ew, layout, loss, matmul, mix, mix_bn, optim,
+    pool, softmax_xent,
 };
 
 /// One entry point's share of a profiled plan ([`Plan::profile`]).
@@ -463,6 +463,11 @@ fn build(
         Op::WeightedSumBackwardWeights(s) => {
             mix::backward_weights(gpu, s, &i[..s.k], i[s.k], o[0])?
         }
+        Op::WeightedSumBackwardInput { s, k } => mix::backward_input(gpu, s, *k, i[0], i[1], o[0])?,
+        Op::MixChannelDot(s) => mix_bn::channel_dot(gpu, s, &i[..s.k], i[s.k], o[0], o[1])?,
+        Op::MixBnBackward { s, k } => one(mix_bn::bn_backward(
+            gpu, s, *k, i[0], i[1], i[2], i[3], i[4], o[0],
+        )?),
         Op::Softmax(s) => one(softmax_xent::softmax_forward(gpu, s, i[0], o[0])?),
         Op::SoftmaxBackward(s) => one(softmax_xent::softmax_backward(gpu, s, i[0], i[1], o[0])?),
         Op::L1Loss => loss::l1_forward(gpu, i[0], i[1], o[0])?,

@@ -90,7 +90,7 @@ fn check(s: &MixShape, xs: &[&Buf], w: &Buf, single: &Buf) {
 }
 
 /// One dispatch of `entry` per group of up to 6 tensors (slots 1..=6), with
-/// the `other` bindings. Slots a short group leaves unused repeat its first
+/// the `other` bindings; the tensors are candidates `first`, `first` + 1, …. Slots a short group leaves unused repeat its first
 /// tensor when the entry only reads them; a writable buffer may be bound
 /// once per dispatch, so for `writes` each gets a scratch buffer of its own
 /// (never touched either way).
@@ -104,10 +104,11 @@ fn per_group(
     grid: [u32; 3],
     chunks: usize,
     other: &[(u32, &Buf)],
+    first: usize,
 ) -> Result<Vec<Kernel>, GpuError> {
     let mut out = Vec::new();
     for (gi, group) in tensors.chunks(GROUP).enumerate() {
-        let k0 = gi * GROUP;
+        let k0 = first + gi * GROUP;
         let params = [s.n, group.len(), k0, (k0 > 0) as usize, chunks].map(|v| v as u32);
         let spare: Vec<Buf> = if writes {
             (group.len()..GROUP)
@@ -150,7 +151,7 @@ pub fn forward(
 ) -> Result<Vec<Kernel>, GpuError> {
     check(s, xs, w, y);
     let (entry, grid) = by_float4(s, "forward", "forward4");
-    per_group(gpu, s, entry, xs, false, grid, 0, &[(7, w), (8, y)])
+    per_group(gpu, s, entry, xs, false, grid, 0, &[(7, w), (8, y)], 0)
 }
 
 /// dxs[k] = w[k] · dy, each into its own tensor.
@@ -164,7 +165,25 @@ pub fn backward_inputs(
     check(s, dxs, w, dy);
     let (entry, grid) = by_float4(s, "backward_inputs", "backward_inputs4");
     let other = [(7, w), (8, dy)];
-    per_group(gpu, s, entry, dxs, true, grid, 0, &other)
+    per_group(gpu, s, entry, dxs, true, grid, 0, &other, 0)
+}
+
+/// dx = w[k] · dy: one candidate's share of `backward_inputs` (the others'
+/// gradients come another way, e.g. through `mix_bn`).
+pub fn backward_input(
+    gpu: &Gpu,
+    s: &MixShape,
+    k: usize,
+    w: &Buf,
+    dy: &Buf,
+    dx: &Buf,
+) -> Result<Vec<Kernel>, GpuError> {
+    let dxs = vec![dx; s.k];
+    check(s, &dxs, w, dy);
+    assert!(k < s.k, "weighted_sum: candidate {k} of {}", s.k);
+    let (entry, grid) = by_float4(s, "backward_inputs", "backward_inputs4");
+    let other = [(7, w), (8, dy)];
+    per_group(gpu, s, entry, &[dx], true, grid, 0, &other, k)
 }
 
 /// dw[k] = Σ_i xs[k][i] · dy[i]: partial dot products per chunk of 4,096
@@ -189,6 +208,7 @@ pub fn backward_weights(
         grid,
         chunks,
         &[(8, dy), (9, &partial)],
+        0,
     )?;
     out.push(reduce::finish_rows(gpu, &partial, s.k, chunks, 1.0, dw, 0)?);
     Ok(out)

@@ -12,6 +12,7 @@ pub mod layout;
 pub mod loss;
 pub mod matmul;
 pub mod mix;
+pub mod mix_bn;
 pub mod optim;
 pub mod pool;
 pub mod pool_rows;

@@ -13,6 +13,7 @@ mod layout;
 mod loss;
 mod matmul;
 mod mix;
+mod mix_bn;
 mod optim;
 mod pool;
 mod reduce;
@@ -225,6 +226,7 @@ pub fn cases(level: Level) -> Vec<Case> {
     v.extend(batchnorm::cases(level));
     v.extend(layout::cases(level));
     v.extend(mix::cases(level));
+    v.extend(mix_bn::cases(level));
     v.extend(matmul::cases(level));
     v.extend(softmax_xent::cases(level));
     v.extend(loss::cases(level));
@@ -287,6 +289,8 @@ pub const REQUIRED: &[(&str, &str)] = &[
     ("weighted_sum", "forward"),
     ("weighted_sum", "backward_inputs"),
     ("weighted_sum", "backward_weights"),
+    ("mix_bn", "dw"),
+    ("mix_bn", "dz"),
     ("matmul", "forward"),
     ("matmul", "backward_a"),
     ("matmul", "backward_b"),
