@@ -10,13 +10,14 @@ fn shapes(level: Level, training: bool) -> Vec<Shape> {
     match level {
         // An affine case (so the γ, β gradient rows appear), the
         // supernet's affine-free BN, and a plane of whole float4s (the
-        // float4 entries); batches over 4, so that the evaluation entries'
-        // invocations take several groups of 4 items, the last one short.
+        // float4 entries); batches over 16, so that the evaluation entries'
+        // invocations take several groups of 16 items, the last one short.
         Level::Quick => vec![
             Shape::new(2, 5, 169, true),
             Shape::new(6, 16, 49, false),
             Shape::new(3, 3, 36, true),
-            Shape::new(9, 4, 36, false),
+            Shape::new(37, 4, 36, false),
+            Shape::new(17, 3, 49, true),
             // Planes longer than a workgroup (the training entries' walk
             // then steps less than a plane): 27×27 values, 34×34 float4s.
             Shape::new(2, 3, 729, false),
@@ -36,6 +37,8 @@ fn shapes(level: Level, training: bool) -> Vec<Shape> {
             v.extend([
                 Shape::new(6, 16, 49, false),
                 Shape::new(9, 3, 36, true),
+                Shape::new(37, 4, 36, false),
+                Shape::new(17, 3, 49, true),
                 Shape::new(2, 3, 729, false),
                 Shape::new(3, 2, 1156, true),
             ]);
