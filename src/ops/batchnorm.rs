@@ -301,14 +301,15 @@ fn dispatch(
 /// Workgroup width of the evaluation entries (batchnorm.wgsl's EVAL_WG).
 const EVAL_WG: u32 = 64;
 
-/// Batch items per invocation of an evaluation entry: at least 16 (the
-/// channel's statistics found once for them; on lavapipe 16 took
-/// [64,8,784] in 0.36 ms against 0.65 with 4: fewer invocations, each a
-/// share of llvmpipe's per-group setup), more where the z grid of
-/// channels × groups would pass 65,535.
+/// Batch items per invocation of an evaluation entry: at least 8 (the
+/// channel's statistics found once for them; on lavapipe [64,8,784] took
+/// 0.36–0.38 ms with 8 against 0.44–0.65 with 4: fewer invocations, each
+/// a share of llvmpipe's per-group setup; 16 was no better in the step's
+/// profile for the like-shaped `mix_bn::bn_backward`), more where the z
+/// grid of channels × groups would pass 65,535.
 fn eval_batch_items(s: &Shape) -> usize {
     // At most 65,535 / c groups, so that c × groups fits the z grid.
-    s.n.div_ceil((65_535 / s.c.max(1)).max(1)).max(16)
+    s.n.div_ceil((65_535 / s.c.max(1)).max(1)).max(8)
 }
 
 /// The evaluation entry and its grid: x and y over a plane (float4s when

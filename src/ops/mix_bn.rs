@@ -146,8 +146,10 @@ const GROUP: usize = 6;
 /// Workgroup width of bn_backward (mix_bn.wgsl's BACK_WG).
 const BACK_WG: u32 = 64;
 /// Batch items per bn_backward invocation: the channel's coefficients are
-/// found once for them.
-const BACK_ITEMS: usize = 16;
+/// found once for them. In the step's profile on lavapipe (750 float4 and
+/// 580 scalar dispatches): 4 items 188–206 and 136–163 ms, 8 items
+/// 167–196 and 125–143, 16 items 310–323 and 120–126.
+const BACK_ITEMS: usize = 8;
 
 fn params(s: &Shape, k: usize, k0: usize, nb: usize) -> [u32; 8] {
     [s.n, s.c, s.hw, k, k0, s.k, nb, s.chunks()].map(|v| v as u32)

@@ -10,8 +10,8 @@ fn shapes(level: Level, training: bool) -> Vec<Shape> {
     match level {
         // An affine case (so the γ, β gradient rows appear), the
         // supernet's affine-free BN, and a plane of whole float4s (the
-        // float4 entries); batches over 16, so that the evaluation entries'
-        // invocations take several groups of 16 items, the last one short.
+        // float4 entries); batches over 8, so that the evaluation entries'
+        // invocations take several groups of 8 items, the last one short.
         Level::Quick => vec![
             Shape::new(2, 5, 169, true),
             Shape::new(6, 16, 49, false),
