@@ -20,19 +20,23 @@ var<workgroup> tree2: array<vec2<f32>, 256>;
 // most of a batch norm on small planes. The same pairs are added, so the
 // sums are those of one level per barrier, bit for bit.
 fn workgroup_sum2(lid: u32, v: vec2<f32>) -> vec2<f32> {
+    return workgroup_sum2_by(lid, v, WG);
+}
+
+// workgroup_sum2 over the first `wg` invocations, wg = 4·8^k (32 or 256):
+// three levels per barrier down to 4 positions, then levels 2 and 1.
+fn workgroup_sum2_by(lid: u32, v: vec2<f32>, wg: u32) -> vec2<f32> {
     tree2[lid] = v;
     workgroupBarrier();
-    // Levels WG/2, WG/4, WG/8 for the first WG/8 positions.
-    if lid < WG / 8u {
-        tree2[lid] = tree_levels3(lid, WG / 8u);
+    // Levels wg/2, wg/4, wg/8 for the first wg/8 positions, then the next
+    // three (16, 8 and 4 at wg = 256).
+    for (var d = wg / 8u; d >= 4u; d = d / 8u) {
+        if lid < d {
+            tree2[lid] = tree_levels3(lid, d);
+        }
+        workgroupBarrier();
     }
-    workgroupBarrier();
-    // Levels WG/16, WG/32, WG/64 (16, 8 and 4 at WG = 256).
-    if lid < WG / 64u {
-        tree2[lid] = tree_levels3(lid, WG / 64u);
-    }
-    workgroupBarrier();
-    // Levels 2 and 1 by every invocation (WG = 256 leaves 4 positions).
+    // Levels 2 and 1 by every invocation.
     let total = (tree2[0] + tree2[2]) + (tree2[1] + tree2[3]);
     // The tree can be reused right after.
     workgroupBarrier();
@@ -49,7 +53,7 @@ fn tree_levels3(l: u32, d: u32) -> vec2<f32> {
     return (a0 + a1) + (a2 + a3);
 }
 
-// The staging above assumes 256 invocations (8 levels: 3 + 3 + 2).
+// The staging above takes 4·8^k invocations (256: 3 + 3 + 2 levels).
 const_assert WG == 256u;
 
 // Channel ch's values (of c channels) j = lid, lid + WG, ... as flat
@@ -69,10 +73,15 @@ struct Walk {
 }
 
 fn walk(ch: u32, j: u32, per: u32, c: u32) -> Walk {
+    return walk_by(ch, j, per, c, WG);
+}
+
+// walk for a workgroup of `wg` invocations.
+fn walk_by(ch: u32, j: u32, per: u32, c: u32, wg: u32) -> Walk {
     let b = j / per;
     let r = j - b * per;
-    let q = WG / per;
-    let rem = WG - q * per;
+    let q = wg / per;
+    let rem = wg - q * per;
     return Walk((b * c + ch) * per + r, r, per, rem, q * c * per + rem, (c - 1u) * per);
 }
 

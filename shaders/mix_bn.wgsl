@@ -63,13 +63,20 @@ struct Pair {
     b: vec4<f32>,
 }
 
-var<workgroup> tree: array<Pair, 256>;
+// Workgroup size of channel_dot: 256 on GPUs; CPU adapters compile this
+// file with 32 (ops::mix_bn), as there a barrier switches between every
+// SIMD group of the workgroup: [32,8,784] K = 8 1.14 → 0.72 ms, [32,32,49]
+// 0.99 → 0.41–0.48 on lavapipe (64: 0.79 and 0.62; 16 no faster than 32).
+const DOT_WG: u32 = 256u;
+const_assert DOT_WG == 32u || DOT_WG == 256u;
+
+var<workgroup> tree: array<Pair, DOT_WG>;
 
 fn pair_add(u: Pair, v: Pair) -> Pair {
     return Pair(u.a + v.a, u.b + v.b);
 }
 
-// common.wgsl's staged halving tree (4 barriers instead of 8) over Pairs:
+// common.wgsl's staged halving tree (workgroup_sum2_by) over Pairs:
 // position l after the pairs (l, l + 4d), (l, l + 2d), (l, l + d).
 fn levels3(l: u32, d: u32) -> Pair {
     let a0 = pair_add(tree[l], tree[l + 4u * d]);
@@ -82,14 +89,12 @@ fn levels3(l: u32, d: u32) -> Pair {
 fn workgroup_sum_pair(lid: u32, v: Pair) -> Pair {
     tree[lid] = v;
     workgroupBarrier();
-    if lid < WG / 8u {
-        tree[lid] = levels3(lid, WG / 8u);
+    for (var d = DOT_WG / 8u; d >= 4u; d = d / 8u) {
+        if lid < d {
+            tree[lid] = levels3(lid, d);
+        }
+        workgroupBarrier();
     }
-    workgroupBarrier();
-    if lid < WG / 64u {
-        tree[lid] = levels3(lid, WG / 64u);
-    }
-    workgroupBarrier();
     return pair_add(pair_add(tree[0], tree[2]), pair_add(tree[1], tree[3]));
 }
 
@@ -116,15 +121,15 @@ fn write_sums(lid: u32, ch: u32, chunk: u32, acc: Pair) {
 
 // Workgroup (channel, chunk): Σ dy·x_j for the k tensors of this dispatch,
 // and Σ dy, over the chunk's values of the channel.
-@compute @workgroup_size(256)
+@compute @workgroup_size(DOT_WG)
 fn channel_dot(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let ch = wg.x;
     let b0 = wg.y * p.nb;
     let m = (min(b0 + p.nb, p.n) - b0) * p.hw;
     var acc = Pair(vec4(0.0), vec4(0.0));
-    var at = walk(ch, lid, p.hw, p.c);
+    var at = walk_by(ch, lid, p.hw, p.c, DOT_WG);
     at.i = at.i + b0 * p.c * p.hw;
-    for (var j = lid; j < m; j = j + WG) {
+    for (var j = lid; j < m; j = j + DOT_WG) {
         let i = at.i;
         let g = dy[i];
         acc.a.x = acc.a.x + g * x0[i];
@@ -140,16 +145,16 @@ fn channel_dot(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
 }
 
 // channel_dot over float4s (hw % 4 == 0).
-@compute @workgroup_size(256)
+@compute @workgroup_size(DOT_WG)
 fn channel_dot4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let ch = wg.x;
     let per = p.hw / 4u;
     let b0 = wg.y * p.nb;
     let m = (min(b0 + p.nb, p.n) - b0) * per;
     var acc = Pair(vec4(0.0), vec4(0.0));
-    var at = walk(ch, lid, per, p.c);
+    var at = walk_by(ch, lid, per, p.c, DOT_WG);
     at.i = at.i + b0 * p.c * per;
-    for (var j = lid; j < m; j = j + WG) {
+    for (var j = lid; j < m; j = j + DOT_WG) {
         let i = at.i;
         let g = dy4[i];
         acc.a.x = acc.a.x + dot(g, v0[i]);

@@ -44,6 +44,14 @@ fn batchnorm() {
     common::run_family("batchnorm");
 }
 
+/// Batch norm again with the other adapter kind's training workgroups (on
+/// lavapipe: 256 wide, as on a GPU).
+#[test]
+fn batchnorm_other_split() {
+    let gpu = common::other_split_gpu();
+    common::run_family_on(&gpu, "batchnorm");
+}
+
 #[test]
 fn layout() {
     common::run_family("layout");
@@ -57,6 +65,14 @@ fn mix() {
 #[test]
 fn mix_bn() {
     common::run_family("mix_bn");
+}
+
+/// mix_bn again with the other adapter kind's dot-product workgroups (on
+/// lavapipe: 256 wide, as on a GPU).
+#[test]
+fn mix_bn_other_split() {
+    let gpu = common::other_split_gpu();
+    common::run_family_on(&gpu, "mix_bn");
 }
 
 #[test]

@@ -72,6 +72,22 @@ fn every_generated_pool_kernel_validates_and_translates() {
     all_translate(specs.iter().map(|s| (s.name(), s.source())));
 }
 
+/// The shader files' variants for CPU adapters (narrow workgroups).
+#[test]
+fn every_shader_variant_validates_and_translates() {
+    use gradnas::engine::shaders::specialized;
+    use gradnas::ops::{batchnorm, mix_bn};
+    let variants = [
+        ("batchnorm", "TRAIN_WG", batchnorm::NARROW_TRAIN_WG),
+        ("mix_bn", "DOT_WG", mix_bn::NARROW_DOT_WG),
+    ];
+    all_translate(variants.into_iter().map(|(name, constant, value)| {
+        let src = specialized(name, constant, value).unwrap();
+        assert!(src.contains(&format!("const {constant}: u32 = {value}u;")));
+        (format!("{name}.{constant}{value}"), src)
+    }));
+}
+
 /// Every (name, source) validates, stays in budget and translates.
 fn all_translate(sources: impl Iterator<Item = (String, String)>) {
     let failures: Vec<String> = sources

@@ -121,6 +121,27 @@ impl Gpu {
         self.kernel_on(pipeline, module.to_string(), params, slots, groups)
     }
 
+    /// `kernel_generated` for an entry of a module with several (a shader
+    /// file's variant, `shaders::specialized`), named "module::entry".
+    pub fn kernel_variant(
+        &self,
+        module: &str,
+        source: &dyn Fn() -> Result<String, String>,
+        entry: &'static str,
+        params: &[u32],
+        slots: &[(u32, &Buf)],
+        groups: [u32; 3],
+    ) -> Result<Kernel, GpuError> {
+        let pipeline = self.pipeline_from(module, entry, source)?;
+        self.kernel_on(
+            pipeline,
+            format!("{module}::{entry}"),
+            params,
+            slots,
+            groups,
+        )
+    }
+
     fn kernel_on(
         &self,
         pipeline: Arc<wgpu::ComputePipeline>,

@@ -53,3 +53,16 @@ pub fn source(name: &str) -> Option<String> {
         .find(|(n, _)| *n == name)
         .map(|(_, src)| format!("{COMMON}\n{src}"))
 }
+
+/// `source(name)` with its `const CONSTANT: u32 = …;` set to `value`: a
+/// file's variant for one kind of adapter (batch norm's training
+/// workgroups, 32 wide on CPU adapters), compiled as a module of its own.
+pub fn specialized(name: &str, constant: &str, value: u32) -> Result<String, String> {
+    let src = source(name).ok_or_else(|| format!("no shader file {name} is registered"))?;
+    let head = format!("const {constant}: u32 = ");
+    let at = src
+        .find(&head)
+        .ok_or_else(|| format!("shader {name} declares no const {constant}: u32"))?;
+    let end = at + src[at..].find(';').ok_or("unterminated const")?;
+    Ok(format!("{}{head}{value}u{}", &src[..at], &src[end..]))
+}

@@ -4,7 +4,7 @@
 //! (running statistics), with or without the affine γ, β. Shader:
 //! `shaders/batchnorm.wgsl`; CPU twin: `cpu`.
 
-use crate::engine::{grid_1d, Buf, Gpu, GpuError, Kernel};
+use crate::engine::{grid_1d, shaders, Buf, Gpu, GpuError, Kernel};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Shape {
@@ -285,7 +285,11 @@ fn dispatch(
     groups: [u32; 3],
     slots: &[(u32, &Buf)],
 ) -> Result<Kernel, GpuError> {
-    let params = [
+    gpu.kernel(SHADER, entry, &params(s), slots, groups)
+}
+
+fn params(s: &Shape) -> [u32; 8] {
+    [
         s.n as u32,
         s.c as u32,
         s.hw as u32,
@@ -294,8 +298,28 @@ fn dispatch(
         s.momentum.to_bits(),
         s.relu as u32,
         eval_batch_items(s) as u32,
-    ];
-    gpu.kernel(SHADER, entry, &params, slots, groups)
+    ]
+}
+
+/// Workgroup width of the training entries on CPU adapters (the shader's
+/// TRAIN_WG, 256 on GPUs; see there).
+pub const NARROW_TRAIN_WG: u32 = 32;
+
+/// A training entry, one workgroup per channel: from the file as written
+/// on GPUs, from its narrow-workgroup variant on CPU adapters.
+fn train_dispatch(
+    gpu: &Gpu,
+    entry: &'static str,
+    s: &Shape,
+    slots: &[(u32, &Buf)],
+) -> Result<Kernel, GpuError> {
+    let groups = [s.c as u32, 1, 1];
+    if gpu.wide {
+        return dispatch(gpu, entry, s, groups, slots);
+    }
+    let source = || shaders::specialized(SHADER, "TRAIN_WG", NARROW_TRAIN_WG);
+    let module = "batchnorm.narrow";
+    gpu.kernel_variant(module, &source, entry, &params(s), slots, groups)
 }
 
 /// Workgroup width of the evaluation entries (batchnorm.wgsl's EVAL_WG).
@@ -372,7 +396,7 @@ pub fn train_forward(
     } else {
         "train_forward"
     };
-    dispatch(gpu, entry, s, [s.c as u32, 1, 1], &slots)
+    train_dispatch(gpu, entry, s, &slots)
 }
 
 /// dx from the forward's x and saved statistics; dγ, dβ [c] where given
@@ -412,7 +436,7 @@ pub fn train_backward(
     } else {
         "train_backward"
     };
-    dispatch(gpu, entry, s, [s.c as u32, 1, 1], &slots)
+    train_dispatch(gpu, entry, s, &slots)
 }
 
 /// y from the running statistics (element-wise).

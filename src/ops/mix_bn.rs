@@ -6,7 +6,7 @@
 //! instead of the mixed op's w[k]·dy copies and batch norm's two-pass
 //! backward over them. Shader: `shaders/mix_bn.wgsl`; CPU twin: `cpu`.
 
-use crate::engine::{grid_1d, Buf, Gpu, GpuError, Kernel};
+use crate::engine::{grid_1d, shaders, Buf, Gpu, GpuError, Kernel};
 use crate::ops::reduce;
 
 /// K candidates of [n, c, hw] each.
@@ -143,6 +143,9 @@ const SHADER: &str = "mix_bn";
 /// Candidates per channel_dot dispatch (6 tensors + dy + the sums = the
 /// 8-storage-buffer budget).
 const GROUP: usize = 6;
+/// Workgroup width of channel_dot on CPU adapters (the shader's DOT_WG,
+/// 256 on GPUs; see there).
+pub const NARROW_DOT_WG: u32 = 32;
 /// Workgroup width of bn_backward (mix_bn.wgsl's BACK_WG).
 const BACK_WG: u32 = 64;
 /// Batch items per bn_backward invocation: the channel's coefficients are
@@ -201,7 +204,12 @@ pub fn channel_dot(
             slots.push((1 + j as u32, *group.get(j).unwrap_or(&group[0])));
         }
         let p = params(s, group.len(), gi * GROUP, s.chunk_items());
-        out.push(gpu.kernel(SHADER, entry, &p, &slots, grid)?);
+        out.push(if gpu.wide {
+            gpu.kernel(SHADER, entry, &p, &slots, grid)?
+        } else {
+            let source = || shaders::specialized(SHADER, "DOT_WG", NARROW_DOT_WG);
+            gpu.kernel_variant("mix_bn.narrow", &source, entry, &p, &slots, grid)?
+        });
     }
     let row = s.c * s.chunks();
     out.push(reduce::finish_rows(gpu, sums, s.k, row, 1.0, dw, 0)?);
