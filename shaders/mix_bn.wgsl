@@ -170,7 +170,8 @@ fn channel_dot4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
 }
 
 // Workgroup width of bn_backward: a workgroup covers part of one plane,
-// and the planes are small (49 float4s at 14×14, 49 values at 7×7).
+// and the planes are small (49 float4s at 14×14, 49 values at 7×7). The
+// grid is batch norm's evaluation one (batchnorm.wgsl's EVAL_WG).
 const BACK_WG: u32 = 64u;
 
 // dz = a·dy + cy·y + c0 on one channel, for batch items b0..b1.
@@ -200,7 +201,7 @@ fn coefs(z: u32) -> Coefs {
     return Coefs(ch, b0, min(b0 + p.nb, p.n), a, -a * sy / m, -a * sg / m);
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(BACK_WG)
 fn bn_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let r = gid.x + gid.y * nwg.x * BACK_WG;
     if r >= p.hw { return; }
@@ -212,7 +213,7 @@ fn bn_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 }
 
 // bn_backward over float4s (hw % 4 == 0).
-@compute @workgroup_size(64)
+@compute @workgroup_size(BACK_WG)
 fn bn_backward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let per = p.hw / 4u;
     let r = gid.x + gid.y * nwg.x * BACK_WG;

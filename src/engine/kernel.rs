@@ -121,25 +121,29 @@ impl Gpu {
         self.kernel_on(pipeline, module.to_string(), params, slots, groups)
     }
 
-    /// `kernel_generated` for an entry of a module with several (a shader
-    /// file's variant, `shaders::specialized`), named "module::entry".
-    pub fn kernel_variant(
+    /// `kernel` for a shader file whose `const CONSTANT: u32` sets a
+    /// workgroup width: the file as written on GPUs (`wide`), on CPU
+    /// adapters its variant with `narrow` instead (`shaders::specialized`),
+    /// a module of its own named "shader.CONSTANTnarrow".
+    #[allow(clippy::too_many_arguments)]
+    pub fn kernel_narrow(
         &self,
-        module: &str,
-        source: &dyn Fn() -> Result<String, String>,
+        shader: &'static str,
+        constant: &str,
+        narrow: u32,
         entry: &'static str,
         params: &[u32],
         slots: &[(u32, &Buf)],
         groups: [u32; 3],
     ) -> Result<Kernel, GpuError> {
-        let pipeline = self.pipeline_from(module, entry, source)?;
-        self.kernel_on(
-            pipeline,
-            format!("{module}::{entry}"),
-            params,
-            slots,
-            groups,
-        )
+        if self.wide {
+            return self.kernel(shader, entry, params, slots, groups);
+        }
+        let module = format!("{shader}.{constant}{narrow}");
+        let source = || super::shaders::specialized(shader, constant, narrow);
+        let pipeline = self.pipeline_from(&module, entry, &source)?;
+        let label = format!("{module}::{entry}");
+        self.kernel_on(pipeline, label, params, slots, groups)
     }
 
     fn kernel_on(

@@ -4,7 +4,7 @@
 //! (running statistics), with or without the affine γ, β. Shader:
 //! `shaders/batchnorm.wgsl`; CPU twin: `cpu`.
 
-use crate::engine::{grid_1d, shaders, Buf, Gpu, GpuError, Kernel};
+use crate::engine::{grid_1d, Buf, Gpu, GpuError, Kernel};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Shape {
@@ -314,32 +314,36 @@ fn train_dispatch(
     slots: &[(u32, &Buf)],
 ) -> Result<Kernel, GpuError> {
     let groups = [s.c as u32, 1, 1];
-    if gpu.wide {
-        return dispatch(gpu, entry, s, groups, slots);
-    }
-    let source = || shaders::specialized(SHADER, "TRAIN_WG", NARROW_TRAIN_WG);
-    let module = "batchnorm.narrow";
-    gpu.kernel_variant(module, &source, entry, &params(s), slots, groups)
+    let wg = NARROW_TRAIN_WG;
+    gpu.kernel_narrow(SHADER, "TRAIN_WG", wg, entry, &params(s), slots, groups)
 }
 
-/// Workgroup width of the evaluation entries (batchnorm.wgsl's EVAL_WG).
+/// Workgroup width of the evaluation entries (batchnorm.wgsl's EVAL_WG;
+/// also mix_bn.wgsl's BACK_WG, whose grid is `elementwise_entry`'s).
 const EVAL_WG: u32 = 64;
 
-/// Batch items per invocation of an evaluation entry: at least 8 (the
-/// channel's statistics found once for them; on lavapipe [64,8,784] took
-/// 0.36–0.38 ms with 8 against 0.44–0.65 with 4: fewer invocations, each
-/// a share of llvmpipe's per-group setup; 16 was no better in the step's
-/// profile for the like-shaped `mix_bn::bn_backward`), more where the z
-/// grid of channels × groups would pass 65,535.
-fn eval_batch_items(s: &Shape) -> usize {
+/// Batch items per invocation of an evaluation entry (and of
+/// `mix_bn::bn_backward`): at least 8, the channel's statistics found once
+/// for them. On lavapipe [64,8,784] took 0.36–0.38 ms with 8 against
+/// 0.44–0.65 with 4 (fewer invocations, each a share of llvmpipe's
+/// per-group setup); in the step's profile `bn_backward` (750 float4 and
+/// 580 scalar dispatches) took 188–206 and 136–163 ms with 4 items,
+/// 167–196 and 125–143 with 8, 310–323 and 120–126 with 16. More where the
+/// z grid of channels × groups would pass 65,535.
+pub(crate) fn eval_batch_items(s: &Shape) -> usize {
     // At most 65,535 / c groups, so that c × groups fits the z grid.
     s.n.div_ceil((65_535 / s.c.max(1)).max(1)).max(8)
 }
 
 /// The evaluation entry and its grid: x and y over a plane (float4s when
 /// the plane divides by 4: a float4 load costs a CPU adapter about what a
-/// float load does), z over channels × groups of batch items.
-fn elementwise_entry(s: &Shape, one: &'static str, four: &'static str) -> (&'static str, [u32; 3]) {
+/// float load does), z over channels × groups of `eval_batch_items`
+/// batch items (also `mix_bn::bn_backward`'s).
+pub(crate) fn elementwise_entry(
+    s: &Shape,
+    one: &'static str,
+    four: &'static str,
+) -> (&'static str, [u32; 3]) {
     assert!(
         s.c <= 65_535,
         "batchnorm {s}: evaluation supports at most 65,535 channels"

@@ -90,8 +90,9 @@ fn check(s: &MixShape, xs: &[&Buf], w: &Buf, single: &Buf) {
 }
 
 /// One dispatch of `entry` per group of up to 6 tensors (slots 1..=6), with
-/// the `other` bindings; the tensors are candidates `first`, `first` + 1, …. Slots a short group leaves unused repeat its first
-/// tensor when the entry only reads them; a writable buffer may be bound
+/// the `other` bindings; the tensors are candidates `first`, `first` + 1,
+/// …. Slots a short group leaves unused repeat its first tensor when the
+/// entry only reads them; a writable buffer may be bound
 /// once per dispatch, so for `writes` each gets a scratch buffer of its own
 /// (never touched either way).
 #[allow(clippy::too_many_arguments)]

@@ -6,7 +6,8 @@
 //! instead of the mixed op's w[k]·dy copies and batch norm's two-pass
 //! backward over them. Shader: `shaders/mix_bn.wgsl`; CPU twin: `cpu`.
 
-use crate::engine::{grid_1d, shaders, Buf, Gpu, GpuError, Kernel};
+use crate::engine::{Buf, Gpu, GpuError, Kernel};
+use crate::ops::batchnorm;
 use crate::ops::reduce;
 
 /// K candidates of [n, c, hw] each.
@@ -57,6 +58,20 @@ impl Shape {
         self.validate().unwrap_or_else(|e| panic!("{e}"));
         self
     }
+    /// `checked`, and `candidates` is K.
+    fn checked_with(&self, candidates: usize) -> &Self {
+        assert_eq!(
+            candidates, self.k,
+            "mix_bn: {candidates} candidates, expected {}",
+            self.k
+        );
+        self.checked()
+    }
+    /// The batch norm of one candidate (its plane grid and items per
+    /// invocation are `bn_backward`'s).
+    fn batchnorm(&self) -> batchnorm::Shape {
+        batchnorm::Shape::new(self.n, self.c, self.hw, false)
+    }
 }
 
 /// The CPU reference (f64 accumulation).
@@ -66,14 +81,7 @@ pub mod cpu {
     /// (sums, dw): per (row, channel, chunk) Σ dy·x_k (rows 0..K) and Σ dy
     /// (row K), and dw[k] = Σ_i dy·x_k.
     pub fn channel_dot(s: &Shape, xs: &[&[f32]], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
-        s.checked();
-        assert_eq!(
-            xs.len(),
-            s.k,
-            "mix_bn: {} candidates, expected {}",
-            xs.len(),
-            s.k
-        );
+        s.checked_with(xs.len());
         let (chunks, items) = (s.chunks(), s.chunk_items());
         let mut sums = vec![0f32; s.sums_len()];
         let row = s.c * chunks;
@@ -146,13 +154,6 @@ const GROUP: usize = 6;
 /// Workgroup width of channel_dot on CPU adapters (the shader's DOT_WG,
 /// 256 on GPUs; see there).
 pub const NARROW_DOT_WG: u32 = 32;
-/// Workgroup width of bn_backward (mix_bn.wgsl's BACK_WG).
-const BACK_WG: u32 = 64;
-/// Batch items per bn_backward invocation: the channel's coefficients are
-/// found once for them. In the step's profile on lavapipe (750 float4 and
-/// 580 scalar dispatches): 4 items 188–206 and 136–163 ms, 8 items
-/// 167–196 and 125–143, 16 items 310–323 and 120–126.
-const BACK_ITEMS: usize = 8;
 
 fn params(s: &Shape, k: usize, k0: usize, nb: usize) -> [u32; 8] {
     [s.n, s.c, s.hw, k, k0, s.k, nb, s.chunks()].map(|v| v as u32)
@@ -176,14 +177,7 @@ pub fn channel_dot(
     sums: &Buf,
     dw: &Buf,
 ) -> Result<Vec<Kernel>, GpuError> {
-    s.checked();
-    assert_eq!(
-        xs.len(),
-        s.k,
-        "mix_bn: {} candidates, expected {}",
-        xs.len(),
-        s.k
-    );
+    s.checked_with(xs.len());
     for x in xs.iter().copied().chain([dy]) {
         assert_len("a candidate or dy", x, s.len());
     }
@@ -204,12 +198,8 @@ pub fn channel_dot(
             slots.push((1 + j as u32, *group.get(j).unwrap_or(&group[0])));
         }
         let p = params(s, group.len(), gi * GROUP, s.chunk_items());
-        out.push(if gpu.wide {
-            gpu.kernel(SHADER, entry, &p, &slots, grid)?
-        } else {
-            let source = || shaders::specialized(SHADER, "DOT_WG", NARROW_DOT_WG);
-            gpu.kernel_variant("mix_bn.narrow", &source, entry, &p, &slots, grid)?
-        });
+        let wg = NARROW_DOT_WG;
+        out.push(gpu.kernel_narrow(SHADER, "DOT_WG", wg, entry, &p, &slots, grid)?);
     }
     let row = s.c * s.chunks();
     out.push(reduce::finish_rows(gpu, sums, s.k, row, 1.0, dw, 0)?);
@@ -242,15 +232,11 @@ pub fn bn_backward(
     ] {
         assert_len(what, b, len);
     }
-    let (entry, per) = if s.hw.is_multiple_of(4) {
-        ("bn_backward4", s.hw / 4)
-    } else {
-        ("bn_backward", s.hw)
-    };
-    // At most 65,535 / c groups of batch items, so c × groups fits z.
-    let items = s.n.div_ceil((65_535 / s.c).max(1)).max(BACK_ITEMS);
-    let [gx, gy, _] = grid_1d(per, BACK_WG);
-    let grid = [gx, gy, (s.c * s.n.div_ceil(items)) as u32];
+    // Element-wise over planes with per-channel coefficients, as the
+    // evaluation batch norm: its grid and batch items per invocation.
+    let bs = s.batchnorm();
+    let (entry, grid) = batchnorm::elementwise_entry(&bs, "bn_backward", "bn_backward4");
+    let items = batchnorm::eval_batch_items(&bs);
     let slots = [(1, y), (7, w), (8, dy), (9, sums), (10, invstd), (11, dz)];
     gpu.kernel(SHADER, entry, &params(s, 1, k, items), &slots, grid)
 }

@@ -51,17 +51,18 @@ fn run(c: &mut Ctx, s: Shape) -> anyhow::Result<()> {
     // Candidates: BN(z_k) with z_k off zero mean and unit variance, or x_k.
     let mut zs = Vec::new();
     let mut ys = Vec::new();
-    let mut invstds = Vec::new();
+    // (mean, invstd) of the batch norms.
+    let mut stats = Vec::new();
     for k in 0..s.k {
         let z: Vec<f32> = c.randn(s.len()).iter().map(|v| 0.5 + 2.0 * v).collect();
         if is_bn(k) {
             let (mut rm, mut rv) = (vec![0.0; s.c], vec![1.0; s.c]);
-            let (y, _, invstd) = bn::cpu::train_forward(&bs, &z, None, None, &mut rm, &mut rv);
+            let (y, mean, invstd) = bn::cpu::train_forward(&bs, &z, None, None, &mut rm, &mut rv);
             ys.push(y);
-            invstds.push(invstd);
+            stats.push((mean, invstd));
         } else {
             ys.push(z.clone());
-            invstds.push(Vec::new());
+            stats.push(Default::default());
         }
         zs.push(z);
     }
@@ -73,12 +74,9 @@ fn run(c: &mut Ctx, s: Shape) -> anyhow::Result<()> {
     let dz_ref: Vec<Vec<f32>> = (0..s.k)
         .filter(|&k| is_bn(k))
         .map(|k| {
-            let (_, mean, invstd) = {
-                let (mut rm, mut rv) = (vec![0.0; s.c], vec![1.0; s.c]);
-                bn::cpu::train_forward(&bs, &zs[k], None, None, &mut rm, &mut rv)
-            };
+            let (mean, invstd) = &stats[k];
             let dyk = &mix::cpu::backward_inputs(&w[k..=k], &dy)[0];
-            bn::cpu::train_backward(&bs, &zs[k], &mean, &invstd, None, dyk).0
+            bn::cpu::train_backward(&bs, &zs[k], mean, invstd, None, dyk).0
         })
         .collect();
     // The CPU twin.
@@ -86,7 +84,7 @@ fn run(c: &mut Ctx, s: Shape) -> anyhow::Result<()> {
     c.check_values("cpu_dw", &dw_ref, &dw_cpu, GRADIENT);
     let dz_cpu: Vec<f32> = (0..s.k)
         .filter(|&k| is_bn(k))
-        .flat_map(|k| cpu::bn_backward(&s, k, &ys[k], &invstds[k], &w, &sums, &dy))
+        .flat_map(|k| cpu::bn_backward(&s, k, &ys[k], &stats[k].1, &w, &sums, &dy))
         .collect();
     c.check_values("cpu_dz", &dz_ref.concat(), &dz_cpu, GRADIENT);
     // The GPU.
@@ -97,7 +95,7 @@ fn run(c: &mut Ctx, s: Shape) -> anyhow::Result<()> {
     let mut ks = mix_bn::channel_dot(c.gpu, &s, &yr, &dyb, &sumsb, &dwb)?;
     let mut dzb = Vec::new();
     for k in (0..s.k).filter(|&k| is_bn(k)) {
-        let (ib, out) = (c.input(&invstds[k])?, c.output(s.len())?);
+        let (ib, out) = (c.input(&stats[k].1)?, c.output(s.len())?);
         ks.push(mix_bn::bn_backward(
             c.gpu, &s, k, &yb[k], &ib, &wb, &sumsb, &dyb, &out,
         )?);
