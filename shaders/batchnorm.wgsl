@@ -18,6 +18,12 @@ struct Params {
     relu: u32,
     // Evaluation: batch items per invocation (see eval_plane).
     nb: u32,
+    // train_stats: the candidate whose row of the pack this batch norm
+    // writes, the mixed op's candidate count K, and whether the previous
+    // pack is the mixing weights alone (the first of the chain).
+    row: u32,
+    kk: u32,
+    first: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -42,6 +48,12 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> dy4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> out4: array<vec4<f32>>;
+
+// train_stats: the mixed op's pack (mix_bn.wgsl) before and after this
+// batch norm's row: w [K], then per candidate k the a [c] and b [c] of its
+// batch norm's y = x·a + b (from K + 2k·c and K + (2k + 1)·c).
+@group(0) @binding(2) var<storage, read> pack_in: array<f32>;
+@group(0) @binding(6) var<storage, read_write> pack: array<f32>;
 
 
 // Workgroup size of the training entries (one workgroup per channel): 256
@@ -77,12 +89,33 @@ fn masked4(g: vec4<f32>, z: vec4<f32>) -> vec4<f32> {
     return select(g, select(vec4(0.0), g, z > vec4(0.0)), p.relu != 0u);
 }
 
+// A training forward's statistics of one channel, and the a, b of its
+// y = x·a + b.
+struct Stats {
+    mean: f32,
+    invstd: f32,
+    // Σ (x − mean)², for the running variance.
+    ss: f32,
+    a: f32,
+    b: f32,
+}
+
+// The statistics from the sums of d = x − pivot and d² (see train_stats_of).
+fn stats_from(ch: u32, pivot: f32, sums: vec2<f32>) -> Stats {
+    let m = p.n * p.hw;
+    let dmean = sums.x / f32(m);
+    let mean = pivot + dmean;
+    let ss = max(sums.y - sums.x * dmean, 0.0);
+    let invstd = 1.0 / sqrt(ss / f32(m) + p.eps);
+    let a = scale_of(ch) * invstd;
+    let b = shift_of(ch) - mean * a;
+    return Stats(mean, invstd, ss, a, b);
+}
+
 // The statistics in one pass: sums of d = x − K and d² around a pivot K,
 // the channel's first value, so Σd² − (Σd)²/M loses no precision to a
 // large mean (the textbook one-pass formula's failure).
-@compute @workgroup_size(TRAIN_WG)
-fn train_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let ch = wg.x;
+fn train_stats_of(ch: u32, lid: u32) -> Stats {
     let m = p.n * p.hw;
     let pivot = x[ch * p.hw];
     var acc = vec2(0.0);
@@ -92,26 +125,82 @@ fn train_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
         acc = acc + vec2(d, d * d);
         advance(&w);
     }
-    let sums = workgroup_sum2_by(lid, acc, TRAIN_WG);
-    let dmean = sums.x / f32(m);
-    let mean = pivot + dmean;
-    let ss = max(sums.y - sums.x * dmean, 0.0);
-    let invstd = 1.0 / sqrt(ss / f32(m) + p.eps);
-    let a = scale_of(ch) * invstd;
-    let b = shift_of(ch) - mean * a;
-    w = walk_by(ch, lid, p.hw, p.c, TRAIN_WG);
+    return stats_from(ch, pivot, workgroup_sum2_by(lid, acc, TRAIN_WG));
+}
+
+// train_stats_of over float4s (p.hw % 4 == 0).
+fn train_stats_of4(ch: u32, lid: u32) -> Stats {
+    let m4 = p.n * p.hw / 4u;
+    let pivot = x4[ch * p.hw / 4u].x;
+    var acc = vec2(0.0);
+    var w = walk_by(ch, lid, p.hw / 4u, p.c, TRAIN_WG);
+    for (var j = lid; j < m4; j = j + TRAIN_WG) {
+        let d = x4[w.i] - pivot;
+        acc = acc + vec2(dot(d, vec4(1.0)), dot(d, d));
+        advance(&w);
+    }
+    return stats_from(ch, pivot, workgroup_sum2_by(lid, acc, TRAIN_WG));
+}
+
+// The running statistics (PyTorch: the variance's is the unbiased estimate).
+fn update_running(ch: u32, s: Stats) {
+    let unbiased = s.ss / f32(p.n * p.hw - 1u);
+    running_mean[ch] = (1.0 - p.momentum) * running_mean[ch] + p.momentum * s.mean;
+    running_var[ch] = (1.0 - p.momentum) * running_var[ch] + p.momentum * unbiased;
+}
+
+@compute @workgroup_size(TRAIN_WG)
+fn train_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = wg.x;
+    let m = p.n * p.hw;
+    let s = train_stats_of(ch, lid);
+    var w = walk_by(ch, lid, p.hw, p.c, TRAIN_WG);
     for (var j = lid; j < m; j = j + TRAIN_WG) {
         let i = w.i;
-        out[i] = relu_if(x[i] * a + b);
+        out[i] = relu_if(x[i] * s.a + s.b);
         advance(&w);
     }
     if lid == 0u {
-        saved_mean[ch] = mean;
-        saved_invstd[ch] = invstd;
-        // PyTorch: the running variance takes the unbiased estimate.
-        let unbiased = ss / f32(m - 1u);
-        running_mean[ch] = (1.0 - p.momentum) * running_mean[ch] + p.momentum * mean;
-        running_var[ch] = (1.0 - p.momentum) * running_var[ch] + p.momentum * unbiased;
+        saved_mean[ch] = s.mean;
+        saved_invstd[ch] = s.invstd;
+        update_running(ch, s);
+    }
+}
+
+// A batch norm whose output only a mixed op reads (training, no affine or
+// ReLU): its statistics alone, as train_forward computes them. The mixed
+// op applies y = x·a + b where it reads x (mix_bn.wgsl), so y is never
+// written: this pack is pack_in (or, for the first of the chain, the
+// mixing weights w) with this batch norm's a, b in row p.row.
+@compute @workgroup_size(TRAIN_WG)
+fn train_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    write_pack(wg.x, lid, train_stats_of(wg.x, lid));
+}
+
+@compute @workgroup_size(TRAIN_WG)
+fn train_stats4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    write_pack(wg.x, lid, train_stats_of4(wg.x, lid));
+}
+
+// Channel ch's workgroup copies the pack's column ch (channel 0's also w)
+// and writes its own a, b there.
+fn write_pack(ch: u32, lid: u32, s: Stats) {
+    if ch == 0u {
+        for (var k = lid; k < p.kk; k = k + TRAIN_WG) {
+            pack[k] = pack_in[k];
+        }
+    }
+    if p.first == 0u {
+        for (var r = lid; r < 2u * p.kk; r = r + TRAIN_WG) {
+            if r / 2u != p.row {
+                pack[p.kk + r * p.c + ch] = pack_in[p.kk + r * p.c + ch];
+            }
+        }
+    }
+    if lid == 0u {
+        pack[p.kk + 2u * p.row * p.c + ch] = s.a;
+        pack[p.kk + (2u * p.row + 1u) * p.c + ch] = s.b;
+        update_running(ch, s);
     }
 }
 
@@ -154,35 +243,18 @@ fn train_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
 @compute @workgroup_size(TRAIN_WG)
 fn train_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let ch = wg.x;
-    let m = p.n * p.hw;
-    let m4 = m / 4u;
-    let pivot = x4[ch * p.hw / 4u].x;
-    var acc = vec2(0.0);
+    let m4 = p.n * p.hw / 4u;
+    let s = train_stats_of4(ch, lid);
     var w = walk_by(ch, lid, p.hw / 4u, p.c, TRAIN_WG);
     for (var j = lid; j < m4; j = j + TRAIN_WG) {
-        let d = x4[w.i] - pivot;
-        acc = acc + vec2(dot(d, vec4(1.0)), dot(d, d));
-        advance(&w);
-    }
-    let sums = workgroup_sum2_by(lid, acc, TRAIN_WG);
-    let dmean = sums.x / f32(m);
-    let mean = pivot + dmean;
-    let ss = max(sums.y - sums.x * dmean, 0.0);
-    let invstd = 1.0 / sqrt(ss / f32(m) + p.eps);
-    let a = scale_of(ch) * invstd;
-    let b = shift_of(ch) - mean * a;
-    w = walk_by(ch, lid, p.hw / 4u, p.c, TRAIN_WG);
-    for (var j = lid; j < m4; j = j + TRAIN_WG) {
         let i = w.i;
-        out4[i] = relu_if4(x4[i] * a + b);
+        out4[i] = relu_if4(x4[i] * s.a + s.b);
         advance(&w);
     }
     if lid == 0u {
-        saved_mean[ch] = mean;
-        saved_invstd[ch] = invstd;
-        let unbiased = ss / f32(m - 1u);
-        running_mean[ch] = (1.0 - p.momentum) * running_mean[ch] + p.momentum * mean;
-        running_var[ch] = (1.0 - p.momentum) * running_var[ch] + p.momentum * unbiased;
+        saved_mean[ch] = s.mean;
+        saved_invstd[ch] = s.invstd;
+        update_running(ch, s);
     }
 }
 

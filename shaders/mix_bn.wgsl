@@ -1,48 +1,61 @@
-// The mixed op's backward through the batch norms of its candidates. A
-// candidate y_k = BN(z_k) (training, no affine, so y_k = x̂_k) entering
-// out = Σ_k w[k]·y_k gets dy_k = w[k]·dy, and batch norm's backward needs
-// per channel Σ dy_k = w[k]·Σ dy and Σ dy_k·x̂ = w[k]·Σ dy·y_k: the sums
+// The mixed op out = Σ_k w[k]·y_k through the batch norms of its
+// candidates. A candidate y_k = BN(z_k) (training, no affine, read by
+// nothing else) is never written: its batch norm computes only its
+// statistics (batchnorm.wgsl's train_stats) and the a, b of
+// y_k = z_k·a + b go into the mixed op's pack, from which every entry here
+// applies them where it reads z_k, as train_forward would have (the same
+// arithmetic, so the same values). The backward: y_k's batch norm needs
+// per channel Σ dy_k = w[k]·Σ dy and Σ dy_k·x̂ = w[k]·Σ dy·y_k, the sums
 // the mixed op's weight gradient dw[k] = Σ dy·y_k is made of anyway. So
-// one pass (channel_dot) takes, per channel, Σ dy·x_k for every candidate
+// one pass (channel_dot) takes, per channel, Σ dy·y_k for every candidate
 // and Σ dy, and a second (bn_backward) writes each fused candidate's
-//   dz = w[k]·invstd·(dy − Σdy/M − y·Σ(dy·y)/M)
-// from dy and y alone. Against the mixed op's w[k]·dy copies and batch
-// norm's two-pass backward, a candidate's tensors are read twice fewer
-// and written once fewer.
+//   dz = w[k]·invstd·(dy − Σdy/M − y·Σ(dy·y)/M).
+// Against batch norm's forward and two-pass backward, a fused candidate's
+// tensors are read 4 times fewer and written twice fewer.
 //
+// The pack: w [K], then per candidate k (rows 2k and 2k + 1) a [c] and
+// b [c] (rows of candidates without a batch norm hold anything: bit k of
+// p.norm, for the dispatch's k-th tensor, says whether to apply them).
 // Layout of the sums: sums[(row · c + ch) · chunks + chunk], rows 0..K−1
-// the candidates' Σ dy·x_k, row K (p.kk) Σ dy; a chunk is nb batch items.
+// the candidates' Σ dy·y_k, row K (p.kk) Σ dy; a chunk is nb batch items.
 
 struct Params {
     n: u32,
     c: u32,
     hw: u32,
-    // channel_dot: tensors in this dispatch (≤ 6).
+    // forward, channel_dot: tensors in this dispatch (≤ 6, ≤ 5).
     k: u32,
-    // channel_dot: the first one's candidate index; bn_backward: the
-    // candidate.
+    // forward, channel_dot: the first one's candidate index; bn_backward:
+    // the candidate.
     k0: u32,
     // K, the row of Σ dy.
     kk: u32,
-    // channel_dot: batch items per chunk; bn_backward: per invocation.
+    // channel_dot: batch items per chunk; bn_backward: per invocation;
+    // forward: values (float4s) of a plane per invocation.
     nb: u32,
     // Chunks of the sums per channel.
     chunks: u32,
+    // Bit j: the dispatch's tensor j is a batch norm's input z (apply its
+    // a, b); otherwise the candidate's output itself.
+    norm: u32,
+    // forward: add to y (1) or overwrite it (0).
+    accumulate: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-// channel_dot: up to 6 candidates; bn_backward: y_k in slot 1.
+// forward: up to 6 candidates; channel_dot: up to 5; bn_backward: z_k in
+// slot 1.
 @group(0) @binding(1) var<storage, read> x0: array<f32>;
 @group(0) @binding(2) var<storage, read> x1: array<f32>;
 @group(0) @binding(3) var<storage, read> x2: array<f32>;
 @group(0) @binding(4) var<storage, read> x3: array<f32>;
 @group(0) @binding(5) var<storage, read> x4: array<f32>;
 @group(0) @binding(6) var<storage, read> x5: array<f32>;
-@group(0) @binding(7) var<storage, read> w: array<f32>;
+@group(0) @binding(7) var<storage, read> pack: array<f32>;
 @group(0) @binding(8) var<storage, read> dy: array<f32>;
+@group(0) @binding(8) var<storage, read_write> y: array<f32>;
 @group(0) @binding(9) var<storage, read_write> sums: array<f32>;
 @group(0) @binding(9) var<storage, read> sums_in: array<f32>;
-@group(0) @binding(10) var<storage, read> invstd: array<f32>;
 @group(0) @binding(11) var<storage, read_write> dz: array<f32>;
 // The same slots as float4s (hw divisible by 4: the planes of 28×28 and
 // 14×14 images): a float4 load costs CPU adapters about what a float
@@ -54,9 +67,39 @@ struct Params {
 @group(0) @binding(5) var<storage, read> v4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> v5: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read> dy4: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> y4: array<vec4<f32>>;
 @group(0) @binding(11) var<storage, read_write> dz4: array<vec4<f32>>;
 
-// Eight sums reduced at once: the 6 dot products (a.xyzw, b.xy) and Σ dy
+// The a, b of the dispatch's tensor j (candidate k0 + j, clamped to the
+// last for slots past the dispatch's k, which are never used) on channel
+// ch; a = 1, b = 0 where bit j of p.norm is clear (never applied).
+// w is the candidate's mixing weight.
+struct Coef {
+    a: f32,
+    b: f32,
+    on: bool,
+    w: f32,
+}
+
+fn coef(j: u32, ch: u32) -> Coef {
+    let k = min(p.k0 + j, p.kk - 1u);
+    let on = ((p.norm >> j) & 1u) == 1u;
+    let a = pack[p.kk + 2u * k * p.c + ch];
+    let b = pack[p.kk + (2u * k + 1u) * p.c + ch];
+    return Coef(a, b, on, pack[k]);
+}
+
+// y_j from what slot j holds: the batch norm's x·a + b (train_forward's
+// expression), or the value itself.
+fn apply(q: Coef, v: f32) -> f32 {
+    return select(v, v * q.a + q.b, q.on);
+}
+
+fn apply4(q: Coef, v: vec4<f32>) -> vec4<f32> {
+    return select(v, v * q.a + q.b, q.on);
+}
+
+// Eight sums reduced at once: the dot products (a.xyzw, b.x) and Σ dy
 // (b.z).
 struct Pair {
     a: vec4<f32>,
@@ -113,31 +156,34 @@ fn write_sums(lid: u32, ch: u32, chunk: u32, acc: Pair) {
     if p.k > 2u { sums[base + 2u * row] = t.a.z; }
     if p.k > 3u { sums[base + 3u * row] = t.a.w; }
     if p.k > 4u { sums[base + 4u * row] = t.b.x; }
-    if p.k > 5u { sums[base + 5u * row] = t.b.y; }
     if p.k0 == 0u {
         sums[p.kk * row + at] = t.b.z;
     }
 }
 
-// Workgroup (channel, chunk): Σ dy·x_j for the k tensors of this dispatch,
-// and Σ dy, over the chunk's values of the channel.
+// Workgroup (channel, chunk): Σ dy·y_j for the k (≤ 5) tensors of this
+// dispatch, and Σ dy, over the chunk's values of the channel.
 @compute @workgroup_size(DOT_WG)
 fn channel_dot(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let ch = wg.x;
     let b0 = wg.y * p.nb;
     let m = (min(b0 + p.nb, p.n) - b0) * p.hw;
+    let q0 = coef(0u, ch);
+    let q1 = coef(1u, ch);
+    let q2 = coef(2u, ch);
+    let q3 = coef(3u, ch);
+    let q4 = coef(4u, ch);
     var acc = Pair(vec4(0.0), vec4(0.0));
     var at = walk_by(ch, lid, p.hw, p.c, DOT_WG);
     at.i = at.i + b0 * p.c * p.hw;
     for (var j = lid; j < m; j = j + DOT_WG) {
         let i = at.i;
         let g = dy[i];
-        acc.a.x = acc.a.x + g * x0[i];
-        if p.k > 1u { acc.a.y = acc.a.y + g * x1[i]; }
-        if p.k > 2u { acc.a.z = acc.a.z + g * x2[i]; }
-        if p.k > 3u { acc.a.w = acc.a.w + g * x3[i]; }
-        if p.k > 4u { acc.b.x = acc.b.x + g * x4[i]; }
-        if p.k > 5u { acc.b.y = acc.b.y + g * x5[i]; }
+        acc.a.x = acc.a.x + g * apply(q0, x0[i]);
+        if p.k > 1u { acc.a.y = acc.a.y + g * apply(q1, x1[i]); }
+        if p.k > 2u { acc.a.z = acc.a.z + g * apply(q2, x2[i]); }
+        if p.k > 3u { acc.a.w = acc.a.w + g * apply(q3, x3[i]); }
+        if p.k > 4u { acc.b.x = acc.b.x + g * apply(q4, x4[i]); }
         acc.b.z = acc.b.z + g;
         advance(&at);
     }
@@ -151,54 +197,134 @@ fn channel_dot4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     let per = p.hw / 4u;
     let b0 = wg.y * p.nb;
     let m = (min(b0 + p.nb, p.n) - b0) * per;
+    let q0 = coef(0u, ch);
+    let q1 = coef(1u, ch);
+    let q2 = coef(2u, ch);
+    let q3 = coef(3u, ch);
+    let q4 = coef(4u, ch);
     var acc = Pair(vec4(0.0), vec4(0.0));
     var at = walk_by(ch, lid, per, p.c, DOT_WG);
     at.i = at.i + b0 * p.c * per;
     for (var j = lid; j < m; j = j + DOT_WG) {
         let i = at.i;
         let g = dy4[i];
-        acc.a.x = acc.a.x + dot(g, v0[i]);
-        if p.k > 1u { acc.a.y = acc.a.y + dot(g, v1[i]); }
-        if p.k > 2u { acc.a.z = acc.a.z + dot(g, v2[i]); }
-        if p.k > 3u { acc.a.w = acc.a.w + dot(g, v3[i]); }
-        if p.k > 4u { acc.b.x = acc.b.x + dot(g, v4[i]); }
-        if p.k > 5u { acc.b.y = acc.b.y + dot(g, v5[i]); }
+        acc.a.x = acc.a.x + dot(g, apply4(q0, v0[i]));
+        if p.k > 1u { acc.a.y = acc.a.y + dot(g, apply4(q1, v1[i])); }
+        if p.k > 2u { acc.a.z = acc.a.z + dot(g, apply4(q2, v2[i])); }
+        if p.k > 3u { acc.a.w = acc.a.w + dot(g, apply4(q3, v3[i])); }
+        if p.k > 4u { acc.b.x = acc.b.x + dot(g, apply4(q4, v4[i])); }
         acc.b.z = acc.b.z + dot(g, vec4(1.0));
         advance(&at);
     }
     write_sums(lid, ch, wg.y, acc);
 }
 
-// Workgroup width of bn_backward: a workgroup covers part of one plane,
-// and the planes are small (49 float4s at 14×14, 49 values at 7×7). The
-// grid is batch norm's evaluation one (batchnorm.wgsl's EVAL_WG).
+// Workgroup width of forward and bn_backward. bn_backward's grid is batch
+// norm's evaluation one (batchnorm.wgsl's EVAL_WG): x over a plane, z over
+// (channel, group of p.nb batch items), so the channel and its
+// coefficients are found once per invocation; a workgroup covers part of
+// one plane, and the planes are small (49 float4s at 14×14, 49 values at
+// 7×7). forward's is 1-D over runs of a plane (see there).
 const BACK_WG: u32 = 64u;
 
-// dz = a·dy + cy·y + c0 on one channel, for batch items b0..b1.
-struct Coefs {
+// The (channel, batch items b0..b1) of grid row z.
+struct Span {
     ch: u32,
     b0: u32,
     b1: u32,
+}
+
+fn span(z: u32) -> Span {
+    let b0 = (z / p.c) * p.nb;
+    return Span(z % p.c, b0, min(b0 + p.nb, p.n));
+}
+
+// out = Σ_j w[k0 + j]·y_j over the k (≤ 6) tensors of this dispatch, in
+// the mixed op's order (mix.wgsl's forward: the same products and sums).
+// An invocation takes a run of p.nb consecutive values of one plane (p.nb
+// divides the plane), so its channel's coefficients are loaded once for
+// the run.
+@compute @workgroup_size(BACK_WG)
+fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * BACK_WG;
+    if t >= p.n * p.c * (p.hw / p.nb) { return; }
+    let i0 = t * p.nb;
+    let ch = (i0 / p.hw) % p.c;
+    let q0 = coef(0u, ch);
+    let q1 = coef(1u, ch);
+    let q2 = coef(2u, ch);
+    let q3 = coef(3u, ch);
+    let q4 = coef(4u, ch);
+    let q5 = coef(5u, ch);
+    for (var i = i0; i < i0 + p.nb; i = i + 1u) {
+        var acc = q0.w * apply(q0, x0[i]);
+        if p.k > 1u { acc = acc + q1.w * apply(q1, x1[i]); }
+        if p.k > 2u { acc = acc + q2.w * apply(q2, x2[i]); }
+        if p.k > 3u { acc = acc + q3.w * apply(q3, x3[i]); }
+        if p.k > 4u { acc = acc + q4.w * apply(q4, x4[i]); }
+        if p.k > 5u { acc = acc + q5.w * apply(q5, x5[i]); }
+        if p.accumulate == 1u {
+            y[i] = y[i] + acc;
+        } else {
+            y[i] = acc;
+        }
+    }
+}
+
+// forward over float4s (hw % 4 == 0; p.nb float4s per run).
+@compute @workgroup_size(BACK_WG)
+fn forward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let per = p.hw / 4u;
+    let t = gid.x + gid.y * nwg.x * BACK_WG;
+    if t >= p.n * p.c * (per / p.nb) { return; }
+    let i0 = t * p.nb;
+    let ch = (i0 / per) % p.c;
+    let q0 = coef(0u, ch);
+    let q1 = coef(1u, ch);
+    let q2 = coef(2u, ch);
+    let q3 = coef(3u, ch);
+    let q4 = coef(4u, ch);
+    let q5 = coef(5u, ch);
+    for (var i = i0; i < i0 + p.nb; i = i + 1u) {
+        var acc = q0.w * apply4(q0, v0[i]);
+        if p.k > 1u { acc = acc + q1.w * apply4(q1, v1[i]); }
+        if p.k > 2u { acc = acc + q2.w * apply4(q2, v2[i]); }
+        if p.k > 3u { acc = acc + q3.w * apply4(q3, v3[i]); }
+        if p.k > 4u { acc = acc + q4.w * apply4(q4, v4[i]); }
+        if p.k > 5u { acc = acc + q5.w * apply4(q5, v5[i]); }
+        if p.accumulate == 1u {
+            y4[i] = y4[i] + acc;
+        } else {
+            y4[i] = acc;
+        }
+    }
+}
+
+// dz = a·dy + cy·y + c0 on one channel, y = z·a_bn + b_bn (candidate k0's
+// batch norm), for batch items b0..b1.
+struct Coefs {
+    sp: Span,
+    q: Coef,
     a: f32,
     cy: f32,
     c0: f32,
 }
 
-// z: a (channel, group of p.nb batch items) pair; the channel's sums are
-// added up over their chunks once per invocation.
+// The channel's sums added up over their chunks once per invocation; the
+// batch norm's a is its invstd (no affine: γ = 1).
 fn coefs(z: u32) -> Coefs {
-    let ch = z % p.c;
-    let b0 = (z / p.c) * p.nb;
+    let sp = span(z);
+    let q = coef(0u, sp.ch);
     let row = p.c * p.chunks;
     var sy = 0.0;
     var sg = 0.0;
-    for (var q = 0u; q < p.chunks; q = q + 1u) {
-        sy = sy + sums_in[p.k0 * row + ch * p.chunks + q];
-        sg = sg + sums_in[p.kk * row + ch * p.chunks + q];
+    for (var c = 0u; c < p.chunks; c = c + 1u) {
+        sy = sy + sums_in[p.k0 * row + sp.ch * p.chunks + c];
+        sg = sg + sums_in[p.kk * row + sp.ch * p.chunks + c];
     }
     let m = f32(p.n * p.hw);
-    let a = w[p.k0] * invstd[ch];
-    return Coefs(ch, b0, min(b0 + p.nb, p.n), a, -a * sy / m, -a * sg / m);
+    let a = q.w * q.a;
+    return Coefs(sp, q, a, -a * sy / m, -a * sg / m);
 }
 
 @compute @workgroup_size(BACK_WG)
@@ -206,9 +332,9 @@ fn bn_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     let r = gid.x + gid.y * nwg.x * BACK_WG;
     if r >= p.hw { return; }
     let q = coefs(gid.z);
-    for (var b = q.b0; b < q.b1; b = b + 1u) {
-        let i = (b * p.c + q.ch) * p.hw + r;
-        dz[i] = dy[i] * q.a + x0[i] * q.cy + q.c0;
+    for (var b = q.sp.b0; b < q.sp.b1; b = b + 1u) {
+        let i = (b * p.c + q.sp.ch) * p.hw + r;
+        dz[i] = dy[i] * q.a + apply(q.q, x0[i]) * q.cy + q.c0;
     }
 }
 
@@ -219,8 +345,8 @@ fn bn_backward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let r = gid.x + gid.y * nwg.x * BACK_WG;
     if r >= per { return; }
     let q = coefs(gid.z);
-    for (var b = q.b0; b < q.b1; b = b + 1u) {
-        let i = (b * p.c + q.ch) * per + r;
-        dz4[i] = dy4[i] * q.a + v0[i] * q.cy + q.c0;
+    for (var b = q.sp.b0; b < q.sp.b1; b = b + 1u) {
+        let i = (b * p.c + q.sp.ch) * per + r;
+        dz4[i] = dy4[i] * q.a + apply4(q.q, v0[i]) * q.cy + q.c0;
     }
 }

@@ -419,10 +419,12 @@ fn mix_cases(v: &mut Vec<BenchCase>) {
     ));
 }
 
-/// The mixed op's backward through its candidates' batch norms, on an
-/// edge's 8 candidates over bench-small's planes, beside the dot products
-/// it replaces (weighted_sum_backward_weights) at the same sizes.
+/// The mixed op through its candidates' batch norms, on an edge's 8
+/// candidates over bench-small's planes (7 of them batch norms' inputs, as
+/// in the pnas set), beside the dot products it replaces
+/// (weighted_sum_backward_weights) at the same sizes.
 fn mix_bn_cases(v: &mut Vec<BenchCase>) {
+    let norm = |k: usize| -> Vec<bool> { (0..k).map(|j| j != 4).collect() };
     use crate::ops::mix::{self, MixShape};
     use crate::ops::mix_bn::{self, Shape};
     for (c, hw) in [(8, 28 * 28), (16, 14 * 14), (32, 7 * 7)] {
@@ -439,9 +441,34 @@ fn mix_bn_cases(v: &mut Vec<BenchCase>) {
             F * ((s.k + 1) * n) as f64,
             move |g| {
                 let xs = inputs(g)?;
-                let dy = random_buf(g, n, 21)?;
+                let (dy, pack) = (random_buf(g, n, 21)?, random_buf(g, s.pack_len(), 22)?);
                 let (sums, dw) = (g.alloc("sums", s.sums_len())?, g.alloc("dw", s.k)?);
-                mix_bn::channel_dot(g, &s, &xs.iter().collect::<Vec<_>>(), &dy, &sums, &dw)
+                let xr: Vec<&Buf> = xs.iter().collect();
+                mix_bn::channel_dot(g, &s, &norm(s.k), &xr, &pack, &dy, &sums, &dw)
+            },
+        ));
+        v.push(BenchCase::new(
+            "mix_bn_forward",
+            shape.clone(),
+            2.0 * (s.k * n) as f64,
+            F * ((s.k + 1) * n) as f64,
+            move |g| {
+                let xs = inputs(g)?;
+                let (pack, y) = (random_buf(g, s.pack_len(), 22)?, g.alloc("y", n)?);
+                let xr: Vec<&Buf> = xs.iter().collect();
+                mix_bn::forward(g, &s, &norm(s.k), &xr, &pack, &y)
+            },
+        ));
+        v.push(BenchCase::new(
+            "weighted_sum_forward",
+            shape.clone(),
+            2.0 * (s.k * n) as f64,
+            F * ((s.k + 1) * n) as f64,
+            move |g| {
+                let xs = inputs(g)?;
+                let (w, y) = (random_buf(g, s.k, 22)?, g.alloc("y", n)?);
+                let ms = MixShape { k: s.k, n };
+                mix::forward(g, &ms, &xs.iter().collect::<Vec<_>>(), &w, &y)
             },
         ));
         v.push(BenchCase::new(
@@ -462,12 +489,14 @@ fn mix_bn_cases(v: &mut Vec<BenchCase>) {
             3.0 * n as f64,
             F * 3.0 * n as f64,
             move |g| {
-                let (y, dy) = (random_buf(g, n, 1)?, random_buf(g, n, 2)?);
-                let (w, sums) = (random_buf(g, 8, 3)?, random_buf(g, s.sums_len(), 4)?);
-                let invstd = g.upload("invstd", &vec![1.0; c])?;
+                let (z, dy) = (random_buf(g, n, 1)?, random_buf(g, n, 2)?);
+                let (pack, sums) = (
+                    random_buf(g, s.pack_len(), 3)?,
+                    random_buf(g, s.sums_len(), 4)?,
+                );
                 let dz = g.alloc("dz", n)?;
                 Ok(vec![mix_bn::bn_backward(
-                    g, &s, 0, &y, &invstd, &w, &sums, &dy, &dz,
+                    g, &s, 0, &z, &pack, &sums, &dy, &dz,
                 )?])
             },
         ));

@@ -97,7 +97,10 @@ fn lstm_cell() -> Built {
 /// (ReLU, avg pool, max pool; with `bn`, the pools followed by a batch norm
 /// without affine, as in the supernet, whose gradients then come through
 /// `ops::mix_bn`), then global pool, linear, cross-entropy.
-fn mixed_edge(bn: bool, hw: usize) -> Built {
+/// With `late`, the mixing weights are computed after the candidates, so
+/// the batch norms cannot start the mixed op's pack (`fuse_mix_bn`) and
+/// keep their own backward.
+fn mixed_edge(bn: bool, hw: usize, late: bool) -> Built {
     let (n, c) = (2, 3);
     let mut rng = verify::rng(2);
     let mut g = Graph::new();
@@ -129,6 +132,13 @@ fn mixed_edge(bn: bool, hw: usize) -> Built {
         stride: 1,
         pad: 1,
     };
+    let alpha = g.param("alpha", &[2, 3], verify::randn(&mut rng, 6));
+    let beta = g.param("beta", &[2], vec![0.3, 0.7]);
+    let mixing = |g: &mut Graph| {
+        let soft = g.softmax(alpha);
+        g.row_scale(soft, beta)
+    };
+    let early = (!late).then(|| mixing(&mut g));
     let mut cands = Vec::new();
     for input in [y, sl] {
         let mut pools = [g.avg_pool(input, ps), g.max_pool(input, ps)];
@@ -145,10 +155,7 @@ fn mixed_edge(bn: bool, hw: usize) -> Built {
         cands.push(g.relu(input));
         cands.extend(pools);
     }
-    let alpha = g.param("alpha", &[2, 3], verify::randn(&mut rng, 6));
-    let beta = g.param("beta", &[2], vec![0.3, 0.7]);
-    let soft = g.softmax(alpha);
-    let weights = g.row_scale(soft, beta);
+    let weights = early.unwrap_or_else(|| mixing(&mut g));
     let mixed = g.weighted_sum(&cands, weights);
     let pooled = g.global_avg_pool(mixed);
     let ls = LinearShape {
@@ -240,21 +247,36 @@ fn lstm_cell_gradients() {
 
 #[test]
 fn mixed_edge_gradients() {
-    check(mixed_edge(false, 7));
+    check(mixed_edge(false, 7, false));
 }
 
-/// The same with batch norms after the pools: their 4 gradients come
-/// through the mixed op's per-channel sums, on odd planes (7×7) and on
-/// planes of float4s (8×8).
+/// The same with batch norms after the pools: they become statistics
+/// alone, applied by the mixed op, and their 4 gradients come through the
+/// mixed op's per-channel sums (`ops::mix_bn`), on odd planes (7×7) and on
+/// planes of float4s (8×8); with the mixing weights computed after them,
+/// plain batch norms and the plain mixed op.
 #[test]
 fn mixed_edge_batchnorm_gradients() {
-    for hw in [7, 8] {
-        let b = mixed_edge(true, hw);
+    for (hw, late) in [(7, false), (8, false), (8, true)] {
+        let b = mixed_edge(true, hw, late);
         let count = |f: fn(&graph::Op) -> bool| b.g.nodes.iter().filter(|n| f(&n.op)).count();
-        assert_eq!(count(|op| matches!(op, graph::Op::MixBnBackward { .. })), 4);
+        let fused = if late { 0 } else { 4 };
+        assert_eq!(
+            count(|op| matches!(op, graph::Op::BatchNormStats { .. })),
+            fused
+        );
+        assert_eq!(
+            count(|op| matches!(op, graph::Op::MixBnBackward { .. })),
+            fused
+        );
+        let mixes = usize::from(!late);
+        assert_eq!(
+            count(|op| matches!(op, graph::Op::MixBnForward { .. })),
+            mixes
+        );
         assert_eq!(
             count(|op| matches!(op, graph::Op::BatchNormTrainBackward(_))),
-            0
+            4 - fused
         );
         check(b);
     }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::ir::{Graph, Kind, Op, T};
+use super::ir::{Graph, Kind, Node, Op, T};
 use crate::ops::batchnorm;
 use crate::ops::matmul::LinearShape;
 use crate::ops::mix::MixShape;
@@ -38,7 +38,7 @@ pub fn backward_since(g: &mut Graph, loss: T, since: usize) -> Grads {
         Some(v[0])
     };
     let forward = g.nodes.len();
-    let (producer, uses) = producers_and_uses(g, since..forward);
+    fuse_mix_bn(g, since..forward);
     for i in (since..forward).rev() {
         let node = g.nodes[i].clone();
         let douts: Vec<Option<T>> = node
@@ -49,23 +49,10 @@ pub fn backward_since(g: &mut Graph, loss: T, since: usize) -> Grads {
         if douts.iter().all(Option::is_none) {
             continue;
         }
-        let dins: Vec<(T, T)> = match (&node.op, douts[0]) {
-            (Op::WeightedSum(s), Some(dy)) => {
-                let bns = node.inputs[..s.k]
-                    .iter()
-                    .map(|&x| fusable_bn(g, x, &producer, &uses))
-                    .collect();
-                mix_bn_rule(g, *s, &node.inputs, dy, bns)
-            }
-            _ => None,
-        }
-        .unwrap_or_else(|| {
-            let dins = rule(g, &node.op, &node.inputs, &node.outputs, &douts);
-            debug_assert_eq!(dins.len(), node.inputs.len());
-            let pairs = node.inputs.iter().zip(dins);
-            pairs.filter_map(|(&x, dx)| dx.map(|d| (x, d))).collect()
-        });
-        for (x, dx) in dins {
+        let dins = rule(g, &node.op, &node.inputs, &node.outputs, &douts);
+        debug_assert_eq!(dins.len(), node.inputs.len());
+        let pairs = node.inputs.iter().zip(dins);
+        for (x, dx) in pairs.filter_map(|(&x, dx)| dx.map(|d| (x, d))) {
             if matches!(g.def(x).kind, Kind::Input | Kind::State) {
                 continue;
             }
@@ -81,102 +68,121 @@ pub fn backward_since(g: &mut Graph, loss: T, since: usize) -> Grads {
         .collect()
 }
 
-/// The node writing each tensor, and how many times nodes read it, over
-/// the forward nodes `range`.
-fn producers_and_uses(
-    g: &Graph,
-    range: std::ops::Range<usize>,
-) -> (HashMap<T, usize>, HashMap<T, usize>) {
-    let (mut producer, mut uses) = (HashMap::new(), HashMap::new());
-    for i in range {
+/// The mixed ops of the forward nodes `range` through their candidates'
+/// batch norms (`ops::mix_bn`): where a candidate y_k = BN(z_k) is a
+/// training batch norm without affine or ReLU whose outputs only the mixed
+/// op reads, the batch norm becomes `BatchNormStats` (its statistics alone,
+/// into a pack that the mixed op's batch norms fill in turn, starting from
+/// the mixing weights) and the mixed op `MixBnForward` over z_k, which
+/// applies the batch norm where it reads z_k. y_k is never written, and
+/// the backward (`MixBnForward`'s rule) reads z_k. Not where the mixing
+/// weights come after the first such batch norm (the chain starts from
+/// them).
+fn fuse_mix_bn(g: &mut Graph, range: std::ops::Range<usize>) {
+    let mut producer = HashMap::new();
+    for i in range.clone() {
         for &o in &g.nodes[i].outputs {
             producer.insert(o, i);
         }
-        for &x in &g.nodes[i].inputs {
+    }
+    // Reads over the whole graph: a tensor an earlier pass's backward reads
+    // keeps its producer.
+    let mut uses: HashMap<T, usize> = HashMap::new();
+    for n in &g.nodes {
+        for &x in &n.inputs {
             *uses.entry(x).or_insert(0) += 1;
         }
     }
-    (producer, uses)
+    for i in range {
+        let Op::WeightedSum(s) = g.nodes[i].op else {
+            continue;
+        };
+        let ins = g.nodes[i].inputs.clone();
+        let (xs, w) = (&ins[..s.k], ins[s.k]);
+        let bns: Vec<Option<usize>> = xs
+            .iter()
+            .map(|&y| fusable_bn(g, y, &producer, &uses))
+            .collect();
+        let Some(&first) = bns.iter().flatten().min() else {
+            continue;
+        };
+        if producer.get(&w).is_some_and(|&at| at > first) {
+            continue;
+        }
+        let Op::BatchNormTrain(b) = g.nodes[first].op else {
+            unreachable!("fusable_bn returns batch norms");
+        };
+        let ms = mix_bn::Shape {
+            k: s.k,
+            n: b.n,
+            c: b.c,
+            hw: b.hw,
+        };
+        let same = |&n: &usize| matches!(g.nodes[n].op, Op::BatchNormTrain(o) if (o.n, o.c, o.hw) == (b.n, b.c, b.hw));
+        if ms.len() != s.n || ms.validate().is_err() || !bns.iter().flatten().all(same) {
+            continue;
+        }
+        // The chain in node order, each batch norm's pack the next's prev.
+        let mut chain: Vec<(usize, usize)> = bns
+            .iter()
+            .enumerate()
+            .filter_map(|(k, n)| n.map(|n| (n, k)))
+            .collect();
+        chain.sort_unstable();
+        let (mut prev, mut zs) = (w, xs.to_vec());
+        for (n, k) in chain {
+            let node = &g.nodes[n];
+            let Op::BatchNormTrain(bs) = node.op else {
+                unreachable!("fusable_bn returns batch norms");
+            };
+            let (z, rm, rv) = (node.inputs[0], node.outputs[3], node.outputs[4]);
+            let pack = g.temp("mix.pack", &[ms.pack_len()]);
+            let st = batchnorm::Stats {
+                row: k,
+                kk: s.k,
+                first: prev == w,
+            };
+            g.nodes[n] = Node {
+                op: Op::BatchNormStats { s: bs, st },
+                inputs: vec![z, prev],
+                outputs: vec![pack, rm, rv],
+            };
+            (prev, zs[k]) = (pack, z);
+        }
+        let norm = bns.iter().map(Option::is_some).collect();
+        zs.extend([w, prev]);
+        g.nodes[i].op = Op::MixBnForward { s: ms, norm };
+        g.nodes[i].inputs = zs;
+    }
 }
 
-/// A mixed op's candidate y = BN(z) whose gradient can come through
-/// `ops::mix_bn`: a training batch norm without affine or fused ReLU (so y
-/// is x̂), its output read by nothing but the mixed op.
-struct FusedBn {
-    z: T,
-    invstd: T,
-    s: batchnorm::Shape,
-}
-
+/// The node of a mixed op's candidate y = BN(z) that `fuse_mix_bn` can
+/// fold into it: a training batch norm without affine or fused ReLU (so y
+/// is x̂), none of its outputs but y read, y read once (by the mixed op),
+/// none pinned.
 fn fusable_bn(
     g: &Graph,
     y: T,
     producer: &HashMap<T, usize>,
     uses: &HashMap<T, usize>,
-) -> Option<FusedBn> {
-    if uses.get(&y) != Some(&1) || g.def(y).pinned {
+) -> Option<usize> {
+    let n = *producer.get(&y)?;
+    let node = &g.nodes[n];
+    let Op::BatchNormTrain(s) = node.op else {
         return None;
-    }
-    let node = &g.nodes[*producer.get(&y)?];
-    match node.op {
-        Op::BatchNormTrain(s) if !s.affine && !s.relu && node.outputs[0] == y => Some(FusedBn {
-            z: node.inputs[0],
-            invstd: node.outputs[2],
-            s,
-        }),
-        _ => None,
-    }
-}
-
-/// The mixed op's gradients when some candidates are fusable batch norms
-/// (`bns[k]`): the per-channel sums and dw in one node, then per candidate
-/// dz at its batch norm's input (which then has no backward of its own) or
-/// w[k]·dy. (tensor, gradient) pairs; None when nothing fuses.
-fn mix_bn_rule(
-    g: &mut Graph,
-    s: MixShape,
-    ins: &[T],
-    dy: T,
-    bns: Vec<Option<FusedBn>>,
-) -> Option<Vec<(T, T)>> {
-    let first = bns.iter().flatten().next()?;
-    let ms = mix_bn::Shape {
-        k: s.k,
-        n: first.s.n,
-        c: first.s.c,
-        hw: first.s.hw,
     };
-    if ms.len() != s.n || ms.validate().is_err() {
-        return None;
-    }
-    let (xs, w) = (&ins[..s.k], ins[s.k]);
-    let sums = g.temp("d.mix.sums", &[ms.sums_len()]);
-    let dw = g.temp_like("d.mix.w", w);
-    let mut dot_ins = xs.to_vec();
-    dot_ins.push(dy);
-    g.push(Op::MixChannelDot(ms), dot_ins, vec![sums, dw]);
-    let mut out = Vec::with_capacity(s.k + 1);
-    for (k, (&x, bn)) in xs.iter().zip(bns).enumerate() {
-        match bn {
-            Some(b) if (b.s.n, b.s.c, b.s.hw) == (ms.n, ms.c, ms.hw) => {
-                let dz = g.temp_like("d.bn.x", b.z);
-                let bins = vec![x, b.invstd, w, sums, dy];
-                g.push(Op::MixBnBackward { s: ms, k }, bins, vec![dz]);
-                out.push((b.z, dz));
-            }
-            _ => {
-                let dx = g.temp_like("d.mix.x", x);
-                g.push(Op::WeightedSumBackwardInput { s, k }, vec![w, dy], vec![dx]);
-                out.push((x, dx));
-            }
-        }
-    }
-    out.push((w, dw));
-    Some(out)
+    let (mean, invstd) = (node.outputs[1], node.outputs[2]);
+    let read = |t: &T| uses.get(t).copied().unwrap_or(0);
+    let ok = !s.affine
+        && !s.relu
+        && node.outputs[0] == y
+        && read(&y) == 1
+        && read(&mean) == 0
+        && read(&invstd) == 0
+        && [y, mean, invstd].iter().all(|&t| !g.def(t).pinned);
+    ok.then_some(n)
 }
 
-/// The gradient rule of one forward op: gradients of its inputs, given the
-/// gradients of its outputs (None where an output has no gradient).
 fn rule(g: &mut Graph, op: &Op, ins: &[T], outs: &[T], douts: &[Option<T>]) -> Vec<Option<T>> {
     if let Op::Split(s) = op {
         // Parts without a gradient contribute zeros to the concatenation.
@@ -265,6 +271,45 @@ fn rule(g: &mut Graph, op: &Op, ins: &[T], outs: &[T], douts: &[Option<T>]) -> V
             g.push(Op::SliceBackward(*s), vec![dy], vec![dx]);
             vec![Some(dx)]
         }
+        Op::MixBnForward { s, norm } => {
+            let (xs, w, pack) = (&ins[..s.k], ins[s.k], ins[s.k + 1]);
+            let sums = g.temp("d.mix.sums", &[s.sums_len()]);
+            let dw = g.temp_like("d.mix.w", w);
+            let mut dot_ins = xs.to_vec();
+            dot_ins.extend([pack, dy]);
+            let dot = Op::MixChannelDot {
+                s: *s,
+                norm: norm.clone(),
+            };
+            g.push(dot, dot_ins, vec![sums, dw]);
+            let mix = MixShape { k: s.k, n: s.len() };
+            let mut out = Vec::with_capacity(s.k + 2);
+            for (k, &x) in xs.iter().enumerate() {
+                let dx = if norm[k] {
+                    let dz = g.temp_like("d.bn.x", x);
+                    g.push(
+                        Op::MixBnBackward { s: *s, k },
+                        vec![x, pack, sums, dy],
+                        vec![dz],
+                    );
+                    dz
+                } else {
+                    let dx = g.temp_like("d.mix.x", x);
+                    g.push(
+                        Op::WeightedSumBackwardInput { s: mix, k },
+                        vec![w, dy],
+                        vec![dx],
+                    );
+                    dx
+                };
+                out.push(Some(dx));
+            }
+            out.extend([Some(dw), None]);
+            out
+        }
+        // Its gradient comes through MixBnForward's rule; no gradient
+        // reaches the pack.
+        Op::BatchNormStats { .. } => vec![None, None],
         Op::WeightedSum(s) => {
             let (xs, w) = ins.split_at(s.k);
             let dxs: Vec<T> = xs.iter().map(|&x| g.temp_like("d.mix.x", x)).collect();

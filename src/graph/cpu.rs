@@ -126,11 +126,20 @@ fn run(op: &Op, ins: &[&[f32]], outs: &mut [Vec<f32>]) {
         Op::WeightedSumBackwardInput { k, .. } => {
             outs[0] = ins[1].iter().map(|&g| ins[0][*k] * g).collect()
         }
-        Op::MixChannelDot(s) => {
-            (outs[0], outs[1]) = mix_bn::cpu::channel_dot(s, &ins[..s.k], ins[s.k]);
+        Op::MixBnForward { s, norm } => {
+            outs[0] = mix_bn::cpu::forward(s, norm, &ins[..s.k], ins[s.k + 1])
+        }
+        Op::MixChannelDot { s, norm } => {
+            let (xs, rest) = ins.split_at(s.k);
+            (outs[0], outs[1]) = mix_bn::cpu::channel_dot(s, norm, xs, rest[0], rest[1]);
         }
         Op::MixBnBackward { s, k } => {
-            outs[0] = mix_bn::cpu::bn_backward(s, *k, ins[0], ins[1], ins[2], ins[3], ins[4])
+            outs[0] = mix_bn::cpu::bn_backward(s, *k, ins[0], ins[1], ins[2], ins[3])
+        }
+        Op::BatchNormStats { s, st } => {
+            let (pack, running) = outs.split_at_mut(1);
+            let (rm, rv) = running.split_at_mut(1);
+            pack[0] = batchnorm::cpu::train_stats(s, *st, ins[0], ins[1], &mut rm[0], &mut rv[0]);
         }
         Op::BatchNormTrain(s) => {
             let (rm, rv) = outs.split_at_mut(4);

@@ -112,10 +112,15 @@ pub enum Op {
     /// [w, dy] → [dx] = w[k]·dy: one candidate's input gradient, where the
     /// others' come through `MixBnBackward`.
     WeightedSumBackwardInput { s: MixShape, k: usize },
-    /// [x_0, …, x_{K−1}, dy] → [sums, dw]: per channel (and chunk of the
-    /// batch) Σ dy·x_k and Σ dy (`ops::mix_bn`); dw[k] = Σ dy·x_k.
-    MixChannelDot(mix_bn::Shape),
-    /// [y_k, invstd_k, w, sums, dy] → [dz_k]: the gradient at the input of
+    /// [x_0, …, x_{K−1}, w, pack] → [y] = Σ_k w[k]·y_k (`ops::mix_bn`),
+    /// y_k = x_k·a + b from the pack where `norm[k]` (x_k is then a batch
+    /// norm's input z_k: `BatchNormStats`), y_k = x_k otherwise. The
+    /// kernels read w from the pack; it is an input for its gradient.
+    MixBnForward { s: mix_bn::Shape, norm: Vec<bool> },
+    /// [x_0, …, x_{K−1}, pack, dy] → [sums, dw]: per channel (and chunk of
+    /// the batch) Σ dy·y_k and Σ dy (`ops::mix_bn`); dw[k] = Σ dy·y_k.
+    MixChannelDot { s: mix_bn::Shape, norm: Vec<bool> },
+    /// [z_k, pack, sums, dy] → [dz_k]: the gradient at the input of
     /// candidate k's batch norm (y_k = BN(z_k), training, no affine) from
     /// the mixed op's dy and the sums, in one element-wise pass.
     MixBnBackward { s: mix_bn::Shape, k: usize },
@@ -131,6 +136,13 @@ pub enum Op {
     BatchNormTrain(batchnorm::Shape),
     /// [x, mean, invstd, (γ), dy] → [dx, (dγ, dβ)]
     BatchNormTrainBackward(batchnorm::Shape),
+    /// [x, prev] → [pack, running_mean*, running_var*]: a training batch
+    /// norm's statistics alone, into a mixed op's pack (`MixBnForward`;
+    /// `batchnorm::train_stats`); prev is the previous one's pack or w.
+    BatchNormStats {
+        s: batchnorm::Shape,
+        st: batchnorm::Stats,
+    },
     /// [x, running_mean, running_var, (γ, β)] → [y]
     BatchNormEval(batchnorm::Shape),
     /// [x] → [y, argmax]

@@ -464,9 +464,16 @@ fn build(
             mix::backward_weights(gpu, s, &i[..s.k], i[s.k], o[0])?
         }
         Op::WeightedSumBackwardInput { s, k } => mix::backward_input(gpu, s, *k, i[0], i[1], o[0])?,
-        Op::MixChannelDot(s) => mix_bn::channel_dot(gpu, s, &i[..s.k], i[s.k], o[0], o[1])?,
+        Op::MixBnForward { s, norm } => mix_bn::forward(gpu, s, norm, &i[..s.k], i[s.k + 1], o[0])?,
+        Op::MixChannelDot { s, norm } => {
+            let (xs, rest) = i.split_at(s.k);
+            mix_bn::channel_dot(gpu, s, norm, xs, rest[0], rest[1], o[0], o[1])?
+        }
         Op::MixBnBackward { s, k } => one(mix_bn::bn_backward(
-            gpu, s, *k, i[0], i[1], i[2], i[3], i[4], o[0],
+            gpu, s, *k, i[0], i[1], i[2], i[3], o[0],
+        )?),
+        Op::BatchNormStats { s, st } => one(batchnorm::train_stats(
+            gpu, s, *st, i[0], i[1], o[0], o[1], o[2],
         )?),
         Op::Softmax(s) => one(softmax_xent::softmax_forward(gpu, s, i[0], o[0])?),
         Op::SoftmaxBackward(s) => one(softmax_xent::softmax_backward(gpu, s, i[0], i[1], o[0])?),

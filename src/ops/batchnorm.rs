@@ -108,6 +108,36 @@ impl std::fmt::Display for Shape {
     }
 }
 
+/// Where `train_stats` puts a batch norm's coefficients: row `row` of a
+/// mixed op's pack over `kk` candidates; `first` when the previous pack is
+/// the mixing weights alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub row: usize,
+    pub kk: usize,
+    pub first: bool,
+}
+
+impl Stats {
+    /// w [K], then a [c] and b [c] per candidate (`mix_bn::Shape::pack_len`).
+    pub fn pack_len(&self, s: &Shape) -> usize {
+        self.kk + 2 * self.kk * s.c
+    }
+    fn checked(&self, s: &Shape) {
+        s.checked(true);
+        assert!(
+            !s.affine && !s.relu,
+            "batchnorm {s}: statistics alone only without affine or ReLU"
+        );
+        assert!(
+            self.row < self.kk,
+            "batchnorm {s}: row {} of {}",
+            self.row,
+            self.kk
+        );
+    }
+}
+
 /// The CPU reference (f64 accumulation). `gamma`/`beta` are `Some` exactly
 /// when the shape is affine.
 pub mod cpu {
@@ -160,6 +190,30 @@ pub mod cpu {
             invstds.push(invstd as f32);
         }
         (y, means, invstds)
+    }
+
+    /// `train_stats`: `prev` with row `st.row` of the pack set to this
+    /// batch norm's a = invstd, b = −mean·invstd (no affine); the running
+    /// statistics updated in place.
+    pub fn train_stats(
+        s: &Shape,
+        st: super::Stats,
+        x: &[f32],
+        prev: &[f32],
+        running_mean: &mut [f32],
+        running_var: &mut [f32],
+    ) -> Vec<f32> {
+        st.checked(s);
+        let (_, mean, invstd) = train_forward(s, x, None, None, running_mean, running_var);
+        let mut pack = vec![0f32; st.pack_len(s)];
+        let keep = if st.first { st.kk } else { pack.len() };
+        pack[..keep].copy_from_slice(&prev[..keep]);
+        let (a, b) = (st.kk + 2 * st.row * s.c, st.kk + (2 * st.row + 1) * s.c);
+        for ch in 0..s.c {
+            pack[a + ch] = invstd[ch];
+            pack[b + ch] = (-(mean[ch] as f64) * invstd[ch] as f64) as f32;
+        }
+        pack
     }
 
     /// (dx, dγ, dβ) from the saved statistics; dγ = Σ dy·x̂, dβ = Σ dy (the
@@ -288,7 +342,7 @@ fn dispatch(
     gpu.kernel(SHADER, entry, &params(s), slots, groups)
 }
 
-fn params(s: &Shape) -> [u32; 8] {
+fn params(s: &Shape) -> [u32; 11] {
     [
         s.n as u32,
         s.c as u32,
@@ -298,6 +352,9 @@ fn params(s: &Shape) -> [u32; 8] {
         s.momentum.to_bits(),
         s.relu as u32,
         eval_batch_items(s) as u32,
+        0,
+        0,
+        0,
     ]
 }
 
@@ -313,9 +370,19 @@ fn train_dispatch(
     s: &Shape,
     slots: &[(u32, &Buf)],
 ) -> Result<Kernel, GpuError> {
+    train_dispatch_with(gpu, entry, &params(s), s, slots)
+}
+
+fn train_dispatch_with(
+    gpu: &Gpu,
+    entry: &'static str,
+    params: &[u32],
+    s: &Shape,
+    slots: &[(u32, &Buf)],
+) -> Result<Kernel, GpuError> {
     let groups = [s.c as u32, 1, 1];
     let wg = NARROW_TRAIN_WG;
-    gpu.kernel_narrow(SHADER, "TRAIN_WG", wg, entry, &params(s), slots, groups)
+    gpu.kernel_narrow(SHADER, "TRAIN_WG", wg, entry, params, slots, groups)
 }
 
 /// Workgroup width of the evaluation entries (batchnorm.wgsl's EVAL_WG;
@@ -401,6 +468,52 @@ pub fn train_forward(
         "train_forward"
     };
     train_dispatch(gpu, entry, s, &slots)
+}
+
+/// A batch norm whose output only a mixed op reads (`ops::mix_bn`): its
+/// training statistics alone, as `train_forward` computes them, the
+/// running statistics updated in place, and the mixed op's pack
+/// ([`Stats::pack_len`]) written as `prev` with this batch norm's a, b
+/// (y = x·a + b) in row `row`. `prev` is the previous batch norm's pack,
+/// or for the first of a mixed op's chain (`first`) the mixing weights
+/// [K] alone.
+#[allow(clippy::too_many_arguments)]
+pub fn train_stats(
+    gpu: &Gpu,
+    s: &Shape,
+    st: Stats,
+    x: &Buf,
+    prev: &Buf,
+    pack: &Buf,
+    running_mean: &Buf,
+    running_var: &Buf,
+) -> Result<Kernel, GpuError> {
+    st.checked(s);
+    let want = if st.first { st.kk } else { st.pack_len(s) };
+    for (what, b, len) in [("prev", prev, want), ("pack", pack, st.pack_len(s))] {
+        assert_eq!(
+            b.len, len,
+            "batchnorm {s}: {what} has {} elements, expected {len}",
+            b.len
+        );
+    }
+    let slots = [
+        (1, x),
+        (2, prev),
+        (3, x),
+        (4, x),
+        (6, pack),
+        (8, running_mean),
+        (9, running_var),
+    ];
+    let mut p = params(s);
+    p[8..].copy_from_slice(&[st.row as u32, st.kk as u32, st.first as u32]);
+    let entry = if s.hw.is_multiple_of(4) {
+        "train_stats4"
+    } else {
+        "train_stats"
+    };
+    train_dispatch_with(gpu, entry, &p, s, &slots)
 }
 
 /// dx from the forward's x and saved statistics; dγ, dβ [c] where given

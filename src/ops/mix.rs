@@ -55,8 +55,9 @@ pub mod cpu {
 }
 
 const SHADER: &str = "mix";
-/// Tensors per dispatch (the shader's GROUP).
-const GROUP: usize = 6;
+/// Tensors per dispatch (the shader's GROUP; also `mix_bn::forward`'s, so
+/// that its sums come in this order).
+pub(crate) const GROUP: usize = 6;
 /// Elements per dot-product chunk (the shader's WG · ITEMS).
 const CHUNK: usize = 256 * 16;
 

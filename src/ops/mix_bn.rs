@@ -1,12 +1,16 @@
-//! The mixed op's backward through its candidates' batch norms: for
-//! out = Σ_k w[k]·y_k where some y_k = BN(z_k) (training, no affine, so
-//! y_k = x̂_k), one pass takes per channel Σ dy·x_k of every candidate and
-//! Σ dy (`channel_dot`, whose row sums are dw), and one element-wise pass
-//! per fused candidate writes its dz from dy and y_k (`bn_backward`),
-//! instead of the mixed op's w[k]·dy copies and batch norm's two-pass
-//! backward over them. Shader: `shaders/mix_bn.wgsl`; CPU twin: `cpu`.
+//! The mixed op out = Σ_k w[k]·y_k through the batch norms of its
+//! candidates: where y_k = BN(z_k) (training, no affine, read by nothing
+//! else), the batch norm only computes its statistics
+//! (`batchnorm::train_stats`, into the mixed op's pack) and the mixed op
+//! applies y_k = z_k·a + b where it reads z_k (`forward`), so y_k is never
+//! written. The backward: one pass takes per channel Σ dy·y_k of every
+//! candidate and Σ dy (`channel_dot`, whose row sums are dw), and one
+//! element-wise pass per fused candidate writes its dz from dy and z_k
+//! (`bn_backward`), instead of the mixed op's w[k]·dy copies and batch
+//! norm's two-pass backward over them. Shader: `shaders/mix_bn.wgsl`; CPU
+//! twin: `cpu`.
 
-use crate::engine::{Buf, Gpu, GpuError, Kernel};
+use crate::engine::{grid_1d, Buf, Gpu, GpuError, Kernel};
 use crate::ops::batchnorm;
 use crate::ops::reduce;
 
@@ -40,6 +44,10 @@ impl Shape {
     }
     pub fn chunks(&self) -> usize {
         self.n.div_ceil(self.chunk_items())
+    }
+    /// Length of the pack: w [K], then a [c] and b [c] per candidate.
+    pub fn pack_len(&self) -> usize {
+        self.k + 2 * self.k * self.c
     }
     /// Length of the sums tensor: K + 1 rows of c × chunks.
     pub fn sums_len(&self) -> usize {
@@ -78,32 +86,74 @@ impl Shape {
 pub mod cpu {
     use super::Shape;
 
-    /// (sums, dw): per (row, channel, chunk) Σ dy·x_k (rows 0..K) and Σ dy
-    /// (row K), and dw[k] = Σ_i dy·x_k.
-    pub fn channel_dot(s: &Shape, xs: &[&[f32]], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    /// Candidate k's output: its batch norm's z·a + b from the pack where
+    /// `norm`, the tensor itself otherwise.
+    pub fn apply(s: &Shape, k: usize, norm: bool, x: &[f32], pack: &[f32]) -> Vec<f32> {
+        if !norm {
+            return x.to_vec();
+        }
+        let (a, b) = (&pack[s.k + 2 * k * s.c..], &pack[s.k + (2 * k + 1) * s.c..]);
+        let mut y = vec![0f32; s.len()];
+        for (i, (v, &z)) in y.iter_mut().zip(x).enumerate() {
+            let ch = (i / s.hw) % s.c;
+            *v = (z as f64 * a[ch] as f64 + b[ch] as f64) as f32;
+        }
+        y
+    }
+
+    fn outputs(s: &Shape, norm: &[bool], xs: &[&[f32]], pack: &[f32]) -> Vec<Vec<f32>> {
         s.checked_with(xs.len());
+        assert_eq!(norm.len(), s.k, "mix_bn: one norm flag per candidate");
+        (0..s.k)
+            .map(|k| apply(s, k, norm[k], xs[k], pack))
+            .collect()
+    }
+
+    /// out = Σ_k w[k]·y_k, w the pack's first K values.
+    pub fn forward(s: &Shape, norm: &[bool], xs: &[&[f32]], pack: &[f32]) -> Vec<f32> {
+        let ys = outputs(s, norm, xs, pack);
+        (0..s.len())
+            .map(|i| {
+                ys.iter()
+                    .enumerate()
+                    .map(|(k, y)| pack[k] as f64 * y[i] as f64)
+                    .sum::<f64>() as f32
+            })
+            .collect()
+    }
+
+    /// (sums, dw): per (row, channel, chunk) Σ dy·y_k (rows 0..K) and Σ dy
+    /// (row K), and dw[k] = Σ_i dy·y_k.
+    pub fn channel_dot(
+        s: &Shape,
+        norm: &[bool],
+        xs: &[&[f32]],
+        pack: &[f32],
+        dy: &[f32],
+    ) -> (Vec<f32>, Vec<f32>) {
+        let ys = outputs(s, norm, xs, pack);
         let (chunks, items) = (s.chunks(), s.chunk_items());
         let mut sums = vec![0f32; s.sums_len()];
         let row = s.c * chunks;
         let ones = vec![1f32; s.len()];
-        for (r, x) in xs.iter().copied().chain([ones.as_slice()]).enumerate() {
+        for (r, y) in ys.iter().chain([&ones]).enumerate() {
             for ch in 0..s.c {
                 for q in 0..chunks {
                     let mut acc = 0f64;
                     for b in q * items..((q + 1) * items).min(s.n) {
                         let base = (b * s.c + ch) * s.hw;
                         for i in base..base + s.hw {
-                            acc += dy[i] as f64 * x[i] as f64;
+                            acc += dy[i] as f64 * y[i] as f64;
                         }
                     }
                     sums[r * row + ch * chunks + q] = acc as f32;
                 }
             }
         }
-        let dw = xs
+        let dw = ys
             .iter()
-            .map(|x| {
-                x.iter()
+            .map(|y| {
+                y.iter()
                     .zip(dy)
                     .map(|(&a, &g)| a as f64 * g as f64)
                     .sum::<f64>() as f32
@@ -113,17 +163,18 @@ pub mod cpu {
     }
 
     /// Candidate k's dz = w[k]·invstd·(dy − Σdy/M − y·Σ(dy·y)/M) per
-    /// channel, the sums read from `channel_dot`'s.
+    /// channel (invstd = the pack's a, y = z·a + b), the sums read from
+    /// `channel_dot`'s.
     pub fn bn_backward(
         s: &Shape,
         k: usize,
-        y: &[f32],
-        invstd: &[f32],
-        w: &[f32],
+        z: &[f32],
+        pack: &[f32],
         sums: &[f32],
         dy: &[f32],
     ) -> Vec<f32> {
         s.checked();
+        let y = apply(s, k, true, z, pack);
         let chunks = s.chunks();
         let row = s.c * chunks;
         let m = s.m() as f64;
@@ -135,7 +186,7 @@ pub mod cpu {
                     .sum()
             };
             let (sy, sg) = (at(k), at(s.k));
-            let a = w[k] as f64 * invstd[ch] as f64;
+            let a = pack[k] as f64 * pack[s.k + 2 * k * s.c + ch] as f64;
             for b in 0..s.n {
                 let base = (b * s.c + ch) * s.hw;
                 for i in base..base + s.hw {
@@ -148,15 +199,48 @@ pub mod cpu {
 }
 
 const SHADER: &str = "mix_bn";
-/// Candidates per channel_dot dispatch (6 tensors + dy + the sums = the
-/// 8-storage-buffer budget).
-const GROUP: usize = 6;
+/// Candidates per forward dispatch (6 tensors + the pack + out = the
+/// 8-storage-buffer budget; the mixed op's own grouping, `mix::GROUP`, so
+/// the sums are added in its order) and per channel_dot dispatch (5 + the
+/// pack + dy + the sums).
+const FORWARD_GROUP: usize = crate::ops::mix::GROUP;
+const DOT_GROUP: usize = 5;
 /// Workgroup width of channel_dot on CPU adapters (the shader's DOT_WG,
 /// 256 on GPUs; see there).
 pub const NARROW_DOT_WG: u32 = 32;
 
-fn params(s: &Shape, k: usize, k0: usize, nb: usize) -> [u32; 8] {
-    [s.n, s.c, s.hw, k, k0, s.k, nb, s.chunks()].map(|v| v as u32)
+/// The Params of mix_bn.wgsl.
+struct Params<'a> {
+    s: &'a Shape,
+    /// Tensors in the dispatch and the first one's candidate.
+    k: usize,
+    k0: usize,
+    nb: usize,
+    /// Which of them are batch norms' inputs.
+    norm: &'a [bool],
+    accumulate: bool,
+}
+
+impl Params<'_> {
+    fn words(&self) -> [u32; 10] {
+        let s = self.s;
+        let norm = self.norm[self.k0..self.k0 + self.k]
+            .iter()
+            .enumerate()
+            .fold(0, |m, (j, &on)| m | (u32::from(on) << j));
+        [
+            s.n as u32,
+            s.c as u32,
+            s.hw as u32,
+            self.k as u32,
+            self.k0 as u32,
+            s.k as u32,
+            self.nb as u32,
+            s.chunks() as u32,
+            norm,
+            self.accumulate as u32,
+        ]
+    }
 }
 
 fn assert_len(what: &str, b: &Buf, len: usize) {
@@ -167,20 +251,93 @@ fn assert_len(what: &str, b: &Buf, len: usize) {
     );
 }
 
-/// The sums (⌈K / 6⌉ dispatches of c × chunks workgroups) and dw (their
+/// Each candidate and the pack the right length, one norm flag each.
+fn check_operands(s: &Shape, norm: &[bool], xs: &[&Buf], pack: &Buf) {
+    s.checked_with(xs.len());
+    assert_eq!(norm.len(), s.k, "mix_bn: one norm flag per candidate");
+    for x in xs {
+        assert_len("a candidate", x, s.len());
+    }
+    assert_len("the pack", pack, s.pack_len());
+}
+
+/// Slots 1.. for a group's tensors; those a short group leaves unused
+/// repeat its first (never read).
+fn group_slots<'a>(group: &[&'a Buf], width: usize) -> Vec<(u32, &'a Buf)> {
+    (0..width)
+        .map(|j| (1 + j as u32, *group.get(j).unwrap_or(&group[0])))
+        .collect()
+}
+
+/// out = Σ_k w[k]·y_k (⌈K / 6⌉ dispatches over batch norm's evaluation
+/// grid, the later ones accumulating), y_k = z_k·a + b where `norm[k]`.
+pub fn forward(
+    gpu: &Gpu,
+    s: &Shape,
+    norm: &[bool],
+    xs: &[&Buf],
+    pack: &Buf,
+    y: &Buf,
+) -> Result<Vec<Kernel>, GpuError> {
+    check_operands(s, norm, xs, pack);
+    assert_len("out", y, s.len());
+    let (entry, per) = if s.hw.is_multiple_of(4) {
+        ("forward4", s.hw / 4)
+    } else {
+        ("forward", s.hw)
+    };
+    let nb = forward_run(per);
+    let grid = grid_1d(s.n * s.c * per / nb, BACK_WG);
+    let mut out = Vec::new();
+    for (gi, group) in xs.chunks(FORWARD_GROUP).enumerate() {
+        let mut slots = group_slots(group, FORWARD_GROUP);
+        slots.extend([(7, pack), (8, y)]);
+        let p = Params {
+            s,
+            k: group.len(),
+            k0: gi * FORWARD_GROUP,
+            nb,
+            norm,
+            accumulate: gi > 0,
+        };
+        out.push(gpu.kernel(SHADER, entry, &p.words(), &slots, grid)?);
+    }
+    Ok(out)
+}
+
+/// Workgroup width of forward and bn_backward (the shader's BACK_WG).
+const BACK_WG: u32 = 64;
+
+/// Values (float4s) of a plane per invocation of `forward`: the largest
+/// divisor of the plane up to 64, so that an invocation loads its
+/// channel's coefficients (3 per candidate) once for many values and no
+/// lane idles. On lavapipe (K = 8, best of 15) batch norm's evaluation grid
+/// (a plane position × 8 batch items per invocation) took 1.00–1.26 ms on
+/// [32,8,784], 0.56–0.70 on [32,16,196] and 0.68–0.72 on [32,32,49]; runs
+/// of 49 0.72–0.75, 0.41–0.43 and 0.44–0.67 (the mixed op over the
+/// batch norms' outputs, `mix::forward`: 0.85–0.89, 0.48–0.61, 0.26–0.35).
+fn forward_run(per: usize) -> usize {
+    (1..=per.min(64))
+        .rev()
+        .find(|r| per.is_multiple_of(*r))
+        .unwrap_or(1)
+}
+
+/// The sums (⌈K / 5⌉ dispatches of c × chunks workgroups) and dw (their
 /// row sums).
+#[allow(clippy::too_many_arguments)]
 pub fn channel_dot(
     gpu: &Gpu,
     s: &Shape,
+    norm: &[bool],
     xs: &[&Buf],
+    pack: &Buf,
     dy: &Buf,
     sums: &Buf,
     dw: &Buf,
 ) -> Result<Vec<Kernel>, GpuError> {
-    s.checked_with(xs.len());
-    for x in xs.iter().copied().chain([dy]) {
-        assert_len("a candidate or dy", x, s.len());
-    }
+    check_operands(s, norm, xs, pack);
+    assert_len("dy", dy, s.len());
     assert_len("sums", sums, s.sums_len());
     assert_len("dw", dw, s.k);
     let entry = if s.hw.is_multiple_of(4) {
@@ -190,32 +347,34 @@ pub fn channel_dot(
     };
     let grid = [s.c as u32, s.chunks() as u32, 1];
     let mut out = Vec::new();
-    for (gi, group) in xs.chunks(GROUP).enumerate() {
-        let mut slots = vec![(8, dy), (9, sums)];
-        // Slots a short group leaves unused repeat its first tensor (never
-        // read).
-        for j in 0..GROUP {
-            slots.push((1 + j as u32, *group.get(j).unwrap_or(&group[0])));
-        }
-        let p = params(s, group.len(), gi * GROUP, s.chunk_items());
+    for (gi, group) in xs.chunks(DOT_GROUP).enumerate() {
+        let mut slots = group_slots(group, DOT_GROUP);
+        slots.extend([(7, pack), (8, dy), (9, sums)]);
+        let p = Params {
+            s,
+            k: group.len(),
+            k0: gi * DOT_GROUP,
+            nb: s.chunk_items(),
+            norm,
+            accumulate: false,
+        };
         let wg = NARROW_DOT_WG;
-        out.push(gpu.kernel_narrow(SHADER, "DOT_WG", wg, entry, &p, &slots, grid)?);
+        out.push(gpu.kernel_narrow(SHADER, "DOT_WG", wg, entry, &p.words(), &slots, grid)?);
     }
     let row = s.c * s.chunks();
     out.push(reduce::finish_rows(gpu, sums, s.k, row, 1.0, dw, 0)?);
     Ok(out)
 }
 
-/// Candidate k's dz from y = BN(z) (its output), the batch norm's saved
-/// invstd, the mixing weights, the sums and dy.
+/// Candidate k's dz from z (its batch norm's input), the pack, the sums
+/// and dy.
 #[allow(clippy::too_many_arguments)]
 pub fn bn_backward(
     gpu: &Gpu,
     s: &Shape,
     k: usize,
-    y: &Buf,
-    invstd: &Buf,
-    w: &Buf,
+    z: &Buf,
+    pack: &Buf,
     sums: &Buf,
     dy: &Buf,
     dz: &Buf,
@@ -223,11 +382,10 @@ pub fn bn_backward(
     s.checked();
     assert!(k < s.k, "mix_bn: candidate {k} of {}", s.k);
     for (what, b, len) in [
-        ("y", y, s.len()),
+        ("z", z, s.len()),
         ("dy", dy, s.len()),
         ("dz", dz, s.len()),
-        ("invstd", invstd, s.c),
-        ("w", w, s.k),
+        ("the pack", pack, s.pack_len()),
         ("sums", sums, s.sums_len()),
     ] {
         assert_len(what, b, len);
@@ -236,7 +394,16 @@ pub fn bn_backward(
     // evaluation batch norm: its grid and batch items per invocation.
     let bs = s.batchnorm();
     let (entry, grid) = batchnorm::elementwise_entry(&bs, "bn_backward", "bn_backward4");
-    let items = batchnorm::eval_batch_items(&bs);
-    let slots = [(1, y), (7, w), (8, dy), (9, sums), (10, invstd), (11, dz)];
-    gpu.kernel(SHADER, entry, &params(s, 1, k, items), &slots, grid)
+    let mut norm = vec![false; s.k];
+    norm[k] = true;
+    let p = Params {
+        s,
+        k: 1,
+        k0: k,
+        nb: batchnorm::eval_batch_items(&bs),
+        norm: &norm,
+        accumulate: false,
+    };
+    let slots = [(1, z), (7, pack), (8, dy), (9, sums), (11, dz)];
+    gpu.kernel(SHADER, entry, &p.words(), &slots, grid)
 }
