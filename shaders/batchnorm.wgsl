@@ -366,3 +366,22 @@ fn eval_backward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
         out4[i] = dy4[i] * scale_of(ch) / sqrt(running_var[ch] + p.eps);
     }
 }
+
+// Evaluation batch norm folded into the convolution before it (an
+// evaluation graph's conv → BN, `graph::fold`): per output channel o,
+// s = γ[o] / sqrt(running_var[o] + eps), w'[o, j] = w[o, j]·s over the
+// p.hw weights of o (w in slot 1, w' in 5) and b'[o] = β[o] + (b[o] −
+// running_mean[o])·s (the convolution's bias b in slot 2 where p.nb is 1,
+// none otherwise; b' in 6). One invocation per weight.
+@compute @workgroup_size(64)
+fn fold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    if i >= p.c * p.hw { return; }
+    let o = i / p.hw;
+    let s = scale_of(o) / sqrt(running_var[o] + p.eps);
+    out[i] = x[i] * s;
+    if i - o * p.hw == 0u {
+        let b = select(0.0, dy[o], p.nb == 1u);
+        saved_mean[o] = shift_of(o) + (b - running_mean[o]) * s;
+    }
+}

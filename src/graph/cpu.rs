@@ -136,6 +136,20 @@ fn run(op: &Op, ins: &[&[f32]], outs: &mut [Vec<f32>]) {
         Op::MixBnBackward { s, k } => {
             outs[0] = mix_bn::cpu::bn_backward(s, *k, ins[0], ins[1], ins[2], ins[3])
         }
+        Op::FoldBatchNorm { s, per, bias } => {
+            let at = usize::from(*bias);
+            let (w, b) = batchnorm::cpu::fold(
+                s,
+                *per,
+                ins[0],
+                opt(ins, 1, *bias),
+                ins[1 + at],
+                ins[2 + at],
+                opt(ins, 3 + at, s.affine),
+                opt(ins, 4 + at, s.affine),
+            );
+            (outs[0], outs[1]) = (w, b);
+        }
         Op::BatchNormStats { s, st } => {
             let (pack, running) = outs.split_at_mut(1);
             let (rm, rv) = running.split_at_mut(1);

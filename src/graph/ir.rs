@@ -145,6 +145,14 @@ pub enum Op {
     },
     /// [x, running_mean, running_var, (γ, β)] → [y]
     BatchNormEval(batchnorm::Shape),
+    /// [w, (b), running_mean, running_var, (γ, β)] → [w', b']: an
+    /// evaluation batch norm folded into the convolution before it
+    /// (`graph::fold`), `per` weights per output channel.
+    FoldBatchNorm {
+        s: batchnorm::Shape,
+        per: usize,
+        bias: bool,
+    },
     /// [x] → [y, argmax]
     MaxPool(pool::Shape),
     /// [argmax, dy] → [dx]

@@ -472,6 +472,23 @@ fn build(
         Op::MixBnBackward { s, k } => one(mix_bn::bn_backward(
             gpu, s, *k, i[0], i[1], i[2], i[3], o[0],
         )?),
+        Op::FoldBatchNorm { s, per, bias } => {
+            let at = usize::from(*bias);
+            let affine = |j: usize| s.affine.then(|| i[j + at]);
+            one(batchnorm::fold(
+                gpu,
+                s,
+                *per,
+                i[0],
+                bias.then(|| i[1]),
+                i[1 + at],
+                i[2 + at],
+                affine(3),
+                affine(4),
+                o[0],
+                o[1],
+            )?)
+        }
         Op::BatchNormStats { s, st } => one(batchnorm::train_stats(
             gpu, s, *st, i[0], i[1], o[0], o[1], o[2],
         )?),

@@ -308,6 +308,40 @@ pub mod cpu {
         y
     }
 
+    /// The evaluation batch norm `s` (c = the convolution's output
+    /// channels) folded into the convolution before it: (w', b') with
+    /// w'[o, j] = w[o, j]·γ[o]·invstd[o] over the `per` weights of each
+    /// output channel, b'[o] = β[o] + (b[o] − running_mean[o])·γ[o]·invstd[o].
+    #[allow(clippy::too_many_arguments)]
+    pub fn fold(
+        s: &Shape,
+        per: usize,
+        w: &[f32],
+        bias: Option<&[f32]>,
+        running_mean: &[f32],
+        running_var: &[f32],
+        gamma: Option<&[f32]>,
+        beta: Option<&[f32]>,
+    ) -> (Vec<f32>, Vec<f32>) {
+        s.checked(false).no_relu_backward();
+        let scale: Vec<f64> = (0..s.c)
+            .map(|o| gamma_at(s, gamma, o) / (running_var[o] as f64 + s.eps as f64).sqrt())
+            .collect();
+        let wf = w
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (v as f64 * scale[i / per]) as f32)
+            .collect();
+        let bf = (0..s.c)
+            .map(|o| {
+                let b = bias.map_or(0.0, |b| b[o] as f64);
+                let shift = beta.map_or(0.0, |b| b[o] as f64);
+                (shift + (b - running_mean[o] as f64) * scale[o]) as f32
+            })
+            .collect();
+        (wf, bf)
+    }
+
     /// dx = dy·γ / sqrt(running_var + eps).
     pub fn eval_backward(
         s: &Shape,
@@ -579,6 +613,54 @@ pub fn eval_forward(
     ];
     let (entry, grid) = elementwise_entry(s, "eval_forward", "eval_forward4");
     dispatch(gpu, entry, s, grid, &slots)
+}
+
+/// The evaluation batch norm `s` folded into the convolution before it
+/// (`cpu::fold`): w' [c × per] and b' [c] from the convolution's weights
+/// (`per` per output channel) and bias, and the batch norm's running
+/// statistics and γ, β. One invocation per weight.
+#[allow(clippy::too_many_arguments)]
+pub fn fold(
+    gpu: &Gpu,
+    s: &Shape,
+    per: usize,
+    w: &Buf,
+    bias: Option<&Buf>,
+    running_mean: &Buf,
+    running_var: &Buf,
+    gamma: Option<&Buf>,
+    beta: Option<&Buf>,
+    w_out: &Buf,
+    b_out: &Buf,
+) -> Result<Kernel, GpuError> {
+    s.checked(false).no_relu_backward();
+    for (what, b, len) in [
+        ("w", w, s.c * per),
+        ("w'", w_out, s.c * per),
+        ("b'", b_out, s.c),
+        ("running_mean", running_mean, s.c),
+        ("running_var", running_var, s.c),
+    ] {
+        assert_eq!(
+            b.len, len,
+            "batchnorm fold {s}: {what} has {} elements, expected {len}",
+            b.len
+        );
+    }
+    // Stand-ins are w (read-only here; the statistics' slots are writable).
+    let slots = [
+        (1, w),
+        (2, bias.unwrap_or(w)),
+        (3, affine_or(s, gamma, w)),
+        (4, affine_or(s, beta, w)),
+        (5, w_out),
+        (6, b_out),
+        (8, running_mean),
+        (9, running_var),
+    ];
+    let mut p = params(&Shape { hw: per, ..*s });
+    p[7] = bias.is_some() as u32;
+    gpu.kernel(SHADER, "fold", &p, &slots, grid_1d(s.c * per, EVAL_WG))
 }
 
 /// dx = dy·γ / sqrt(running_var + eps) (element-wise).

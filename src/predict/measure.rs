@@ -596,6 +596,9 @@ fn build_passes(
     let guard = g.scaled_norm(&logits, 0.0, false);
     let correct = g.add(correct, guard);
     g.pin(correct);
+    // The evaluation passes' batch norms into their convolutions' weights,
+    // once for all passes (after the statistics passes).
+    crate::graph::fold_eval_batchnorms(g);
     Passes {
         params: st.params,
         bn_images,

@@ -156,12 +156,80 @@ fn eval_case(s: Shape) -> Case {
     })
 }
 
+/// The evaluation batch norm folded into a convolution before it (a 3×1
+/// one over the plane as a column, with and without its own bias): the GPU
+/// against the CPU twin, and the folded convolution against the batch norm
+/// of the convolution's output (CPU references).
+fn fold_case(s: Shape, bias: bool) -> Case {
+    let label = format!("{s} fold{}", if bias { " bias" } else { "" });
+    Case::new("batchnorm", "batchnorm_fold", label, move |c| {
+        use crate::ops::conv2d::{cpu as conv, Conv2dShape};
+        let cs = Conv2dShape {
+            n: s.n,
+            c_in: 3,
+            h: s.hw,
+            w: 1,
+            c_out: s.c,
+            kh: 3,
+            kw: 1,
+            stride: 1,
+            pad_h: 1,
+            pad_w: 0,
+            dilation: 1,
+            groups: 1,
+        };
+        let (x, w) = (c.randn(cs.x_len()), c.randn(cs.w_len()));
+        let b = bias.then(|| c.randn(s.c));
+        let affine = Affine::draw(c, &s)?;
+        let (rm, rv) = draw_running(c, &s);
+        let ((gamma, beta), (gb, bb)) = (affine.host(), affine.device());
+        let per = cs.w_len() / s.c;
+        let (wf, bf) = cpu::fold(&s, per, &w, b.as_deref(), &rm, &rv, gamma, beta);
+        let y = cpu::eval_forward(
+            &s,
+            &conv::forward(&cs, &x, &w, b.as_deref()),
+            &rm,
+            &rv,
+            gamma,
+            beta,
+        );
+        c.check_values(
+            "cpu_fold",
+            &y,
+            &conv::forward(&cs, &x, &wf, Some(&bf)),
+            FORWARD,
+        );
+        let (wb, rmb, rvb) = (c.input(&w)?, c.input(&rm)?, c.input(&rv)?);
+        let bb_conv = b.as_deref().map(|b| c.input(b)).transpose()?;
+        let (wfb, bfb) = (c.output(w.len())?, c.output(s.c)?);
+        let k = bn::fold(
+            c.gpu,
+            &s,
+            per,
+            &wb,
+            bb_conv.as_ref(),
+            &rmb,
+            &rvb,
+            gb,
+            bb,
+            &wfb,
+            &bfb,
+        )?;
+        c.run(&[k])?;
+        c.check("weights", &wf, &wfb, FORWARD)?;
+        c.check("bias", &bf, &bfb, FORWARD)
+    })
+}
+
 pub fn cases(level: Level) -> Vec<Case> {
     let mut v: Vec<Case> = with_relu(shapes(level, true))
         .into_iter()
         .map(train_case)
         .collect();
     v.extend(with_relu(shapes(level, false)).into_iter().map(eval_case));
+    for (i, s) in shapes(level, false).into_iter().enumerate() {
+        v.push(fold_case(s, i % 2 == 0));
+    }
     v
 }
 

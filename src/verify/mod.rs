@@ -280,6 +280,8 @@ pub const REQUIRED: &[(&str, &str)] = &[
     ("batchnorm_train", "backward_beta"),
     ("batchnorm_eval", "forward"),
     ("batchnorm_eval", "backward_input"),
+    ("batchnorm_fold", "weights"),
+    ("batchnorm_fold", "bias"),
     ("concat", "forward"),
     ("concat", "backward"),
     ("split", "forward"),
