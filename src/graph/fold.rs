@@ -95,3 +95,93 @@ pub fn fold_eval_batchnorms(g: &mut Graph) -> usize {
     g.nodes = nodes;
     gone.len()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::CpuExec;
+    use crate::ops::{batchnorm, conv2d::Conv2dShape};
+    use crate::verify;
+
+    /// Two passes through conv (with and without bias) → evaluation BN
+    /// sharing weights and statistics, a pinned conv output that must stay,
+    /// and a ReLU-fused BN that cannot fold: the same outputs after folding.
+    #[test]
+    fn folding_keeps_the_outputs() {
+        let mut rng = verify::rng(3);
+        let (n, c, hw) = (2, 3, 5);
+        let cs = Conv2dShape {
+            n,
+            c_in: 2,
+            h: hw,
+            w: hw,
+            c_out: c,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            pad_h: 1,
+            pad_w: 1,
+            dilation: 1,
+            groups: 1,
+        };
+        let mut g = Graph::new();
+        let w = g.param("w", &[c, 2, 3, 3], verify::randn(&mut rng, c * 18));
+        let b = g.param("b", &[c], verify::randn(&mut rng, c));
+        let gamma = g.param("gamma", &[c], verify::uniform(&mut rng, c, 0.5, 1.5));
+        let beta = g.param("beta", &[c], verify::randn(&mut rng, c));
+        let rm = g.state("rm", &[c], Some(verify::randn(&mut rng, c)));
+        let rv = g.state("rv", &[c], Some(verify::uniform(&mut rng, c, 0.5, 2.0)));
+        let bs = batchnorm::Shape::new(n, c, hw * hw, true);
+        let mut outs = Vec::new();
+        let mut xs = Vec::new();
+        for (pass, bias) in [(0, Some(b)), (1, Some(b)), (2, None)] {
+            let x = g.input(&format!("x{pass}"), &[n, 2, hw, hw]);
+            let y = g.conv2d(x, w, bias, cs);
+            let z = g.batchnorm_eval(y, Some((gamma, beta)), (rm, rv), bs);
+            g.pin(z);
+            outs.push(z);
+            xs.push(x);
+        }
+        // Not foldable: a pinned convolution output, a fused ReLU.
+        let x = g.input("x3", &[n, 2, hw, hw]);
+        let kept = g.conv2d(x, w, None, cs);
+        g.pin(kept);
+        let z = g.batchnorm_eval(kept, Some((gamma, beta)), (rm, rv), bs);
+        g.pin(z);
+        let y = g.conv2d(x, w, None, cs);
+        let plain = batchnorm::Shape::new(n, c, hw * hw, false).with_relu();
+        let r = g.batchnorm_eval(y, None, (rm, rv), plain);
+        g.pin(r);
+        outs.extend([kept, z, r]);
+        xs.push(x);
+        let run = |g: &Graph| -> Vec<Vec<f32>> {
+            let mut exec = CpuExec::new(g);
+            let mut rng = verify::rng(4);
+            for &x in &xs {
+                exec.write(x, &verify::randn(&mut rng, n * 2 * hw * hw));
+            }
+            exec.step(g);
+            outs.iter().map(|&t| exec.read(t).to_vec()).collect()
+        };
+        let before = run(&g);
+        let bns = |g: &Graph| {
+            let n = g
+                .nodes
+                .iter()
+                .filter(|n| matches!(n.op, Op::BatchNormEval(_)));
+            n.count()
+        };
+        assert_eq!(bns(&g), 5);
+        assert_eq!(fold_eval_batchnorms(&mut g), 3);
+        assert_eq!(bns(&g), 2);
+        let folds = g
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::FoldBatchNorm { .. }));
+        assert_eq!(folds.count(), 2, "one fold per (weights, bias) pair");
+        for (a, b) in before.iter().zip(run(&g)) {
+            let c = verify::compare("fold", "cpu", "", a, &b, verify::FORWARD);
+            assert!(c.pass, "{:?}", c.detail);
+        }
+    }
+}
