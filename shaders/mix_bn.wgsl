@@ -300,6 +300,79 @@ fn forward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     }
 }
 
+// The coefficients of the dispatch's 6 slots on one channel.
+struct Six {
+    q0: Coef,
+    q1: Coef,
+    q2: Coef,
+    q3: Coef,
+    q4: Coef,
+    q5: Coef,
+}
+
+fn six(ch: u32) -> Six {
+    return Six(coef(0u, ch), coef(1u, ch), coef(2u, ch), coef(3u, ch), coef(4u, ch), coef(5u, ch));
+}
+
+// apply4 where the float4's components lie on two planes: lo's a, b where
+// m, hi's elsewhere (the same candidate, so the same w and flag).
+fn apply_on(lo: Coef, hi: Coef, m: vec4<bool>, v: vec4<f32>) -> vec4<f32> {
+    let a = select(vec4(hi.a), vec4(lo.a), m);
+    let b = select(vec4(hi.b), vec4(lo.b), m);
+    return select(v, v * a + b, lo.on);
+}
+
+// forward's sum for float4 i, components where m on lo's plane.
+fn mixed_on(i: u32, lo: Six, hi: Six, m: vec4<bool>) -> vec4<f32> {
+    var acc = lo.q0.w * apply_on(lo.q0, hi.q0, m, v0[i]);
+    if p.k > 1u { acc = acc + lo.q1.w * apply_on(lo.q1, hi.q1, m, v1[i]); }
+    if p.k > 2u { acc = acc + lo.q2.w * apply_on(lo.q2, hi.q2, m, v2[i]); }
+    if p.k > 3u { acc = acc + lo.q3.w * apply_on(lo.q3, hi.q3, m, v3[i]); }
+    if p.k > 4u { acc = acc + lo.q4.w * apply_on(lo.q4, hi.q4, m, v4[i]); }
+    if p.k > 5u { acc = acc + lo.q5.w * apply_on(lo.q5, hi.q5, m, v5[i]); }
+    return acc;
+}
+
+fn store4(i: u32, v: vec4<f32>) {
+    if p.accumulate == 1u {
+        y4[i] = y4[i] + v;
+    } else {
+        y4[i] = v;
+    }
+}
+
+// forward over float4s where a plane is not whole float4s (7×7: 49
+// values): a run is 4 planes, hw float4s, and every run's float4s fall on
+// its planes alike, float4 j on plane ⌊4j / hw⌋ except where a boundary
+// splits it. An invocation loads each plane's coefficients once. Needs
+// hw ≥ 4 and n·c divisible by 4.
+@compute @workgroup_size(BACK_WG)
+fn forward_quads(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * BACK_WG;
+    if t >= p.n * p.c / 4u { return; }
+    let base = t * p.hw;
+    let all = vec4(true);
+    var lo = six((4u * t) % p.c);
+    for (var u = 0u; u < 4u; u = u + 1u) {
+        // Float4s wholly on plane u, then the one its end splits.
+        let end = (u + 1u) * p.hw;
+        for (var j = (u * p.hw + 3u) / 4u; j < end / 4u; j = j + 1u) {
+            store4(base + j, mixed_on(base + j, lo, lo, all));
+        }
+        if u == 3u {
+            break;
+        }
+        let hi = six((4u * t + u + 1u) % p.c);
+        let split = end % 4u;
+        if split != 0u {
+            let m = vec4(0u, 1u, 2u, 3u) < vec4(split);
+            let j = end / 4u;
+            store4(base + j, mixed_on(base + j, lo, hi, m));
+        }
+        lo = hi;
+    }
+}
+
 // dz = a·dy + cy·y + c0 on one channel, y = z·a_bn + b_bn (candidate k0's
 // batch norm), for batch items b0..b1.
 struct Coefs {

@@ -281,13 +281,18 @@ pub fn forward(
 ) -> Result<Vec<Kernel>, GpuError> {
     check_operands(s, norm, xs, pack);
     assert_len("out", y, s.len());
-    let (entry, per) = if s.hw.is_multiple_of(4) {
-        ("forward4", s.hw / 4)
+    let planes = s.n * s.c;
+    let (entry, nb, runs) = if s.hw.is_multiple_of(4) {
+        let nb = forward_run(s.hw / 4);
+        ("forward4", nb, planes * s.hw / 4 / nb)
+    } else if s.hw >= 4 && planes.is_multiple_of(4) {
+        // Runs of 4 planes over float4s that may straddle two of them.
+        ("forward_quads", 0, planes / 4)
     } else {
-        ("forward", s.hw)
+        let nb = forward_run(s.hw);
+        ("forward", nb, planes * s.hw / nb)
     };
-    let nb = forward_run(per);
-    let grid = grid_1d(s.n * s.c * per / nb, BACK_WG);
+    let grid = grid_1d(runs, BACK_WG);
     let mut out = Vec::new();
     for (gi, group) in xs.chunks(FORWARD_GROUP).enumerate() {
         let mut slots = group_slots(group, FORWARD_GROUP);

@@ -13,8 +13,10 @@ use crate::ops::mix_bn::{self, cpu, Shape};
 fn shapes(level: Level) -> Vec<Shape> {
     let s = |k, n, c, hw| Shape { k, n, c, hw };
     match level {
-        // A block's pnas edge on 7×7 and a plane of float4s over two chunks.
-        Level::Quick => vec![s(8, 6, 5, 49), s(7, 7, 3, 784)],
+        // A block's pnas edge on 7×7 (odd planes; and planes in fours,
+        // the forward's float4s over plane boundaries) and a plane of
+        // float4s over two chunks.
+        Level::Quick => vec![s(8, 6, 5, 49), s(8, 4, 5, 49), s(7, 7, 3, 784)],
         // K: one, one group of 6 short, one past a group, a pnas block's 40;
         // planes: odd (7×7, 13×13, 1000 values over two chunks) and of
         // float4s (4×4; 28×28 over 2 and 6 chunks); odd channels, batch 1.
@@ -27,6 +29,9 @@ fn shapes(level: Level) -> Vec<Shape> {
             s(3, 7, 3, 784),
             s(40, 2, 3, 36),
             s(6, 32, 2, 784),
+            // Planes in fours, not whole float4s: 13 and 5 values.
+            s(6, 2, 2, 13),
+            s(3, 4, 3, 5),
         ],
     }
 }
