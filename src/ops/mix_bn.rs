@@ -269,8 +269,9 @@ fn group_slots<'a>(group: &[&'a Buf], width: usize) -> Vec<(u32, &'a Buf)> {
         .collect()
 }
 
-/// out = Σ_k w[k]·y_k (⌈K / 6⌉ dispatches over batch norm's evaluation
-/// grid, the later ones accumulating), y_k = z_k·a + b where `norm[k]`.
+/// out = Σ_k w[k]·y_k (⌈K / 6⌉ dispatches over runs of a plane, or of 4
+/// planes where a plane is not whole float4s; the later dispatches
+/// accumulating), y_k = z_k·a + b where `norm[k]`.
 pub fn forward(
     gpu: &Gpu,
     s: &Shape,
