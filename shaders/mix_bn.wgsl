@@ -239,67 +239,6 @@ fn span(z: u32) -> Span {
     return Span(z % p.c, b0, min(b0 + p.nb, p.n));
 }
 
-// out = Σ_j w[k0 + j]·y_j over the k (≤ 6) tensors of this dispatch, in
-// the mixed op's order (mix.wgsl's forward: the same products and sums).
-// An invocation takes a run of p.nb consecutive values of one plane (p.nb
-// divides the plane), so its channel's coefficients are loaded once for
-// the run.
-@compute @workgroup_size(BACK_WG)
-fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = gid.x + gid.y * nwg.x * BACK_WG;
-    if t >= p.n * p.c * (p.hw / p.nb) { return; }
-    let i0 = t * p.nb;
-    let ch = (i0 / p.hw) % p.c;
-    let q0 = coef(0u, ch);
-    let q1 = coef(1u, ch);
-    let q2 = coef(2u, ch);
-    let q3 = coef(3u, ch);
-    let q4 = coef(4u, ch);
-    let q5 = coef(5u, ch);
-    for (var i = i0; i < i0 + p.nb; i = i + 1u) {
-        var acc = q0.w * apply(q0, x0[i]);
-        if p.k > 1u { acc = acc + q1.w * apply(q1, x1[i]); }
-        if p.k > 2u { acc = acc + q2.w * apply(q2, x2[i]); }
-        if p.k > 3u { acc = acc + q3.w * apply(q3, x3[i]); }
-        if p.k > 4u { acc = acc + q4.w * apply(q4, x4[i]); }
-        if p.k > 5u { acc = acc + q5.w * apply(q5, x5[i]); }
-        if p.accumulate == 1u {
-            y[i] = y[i] + acc;
-        } else {
-            y[i] = acc;
-        }
-    }
-}
-
-// forward over float4s (hw % 4 == 0; p.nb float4s per run).
-@compute @workgroup_size(BACK_WG)
-fn forward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let per = p.hw / 4u;
-    let t = gid.x + gid.y * nwg.x * BACK_WG;
-    if t >= p.n * p.c * (per / p.nb) { return; }
-    let i0 = t * p.nb;
-    let ch = (i0 / per) % p.c;
-    let q0 = coef(0u, ch);
-    let q1 = coef(1u, ch);
-    let q2 = coef(2u, ch);
-    let q3 = coef(3u, ch);
-    let q4 = coef(4u, ch);
-    let q5 = coef(5u, ch);
-    for (var i = i0; i < i0 + p.nb; i = i + 1u) {
-        var acc = q0.w * apply4(q0, v0[i]);
-        if p.k > 1u { acc = acc + q1.w * apply4(q1, v1[i]); }
-        if p.k > 2u { acc = acc + q2.w * apply4(q2, v2[i]); }
-        if p.k > 3u { acc = acc + q3.w * apply4(q3, v3[i]); }
-        if p.k > 4u { acc = acc + q4.w * apply4(q4, v4[i]); }
-        if p.k > 5u { acc = acc + q5.w * apply4(q5, v5[i]); }
-        if p.accumulate == 1u {
-            y4[i] = y4[i] + acc;
-        } else {
-            y4[i] = acc;
-        }
-    }
-}
-
 // The coefficients of the dispatch's 6 slots on one channel.
 struct Six {
     q0: Coef,
@@ -338,6 +277,54 @@ fn store4(i: u32, v: vec4<f32>) {
         y4[i] = y4[i] + v;
     } else {
         y4[i] = v;
+    }
+}
+
+// forward's sum for value i (scalar slots).
+fn mixed(i: u32, q: Six) -> f32 {
+    var acc = q.q0.w * apply(q.q0, x0[i]);
+    if p.k > 1u { acc = acc + q.q1.w * apply(q.q1, x1[i]); }
+    if p.k > 2u { acc = acc + q.q2.w * apply(q.q2, x2[i]); }
+    if p.k > 3u { acc = acc + q.q3.w * apply(q.q3, x3[i]); }
+    if p.k > 4u { acc = acc + q.q4.w * apply(q.q4, x4[i]); }
+    if p.k > 5u { acc = acc + q.q5.w * apply(q.q5, x5[i]); }
+    return acc;
+}
+
+fn store(i: u32, v: f32) {
+    if p.accumulate == 1u {
+        y[i] = y[i] + v;
+    } else {
+        y[i] = v;
+    }
+}
+
+// out = Σ_j w[k0 + j]·y_j over the k (≤ 6) tensors of this dispatch, in
+// the mixed op's order (mix.wgsl's forward: the same products and sums).
+// An invocation takes a run of p.nb consecutive values of one plane (p.nb
+// divides the plane), so its channel's coefficients are loaded once for
+// the run.
+@compute @workgroup_size(BACK_WG)
+fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * BACK_WG;
+    if t >= p.n * p.c * (p.hw / p.nb) { return; }
+    let i0 = t * p.nb;
+    let q = six((i0 / p.hw) % p.c);
+    for (var i = i0; i < i0 + p.nb; i = i + 1u) {
+        store(i, mixed(i, q));
+    }
+}
+
+// forward over float4s (hw % 4 == 0; p.nb float4s per run).
+@compute @workgroup_size(BACK_WG)
+fn forward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let per = p.hw / 4u;
+    let t = gid.x + gid.y * nwg.x * BACK_WG;
+    if t >= p.n * p.c * (per / p.nb) { return; }
+    let i0 = t * p.nb;
+    let q = six((i0 / per) % p.c);
+    for (var i = i0; i < i0 + p.nb; i = i + 1u) {
+        store4(i, mixed_on(i, q, q, vec4(true)));
     }
 }
 

@@ -108,6 +108,19 @@ impl std::fmt::Display for Shape {
     }
 }
 
+/// Length of a mixed op's pack over `kk` candidates of `c` channels
+/// (`ops::mix_bn`; batchnorm.wgsl's `write_pack` and mix_bn.wgsl's `coef`
+/// lay it out the same): w [kk], then per candidate k its a [c] from
+/// [`pack_a`] and its b [c] right after.
+pub fn pack_len(kk: usize, c: usize) -> usize {
+    kk + 2 * kk * c
+}
+
+/// Where candidate k's a [c] starts in the pack (`pack_len`).
+pub fn pack_a(kk: usize, c: usize, k: usize) -> usize {
+    kk + 2 * k * c
+}
+
 /// Where `train_stats` puts a batch norm's coefficients: row `row` of a
 /// mixed op's pack over `kk` candidates; `first` when the previous pack is
 /// the mixing weights alone.
@@ -119,9 +132,9 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// w [K], then a [c] and b [c] per candidate (`mix_bn::Shape::pack_len`).
+    /// The pack's length ([`pack_len`]).
     pub fn pack_len(&self, s: &Shape) -> usize {
-        self.kk + 2 * self.kk * s.c
+        pack_len(self.kk, s.c)
     }
     fn checked(&self, s: &Shape) {
         s.checked(true);
@@ -208,7 +221,8 @@ pub mod cpu {
         let mut pack = vec![0f32; st.pack_len(s)];
         let keep = if st.first { st.kk } else { pack.len() };
         pack[..keep].copy_from_slice(&prev[..keep]);
-        let (a, b) = (st.kk + 2 * st.row * s.c, st.kk + (2 * st.row + 1) * s.c);
+        let a = super::pack_a(st.kk, s.c, st.row);
+        let b = a + s.c;
         for ch in 0..s.c {
             pack[a + ch] = invstd[ch];
             pack[b + ch] = (-(mean[ch] as f64) * invstd[ch] as f64) as f32;

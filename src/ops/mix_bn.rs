@@ -45,9 +45,13 @@ impl Shape {
     pub fn chunks(&self) -> usize {
         self.n.div_ceil(self.chunk_items())
     }
-    /// Length of the pack: w [K], then a [c] and b [c] per candidate.
+    /// Length of the pack (`batchnorm::pack_len`).
     pub fn pack_len(&self) -> usize {
-        self.k + 2 * self.k * self.c
+        batchnorm::pack_len(self.k, self.c)
+    }
+    /// Where candidate k's a [c] starts in the pack; its b follows.
+    pub fn pack_a(&self, k: usize) -> usize {
+        batchnorm::pack_a(self.k, self.c, k)
     }
     /// Length of the sums tensor: K + 1 rows of c × chunks.
     pub fn sums_len(&self) -> usize {
@@ -92,7 +96,8 @@ pub mod cpu {
         if !norm {
             return x.to_vec();
         }
-        let (a, b) = (&pack[s.k + 2 * k * s.c..], &pack[s.k + (2 * k + 1) * s.c..]);
+        let at = s.pack_a(k);
+        let (a, b) = (&pack[at..], &pack[at + s.c..]);
         let mut y = vec![0f32; s.len()];
         for (i, (v, &z)) in y.iter_mut().zip(x).enumerate() {
             let ch = (i / s.hw) % s.c;
@@ -186,7 +191,7 @@ pub mod cpu {
                     .sum()
             };
             let (sy, sg) = (at(k), at(s.k));
-            let a = pack[k] as f64 * pack[s.k + 2 * k * s.c + ch] as f64;
+            let a = pack[k] as f64 * pack[s.pack_a(k) + ch] as f64;
             for b in 0..s.n {
                 let base = (b * s.c + ch) * s.hw;
                 for i in base..base + s.hw {

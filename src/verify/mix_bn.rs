@@ -158,7 +158,7 @@ fn run(c: &mut Ctx, s: Shape) -> anyhow::Result<()> {
     let rows = |p: &[f32]| -> Vec<f32> {
         let mut v = p[..s.k].to_vec();
         for k in (0..s.k).filter(|&k| norm[k]) {
-            v.extend(&p[s.k + 2 * k * s.c..s.k + (2 * k + 2) * s.c]);
+            v.extend(&p[s.pack_a(k)..s.pack_a(k) + 2 * s.c]);
         }
         v
     };
