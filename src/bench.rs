@@ -927,6 +927,34 @@ pub fn quick_measure() -> crate::predict::measure::MeasureConfig {
     }
 }
 
+/// Cells of `blocks` blocks over `op_set` in which every op reads a cell
+/// input and (with 2 blocks or more) a block's output, each slot taking
+/// the next (op, input) pair still missing.
+fn covering_cells(op_set: &crate::space::OpSet, blocks: usize) -> Vec<crate::space::Cell> {
+    use crate::space::{canonical, Block, Cell};
+    let ops: Vec<_> = op_set.choosable().collect();
+    let mut want: Vec<(bool, _)> = ops.iter().map(|&o| (false, o)).collect();
+    if blocks > 1 {
+        want.extend(ops.iter().map(|&o| (true, o)));
+    }
+    let mut cells = Vec::new();
+    while !want.is_empty() {
+        let blocks = (0..blocks)
+            .map(|j| {
+                let mut slot = |s: usize| {
+                    let at = want.iter().position(|&(later, _)| !later || j > 0);
+                    let (later, op) = at.map_or((false, ops[0]), |k| want.remove(k));
+                    (if later { j + 1 } else { s }, op)
+                };
+                let ((i1, o1), (i2, o2)) = (slot(0), slot(1));
+                canonical(&Block::new(i1, o1, i2, o2))
+            })
+            .collect();
+        cells.push(Cell { blocks });
+    }
+    cells
+}
+
 /// S2 on `splits` (Fashion-MNIST-shaped); `cells` cells measured per length.
 pub fn s2(
     gpu: &Gpu,
@@ -990,7 +1018,11 @@ pub fn s2(
         let cs: Vec<_> = (0..cells.max(1))
             .map(|_| random_cell(&op_set, blocks, &mut rng))
             .collect();
-        m.measure_cell(gpu, splits, &cs[0])?; // warm-up
+        // Warm-up: every op on a cell input and on a block output, so the
+        // timed cells compile no kernel (a search compiles each once).
+        for c in covering_cells(&op_set, blocks) {
+            m.measure_cell(gpu, splits, &c)?;
+        }
         let (t, mut build) = (Instant::now(), 0.0);
         for c in &cs {
             m.measure_cell(gpu, splits, c)?;
