@@ -59,22 +59,34 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x2: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read> dy2: array<vec2<f32>>;
 
+// A forward that fuses the ReLU before it reads max(x, 0): RELU_IN is a
+// constant each generated module declares, so the select compiles away.
+fn relu_in(v: f32) -> f32 {
+    return select(v, max(v, 0.0), RELU_IN);
+}
+fn relu_in4(v: vec4<f32>) -> vec4<f32> {
+    return select(v, max(v, vec4(0.0)), RELU_IN);
+}
+fn relu_in2(v: vec2<f32>) -> vec2<f32> {
+    return select(v, max(v, vec2(0.0)), RELU_IN);
+}
+
 // x[row + clamp(ix)] where the column and the row lie inside the plane,
 // else 0 (the padding): branch-free, so the unrolled code stays straight.
 fn x_in(row: u32, row_in: bool, ix: i32) -> f32 {
-    let v = x[row + u32(clamp(ix, 0, i32(p.w) - 1))];
+    let v = relu_in(x[row + u32(clamp(ix, 0, i32(p.w) - 1))]);
     return select(0.0, v, row_in && ix >= 0 && ix < i32(p.w));
 }
 
 // x_in over float4s, for planes whose rows are whole float4s: the 4
 // columns from c (a multiple of 4) lie inside the row or outside together.
 fn x_in4(row: u32, row_in: bool, c: i32) -> vec4<f32> {
-    let v = x4[(row + u32(clamp(c, 0, i32(p.w) - 4))) / 4u];
+    let v = relu_in4(x4[(row + u32(clamp(c, 0, i32(p.w) - 4))) / 4u]);
     return select(vec4(0.0), v, row_in && c >= 0 && c < i32(p.w));
 }
 
 // x_in4 over float2s, for planes whose rows are whole float2s.
 fn x_in2(row: u32, row_in: bool, c: i32) -> vec2<f32> {
-    let v = x2[(row + u32(clamp(c, 0, i32(p.w) - 2))) / 2u];
+    let v = relu_in2(x2[(row + u32(clamp(c, 0, i32(p.w) - 2))) / 2u]);
     return select(vec2(0.0), v, row_in && c >= 0 && c < i32(p.w));
 }

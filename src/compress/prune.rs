@@ -174,7 +174,7 @@ fn trace(model: &GenotypeModel, dims: Dims, classes: usize) -> Result<Trace, Str
             )
         })?;
         let y = match &node.op {
-            Op::Conv2d { s, bias } => {
+            Op::Conv2d { s, bias, .. } => {
                 // Weights [c_out, c_in / groups, kh, kw].
                 if s.groups == 1 {
                     let y = tr.fresh(s.c_out, false);

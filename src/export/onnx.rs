@@ -662,7 +662,7 @@ impl Builder<'_> {
     fn node(&mut self, node: &Node) -> Result<()> {
         let ins = &node.inputs;
         match &node.op {
-            Op::Conv2d { s, bias } => {
+            Op::Conv2d { s, bias, relu } => {
                 let want = [self.batch, s.c_in, s.h, s.w];
                 if self.shape(ins[0]) != want {
                     bail!(
@@ -671,7 +671,14 @@ impl Builder<'_> {
                         self.shape(ins[0])
                     );
                 }
-                let mut inputs = vec![self.value(ins[0])?, self.value(ins[1])?];
+                let mut x = self.value(ins[0])?;
+                if *relu {
+                    // The fused ReLU as its own node.
+                    let r = format!("n{}.relu_in", self.at);
+                    self.emit("Relu", vec![x], vec![r.clone()], vec![]);
+                    x = r;
+                }
+                let mut inputs = vec![x, self.value(ins[1])?];
                 if *bias {
                     inputs.push(self.value(ins[2])?);
                 }

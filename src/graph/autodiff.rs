@@ -204,7 +204,11 @@ fn rule(g: &mut Graph, op: &Op, ins: &[T], outs: &[T], douts: &[Option<T>]) -> V
     let mut none = vec![None; ins.len()];
     let Some(dy) = dy else { return none };
     match op {
-        Op::Conv2d { s, bias } => {
+        Op::Conv2d { s, bias, relu } => {
+            assert!(
+                !relu,
+                "autodiff: a fused ReLU's gradient is not built (fuse after autodiff)"
+            );
             let dx = g.temp_like("d.conv.x", ins[0]);
             g.push(Op::Conv2dBackwardInput(*s), vec![ins[1], dy], vec![dx]);
             let dw = g.temp_like("d.conv.w", ins[1]);

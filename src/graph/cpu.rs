@@ -77,7 +77,14 @@ fn opt<'a>(ins: &[&'a [f32]], i: usize, present: bool) -> Option<&'a [f32]> {
 fn run(op: &Op, ins: &[&[f32]], outs: &mut [Vec<f32>]) {
     use crate::ops::conv2d::cpu as conv;
     match op {
-        Op::Conv2d { s, bias } => outs[0] = conv::forward(s, ins[0], ins[1], opt(ins, 2, *bias)),
+        Op::Conv2d { s, bias, relu } => {
+            let x = if *relu {
+                std::borrow::Cow::Owned(elementwise::cpu::relu_forward(ins[0]))
+            } else {
+                std::borrow::Cow::Borrowed(ins[0])
+            };
+            outs[0] = conv::forward(s, &x, ins[1], opt(ins, 2, *bias))
+        }
         Op::Conv2dBackwardInput(s) => outs[0] = conv::backward_input(s, ins[0], ins[1]),
         Op::Conv2dBackwardWeight(s) => outs[0] = conv::backward_weight(s, ins[0], ins[1]),
         Op::Conv2dBackwardBias(s) => outs[0] = conv::backward_bias(s, ins[0]),

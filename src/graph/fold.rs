@@ -55,7 +55,7 @@ pub fn fold_eval_batchnorms(g: &mut Graph) -> usize {
         if gone.contains(&i) {
             continue;
         }
-        let (Some(&j), Op::Conv2d { s, bias }) = (into.get(&i), &n.op) else {
+        let (Some(&j), Op::Conv2d { s, bias, relu }) = (into.get(&i), &n.op) else {
             folded.retain(|_, (_, _, ins)| !n.outputs.iter().any(|o| ins.contains(o)));
             nodes.push(n.clone());
             continue;
@@ -87,7 +87,11 @@ pub fn fold_eval_batchnorms(g: &mut Graph) -> usize {
             (wf, bf, ins)
         });
         nodes.push(Node {
-            op: Op::Conv2d { s: *s, bias: true },
+            op: Op::Conv2d {
+                s: *s,
+                bias: true,
+                relu: *relu,
+            },
             inputs: vec![n.inputs[0], wf, bf],
             outputs: bn_node.outputs.clone(),
         });

@@ -61,8 +61,13 @@ impl TensorDef {
 /// place (it is an output, and its old value is read).
 #[derive(Debug, Clone)]
 pub enum Op {
-    /// [x, w, (b)] → [y]
-    Conv2d { s: Conv2dShape, bias: bool },
+    /// [x, w, (b)] → [y]; with `relu`, y = conv(max(x, 0)): a ReLU fused
+    /// into the reads (`graph::fuse_relu_reads`, after any autodiff).
+    Conv2d {
+        s: Conv2dShape,
+        bias: bool,
+        relu: bool,
+    },
     /// [w, dy] → [dx]
     Conv2dBackwardInput(Conv2dShape),
     /// [x, dy] → [dw]
@@ -312,6 +317,7 @@ impl Graph {
             Op::Conv2d {
                 s,
                 bias: b.is_some(),
+                relu: false,
             },
             ins,
             vec![y],

@@ -428,9 +428,9 @@ fn build(
     let opt = |k: usize, present: bool| present.then(|| i[k]);
     let w = |k: usize| node.inputs[k].0;
     Ok(match &node.op {
-        Op::Conv2d { s, bias } => {
+        Op::Conv2d { s, bias, relu } => {
             let shared = Some((copies, w(1)));
-            conv2d::forward_shared(gpu, s, i[0], i[1], opt(2, *bias), o[0], shared)?
+            conv2d::forward_shared(gpu, s, i[0], i[1], opt(2, *bias), o[0], shared, *relu)?
         }
         Op::Conv2dBackwardInput(s) => {
             let shared = Some((copies, w(0)));

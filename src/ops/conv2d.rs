@@ -262,10 +262,13 @@ pub fn forward(
     bias: Option<&Buf>,
     y: &Buf,
 ) -> Result<Vec<Kernel>, GpuError> {
-    forward_shared(gpu, s, x, w, bias, y, None)
+    forward_shared(gpu, s, x, w, bias, y, None, false)
 }
 
-/// [`forward`] sharing the weight copies of a plan (see [`WeightCopies`]).
+/// [`forward`] sharing the weight copies of a plan (see [`WeightCopies`]),
+/// reading max(x, 0) where `relu_in` (a ReLU fused, only where
+/// `conv2d_rows::fits_forward`).
+#[allow(clippy::too_many_arguments)]
 pub fn forward_shared(
     gpu: &Gpu,
     s: &Conv2dShape,
@@ -274,6 +277,7 @@ pub fn forward_shared(
     bias: Option<&Buf>,
     y: &Buf,
     shared: SharedCopies,
+    relu_in: bool,
 ) -> Result<Vec<Kernel>, GpuError> {
     check(
         s,
@@ -288,8 +292,14 @@ pub fn forward_shared(
     }
     if conv2d_rows::fits_forward(s) {
         let dir = conv2d_rows::Direction::Forward;
-        return conv2d_rows::kernels(gpu, s, dir, x, w, bias, y, shared);
+        return conv2d_rows::kernels(gpu, s, dir, x, w, bias, y, shared, relu_in);
     }
+    // Only the generated kernels fuse a ReLU (`graph::fuse_relu_reads`
+    // fuses only where they run).
+    assert!(
+        !relu_in,
+        "conv2d: a fused ReLU needs a generated kernel ({s:?})"
+    );
     let rows = s.n * s.c_out * s.oh();
     let (entry, invocations) = if s.is_depthwise() {
         ("forward_depthwise", rows * s.ow().div_ceil(2 * B))
@@ -341,7 +351,7 @@ pub fn backward_input_shared(
     );
     if conv2d_rows::fits(s) {
         let dir = conv2d_rows::Direction::InputGradient;
-        return conv2d_rows::kernels(gpu, s, dir, dy, w, None, dx, shared);
+        return conv2d_rows::kernels(gpu, s, dir, dy, w, None, dx, shared, false);
     }
     // Columns are blocked per residue mod stride (see the shader).
     let per_residue = s.w.div_ceil(s.stride);

@@ -80,6 +80,10 @@ pub struct Spec {
     /// gradient that takes `rows` output rows at a time
     /// (`depthwise_weight_rows_entry`, CPU adapters); 0 elsewhere.
     pub col_blocks: usize,
+    /// A forward that reads max(x, 0): the ReLU before the convolution
+    /// applied as x is loaded (`graph::fuse_relu_reads`), so the ReLU's
+    /// own pass over x and its dispatch go.
+    pub relu: bool,
 }
 
 impl Spec {
@@ -151,6 +155,7 @@ impl Spec {
             rows,
             quads,
             col_blocks,
+            relu: false,
             depthwise: s.is_depthwise(),
             kh: s.kh,
             kw: s.kw,
@@ -226,8 +231,9 @@ impl Spec {
         } else {
             String::new()
         };
+        let relu = if self.relu { ".relu" } else { "" };
         format!(
-            "conv2d_rows.{}.{}x{}.d{}{stride}.{}{blocks}{rows}",
+            "conv2d_rows.{}.{}x{}.d{}{stride}.{}{blocks}{rows}{relu}",
             match (self.depthwise, self.flat4) {
                 (true, _) => "dw",
                 (false, false) => "dense",
@@ -260,7 +266,7 @@ impl Spec {
             (_, true) => self.depthwise_entry(),
             (_, false) => self.dense_entry(),
         };
-        format!("{}\n{TEMPLATE}\n{body}", shaders::COMMON)
+        module(&body, self.relu)
     }
 
     /// Weight offset of tap (ky, kx) within one (o, i) kernel.
@@ -649,7 +655,7 @@ impl Spec {
         };
         let _ = writeln!(w, "    partial[idx] = wt[c * p.w_o + i * p.w_i + {tap}];");
         let _ = writeln!(w, "}}");
-        format!("{}\n{TEMPLATE}\n{s}", shaders::COMMON)
+        module(&s, false)
     }
 
     /// The input gradient of a strided convolution, gathered: an
@@ -1045,7 +1051,7 @@ impl Spec {
             let _ = writeln!(w, "    for (var i = 0u; i < p.c_in; i = i + 1u) {{");
             let _ = writeln!(w, "        let plane = (b * p.c_in + i) * hw4;");
             for k in 0..nq {
-                let _ = writeln!(w, "        let xv{k} = x4[plane + q{k}];");
+                let _ = writeln!(w, "        let xv{k} = relu_in4(x4[plane + q{k}]);");
             }
             let _ = writeln!(w, "        let wi = i * p.w_i;");
             for o in 0..oc {
@@ -1333,6 +1339,15 @@ impl Spec {
 }
 
 /// The start of a generated entry: its signature and linear index.
+/// A module: the common header, the template, and `body`; the template's
+/// loads of x apply a ReLU where `relu` (its RELU_IN).
+fn module(body: &str, relu: bool) -> String {
+    format!(
+        "{}\n{TEMPLATE}\nconst RELU_IN = {relu};\n{body}",
+        shaders::COMMON
+    )
+}
+
 fn open_entry(w: &mut String, wg: u32) {
     shaders::open_entry(w, "conv_rows", wg);
 }
@@ -1415,6 +1430,7 @@ pub fn representative_specs() -> Vec<Spec> {
                                 rows,
                                 quads: 1,
                                 col_blocks: 0,
+                                relu: false,
                             };
                             v.push(spec);
                             // Rows of whole float4s or float2s, "same"
@@ -1454,6 +1470,7 @@ pub fn representative_specs() -> Vec<Spec> {
                     rows: WEIGHT_GROUP_ROWS,
                     quads: 1,
                     col_blocks,
+                    relu: false,
                 });
             }
         }
@@ -1487,10 +1504,19 @@ pub fn representative_specs() -> Vec<Spec> {
                     rows: 1,
                     quads,
                     col_blocks: 0,
+                    relu: false,
                 });
             }
         }
     }
+    // Every forward again reading max(x, 0) (its loads: scalars, float2s,
+    // float4s, the pointwise float4s).
+    let relu: Vec<Spec> = v
+        .iter()
+        .filter(|s| s.dir == Direction::Forward)
+        .map(|s| Spec { relu: true, ..*s })
+        .collect();
+    v.extend(relu);
     v
 }
 
@@ -1649,7 +1675,8 @@ pub enum Direction {
 /// x or dy, `output` y or dx. A dense convolution's first kernel writes
 /// the tap-major copy of its weights (`Spec::weights4`), into a buffer
 /// allocated here (the weights' size) — unless `shared` already holds one
-/// in this layout, which the convolution then reads.
+/// in this layout, which the convolution then reads. A forward reads
+/// max(x, 0) where `relu` (`Spec::relu`).
 #[allow(clippy::too_many_arguments)]
 pub fn kernels(
     gpu: &Gpu,
@@ -1660,6 +1687,7 @@ pub fn kernels(
     bias: Option<&Buf>,
     output: &Buf,
     shared: SharedCopies,
+    relu: bool,
 ) -> Result<Vec<Kernel>, GpuError> {
     debug_assert!(match dir {
         Direction::Forward => fits_forward(s),
@@ -1668,7 +1696,11 @@ pub fn kernels(
     });
     let kk = s.kh * s.kw;
     let flip = dir == Direction::InputGradient;
-    let spec = Spec::of(s, dir, gpu.wide);
+    debug_assert!(!relu || dir == Direction::Forward);
+    let spec = Spec {
+        relu,
+        ..Spec::of(s, dir, gpu.wide)
+    };
     // (read channels, planes), (written channels, planes), padding, (w_o, w_i).
     let ((ci, h, wd), (co, oh, ow), pad, (w_o, w_i)) = if flip {
         // The flipped kernel reads dy with the padding that brings every

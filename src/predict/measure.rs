@@ -599,6 +599,8 @@ fn build_passes(
     // The evaluation passes' batch norms into their convolutions' weights,
     // once for all passes (after the statistics passes).
     crate::graph::fold_eval_batchnorms(g);
+    // No gradients here: every ReLU only convolutions read is read by them.
+    crate::graph::fuse_relu_reads(g);
     Passes {
         params: st.params,
         bn_images,

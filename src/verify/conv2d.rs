@@ -2,6 +2,7 @@
 
 use super::{Case, Level, FORWARD, GRADIENT};
 use crate::ops::conv2d::{self as conv, cpu, Conv2dShape};
+use crate::ops::conv2d_rows;
 
 /// (n, c_in, c_out, h, w, kh, kw, stride, pad_h, pad_w, dilation, groups, bias)
 type Row = (
@@ -153,8 +154,33 @@ fn case(row: Row) -> Case {
         ks.extend(conv::backward_input(g, &s, &wb, &dyb, &dxb)?);
         ks.push(conv::backward_bias(g, &s, &dyb, &dbb)?);
         ks.extend(conv::backward_weight(g, &s, &xb, &dyb, &dwb)?);
+        // The forward with a ReLU fused into its reads, where the
+        // generated kernels take the shape (`graph::fuse_relu_reads`).
+        let fused = conv2d_rows::fits_forward(&s);
+        let yrb = c.output(s.y_len())?;
+        if fused {
+            ks.extend(conv::forward_shared(
+                g,
+                &s,
+                &xb,
+                &wb,
+                bb.as_ref(),
+                &yrb,
+                None,
+                true,
+            )?);
+        }
         c.run(&ks)?;
         c.check("forward", &cpu::forward(&s, &x, &wt, bias), &yb, FORWARD)?;
+        if fused {
+            let xr = crate::ops::elementwise::cpu::relu_forward(&x);
+            c.check(
+                "forward_relu",
+                &cpu::forward(&s, &xr, &wt, bias),
+                &yrb,
+                FORWARD,
+            )?;
+        }
         let dx = cpu::backward_input(&s, &wt, &dy);
         c.check("backward_input", &dx, &dxb, GRADIENT)?;
         let dw = cpu::backward_weight(&s, &x, &dy);
