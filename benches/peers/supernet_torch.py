@@ -436,6 +436,24 @@ def random_cell(blocks, rng):
     ]
 
 
+def covering_cells(blocks):
+    """bench::covering_cells: cells in which every op reads a cell input
+    and (with 2 blocks or more) a block's output, the warm-up of the rates."""
+    want = [(False, o) for o in OPS] + ([(True, o) for o in OPS] if blocks > 1 else [])
+    cells = []
+    while want:
+        cell = []
+        for j in range(blocks):
+            block = []
+            for s in range(2):
+                at = next((k for k, (later, _) in enumerate(want) if not later or j > 0), None)
+                later, op = want.pop(at) if at is not None else (False, OPS[0])
+                block.append((j + 1 if later else s, op))
+            cell.append(tuple(block))
+        cells.append(cell)
+    return cells
+
+
 class Measure:
     """OneShotDiscrete on the quick preset's supernet: per cell pair, BN
     running statistics recomputed as the plain average over `bn_batches`
@@ -542,13 +560,14 @@ def time_forward(search, repeats, device):
 
 
 def time_measure(meas, blocks, cells, device, rng):
-    """Seconds per measured cell (one warm-up cell, then `cells` random
-    cells; the same cell for both kinds, as bench::s2)."""
-    cs = [random_cell(blocks, rng) for _ in range(cells + 1)]
-    meas.measure(cs[0], cs[0])
+    """Seconds per measured cell (warm-up on `covering_cells`, then `cells`
+    random cells; the same cell for both kinds, as bench::s2)."""
+    for c in covering_cells(blocks):
+        meas.measure(c, c)
+    cs = [random_cell(blocks, rng) for _ in range(cells)]
     sync(device)
     t0 = time.perf_counter()
-    for c in cs[1:]:
+    for c in cs:
         meas.measure(c, c)
     sync(device)
     return (time.perf_counter() - t0) / cells
