@@ -955,11 +955,12 @@ fn covering_cells(op_set: &crate::space::OpSet, blocks: usize) -> Vec<crate::spa
     cells
 }
 
-/// S2 on `splits` (Fashion-MNIST-shaped); `cells` cells measured per length.
+/// S2 on `splits` (Fashion-MNIST-shaped); the one-shot rates the median of
+/// `rounds` rounds over `covering_cells`.
 pub fn s2(
     gpu: &Gpu,
     splits: &crate::data::Splits,
-    cells: usize,
+    rounds: usize,
     profile: bool,
 ) -> anyhow::Result<S2Bench> {
     use crate::predict::measure::{measure_op_set, OneShotDiscrete, SupernetWeights};
@@ -1011,25 +1012,31 @@ pub fn s2(
         ..mc.clone()
     };
     // `measure_cell` as S2 calls it: one-shot when `fine_tune_steps` is 0.
-    let mut rate = |mc: &crate::predict::measure::MeasureConfig,
+    let rate = |mc: &crate::predict::measure::MeasureConfig,
                     blocks: usize|
      -> anyhow::Result<(f64, f64)> {
         let mut m = OneShotDiscrete::new(weights.clone(), splits, mc)?;
-        let cs: Vec<_> = (0..cells.max(1))
-            .map(|_| random_cell(&op_set, blocks, &mut rng))
-            .collect();
-        // Warm-up: every op on a cell input and on a block output, so the
-        // timed cells compile no kernel (a search compiles each once).
-        for c in covering_cells(&op_set, blocks) {
-            m.measure_cell(gpu, splits, &c)?;
-        }
-        let (t, mut build) = (Instant::now(), 0.0);
+        // The cells timed: every op on a cell input and on a block output
+        // (random cells differ several-fold in cost, and the PyTorch peer
+        // times these same cells). A first round compiles the kernels, as a
+        // search does once.
+        let cs = covering_cells(&op_set, blocks);
         for c in &cs {
             m.measure_cell(gpu, splits, c)?;
-            build += m.last_build_seconds;
         }
-        let secs = t.elapsed().as_secs_f64();
-        Ok((cs.len() as f64 / secs, build / secs))
+        let (mut per_cell, mut build, mut total) = (Vec::new(), 0.0, 0.0);
+        for _ in 0..rounds.max(1) {
+            let t = Instant::now();
+            for c in &cs {
+                m.measure_cell(gpu, splits, c)?;
+                build += m.last_build_seconds;
+            }
+            let secs = t.elapsed().as_secs_f64();
+            total += secs;
+            per_cell.push(secs / cs.len() as f64);
+        }
+        per_cell.sort_by(f64::total_cmp);
+        Ok((1.0 / per_cell[per_cell.len() / 2], build / total))
     };
     let (one, _) = rate(&mc, 1)?;
     let (five, build_share) = rate(&mc, 5)?;

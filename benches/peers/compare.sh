@@ -52,9 +52,9 @@ gradnas bench --filter search_step --json --repeats "$repeats" --search "$search
 echo "gradnas: S2 (predictor, one-shot measurement, path training)" >&2
 gradnas bench --filter s2 --json --repeats "$repeats" >"$out/gradnas_s2.json"
 
-# The torch measurement on gradnas's validation-image count and cell count
-# (bench::s2 measures repeats clamped to 3..20 cells per length), so both
-# do the same work.
+# The torch measurement on gradnas's validation-image count and rounds
+# (bench::s2 times repeats clamped to 3..20 rounds over the same covering
+# cells per length), so both do the same work.
 n_val=$(python3 - "$out/gradnas_s2.json" <<'EOF'
 import json, re, sys
 cfg = json.load(open(sys.argv[1]))["s2"]["measure_config"]
