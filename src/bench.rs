@@ -165,6 +165,8 @@ fn conv_cases(v: &mut Vec<BenchCase>) {
         ("dw5x5_14", planes(conv(16, 16, 5, 5, 2, 2, 1, 16), 14)),
         ("dw7x7_7", planes(conv(32, 32, 7, 7, 3, 3, 1, 32), 7)),
         ("dw3x3_7", planes(conv(32, 32, 3, 3, 1, 1, 1, 32), 7)),
+        ("7x1_7", planes(conv(32, 32, 7, 1, 3, 0, 1, 1), 7)),
+        ("1x7_7", planes(conv(32, 32, 1, 7, 0, 3, 1, 1), 7)),
         // A reduction cell's strided ops (their input gradients are
         // `conv2d_rows`' strided kernels).
         ("dw7x7_s2", strided(conv(16, 16, 7, 7, 3, 3, 1, 16))),
@@ -1013,7 +1015,7 @@ pub fn s2(
     };
     // `measure_cell` as S2 calls it: one-shot when `fine_tune_steps` is 0.
     let rate = |mc: &crate::predict::measure::MeasureConfig,
-                    blocks: usize|
+                blocks: usize|
      -> anyhow::Result<(f64, f64)> {
         let mut m = OneShotDiscrete::new(weights.clone(), splits, mc)?;
         // The cells timed: every op on a cell input and on a block output

@@ -402,7 +402,7 @@ fn weight_split(s: &Conv2dShape, wide: bool) -> (Option<&'static str>, usize, (u
     let (entry, blocks, (rows, row_pixels)) = if conv2d_rows::fits_forward(s) {
         (
             None,
-            conv2d_rows::weight_blocks(s),
+            conv2d_rows::weight_blocks(s, wide),
             conv2d_rows::weight_rows(s),
         )
     } else if s.is_depthwise() {

@@ -35,6 +35,9 @@ const WEIGHT_WG: u32 = 16;
 /// Stride 2 takes it only for 7×7 (2.87 → 1.3–1.7 ms; 3×3 and 5×5 no
 /// faster).
 const WEIGHT_GROUP_ROWS: usize = 4;
+/// Input channels per invocation of a dense k×1 weight gradient in row
+/// groups (`weight_rows_entry`).
+const COLUMN_IC: usize = 4;
 /// Largest tap span (k − 1) · dilation: 7 taps at dilation 2.
 const MAX_SPAN: usize = 12;
 
@@ -76,9 +79,9 @@ pub struct Spec {
     /// positions; measured 1.2–1.3× over 2 on lavapipe, 8 no faster), 2 on
     /// GPUs (more, shorter invocations); 1 elsewhere.
     pub quads: usize,
-    /// Column blocks (COLS wide) written out per row in a depthwise weight
-    /// gradient that takes `rows` output rows at a time
-    /// (`depthwise_weight_rows_entry`, CPU adapters); 0 elsewhere.
+    /// Column blocks (COLS wide) written out per row in a depthwise or
+    /// dense k×1 weight gradient that takes `rows` output rows at a time
+    /// (`weight_rows_entry`, CPU adapters); 0 elsewhere.
     pub col_blocks: usize,
     /// A forward that reads max(x, 0): the ReLU before the convolution
     /// applied as x is loaded (`graph::fuse_relu_reads`), so the ReLU's
@@ -136,11 +139,15 @@ impl Spec {
             (true, true) => 1,
             (true, false) => block_rows(span, read_stride, written_h),
         };
-        // A depthwise weight gradient over rows that fit 4 column blocks
-        // shares its input rows between `rows` output rows.
-        let (rows, col_blocks) = match (dir, s.is_depthwise(), wide) {
+        // A depthwise or dense k×1 weight gradient over rows that fit 4
+        // column blocks shares its input rows between `rows` output rows.
+        // (A dense one only over 2: with COLUMN_IC channels of 4 column
+        // blocks, 28 wide, its window outgrew the gain.)
+        let blocks = if s.is_depthwise() { 4 } else { 2 };
+        let column = s.is_depthwise() || (s.kw == 1 && s.kh > 1);
+        let (rows, col_blocks) = match (dir, column, wide) {
             (Direction::WeightGradient, true, false)
-                if s.ow() <= 4 * COLS && (s.stride == 1 || span >= 6) =>
+                if s.ow() <= blocks * COLS && (s.stride == 1 || span >= 6) =>
             {
                 (WEIGHT_GROUP_ROWS, s.ow().div_ceil(COLS))
             }
@@ -168,7 +175,18 @@ impl Spec {
             } else {
                 channel_block(written)
             },
-            ic: channel_block(s.c_in),
+            // A dense k×1 weight gradient in row groups, and a dense 1×k
+            // one, read COLUMN_IC input channels per invocation on a CPU
+            // adapter (each dy value loaded feeds them all); a GPU keeps
+            // more, shorter invocations (one input channel each).
+            ic: match (s.is_depthwise(), dir, wide) {
+                (false, Direction::WeightGradient, _) if s.kh * s.kw == 1 => channel_block(s.c_in),
+                (false, Direction::WeightGradient, false) if col_blocks > 0 || s.kh == 1 => {
+                    COLUMN_IC.min(s.c_in)
+                }
+                (false, Direction::WeightGradient, _) => 1,
+                _ => channel_block(s.c_in),
+            },
             stride: s.stride,
             pad: if dir == Direction::InputGradient && s.stride > 1 {
                 (s.pad_h, s.pad_w)
@@ -211,7 +229,7 @@ impl Spec {
     pub fn name(&self) -> String {
         let blocks = match (self.depthwise, self.dir) {
             (true, _) => String::new(),
-            (false, Direction::WeightGradient) if self.kh * self.kw == 1 => {
+            (false, Direction::WeightGradient) if self.ic > 1 => {
                 format!(".c{}x{}", self.oc, self.ic)
             }
             (false, _) => format!(".c{}", self.oc),
@@ -255,9 +273,7 @@ impl Spec {
     pub fn source(&self) -> String {
         let body = match (self.dir, self.depthwise) {
             _ if self.flat4 => self.pointwise4_entry(),
-            (Direction::WeightGradient, true) if self.col_blocks > 0 => {
-                self.depthwise_weight_rows_entry()
-            }
+            (Direction::WeightGradient, _) if self.col_blocks > 0 => self.weight_rows_entry(),
             (Direction::WeightGradient, _) => self.weight_entry(),
             (Direction::InputGradient, _) if self.stride > 1 && self.rows > 1 => {
                 self.strided_dx_block_entry()
@@ -1081,27 +1097,39 @@ impl Spec {
         s
     }
 
-    /// Pass 1 of the weight gradient: one invocation sums, over the (n, oy)
-    /// rows of its chunk, the products for a block of (output channel,
-    /// input channel) pairs and every tap, 8 columns at a time: the input
-    /// windows of those columns are loaded once and each dy value once.
-    /// Pass 1 of a depthwise weight gradient, `rows` output rows of one
-    /// plane at a time, each row's `col_blocks` column blocks written out:
-    /// every input row the group reads is loaded once for all the output
-    /// rows its taps reach (`weight_entry` loads it once per tap row). Per
-    /// weight the terms come in `weight_entry`'s order: row, column block,
-    /// column.
-    fn depthwise_weight_rows_entry(&self) -> String {
+    /// Pass 1 of a depthwise or dense k×1 weight gradient, `rows` output
+    /// rows of one plane at a time, each row's `col_blocks` column blocks
+    /// written out: every input row the group reads is loaded once for all
+    /// the output rows its taps reach (`weight_entry` loads it once per
+    /// tap row). Per weight the terms come in `weight_entry`'s order: row,
+    /// column block, column, so both kernels give the same sums.
+    fn weight_rows_entry(&self) -> String {
         let (d, st, win, kk) = (self.dilation, self.stride, self.window(), self.kh * self.kw);
         let (rows, cb) = (self.rows, self.col_blocks);
+        // Channels per invocation: a depthwise kernel takes one (its input
+        // channel), a dense k×1 one `oc` written of `ic` read.
+        let (oc, ic) = if self.depthwise {
+            (1, 1)
+        } else {
+            (self.oc, self.ic)
+        };
         let mut s = String::new();
         let w = &mut s;
         open_entry(w, self.workgroup());
-        let _ = writeln!(w, "    if idx >= p.chunks * p.c_out {{ return; }}");
-        let _ = writeln!(w, "    let c = idx % p.c_out;");
-        let _ = writeln!(w, "    let k = idx / p.c_out;");
-        for t in 0..kk {
-            let _ = writeln!(w, "    var a{t} = 0.0;");
+        if self.depthwise {
+            let _ = writeln!(w, "    if idx >= p.chunks * p.c_out {{ return; }}");
+            let _ = writeln!(w, "    let oc0 = idx % p.c_out;");
+            let _ = writeln!(w, "    let ic0 = oc0;");
+            let _ = writeln!(w, "    let k = idx / p.c_out;");
+        } else {
+            weight_blocks_decode(w, oc, ic);
+        }
+        for o in 0..oc {
+            for i in 0..ic {
+                for t in 0..kk {
+                    let _ = writeln!(w, "    var a{o}_{i}_{t} = 0.0;");
+                }
+            }
         }
         let _ = writeln!(w, "    let r1 = min((k + 1u) * p.chunk_rows, p.n * p.oh);");
         let _ = writeln!(w, "    let lx = p.ow - 1u;");
@@ -1112,7 +1140,12 @@ impl Spec {
         let _ = writeln!(w, "        let oy = r % p.oh;");
         // Output rows oy..oy + nv of this plane and chunk.
         let _ = writeln!(w, "        let nv = min(min({rows}u, r1 - r), p.oh - oy);");
-        let _ = writeln!(w, "        let plane = (b * p.c_in + c) * p.h * p.w;");
+        for i in 0..ic {
+            let _ = writeln!(
+                w,
+                "        let plane{i} = (b * p.c_in + ic{i}) * p.h * p.w;"
+            );
+        }
         // Input row u (from oy·s − pad) feeds output row m through tap
         // ky = (u − m·s) / d.
         let mut used: Vec<usize> = (0..rows)
@@ -1128,7 +1161,7 @@ impl Spec {
             let _ = writeln!(w, "        let in{u} = iy{u} >= 0 && iy{u} < i32(p.h);");
             let _ = writeln!(
                 w,
-                "        let ry{u} = plane + u32(clamp(iy{u}, 0, i32(p.h) - 1)) * p.w;"
+                "        let ry{u} = u32(clamp(iy{u}, 0, i32(p.h) - 1)) * p.w;"
             );
         }
         for q in 0..cb {
@@ -1138,41 +1171,72 @@ impl Spec {
                 "        let ix{q} = i32({}u * {st}u) - i32(p.pad_w);",
                 q * COLS
             );
-            for &u in &used {
-                self.window_loads_at(
-                    w,
-                    "        ",
-                    &format!("x{u}_{q}_"),
-                    (&format!("ry{u}"), &format!("in{u}")),
-                    &win,
-                    (&format!("ix{q}"), &format!("ox{q}")),
-                );
+            for i in 0..ic {
+                for &u in &used {
+                    self.window_loads_at(
+                        w,
+                        "        ",
+                        &format!("x{i}_{u}_{q}_"),
+                        (&format!("plane{i} + ry{u}"), &format!("in{u}")),
+                        &win,
+                        (&format!("ix{q}"), &format!("ox{q}")),
+                    );
+                }
             }
         }
         for m in 0..rows {
             let _ = writeln!(w, "        if nv > {m}u {{");
-            let _ = writeln!(
-                w,
-                "            let drow = ((b * p.c_out + c) * p.oh + oy + {m}u) * p.ow;"
-            );
-            for q in 0..cb {
-                self.dy_loads(
+            for o in 0..oc {
+                let _ = writeln!(
                     w,
-                    "            ",
-                    &format!("g{q}_"),
-                    &format!("{}u", q * COLS),
+                    "            let drow{o} = ((b * p.c_out + oc{o}) * p.oh + oy + {m}u) * p.ow;"
                 );
-                self.weight_fmas(w, "            ", "a", &format!("g{q}_"), &|ky| {
-                    format!("x{}_{q}_", m * st + ky * d)
-                });
+                let _ = writeln!(w, "            {{");
+                let _ = writeln!(w, "                let drow = drow{o};");
+                for q in 0..cb {
+                    self.dy_loads(
+                        w,
+                        "                ",
+                        &format!("g{q}_"),
+                        &format!("{}u", q * COLS),
+                    );
+                    for i in 0..ic {
+                        self.weight_fmas(
+                            w,
+                            "                ",
+                            &format!("a{o}_{i}_"),
+                            &format!("g{q}_"),
+                            &|ky| format!("x{i}_{}_{q}_", m * st + ky * d),
+                        );
+                    }
+                }
+                let _ = writeln!(w, "            }}");
             }
             let _ = writeln!(w, "        }}");
         }
         let _ = writeln!(w, "        r = r + nv;");
         let _ = writeln!(w, "    }}");
-        let _ = writeln!(w, "    let at = k * p.c_out * p.w_o + c * p.w_o;");
-        for t in 0..kk {
-            let _ = writeln!(w, "    partial[at + {t}u] = a{t};");
+        if self.depthwise {
+            let _ = writeln!(w, "    let at0 = k * p.c_out * p.w_o + oc0 * p.w_o;");
+            for t in 0..kk {
+                let _ = writeln!(w, "    partial[at0 + {t}u] = a0_0_{t};");
+            }
+        } else {
+            // partial[k, o, i, t], laid out like the weights (as `weight_entry`).
+            let _ = writeln!(w, "    let wbase = k * p.c_out * p.w_o;");
+            for o in 0..oc {
+                for i in 0..ic {
+                    let _ = writeln!(w, "    if o0 + {o}u < p.c_out && i0 + {i}u < p.c_in {{");
+                    let _ = writeln!(
+                        w,
+                        "        let at = wbase + (o0 + {o}u) * p.w_o + (i0 + {i}u) * p.w_i;"
+                    );
+                    for t in 0..kk {
+                        let _ = writeln!(w, "        partial[at + {t}u] = a{o}_{i}_{t};");
+                    }
+                    let _ = writeln!(w, "    }}");
+                }
+            }
         }
         let _ = writeln!(w, "}}");
         s
@@ -1239,10 +1303,8 @@ impl Spec {
         let (d, st, win, kk) = (self.dilation, self.stride, self.window(), self.kh * self.kw);
         let (oc, ic) = if self.depthwise {
             (1, 1)
-        } else if kk == 1 {
-            (self.oc, self.ic)
         } else {
-            (self.oc, 1)
+            (self.oc, self.ic)
         };
         let mut s = String::new();
         let w = &mut s;
@@ -1338,7 +1400,6 @@ impl Spec {
     }
 }
 
-/// The start of a generated entry: its signature and linear index.
 /// A module: the common header, the template, and `body`; the template's
 /// loads of x apply a ReLU where `relu` (its RELU_IN).
 fn module(body: &str, relu: bool) -> String {
@@ -1348,6 +1409,7 @@ fn module(body: &str, relu: bool) -> String {
     )
 }
 
+/// The start of a generated entry: its signature and linear index.
 fn open_entry(w: &mut String, wg: u32) {
     shaders::open_entry(w, "conv_rows", wg);
 }
@@ -1423,7 +1485,14 @@ pub fn representative_specs() -> Vec<Spec> {
                                 dir,
                                 flat4: false,
                                 oc,
-                                ic: oc,
+                                // A dense k×k weight gradient reads one input channel, a 1×k one
+                                // COLUMN_IC (CPU adapters), the others `oc`.
+                                ic: match (dir, depthwise, kh, kw) {
+                                    (Direction::WeightGradient, false, 1, 1) => oc,
+                                    (Direction::WeightGradient, false, 1, _) => COLUMN_IC,
+                                    (Direction::WeightGradient, false, _, _) => 1,
+                                    _ => oc,
+                                },
                                 stride,
                                 pad,
                                 vec: 1,
@@ -1466,6 +1535,31 @@ pub fn representative_specs() -> Vec<Spec> {
                     ic: 1,
                     stride,
                     pad: (0, if vec > 1 { (kw - 1) / 2 } else { 0 }),
+                    vec,
+                    rows: WEIGHT_GROUP_ROWS,
+                    quads: 1,
+                    col_blocks,
+                    relu: false,
+                });
+            }
+        }
+    }
+    // Dense 7×1 weight gradients in row groups: 1 and 2 column blocks,
+    // COLUMN_IC input channels, both channel blocks.
+    for (stride, vec) in [(1, 1), (1, 2), (1, 4), (2, 1)] {
+        for col_blocks in [1, 2] {
+            for oc in [4, DENSE_CHANNELS] {
+                v.push(Spec {
+                    depthwise: false,
+                    kh: 7,
+                    kw: 1,
+                    dilation: 1,
+                    dir: Direction::WeightGradient,
+                    flat4: false,
+                    oc,
+                    ic: COLUMN_IC,
+                    stride,
+                    pad: (0, 0),
                     vec,
                     rows: WEIGHT_GROUP_ROWS,
                     quads: 1,
@@ -1561,14 +1655,12 @@ pub fn weight_rows(s: &Conv2dShape) -> (usize, usize) {
 }
 
 /// Invocations of pass 1 per chunk of rows (blocks of channel pairs).
-pub fn weight_blocks(s: &Conv2dShape) -> usize {
-    let spec = Spec::of(s, Direction::WeightGradient, false);
+pub fn weight_blocks(s: &Conv2dShape, wide: bool) -> usize {
+    let spec = Spec::of(s, Direction::WeightGradient, wide);
     if s.is_depthwise() {
         s.c_out
-    } else if s.kh * s.kw == 1 {
-        s.c_out.div_ceil(spec.oc) * s.c_in.div_ceil(spec.ic)
     } else {
-        s.c_out.div_ceil(spec.oc) * s.c_in
+        s.c_out.div_ceil(spec.oc) * s.c_in.div_ceil(spec.ic)
     }
 }
 
@@ -1656,7 +1748,7 @@ pub fn weight_partial_kernel(
         gpu,
         &params,
         &[(1, x), (4, dy), (6, partial)],
-        chunks * weight_blocks(s),
+        chunks * weight_blocks(s, gpu.wide),
     )
 }
 
