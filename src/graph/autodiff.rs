@@ -377,6 +377,9 @@ fn rule(g: &mut Graph, op: &Op, ins: &[T], outs: &[T], douts: &[Option<T>]) -> V
             none[0] = Some(dlogits);
             none
         }
+        Op::PoolBatchNorm { .. } => {
+            panic!("autodiff: a fused pool + batch norm has no gradient rule (fuse after autodiff)")
+        }
         other => panic!("{other:?} is not differentiable (a backward or update op)"),
     }
 }

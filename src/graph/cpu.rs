@@ -198,6 +198,15 @@ fn run(op: &Op, ins: &[&[f32]], outs: &mut [Vec<f32>]) {
             let (y, arg) = pool::cpu::max_pool_forward(s, ins[0]);
             (outs[0], outs[1]) = (y, from_words(&arg));
         }
+        Op::PoolBatchNorm { pool: s, max, bn } => {
+            let y = if *max {
+                pool::cpu::max_pool_forward(s, ins[0]).0
+            } else {
+                pool::cpu::avg_pool_forward(s, ins[0])
+            };
+            let (g, b) = (opt(ins, 3, bn.affine), opt(ins, 4, bn.affine));
+            outs[0] = batchnorm::cpu::eval_forward(bn, &y, ins[1], ins[2], g, b);
+        }
         Op::MaxPoolBackward(s) => outs[0] = pool::cpu::max_pool_backward(s, &words(ins[0]), ins[1]),
         Op::AvgPool(s) => outs[0] = pool::cpu::avg_pool_forward(s, ins[0]),
         Op::AvgPoolBackward(s) => outs[0] = pool::cpu::avg_pool_backward(s, ins[0]),

@@ -1,14 +1,94 @@
-//! ReLUs fused into the convolutions that read them: in a graph without
-//! gradients through them, conv(relu(x)) reads x and applies max(·, 0) as it
-//! loads (`Spec::relu` of the generated kernels), so the ReLU's pass over
-//! the tensor (a read, a write and a dispatch) goes. Every op of the PNAS
-//! space but the pools starts with a ReLU, so a measured cell's passes
-//! hold one per cell input and block output each op reads.
+//! Forward-only fusions, for graphs without gradients through the ops
+//! fused (run them after any autodiff), each saving an op's pass over a
+//! tensor (a read, a write and a dispatch):
+//!
+//! - ReLUs fused into the convolutions that read them: conv(relu(x)) reads
+//!   x and applies max(·, 0) as it loads (`Spec::relu` of the generated
+//!   kernels). Every op of the PNAS space but the pools starts with a
+//!   ReLU, so a measured cell's passes hold one per cell input and block
+//!   output each op reads.
+//! - Evaluation batch norms fused into the pooling before them: the
+//!   DARTS supernet's pools are followed by a batch norm, which the
+//!   generated pooling kernels apply as they write (`pool_rows::Bn`).
 
 use std::collections::HashMap;
 
-use super::ir::{Graph, Op, T};
-use crate::ops::conv2d_rows;
+use super::ir::{Graph, Node, Op, T};
+use crate::ops::{conv2d_rows, pool_rows};
+
+/// Readers of each tensor, by node index.
+fn readers(g: &Graph) -> HashMap<T, Vec<usize>> {
+    let mut readers: HashMap<T, Vec<usize>> = HashMap::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        for &x in &n.inputs {
+            readers.entry(x).or_default().push(i);
+        }
+    }
+    readers
+}
+
+/// Fuses every `BatchNormEval` without a ReLU whose input is a max or
+/// average pooling's output that nothing else reads (nor, for max, its
+/// argmax), not pinned, of a shape the generated kernels take: one
+/// `PoolBatchNorm` node writes the batch norm's output. Returns how many
+/// batch norms went.
+pub fn fuse_pool_batchnorms(g: &mut Graph) -> usize {
+    let readers = readers(g);
+    let only_reader = |t: T| match readers.get(&t).map(Vec::as_slice) {
+        Some(&[j]) if !g.def(t).pinned => Some(j),
+        _ => None,
+    };
+    // Pool node → its batch norm's node.
+    let mut into: HashMap<usize, usize> = HashMap::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        let s = match &n.op {
+            Op::MaxPool(s)
+                if !readers.contains_key(&n.outputs[1]) && !g.def(n.outputs[1]).pinned =>
+            {
+                s
+            }
+            Op::AvgPool(s) => s,
+            _ => continue,
+        };
+        let Some(j) = only_reader(n.outputs[0]) else {
+            continue;
+        };
+        if let Op::BatchNormEval(bn) = &g.nodes[j].op {
+            let fits = !bn.relu && bn.c == s.c && pool_rows::fits(s);
+            if fits && g.nodes[j].inputs[0] == n.outputs[0] {
+                into.insert(i, j);
+            }
+        }
+    }
+    let gone: std::collections::HashSet<usize> = into.values().copied().collect();
+    let old = std::mem::take(&mut g.nodes);
+    for (i, n) in old.iter().enumerate() {
+        if gone.contains(&i) {
+            continue;
+        }
+        let Some(&j) = into.get(&i) else {
+            g.nodes.push(n.clone());
+            continue;
+        };
+        let bn_node = &old[j];
+        let Op::BatchNormEval(bn) = bn_node.op else {
+            unreachable!("fused into a batch norm");
+        };
+        let (pool, max) = match n.op {
+            Op::MaxPool(s) => (s, true),
+            Op::AvgPool(s) => (s, false),
+            _ => unreachable!("only pools fuse a batch norm"),
+        };
+        let mut inputs = vec![n.inputs[0]];
+        inputs.extend(&bn_node.inputs[1..]);
+        g.nodes.push(Node {
+            op: Op::PoolBatchNorm { pool, max, bn },
+            inputs,
+            outputs: bn_node.outputs.clone(),
+        });
+    }
+    gone.len()
+}
 
 /// Fuses every ReLU whose output only convolutions read (as their input,
 /// with kernels that fuse: `conv2d_rows::fits_forward`), that is not pinned,
@@ -16,12 +96,7 @@ use crate::ops::conv2d_rows;
 /// it after any autodiff: a fused convolution has no gradient rule.
 /// Returns how many ReLUs went.
 pub fn fuse_relu_reads(g: &mut Graph) -> usize {
-    let mut readers: HashMap<T, Vec<usize>> = HashMap::new();
-    for (i, n) in g.nodes.iter().enumerate() {
-        for &x in &n.inputs {
-            readers.entry(x).or_default().push(i);
-        }
-    }
+    let readers = readers(g);
     let fuses = |j: usize, r: T| match &g.nodes[j].op {
         Op::Conv2d { s, relu: false, .. } => {
             let ins = &g.nodes[j].inputs;
@@ -136,6 +211,68 @@ mod tests {
             .nodes
             .iter()
             .filter(|n| matches!(n.op, Op::Conv2d { relu: true, .. }));
+        assert_eq!(fused.count(), 2);
+        for (a, b) in before.iter().zip(run(&g)) {
+            let c = verify::compare("fuse", "cpu", "", a, &b, verify::FORWARD);
+            assert!(c.pass, "{:?}", c.detail);
+        }
+    }
+
+    /// Max and average pools into evaluation batch norms (with and
+    /// without γ, β) fuse; a pool whose output is pinned, a batch norm
+    /// with a ReLU and a pool another node also reads stay; the outputs
+    /// are the same.
+    #[test]
+    fn pool_fusing_keeps_the_outputs() {
+        use crate::ops::{batchnorm, pool};
+        let mut rng = verify::rng(7);
+        let (n, c, hw) = (2, 3, 7);
+        let mut g = Graph::new();
+        let x = g.input("x", &[n, c, hw, hw]);
+        let ps = pool::Shape {
+            n,
+            c,
+            h: hw,
+            w: hw,
+            k: 3,
+            stride: 2,
+            pad: 1,
+        };
+        let ohw = ps.out_h() * ps.out_w();
+        let rm = g.state("rm", &[c], Some(verify::randn(&mut rng, c)));
+        let rv = g.state("rv", &[c], Some(verify::uniform(&mut rng, c, 0.5, 2.0)));
+        let gamma = g.param("gamma", &[c], verify::uniform(&mut rng, c, 0.5, 1.5));
+        let beta = g.param("beta", &[c], verify::randn(&mut rng, c));
+        let plain = batchnorm::Shape::new(n, c, ohw, false);
+        let affine = batchnorm::Shape::new(n, c, ohw, true);
+        let mp = g.max_pool(x, ps);
+        let a = g.batchnorm_eval(mp, None, (rm, rv), plain);
+        let ap = g.avg_pool(x, ps);
+        let b = g.batchnorm_eval(ap, Some((gamma, beta)), (rm, rv), affine);
+        let kept = g.avg_pool(x, ps);
+        g.pin(kept); // pinned: stays
+        let d = g.batchnorm_eval(kept, None, (rm, rv), plain);
+        let r = g.max_pool(x, ps);
+        let e = g.batchnorm_eval(r, None, (rm, rv), plain.with_relu()); // ReLU: stays
+        let shared = g.avg_pool(x, ps);
+        let f = g.batchnorm_eval(shared, None, (rm, rv), plain);
+        let f2 = g.add(shared, f); // read twice: stays
+        let outs = [a, b, kept, d, e, f2];
+        for &o in &outs {
+            g.pin(o);
+        }
+        let run = |g: &Graph| -> Vec<Vec<f32>> {
+            let mut exec = CpuExec::new(g);
+            exec.write(x, &verify::randn(&mut verify::rng(8), n * c * hw * hw));
+            exec.step(g);
+            outs.iter().map(|&t| exec.read(t).to_vec()).collect()
+        };
+        let before = run(&g);
+        assert_eq!(fuse_pool_batchnorms(&mut g), 2);
+        let fused = g
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::PoolBatchNorm { .. }));
         assert_eq!(fused.count(), 2);
         for (a, b) in before.iter().zip(run(&g)) {
             let c = verify::compare("fuse", "cpu", "", a, &b, verify::FORWARD);

@@ -166,6 +166,14 @@ pub enum Op {
     AvgPool(pool::Shape),
     /// [dy] → [dx]
     AvgPoolBackward(pool::Shape),
+    /// [x, running_mean, running_var, (γ, β)] → [y]: an evaluation batch
+    /// norm applied as a max (`max`) or average pooling writes
+    /// (`graph::fuse_pool_batchnorms`; no argmax).
+    PoolBatchNorm {
+        pool: pool::Shape,
+        max: bool,
+        bn: batchnorm::Shape,
+    },
     /// [x] → [y] over `hw` cells per (n, c)
     GlobalAvgPool { hw: usize },
     /// [dy] → [dx]

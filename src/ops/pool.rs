@@ -231,6 +231,33 @@ pub fn max_pool_backward(
     )
 }
 
+/// y = BN(pool(x)) with the evaluation batch norm `bn` (running statistics
+/// `mean`, `var`, and γ, β where `bn.affine`) applied as the pooling
+/// writes (`graph::fuse_pool_batchnorms`): one pass, no argmax. Only for
+/// shapes `pool_rows::fits`.
+#[allow(clippy::too_many_arguments)]
+pub fn pool_bn_forward(
+    gpu: &Gpu,
+    s: &Shape,
+    kind: Kind,
+    bn: &super::batchnorm::Shape,
+    x: &Buf,
+    (mean, var): (&Buf, &Buf),
+    affine: Option<(&Buf, &Buf)>,
+    y: &Buf,
+) -> Result<Kernel, GpuError> {
+    s.checked();
+    assert!(
+        pool_rows::fits(s) && !bn.relu && bn.c == s.c && bn.affine == affine.is_some(),
+        "pool {s:?} with batch norm {bn}: not a fusable pair"
+    );
+    let mut slots = vec![(1, x), (2, mean), (3, y), (4, var)];
+    if let Some((g, b)) = affine {
+        slots.extend([(5, g), (6, b)]);
+    }
+    pool_rows::kernel_bn(gpu, s, kind, false, Some((bn.eps, bn.affine)), &slots)
+}
+
 pub fn avg_pool_forward(gpu: &Gpu, s: &Shape, x: &Buf, y: &Buf) -> Result<Kernel, GpuError> {
     let total = s.checked().output_len();
     if pool_rows::fits(s) {

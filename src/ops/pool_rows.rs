@@ -38,6 +38,18 @@ pub struct Spec {
     /// The input rows are whole vectors of `vec` floats (width divisible by
     /// 4 or 2) and a blocked forward reads them so; 1 elsewhere.
     pub vec: usize,
+    /// A forward followed by an evaluation batch norm it applies (no
+    /// argmax written).
+    pub bn: Bn,
+}
+
+/// The batch norm a forward applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bn {
+    None,
+    /// Without γ, β.
+    Plain,
+    Affine,
 }
 
 /// Output rows per average-forward invocation on a CPU adapter
@@ -58,8 +70,13 @@ impl Spec {
         } else {
             String::new()
         };
+        let bn = match self.bn {
+            Bn::None => "",
+            Bn::Plain => ".bn",
+            Bn::Affine => ".bna",
+        };
         format!(
-            "pool_rows.{}.{}.k{}s{}p{}{blocks}",
+            "pool_rows.{}.{}.k{}s{}p{}{blocks}{bn}",
             match self.kind {
                 Kind::Max => "max",
                 Kind::Avg => "avg",
@@ -199,6 +216,17 @@ impl Spec {
             }
             let _ = writeln!(w, "    }}");
         }
+        // The plane's batch-norm coefficients, once per invocation.
+        let bn = |v: &str| match self.bn {
+            Bn::None => v.to_string(),
+            Bn::Plain => format!("({v} - bn_m) * bn_inv"),
+            Bn::Affine => format!("({v} - bn_m) * bn_inv * bn_gamma[ch] + bn_beta[ch]"),
+        };
+        if self.bn != Bn::None {
+            let _ = writeln!(w, "    let ch = plane % p.c;");
+            let _ = writeln!(w, "    let bn_m = bn_mean[ch];");
+            let _ = writeln!(w, "    let bn_inv = 1.0 / sqrt(bn_var[ch] + p.eps);");
+        }
         for m in 0..rows {
             let _ = writeln!(w, "    if oy0 + {m}u < p.oh {{");
             let _ = writeln!(
@@ -214,15 +242,19 @@ impl Spec {
                 let _ = writeln!(w, "        if ox0 + {j}u < p.ow {{");
                 match self.kind {
                     Kind::Max => {
-                        let _ = writeln!(w, "            dst[obase + {j}u] = best{m}_{j};");
-                        let _ = writeln!(w, "            arg_out[obase + {j}u] = arg{m}_{j};");
+                        let y = bn(&format!("best{m}_{j}"));
+                        let _ = writeln!(w, "            dst[obase + {j}u] = {y};");
+                        if self.bn == Bn::None {
+                            let _ = writeln!(w, "            arg_out[obase + {j}u] = arg{m}_{j};");
+                        }
                     }
                     Kind::Avg => {
                         let _ = writeln!(
                             w,
-                            "            dst[obase + {j}u] = acc{m}_{j} / (rows * f32(span(x0 + {}i, {k}i, p.w)));",
+                            "            let v = acc{m}_{j} / (rows * f32(span(x0 + {}i, {k}i, p.w)));",
                             j * s
                         );
+                        let _ = writeln!(w, "            dst[obase + {j}u] = {};", bn("v"));
                     }
                 }
                 let _ = writeln!(w, "        }}");
@@ -369,7 +401,22 @@ pub fn kernel(
     backward: bool,
     slots: &[(u32, &Buf)],
 ) -> Result<Kernel, GpuError> {
+    kernel_bn(gpu, s, kind, backward, None, slots)
+}
+
+/// [`kernel`], a forward applying the evaluation batch norm `bn` (`Some((eps,
+/// affine))`; slots 2 mean, 4 var, and with affine 5 γ, 6 β) instead of
+/// writing the argmax.
+pub fn kernel_bn(
+    gpu: &Gpu,
+    s: &Shape,
+    kind: Kind,
+    backward: bool,
+    bn: Option<(f32, bool)>,
+    slots: &[(u32, &Buf)],
+) -> Result<Kernel, GpuError> {
     debug_assert!(fits(s));
+    debug_assert!(bn.is_none() || !backward);
     let blocked = kind == Kind::Avg && !backward && !gpu.wide;
     let spec = Spec {
         kind,
@@ -383,13 +430,32 @@ pub fn kernel(
             true if s.w.is_multiple_of(2) => 2,
             _ => 1,
         },
+        bn: match bn {
+            None => Bn::None,
+            Some((_, false)) => Bn::Plain,
+            Some((_, true)) => Bn::Affine,
+        },
     };
     let total = if backward {
         s.planes() * s.h * s.w.div_ceil(COLS)
     } else {
         s.planes() * s.out_h().div_ceil(spec.rows) * s.out_w().div_ceil(COLS)
     };
-    let params = [total, s.h, s.w, s.out_h(), s.out_w(), s.k, s.stride, s.pad].map(|v| v as u32);
+    let eps = bn.map_or(0.0, |(e, _)| e).to_bits();
+    let mut params = [
+        total,
+        s.h,
+        s.w,
+        s.out_h(),
+        s.out_w(),
+        s.k,
+        s.stride,
+        s.pad,
+        s.c,
+    ]
+    .map(|v| v as u32)
+    .to_vec();
+    params.push(eps);
     gpu.kernel_generated(
         &spec.name(),
         &|| Ok(spec.source()),
@@ -421,16 +487,25 @@ pub fn representative_specs() -> Vec<Spec> {
                                 (FORWARD_ROWS, 4),
                             ]
                         };
+                        // The forward also with each batch norm fused.
+                        let bns: &[Bn] = if backward {
+                            &[Bn::None]
+                        } else {
+                            &[Bn::None, Bn::Plain, Bn::Affine]
+                        };
                         for &(rows, vec) in blocks {
-                            v.push(Spec {
-                                kind,
-                                backward,
-                                k,
-                                stride,
-                                pad,
-                                rows,
-                                vec,
-                            });
+                            for &bn in bns {
+                                v.push(Spec {
+                                    kind,
+                                    backward,
+                                    k,
+                                    stride,
+                                    pad,
+                                    rows,
+                                    vec,
+                                    bn,
+                                });
+                            }
                         }
                     }
                 }

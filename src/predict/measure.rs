@@ -599,8 +599,10 @@ fn build_passes(
     // The evaluation passes' batch norms into their convolutions' weights,
     // once for all passes (after the statistics passes).
     crate::graph::fold_eval_batchnorms(g);
-    // No gradients here: every ReLU only convolutions read is read by them.
+    // No gradients here: every ReLU only convolutions read is read by
+    // them, the pools' batch norms applied as the pools write.
     crate::graph::fuse_relu_reads(g);
+    crate::graph::fuse_pool_batchnorms(g);
     Passes {
         params: st.params,
         bn_images,

@@ -1,7 +1,54 @@
 //! Cases for `ops::pool`.
 
 use super::{Case, Level, FORWARD, GRADIENT};
+use crate::ops::batchnorm;
 use crate::ops::pool::{self, cpu, Shape};
+use crate::ops::pool_rows::{self, Kind};
+
+/// Max and average pooling with an evaluation batch norm fused
+/// (`pool::pool_bn_forward`), with and without γ, β, against the CPU's
+/// pooling then batch norm.
+fn bn_case(s: Shape) -> Case {
+    Case::new("pool", "pool_bn", s.to_string(), move |c| {
+        let x = c.randn(s.input_len());
+        let (mean, var) = (c.randn(s.c), c.uniform(s.c, 0.2, 2.0));
+        let (gamma, beta) = (c.uniform(s.c, 0.5, 1.5), c.randn(s.c));
+        let (xb, mb, vb) = (c.input(&x)?, c.input(&mean)?, c.input(&var)?);
+        let (gb, bb) = (c.input(&gamma)?, c.input(&beta)?);
+        let g = c.gpu;
+        let mut runs = Vec::new();
+        let mut ks = Vec::new();
+        for kind in [Kind::Max, Kind::Avg] {
+            for affine in [false, true] {
+                let bs = batchnorm::Shape::new(s.n, s.c, s.out_h() * s.out_w(), affine);
+                let yb = c.output(s.output_len())?;
+                let ab = affine.then_some((&gb, &bb));
+                ks.push(pool::pool_bn_forward(
+                    g,
+                    &s,
+                    kind,
+                    &bs,
+                    &xb,
+                    (&mb, &vb),
+                    ab,
+                    &yb,
+                )?);
+                runs.push((kind, affine, bs, yb));
+            }
+        }
+        c.run(&ks)?;
+        for (kind, affine, bs, yb) in runs {
+            let y = match kind {
+                Kind::Max => cpu::max_pool_forward(&s, &x).0,
+                Kind::Avg => cpu::avg_pool_forward(&s, &x),
+            };
+            let (gm, bt) = (affine.then_some(&gamma[..]), affine.then_some(&beta[..]));
+            let want = batchnorm::cpu::eval_forward(&bs, &y, &mean, &var, gm, bt);
+            c.check(&format!("{kind:?} affine {affine}"), &want, &yb, FORWARD)?;
+        }
+        Ok(())
+    })
+}
 
 /// (shape, ties): with `ties` the input holds only the values 0, 1, 2, so
 /// windows have equal maxima and the first-wins rule is exercised.
@@ -99,6 +146,9 @@ pub fn cases(level: Level) -> Vec<Case> {
         }));
         if ties {
             continue;
+        }
+        if pool_rows::fits(&s) {
+            v.push(bn_case(s));
         }
         v.push(Case::new("pool", "avg_pool", s.to_string(), move |c| {
             let (x, dy) = (c.randn(s.input_len()), c.randn(s.output_len()));
