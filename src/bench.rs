@@ -166,6 +166,7 @@ fn conv_cases(v: &mut Vec<BenchCase>) {
         ("dw7x7_7", planes(conv(32, 32, 7, 7, 3, 3, 1, 32), 7)),
         ("dw3x3_7", planes(conv(32, 32, 3, 3, 1, 1, 1, 32), 7)),
         ("7x1_7", planes(conv(32, 32, 7, 1, 3, 0, 1, 1), 7)),
+        ("pointwise_7", planes(conv(32, 32, 1, 1, 0, 0, 1, 1), 7)),
         ("1x7_7", planes(conv(32, 32, 1, 7, 0, 3, 1, 1), 7)),
         // A reduction cell's strided ops (their input gradients are
         // `conv2d_rows`' strided kernels).
