@@ -29,9 +29,10 @@ fn readers(g: &Graph) -> HashMap<T, Vec<usize>> {
 
 /// Fuses every `BatchNormEval` without a ReLU whose input is a max or
 /// average pooling's output that nothing else reads (nor, for max, its
-/// argmax), not pinned, of a shape the generated kernels take: one
-/// `PoolBatchNorm` node writes the batch norm's output. Returns how many
-/// batch norms went.
+/// argmax), not pinned, of a shape the generated kernels take, and whose
+/// statistics no node between them writes: one `PoolBatchNorm` node, where
+/// the pool was, writes the batch norm's output. Returns how many batch
+/// norms went.
 pub fn fuse_pool_batchnorms(g: &mut Graph) -> usize {
     let readers = readers(g);
     let only_reader = |t: T| match readers.get(&t).map(Vec::as_slice) {
@@ -55,7 +56,11 @@ pub fn fuse_pool_batchnorms(g: &mut Graph) -> usize {
         };
         if let Op::BatchNormEval(bn) = &g.nodes[j].op {
             let fits = !bn.relu && bn.c == s.c && pool_rows::fits(s);
-            if fits && g.nodes[j].inputs[0] == n.outputs[0] {
+            // The fused node reads the statistics where the pool ran: no
+            // node may write them in between.
+            let stats = &g.nodes[j].inputs[1..];
+            let written = (i + 1..j).any(|k| g.nodes[k].outputs.iter().any(|o| stats.contains(o)));
+            if fits && !written && g.nodes[j].inputs[0] == n.outputs[0] {
                 into.insert(i, j);
             }
         }
@@ -257,7 +262,11 @@ mod tests {
         let shared = g.avg_pool(x, ps);
         let f = g.batchnorm_eval(shared, None, (rm, rv), plain);
         let f2 = g.add(shared, f); // read twice: stays
-        let outs = [a, b, kept, d, e, f2];
+        let late = g.max_pool(x, ps);
+        let whole = batchnorm::Shape::new(n, c, hw * hw, false);
+        let t = g.batchnorm_train(x, None, (rm, rv), whole); // writes rm, rv
+        let h = g.batchnorm_eval(late, None, (rm, rv), plain); // so this stays
+        let outs = [a, b, kept, d, e, f2, t, h];
         for &o in &outs {
             g.pin(o);
         }

@@ -36,7 +36,10 @@ const WEIGHT_WG: u32 = 16;
 /// faster).
 const WEIGHT_GROUP_ROWS: usize = 4;
 /// Input channels per invocation of a dense k×1 weight gradient in row
-/// groups (`weight_rows_entry`).
+/// groups (`weight_rows_entry`) and of a dense 1×k one, on CPU adapters:
+/// an invocation loads 8 output channels' dy per row, which then feed this
+/// many channels. Measured on lavapipe (BENCHMARKS.md, "Twelfth pass"),
+/// 7×1 on [32,16,14,14]: 2.1 ms at 1, 1.4–1.7 at 2, 1.2 at 4, 1.4 at 8.
 const COLUMN_IC: usize = 4;
 /// Largest tap span (k − 1) · dilation: 7 taps at dilation 2.
 const MAX_SPAN: usize = 12;
