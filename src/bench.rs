@@ -558,7 +558,33 @@ fn optim_cases(v: &mut Vec<BenchCase>) {
 }
 
 fn elementwise_cases(v: &mut Vec<BenchCase>) {
+    use crate::ops::layout::{self, ConcatShape};
     use crate::ops::{elementwise as ew, reduce};
+    // A 5-block cell's output: the quick preset's measurement (batch 64,
+    // width 4) and bench-small's first cells (batch 32, width 8).
+    for (batch, c) in [(64, 4), (32, 8)] {
+        let s = ConcatShape {
+            batch,
+            channels: vec![c; 5],
+            h: 28,
+            w: 28,
+        };
+        let n = s.whole_len();
+        v.push(BenchCase::new(
+            "concat_forward",
+            format!("{batch}x[{c};5]x28x28"),
+            0.0,
+            8.0 * n as f64,
+            move |g| {
+                let xs = (0..5)
+                    .map(|k| random_buf(g, s.part_len(k), k as u64 + 1))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let y = g.alloc("y", n)?;
+                let refs: Vec<&crate::engine::Buf> = xs.iter().collect();
+                layout::concat_forward(g, &s, &refs, &y)
+            },
+        ));
+    }
     let n = 32 * 16 * 28 * 28;
     let shape = "[32,16,28,28]".to_string();
     v.push(BenchCase::new(

@@ -14,6 +14,10 @@ fn concat_shapes(level: Level) -> Vec<ConcatShape> {
             (1, &[5, 1, 3, 16], 13, 13),
             (2, &[1, 3, 5, 16, 3], 28, 28),
             (1, &[16, 5], 7, 13),
+            // Six and eight parts, over a batch the z grid strides (9 > 4
+            // per z).
+            (9, &[2, 3, 1, 4, 2, 5], 5, 5),
+            (3, &[1, 2, 3, 4, 5, 6, 7, 8], 7, 7),
         ],
     };
     rows.iter()
