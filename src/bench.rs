@@ -95,8 +95,7 @@ pub fn time_kernels(gpu: &Gpu, kernels: &[Kernel], repeats: usize) -> Result<f64
         run_repeated(gpu, kernels, inner)?;
         samples.push(t.elapsed().as_secs_f64() / inner as f64);
     }
-    samples.sort_by(f64::total_cmp);
-    Ok(samples[samples.len() / 2])
+    Ok(median(samples))
 }
 
 pub fn run_case(gpu: &Gpu, case: &BenchCase, repeats: usize) -> Result<BenchRow, GpuError> {
@@ -661,6 +660,12 @@ pub struct StepBench {
     pub profile: Option<Vec<crate::graph::plan::ProfileRow>>,
 }
 
+/// The median of `v` (at least one value).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn median_secs(
     repeats: usize,
     mut f: impl FnMut() -> Result<(), GpuError>,
@@ -672,8 +677,7 @@ fn median_secs(
         f()?;
         v.push(t.elapsed().as_secs_f64());
     }
-    v.sort_by(f64::total_cmp);
-    Ok(v[v.len() / 2])
+    Ok(median(v))
 }
 
 /// The median of `repeats` GPU times (after one warm-up); `None` where the
@@ -689,8 +693,7 @@ fn median_gpu_secs(
     for _ in 0..repeats.max(1) {
         v.extend(f()?);
     }
-    v.sort_by(f64::total_cmp);
-    Ok(Some(v[v.len() / 2]))
+    Ok(Some(median(v)))
 }
 
 pub fn train_step(
@@ -1064,8 +1067,7 @@ pub fn s2(
             total += secs;
             per_cell.push(secs / cs.len() as f64);
         }
-        per_cell.sort_by(f64::total_cmp);
-        Ok((1.0 / per_cell[per_cell.len() / 2], build / total))
+        Ok((1.0 / median(per_cell), build / total))
     };
     let (one, _) = rate(&mc, 1)?;
     let (five, build_share) = rate(&mc, 5)?;

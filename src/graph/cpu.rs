@@ -6,7 +6,7 @@
 use super::ir::{Graph, Kind, Op, T};
 use crate::ops::{
     affine_scaling, batchnorm, elementwise, layout, loss, matmul, mix, mix_bn, optim, pool,
-    softmax_xent,
+    pool_rows, softmax_xent,
 };
 
 pub struct CpuExec {
@@ -198,11 +198,10 @@ fn run(op: &Op, ins: &[&[f32]], outs: &mut [Vec<f32>]) {
             let (y, arg) = pool::cpu::max_pool_forward(s, ins[0]);
             (outs[0], outs[1]) = (y, from_words(&arg));
         }
-        Op::PoolBatchNorm { pool: s, max, bn } => {
-            let y = if *max {
-                pool::cpu::max_pool_forward(s, ins[0]).0
-            } else {
-                pool::cpu::avg_pool_forward(s, ins[0])
+        Op::PoolBatchNorm { pool: s, kind, bn } => {
+            let y = match kind {
+                pool_rows::Kind::Max => pool::cpu::max_pool_forward(s, ins[0]).0,
+                pool_rows::Kind::Avg => pool::cpu::avg_pool_forward(s, ins[0]),
             };
             let (g, b) = (opt(ins, 3, bn.affine), opt(ins, 4, bn.affine));
             outs[0] = batchnorm::cpu::eval_forward(bn, &y, ins[1], ins[2], g, b);

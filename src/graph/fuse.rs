@@ -79,15 +79,15 @@ pub fn fuse_pool_batchnorms(g: &mut Graph) -> usize {
         let Op::BatchNormEval(bn) = bn_node.op else {
             unreachable!("fused into a batch norm");
         };
-        let (pool, max) = match n.op {
-            Op::MaxPool(s) => (s, true),
-            Op::AvgPool(s) => (s, false),
+        let (pool, kind) = match n.op {
+            Op::MaxPool(s) => (s, pool_rows::Kind::Max),
+            Op::AvgPool(s) => (s, pool_rows::Kind::Avg),
             _ => unreachable!("only pools fuse a batch norm"),
         };
         let mut inputs = vec![n.inputs[0]];
         inputs.extend(&bn_node.inputs[1..]);
         g.nodes.push(Node {
-            op: Op::PoolBatchNorm { pool, max, bn },
+            op: Op::PoolBatchNorm { pool, kind, bn },
             inputs,
             outputs: bn_node.outputs.clone(),
         });

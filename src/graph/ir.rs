@@ -167,11 +167,11 @@ pub enum Op {
     /// [dy] → [dx]
     AvgPoolBackward(pool::Shape),
     /// [x, running_mean, running_var, (γ, β)] → [y]: an evaluation batch
-    /// norm applied as a max (`max`) or average pooling writes
+    /// norm applied as a max or average pooling writes
     /// (`graph::fuse_pool_batchnorms`; no argmax).
     PoolBatchNorm {
         pool: pool::Shape,
-        max: bool,
+        kind: crate::ops::pool_rows::Kind,
         bn: batchnorm::Shape,
     },
     /// [x] → [y] over `hw` cells per (n, c)

@@ -533,16 +533,11 @@ fn build(
         Op::MaxPool(s) => one(pool::max_pool_forward(gpu, s, i[0], o[0], o[1])?),
         Op::MaxPoolBackward(s) => one(pool::max_pool_backward(gpu, s, i[0], i[1], o[0])?),
         Op::AvgPool(s) => one(pool::avg_pool_forward(gpu, s, i[0], o[0])?),
-        Op::PoolBatchNorm { pool: s, max, bn } => {
-            let kind = if *max {
-                crate::ops::pool_rows::Kind::Max
-            } else {
-                crate::ops::pool_rows::Kind::Avg
-            };
+        Op::PoolBatchNorm { pool: s, kind, bn } => {
             let affine = bn.affine.then(|| (i[3], i[4]));
             let stats = (i[1], i[2]);
             one(pool::pool_bn_forward(
-                gpu, s, kind, bn, i[0], stats, affine, o[0],
+                gpu, s, *kind, bn, i[0], stats, affine, o[0],
             )?)
         }
         Op::AvgPoolBackward(s) => one(pool::avg_pool_backward(gpu, s, i[0], o[0])?),

@@ -1109,31 +1109,9 @@ impl Spec {
     fn weight_rows_entry(&self) -> String {
         let (d, st, win, kk) = (self.dilation, self.stride, self.window(), self.kh * self.kw);
         let (rows, cb) = (self.rows, self.col_blocks);
-        // Channels per invocation: a depthwise kernel takes one (its input
-        // channel), a dense k×1 one `oc` written of `ic` read.
-        let (oc, ic) = if self.depthwise {
-            (1, 1)
-        } else {
-            (self.oc, self.ic)
-        };
         let mut s = String::new();
         let w = &mut s;
-        open_entry(w, self.workgroup());
-        if self.depthwise {
-            let _ = writeln!(w, "    if idx >= p.chunks * p.c_out {{ return; }}");
-            let _ = writeln!(w, "    let oc0 = idx % p.c_out;");
-            let _ = writeln!(w, "    let ic0 = oc0;");
-            let _ = writeln!(w, "    let k = idx / p.c_out;");
-        } else {
-            weight_blocks_decode(w, oc, ic);
-        }
-        for o in 0..oc {
-            for i in 0..ic {
-                for t in 0..kk {
-                    let _ = writeln!(w, "    var a{o}_{i}_{t} = 0.0;");
-                }
-            }
-        }
+        let (oc, ic) = self.weight_open(w);
         let _ = writeln!(w, "    let r1 = min((k + 1u) * p.chunk_rows, p.n * p.oh);");
         let _ = writeln!(w, "    let lx = p.ow - 1u;");
         let _ = writeln!(w, "    var r = k * p.chunk_rows;");
@@ -1219,29 +1197,7 @@ impl Spec {
         }
         let _ = writeln!(w, "        r = r + nv;");
         let _ = writeln!(w, "    }}");
-        if self.depthwise {
-            let _ = writeln!(w, "    let at0 = k * p.c_out * p.w_o + oc0 * p.w_o;");
-            for t in 0..kk {
-                let _ = writeln!(w, "    partial[at0 + {t}u] = a0_0_{t};");
-            }
-        } else {
-            // partial[k, o, i, t], laid out like the weights (as `weight_entry`).
-            let _ = writeln!(w, "    let wbase = k * p.c_out * p.w_o;");
-            for o in 0..oc {
-                for i in 0..ic {
-                    let _ = writeln!(w, "    if o0 + {o}u < p.c_out && i0 + {i}u < p.c_in {{");
-                    let _ = writeln!(
-                        w,
-                        "        let at = wbase + (o0 + {o}u) * p.w_o + (i0 + {i}u) * p.w_i;"
-                    );
-                    for t in 0..kk {
-                        let _ = writeln!(w, "        partial[at + {t}u] = a{o}_{i}_{t};");
-                    }
-                    let _ = writeln!(w, "    }}");
-                }
-            }
-        }
-        let _ = writeln!(w, "}}");
+        weight_store(w, oc, ic, kk);
         s
     }
 
@@ -1302,15 +1258,17 @@ impl Spec {
         }
     }
 
-    fn weight_entry(&self) -> String {
-        let (d, st, win, kk) = (self.dilation, self.stride, self.window(), self.kh * self.kw);
+    /// The start of a weight gradient's pass 1: its chunk `k`, channel
+    /// blocks (`o0`, `i0`; `oc{o}`, `ic{i}` clamped) and accumulators
+    /// `a{o}_{i}_{t}` at 0. Returns the channels per invocation (written,
+    /// read): a depthwise kernel takes one (its input channel), a dense
+    /// one `oc` of `ic`.
+    fn weight_open(&self, w: &mut String) -> (usize, usize) {
         let (oc, ic) = if self.depthwise {
             (1, 1)
         } else {
             (self.oc, self.ic)
         };
-        let mut s = String::new();
-        let w = &mut s;
         open_entry(w, self.workgroup());
         if self.depthwise {
             let _ = writeln!(w, "    if idx >= p.chunks * p.c_out {{ return; }}");
@@ -1324,11 +1282,19 @@ impl Spec {
         }
         for o in 0..oc {
             for i in 0..ic {
-                for t in 0..kk {
+                for t in 0..self.kh * self.kw {
                     let _ = writeln!(w, "    var a{o}_{i}_{t} = 0.0;");
                 }
             }
         }
+        (oc, ic)
+    }
+
+    fn weight_entry(&self) -> String {
+        let (d, st, win, kk) = (self.dilation, self.stride, self.window(), self.kh * self.kw);
+        let mut s = String::new();
+        let w = &mut s;
+        let (oc, ic) = self.weight_open(w);
         let _ = writeln!(w, "    let r0 = k * p.chunk_rows;");
         let _ = writeln!(w, "    let r1 = min(r0 + p.chunk_rows, p.n * p.oh);");
         let _ = writeln!(w, "    let lx = p.ow - 1u;");
@@ -1383,24 +1349,30 @@ impl Spec {
         }
         let _ = writeln!(w, "        }}");
         let _ = writeln!(w, "    }}");
-        // partial[k, o, i, t], laid out like the weights (w_o, w_i strides).
-        let _ = writeln!(w, "    let wbase = k * p.c_out * p.w_o;");
-        for o in 0..oc {
-            for i in 0..ic {
-                let _ = writeln!(w, "    if o0 + {o}u < p.c_out && i0 + {i}u < p.c_in {{");
-                let _ = writeln!(
-                    w,
-                    "        let at = wbase + (o0 + {o}u) * p.w_o + (i0 + {i}u) * p.w_i;"
-                );
-                for t in 0..kk {
-                    let _ = writeln!(w, "        partial[at + {t}u] = a{o}_{i}_{t};");
-                }
-                let _ = writeln!(w, "    }}");
-            }
-        }
-        let _ = writeln!(w, "}}");
+        weight_store(w, oc, ic, kk);
         s
     }
+}
+
+/// The end of a weight gradient's pass 1 (see `Spec::weight_open`): the
+/// accumulators into partial[k, o, i, t], laid out like the weights (w_o,
+/// w_i strides), blocks past the last channel skipped.
+fn weight_store(w: &mut String, oc: usize, ic: usize, kk: usize) {
+    let _ = writeln!(w, "    let wbase = k * p.c_out * p.w_o;");
+    for o in 0..oc {
+        for i in 0..ic {
+            let _ = writeln!(w, "    if o0 + {o}u < p.c_out && i0 + {i}u < p.c_in {{");
+            let _ = writeln!(
+                w,
+                "        let at = wbase + (o0 + {o}u) * p.w_o + (i0 + {i}u) * p.w_i;"
+            );
+            for t in 0..kk {
+                let _ = writeln!(w, "        partial[at + {t}u] = a{o}_{i}_{t};");
+            }
+            let _ = writeln!(w, "    }}");
+        }
+    }
+    let _ = writeln!(w, "}}");
 }
 
 /// A module: the common header, the template, and `body`; the template's
