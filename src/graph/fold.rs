@@ -20,14 +20,7 @@ type Folded = (T, T, Vec<T>);
 /// and bias, which a `FoldBatchNorm` node computes before the first
 /// convolution that needs them. Returns how many batch norms went.
 pub fn fold_eval_batchnorms(g: &mut Graph) -> usize {
-    let mut uses: HashMap<T, usize> = HashMap::new();
-    let mut reader: HashMap<T, usize> = HashMap::new();
-    for (i, n) in g.nodes.iter().enumerate() {
-        for &x in &n.inputs {
-            *uses.entry(x).or_insert(0) += 1;
-            reader.insert(x, i);
-        }
-    }
+    let readers = super::fuse::readers(g);
     // The batch norm each foldable convolution feeds.
     let mut into: HashMap<usize, usize> = HashMap::new();
     for (i, n) in g.nodes.iter().enumerate() {
@@ -35,10 +28,9 @@ pub fn fold_eval_batchnorms(g: &mut Graph) -> usize {
             continue;
         };
         let y = n.outputs[0];
-        if uses.get(&y) != Some(&1) || g.def(y).pinned {
+        let Some(j) = super::fuse::sole_reader(g, &readers, y) else {
             continue;
-        }
-        let j = reader[&y];
+        };
         if let Op::BatchNormEval(bn) = g.nodes[j].op {
             let fits = !bn.relu && bn.c == s.c_out && g.nodes[j].inputs[0] == y;
             if fits {

@@ -16,8 +16,9 @@ use std::collections::HashMap;
 use super::ir::{Graph, Node, Op, T};
 use crate::ops::{conv2d_rows, pool_rows};
 
-/// Readers of each tensor, by node index.
-fn readers(g: &Graph) -> HashMap<T, Vec<usize>> {
+/// Readers of each tensor, by node index (a node once per input it reads
+/// the tensor as).
+pub(crate) fn readers(g: &Graph) -> HashMap<T, Vec<usize>> {
     let mut readers: HashMap<T, Vec<usize>> = HashMap::new();
     for (i, n) in g.nodes.iter().enumerate() {
         for &x in &n.inputs {
@@ -25,6 +26,15 @@ fn readers(g: &Graph) -> HashMap<T, Vec<usize>> {
         }
     }
     readers
+}
+
+/// The node that alone reads `t` (once), unless `t` is pinned: where an
+/// op writing `t` may hand its work to that reader.
+pub(crate) fn sole_reader(g: &Graph, readers: &HashMap<T, Vec<usize>>, t: T) -> Option<usize> {
+    match readers.get(&t).map(Vec::as_slice) {
+        Some(&[j]) if !g.def(t).pinned => Some(j),
+        _ => None,
+    }
 }
 
 /// Fuses every `BatchNormEval` without a ReLU whose input is a max or
@@ -35,10 +45,6 @@ fn readers(g: &Graph) -> HashMap<T, Vec<usize>> {
 /// norms went.
 pub fn fuse_pool_batchnorms(g: &mut Graph) -> usize {
     let readers = readers(g);
-    let only_reader = |t: T| match readers.get(&t).map(Vec::as_slice) {
-        Some(&[j]) if !g.def(t).pinned => Some(j),
-        _ => None,
-    };
     // Pool node → its batch norm's node.
     let mut into: HashMap<usize, usize> = HashMap::new();
     for (i, n) in g.nodes.iter().enumerate() {
@@ -51,7 +57,7 @@ pub fn fuse_pool_batchnorms(g: &mut Graph) -> usize {
             Op::AvgPool(s) => s,
             _ => continue,
         };
-        let Some(j) = only_reader(n.outputs[0]) else {
+        let Some(j) = sole_reader(g, &readers, n.outputs[0]) else {
             continue;
         };
         if let Op::BatchNormEval(bn) = &g.nodes[j].op {
