@@ -433,6 +433,30 @@ fn backward_weight_finish(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     out[i] = acc;
 }
 
+// Pass 2 of many weight gradients in one dispatch (CPU adapters, where a
+// dispatch costs ~35 µs of lavapipe's time and a pass 2 alone was a few
+// workgroups): workgroup g takes row g of `segs`, (dst, src, wlen, count
+// | chunks << 8), and writes out[dst + l] = Σ_k partial[src + k·wlen + l]
+// for l < count: the sums backward_weight_finish takes, in its order.
+// p.n is the number of rows.
+@group(0) @binding(7) var<storage, read> segs: array<vec4<u32>>;
+
+const FINISH_ROW: u32 = 64u;
+
+@compute @workgroup_size(FINISH_ROW)
+fn backward_weight_finish_batched(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let g = wg.x + wg.y * nwg.x;
+    if g >= p.n { return; }
+    let s = segs[g];
+    if lid >= (s.w & 0xffu) { return; }
+    let chunks = s.w >> 8u;
+    var acc = 0.0;
+    for (var k = 0u; k < chunks; k = k + 1u) {
+        acc = acc + partial[s.y + k * s.z + lid];
+    }
+    out[s.x + lid] = acc;
+}
+
 // Pass 2 where chunks are many (a GPU's split, `Gpu::wide`): a workgroup
 // sums 16 weights, 16 lanes each taking every 16th chunk, then a tree over
 // the lanes; each chunk's 16 weights are neighbours, so reads stay coalesced.

@@ -584,6 +584,22 @@ fn elementwise_cases(v: &mut Vec<BenchCase>) {
             },
         ));
     }
+    // What a dispatch costs beyond its work: a chain of ReLUs over 64
+    // values, each reading the last one's output (so each waits on a
+    // barrier, as a step's dispatches do); the row's time is per pair.
+    v.push(BenchCase::new(
+        "dispatch_overhead",
+        "2 x [64] chained".to_string(),
+        128.0,
+        1024.0,
+        |g| {
+            let (x, y) = (random_buf(g, 64, 1)?, g.alloc("y", 64)?);
+            Ok(vec![
+                ew::relu_forward(g, &x, &y)?,
+                ew::relu_forward(g, &y, &x)?,
+            ])
+        },
+    ));
     let n = 32 * 16 * 28 * 28;
     let shape = "[32,16,28,28]".to_string();
     v.push(BenchCase::new(

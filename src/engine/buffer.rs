@@ -97,6 +97,17 @@ impl Buf {
             offset: self.offset + at as u64 * 4,
         }
     }
+    /// The whole underlying buffer as one view, and where this view starts
+    /// in it (elements): one dispatch that writes many tensors of one
+    /// buffer binds it whole.
+    pub fn whole(&self) -> (Buf, usize) {
+        let whole = Buf {
+            mem: self.mem.clone(),
+            len: (self.raw().size() / 4) as usize,
+            offset: 0,
+        };
+        (whole, (self.offset / 4) as usize)
+    }
     /// True when both views share one wgpu buffer (a dispatch may not bind
     /// one buffer both read-only and read-write).
     pub fn same_buffer(&self, other: &Buf) -> bool {

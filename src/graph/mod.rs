@@ -17,4 +17,4 @@ pub use fold::fold_eval_batchnorms;
 pub use fuse::{fuse_pool_batchnorms, fuse_relu_reads};
 pub use ir::{Graph, Kind, Node, Op, T};
 pub use optim::{append_affine_scaling, append_updates, Optimizer, Updates};
-pub use plan::{arenas, memory_plan, Plan};
+pub use plan::{arenas, memory_plan, Plan, PlanOptions};

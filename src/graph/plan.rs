@@ -136,8 +136,29 @@ fn memory_plan_with(g: &Graph, arenas: &[Vec<T>]) -> MemoryPlan {
     planner::plan(&lifetimes)
 }
 
+/// How a [`Plan`] is built where the defaults are not wanted (tests).
+#[derive(Clone, Copy, Debug)]
+pub struct PlanOptions {
+    /// Elements of the buffer in which weight gradients' partial sums wait
+    /// for their batched pass 2 on CPU adapters (see `Partials`); at least
+    /// the largest one's.
+    pub batched_partials: usize,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            batched_partials: BATCHED_PARTIALS,
+        }
+    }
+}
+
 impl Plan {
     pub fn new(gpu: &Gpu, g: &Graph) -> Result<Plan, GpuError> {
+        Plan::with_options(gpu, g, PlanOptions::default())
+    }
+
+    pub fn with_options(gpu: &Gpu, g: &Graph, options: PlanOptions) -> Result<Plan, GpuError> {
         g.validate().map_err(|message| GpuError::Validation {
             context: "graph".into(),
             message,
@@ -197,8 +218,7 @@ impl Plan {
         let mut kernels = Vec::new();
         let live = g.live_nodes();
         let mut copies = conv2d::WeightCopies::default();
-        // One scratch buffer for every weight gradient's partial sums.
-        let partials = g
+        let partial_lens: Vec<usize> = g
             .nodes
             .iter()
             .zip(&live)
@@ -206,15 +226,25 @@ impl Plan {
                 Op::Conv2dBackwardWeight(s) if l => Some(conv2d::weight_partial_len(gpu, s)),
                 _ => None,
             })
-            .max()
-            .map(|len| gpu.alloc("conv2d.dw_partials", len))
-            .transpose()?;
-        let mut node_kernels = Vec::with_capacity(g.nodes.len());
+            .collect();
+        let mut partials = Partials::new(gpu, &partial_lens, options.batched_partials)?;
+        let mut node_kernels: Vec<Range<usize>> = Vec::with_capacity(g.nodes.len());
+        // The last live node: a batched pass 2 counts as its dispatch.
+        let mut last_live: Option<usize> = None;
         for (node, live) in g.nodes.iter().zip(live) {
             if !live {
                 node_kernels.push(kernels.len()..kernels.len());
                 continue;
             }
+            // Gradients whose pass 2 waits in a batch are summed before
+            // anything reads them.
+            if node.inputs.iter().any(|t| partials.pending(*t)) {
+                kernels.extend(partials.flush(gpu)?);
+                if let Some(n) = last_live {
+                    node_kernels[n].end = kernels.len();
+                }
+            }
+            last_live = Some(node_kernels.len());
             let start = kernels.len();
             let (ins, outs) = match flatten(&node.op, &node.inputs, &node.outputs, &bufs, &whole) {
                 Some(io) => io,
@@ -223,15 +253,21 @@ impl Plan {
                     node.outputs.iter().map(|t| &bufs[t.0]).collect(),
                 ),
             };
-            let shared = Shared {
-                copies: &mut copies,
-                partials: partials.as_ref(),
-            };
-            kernels.extend(build(gpu, node, &ins, &outs, mm, shared)?);
+            match &node.op {
+                Op::Conv2dBackwardWeight(s) => {
+                    let dw = node.outputs[0];
+                    kernels.extend(partials.weight_gradient(gpu, s, ins[0], ins[1], outs[0], dw)?);
+                }
+                _ => kernels.extend(build(gpu, node, &ins, &outs, mm, &mut copies)?),
+            }
             for t in &node.outputs {
                 copies.forget(t.0);
             }
             node_kernels.push(start..kernels.len());
+        }
+        kernels.extend(partials.flush(gpu)?);
+        if let Some(n) = last_live {
+            node_kernels[n].end = kernels.len();
         }
         let mut known: std::collections::HashSet<usize> =
             bufs.iter().map(|b| Arc::as_ptr(&b.mem) as usize).collect();
@@ -408,22 +444,136 @@ fn one(k: Kernel) -> Vec<Kernel> {
     vec![k]
 }
 
-/// What the convolutions of a plan share: their weights' copies, keyed by
-/// the weight tensor (the caller forgets a tensor's copies once a node
-/// writes it), and the weight gradients' scratch for partial sums.
-struct Shared<'a> {
-    copies: &'a mut conv2d::WeightCopies,
-    partials: Option<&'a Buf>,
+/// Where a plan's weight gradients put their partial sums (pass 1) and
+/// how they are added up (pass 2). On a GPU (`Gpu::wide`), one scratch
+/// buffer as long as the largest, each pass 2 right after its pass 1 (the
+/// partials are dead then). On CPU adapters, where a pass 2 is a dispatch
+/// of a few workgroups and lavapipe spends ~35 µs on each, pass 1 writes
+/// into the next free part of a larger buffer and the pass 2s wait in a
+/// [`conv2d::FinishBatch`], one dispatch for all of them, run before
+/// anything reads one of its gradients, when the buffer is full, when a
+/// gradient lies in another buffer than the batch's (they must share
+/// one), and at the end: the search step's 1,653 pass 2s become 6.
+enum Partials {
+    None,
+    Scratch(Buf),
+    Batched {
+        buf: Buf,
+        /// Elements of `buf` in use, and the alignment of each part.
+        used: usize,
+        align: usize,
+        batch: Option<conv2d::FinishBatch>,
+        pending: std::collections::HashSet<T>,
+    },
 }
 
-/// The kernels of one node; argument orders as documented on `Op`.
+/// Elements of the batched partial-sum buffer when the plan's partials
+/// add up to more (and no single one is longer): 16 MB, against the 89 MB
+/// all of the search step's would take.
+const BATCHED_PARTIALS: usize = 1 << 22;
+
+impl Partials {
+    fn new(gpu: &Gpu, lens: &[usize], budget: usize) -> Result<Partials, GpuError> {
+        let Some(&largest) = lens.iter().max() else {
+            return Ok(Partials::None);
+        };
+        if gpu.wide {
+            return Ok(Partials::Scratch(gpu.alloc("conv2d.dw_partials", largest)?));
+        }
+        let align = (gpu.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+        let total: usize = lens.iter().map(|l| l.next_multiple_of(align)).sum();
+        let len = total.min(budget.max(largest.next_multiple_of(align)));
+        Ok(Partials::Batched {
+            buf: gpu.alloc("conv2d.dw_partials", len)?,
+            used: 0,
+            align,
+            batch: None,
+            pending: Default::default(),
+        })
+    }
+
+    /// Whether `t` is a gradient whose pass 2 has not run yet.
+    fn pending(&self, t: T) -> bool {
+        matches!(self, Partials::Batched { pending, .. } if pending.contains(&t))
+    }
+
+    /// The batch's one dispatch, if it holds anything; the buffer is free
+    /// again after it.
+    fn flush(&mut self, gpu: &Gpu) -> Result<Vec<Kernel>, GpuError> {
+        let Partials::Batched {
+            used,
+            batch,
+            pending,
+            ..
+        } = self
+        else {
+            return Ok(Vec::new());
+        };
+        *used = 0;
+        pending.clear();
+        match batch.take() {
+            Some(b) if !b.is_empty() => Ok(vec![b.kernel(gpu)?]),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// The kernels of weight gradient `t` (buffer `dw`) of `s` from x, dy.
+    fn weight_gradient(
+        &mut self,
+        gpu: &Gpu,
+        s: &conv2d::Conv2dShape,
+        x: &Buf,
+        dy: &Buf,
+        dw: &Buf,
+        t: T,
+    ) -> Result<Vec<Kernel>, GpuError> {
+        let len = conv2d::weight_partial_len(gpu, s);
+        let mut kernels = Vec::new();
+        if let Partials::Batched {
+            buf, used, batch, ..
+        } = self
+        {
+            let full = *used + len > buf.len;
+            let elsewhere = batch.as_ref().is_some_and(|b| !b.takes(dw));
+            if full || elsewhere {
+                kernels.extend(self.flush(gpu)?);
+            }
+        }
+        match self {
+            Partials::None => unreachable!("a plan with weight gradients has partials"),
+            Partials::Scratch(b) => {
+                kernels.extend(conv2d::backward_weight_shared(gpu, s, x, dy, dw, Some(b))?)
+            }
+            Partials::Batched {
+                buf,
+                used,
+                align,
+                batch,
+                pending,
+            } => {
+                let partial = buf.view_at(*used, len);
+                *used = (*used + len).next_multiple_of(*align).min(buf.len);
+                kernels.push(conv2d::backward_weight_partials(gpu, s, x, dy, &partial)?);
+                batch
+                    .get_or_insert_with(|| conv2d::FinishBatch::new(dw, buf))
+                    .push(gpu, s, &partial, dw);
+                pending.insert(t);
+            }
+        }
+        Ok(kernels)
+    }
+}
+
+/// The kernels of one node; argument orders as documented on `Op`. The
+/// convolutions share their weights' copies, keyed by the weight tensor
+/// (the caller forgets a tensor's copies once a node writes it).
 fn build(
     gpu: &Gpu,
     node: &Node,
     i: &[&Buf],
     o: &[&Buf],
     mm: MatmulKernel,
-    Shared { copies, partials }: Shared,
+    copies: &mut conv2d::WeightCopies,
 ) -> Result<Vec<Kernel>, GpuError> {
     let opt = |k: usize, present: bool| present.then(|| i[k]);
     let w = |k: usize| node.inputs[k].0;
@@ -436,9 +586,7 @@ fn build(
             let shared = Some((copies, w(0)));
             conv2d::backward_input_shared(gpu, s, i[0], i[1], o[0], shared)?
         }
-        Op::Conv2dBackwardWeight(s) => {
-            conv2d::backward_weight_shared(gpu, s, i[0], i[1], o[0], partials)?
-        }
+        Op::Conv2dBackwardWeight(_) => unreachable!("built by Partials::weight_gradient"),
         Op::Conv2dBackwardBias(s) => one(conv2d::backward_bias(gpu, s, i[0], o[0])?),
         Op::Relu => one(ew::relu_forward(gpu, i[0], o[0])?),
         Op::ReluBackward => one(ew::relu_backward(gpu, i[0], i[1], o[0])?),

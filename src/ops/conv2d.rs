@@ -457,7 +457,7 @@ pub fn backward_weight_shared(
             ("dw", dw, s.w_len()),
         ],
     );
-    let (entry, blocks, c) = weight_split(s, gpu.wide);
+    let c = weight_split(s, gpu.wide).2;
     let len = c.1 * s.w_len();
     let partial = match scratch {
         Some(b) => {
@@ -466,18 +466,7 @@ pub fn backward_weight_shared(
         }
         None => gpu.alloc("conv2d.dw_partial", len)?,
     };
-    let pass1 = match entry {
-        None => conv2d_rows::weight_partial_kernel(gpu, s, x, dy, &partial, c)?,
-        Some(entry) => dispatch(
-            gpu,
-            s,
-            entry,
-            c.1 * blocks,
-            false,
-            c,
-            &[(1, x), (4, dy), (6, &partial)],
-        )?,
-    };
+    let pass1 = backward_weight_partials(gpu, s, x, dy, &partial)?;
     // Pass 2 on a GPU: 16 lanes share each weight's chunks, so a sum over
     // hundreds of chunks is not one invocation's serial loop.
     let (finish, invocations) = if gpu.wide {
@@ -500,6 +489,108 @@ pub fn backward_weight_shared(
             &[(5, dw), (6, &partial)],
         )?,
     ])
+}
+
+/// Pass 1 of the weight gradient alone: `partial` ([`weight_partial_len`]
+/// long) gets the per-chunk sums, [chunk][weight], that pass 2 adds up
+/// (here a [`FinishBatch`]).
+pub fn backward_weight_partials(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    x: &Buf,
+    dy: &Buf,
+    partial: &Buf,
+) -> Result<Kernel, GpuError> {
+    let (entry, blocks, c) = weight_split(s, gpu.wide);
+    check(
+        s,
+        &[
+            ("x", x, s.x_len()),
+            ("dy", dy, s.y_len()),
+            ("partial", partial, c.1 * s.w_len()),
+        ],
+    );
+    match entry {
+        None => conv2d_rows::weight_partial_kernel(gpu, s, x, dy, partial, c),
+        Some(entry) => dispatch(
+            gpu,
+            s,
+            entry,
+            c.1 * blocks,
+            false,
+            c,
+            &[(1, x), (4, dy), (6, partial)],
+        ),
+    }
+}
+
+/// The pass 2 of many weight gradients as one dispatch
+/// (`backward_weight_finish_batched`): on CPU adapters a pass 2 alone is a
+/// few workgroups, and lavapipe spends ~35 µs on every dispatch (bench
+/// `dispatch_overhead`), while the search step has ~1,650 of them. The
+/// gradients must lie in one buffer and their partials in another; each
+/// weight's sums are taken in pass 2's order, so the values are the same.
+pub struct FinishBatch {
+    out: Buf,
+    partials: Buf,
+    /// Per workgroup: (dst, src, wlen, count | chunks << 8).
+    rows: Vec<u32>,
+}
+
+impl FinishBatch {
+    /// The weights a workgroup of the batched pass 2 sums.
+    const ROW: usize = 64;
+
+    /// A batch writing into `out`'s buffer from `partials`' buffer.
+    pub fn new(out: &Buf, partials: &Buf) -> FinishBatch {
+        FinishBatch {
+            out: out.whole().0,
+            partials: partials.whole().0,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Whether `dw` lies in this batch's output buffer.
+    pub fn takes(&self, dw: &Buf) -> bool {
+        dw.same_buffer(&self.out)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Sum `partial` (pass 1's output for `s`, in this batch's partial
+    /// buffer) into `dw` (in its output buffer).
+    pub fn push(&mut self, gpu: &Gpu, s: &Conv2dShape, partial: &Buf, dw: &Buf) {
+        let chunks = weight_split(s, gpu.wide).2 .1;
+        let wlen = s.w_len();
+        assert!(self.takes(dw) && partial.same_buffer(&self.partials));
+        assert_eq!(dw.len, wlen, "conv2d {s}: dw has the wrong length");
+        assert_eq!(partial.len, chunks * wlen, "conv2d {s}: partial length");
+        assert!(chunks < 1 << 24, "conv2d {s}: {chunks} chunks");
+        let (dst, src) = (dw.whole().1, partial.whole().1);
+        for at in (0..wlen).step_by(Self::ROW) {
+            let count = Self::ROW.min(wlen - at);
+            let row = [dst + at, src + at, wlen, count | chunks << 8];
+            self.rows
+                .extend(row.map(|v| u32::try_from(v).expect("fits u32")));
+        }
+    }
+
+    /// The one dispatch (it keeps the table of rows alive).
+    pub fn kernel(self, gpu: &Gpu) -> Result<Kernel, GpuError> {
+        let rows = self.rows.len() / 4;
+        let segs = gpu.upload_u32("conv2d.finish_rows", &self.rows)?;
+        let mut params = [0u32; 19];
+        params[0] = rows as u32;
+        gpu.kernel(
+            SHADER,
+            "backward_weight_finish_batched",
+            &params,
+            &[(5, &self.out), (6, &self.partials), (7, &segs)],
+            grid_1d(rows * Self::ROW, Self::ROW as u32),
+        )
+    }
 }
 
 /// dbias: the sum of dy over batch and pixels per output channel.

@@ -119,12 +119,17 @@ pub fn cases(level: Level) -> Vec<Case> {
         Level::Quick => QUICK,
         Level::Full => FULL,
     };
-    rows.iter().map(|&row| case(row)).collect()
+    let mut v: Vec<Case> = rows.iter().map(|&row| case(row)).collect();
+    v.push(finish_batch_case(match level {
+        Level::Quick => &QUICK[..3],
+        Level::Full => &FULL[..12],
+    }));
+    v
 }
 
-fn case(row: Row) -> Case {
-    let (n, c_in, c_out, h, w, kh, kw, stride, pad_h, pad_w, dilation, groups, has_bias) = row;
-    let s = Conv2dShape {
+fn shape(row: Row) -> Conv2dShape {
+    let (n, c_in, c_out, h, w, kh, kw, stride, pad_h, pad_w, dilation, groups, _) = row;
+    Conv2dShape {
         n,
         c_in,
         h,
@@ -137,7 +142,65 @@ fn case(row: Row) -> Case {
         pad_w,
         dilation,
         groups,
-    };
+    }
+}
+
+/// The weight gradients of several convolutions with their pass 2s as one
+/// dispatch (`conv2d::FinishBatch`, the plans' way on CPU adapters): the
+/// gradients side by side in one buffer, the partials in another, each
+/// part at an aligned offset past the start, weights counts that leave a
+/// workgroup's row part empty.
+fn finish_batch_case(rows: &'static [Row]) -> Case {
+    let name = format!("{} weight gradients, one pass 2", rows.len());
+    Case::new("conv2d", "conv2d", name, move |c| {
+        let g = c.gpu;
+        let align = (g.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+        let shapes: Vec<Conv2dShape> = rows.iter().map(|&r| shape(r)).collect();
+        let place = |lens: &mut dyn Iterator<Item = usize>| -> (Vec<usize>, usize) {
+            let mut at = align;
+            let offsets = lens
+                .map(|l| {
+                    let o = at;
+                    at = (at + l).next_multiple_of(align);
+                    o
+                })
+                .collect();
+            (offsets, at)
+        };
+        let (dw_at, dw_len) = place(&mut shapes.iter().map(|s| s.w_len()));
+        let plens: Vec<usize> = shapes
+            .iter()
+            .map(|s| conv::weight_partial_len(g, s))
+            .collect();
+        let (p_at, p_len) = place(&mut plens.iter().copied());
+        let (dws, partials) = (c.output(dw_len)?, c.output(p_len)?);
+        let mut batch = conv::FinishBatch::new(&dws, &partials);
+        let (mut ks, mut want) = (Vec::new(), Vec::new());
+        let mut keep = Vec::new();
+        for (k, s) in shapes.iter().enumerate() {
+            let (x, dy) = (c.randn(s.x_len()), c.randn(s.y_len()));
+            let (xb, dyb) = (c.input(&x)?, c.input(&dy)?);
+            let (dw, partial) = (
+                dws.view_at(dw_at[k], s.w_len()),
+                partials.view_at(p_at[k], plens[k]),
+            );
+            ks.push(conv::backward_weight_partials(g, s, &xb, &dyb, &partial)?);
+            batch.push(g, s, &partial, &dw);
+            want.push((cpu::backward_weight(s, &x, &dy), dw));
+            keep.push((xb, dyb));
+        }
+        ks.push(batch.kernel(g)?);
+        c.run(&ks)?;
+        for (k, (w, dw)) in want.iter().enumerate() {
+            c.check(&format!("backward_weight {}", shapes[k]), w, dw, GRADIENT)?;
+        }
+        Ok(())
+    })
+}
+
+fn case(row: Row) -> Case {
+    let has_bias = row.12;
+    let s = shape(row);
     let name = format!("{s}{}", if has_bias { " bias" } else { "" });
     Case::new("conv2d", "conv2d", name, move |c| {
         let x = c.randn(s.x_len());
