@@ -307,9 +307,10 @@ fn an_update_that_cannot_use_arenas_runs_per_tensor() {
     }
 }
 
-/// Convolutions that read one weight tensor share its tap-major copy (the
-/// kernel writing it runs at the first, forward and flipped alike) until a
-/// node writes the tensor: a convolution after the update copies it again
+/// Convolutions that read one weight tensor share its tap-major copy until
+/// a node writes the tensor: the plan writes the copies ahead, forward and
+/// flipped, before the first convolution (`conv2d::CopyBatch`), and a
+/// convolution after the update gets a copy again, right after the update,
 /// and sees the new values. Checked against the CPU over three steps.
 #[test]
 fn convolutions_share_a_weight_copy_until_the_weight_is_written() {
@@ -355,14 +356,31 @@ fn convolutions_share_a_weight_copy_until_the_weight_is_written() {
     g.pin(y1);
     g.pin(y3);
     let plan = Plan::new(gpu, &g).expect("plan");
-    assert_eq!(plan.node_dispatches(first), 2, "copy, convolution");
+    assert_eq!(first, 0);
+    assert_eq!(
+        plan.node_dispatches(first),
+        3,
+        "the copies written ahead, forward and flipped, and the convolution"
+    );
     assert_eq!(plan.node_dispatches(second), 1, "the first one's copy");
     assert_eq!(plan.node_dispatches(third), 2, "the weight was updated");
     let flipped: Vec<usize> = (0..g.nodes.len())
         .filter(|&n| matches!(g.nodes[n].op, graph::Op::Conv2dBackwardInput(_)))
         .map(|n| plan.node_dispatches(n))
         .collect();
-    assert_eq!(flipped, [2, 1], "two input gradients, one flipped copy");
+    assert_eq!(
+        flipped,
+        [1, 1],
+        "two input gradients, one flipped copy ahead"
+    );
+    let ahead = |flip: bool| {
+        let names = plan.kernels().iter().map(|k| k.name.as_str());
+        names
+            .filter(|n| n.contains(".weights4.") && n.ends_with(".batched"))
+            .filter(|n| n.contains(".flip") == flip)
+            .count()
+    };
+    assert_eq!((ahead(false), ahead(true)), (2, 1), "copy dispatches");
     let mut cpu = CpuExec::new(&g);
     for step in 0..3 {
         let tv = verify::randn(&mut rng, 2 * 6 * 108);

@@ -53,14 +53,21 @@ fn every_generated_kernel_validates_and_translates() {
     let specs = conv2d_rows::representative_specs();
     assert!(specs.len() >= 72);
     all_translate(specs.iter().map(|s| (s.name(), s.source())));
-    // And the modules that write the dense kernels' tap-major weights.
+    // And the modules that write the dense kernels' tap-major weights,
+    // one copy per dispatch and many (`conv2d_rows::CopyBatch`).
     let copies: Vec<_> = specs.iter().filter(|s| s.weights4()).collect();
     assert!(copies.len() >= 48);
     all_translate(
         copies
-            .into_iter()
+            .iter()
             .map(|s| (s.weights4_name(), s.weights4_source())),
     );
+    all_translate(copies.iter().map(|s| {
+        (
+            format!("{}.batched", s.weights4_name()),
+            s.weights4_batched_source(),
+        )
+    }));
 }
 
 /// The generated pooling kernels (`ops::pool_rows`): max and average,

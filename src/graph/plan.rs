@@ -228,6 +228,7 @@ impl Plan {
             })
             .collect();
         let mut partials = Partials::new(gpu, &partial_lens, options.batched_partials)?;
+        let mut ahead = copies_ahead(gpu, g, &live, &bufs)?.into_iter().peekable();
         let mut node_kernels: Vec<Range<usize>> = Vec::with_capacity(g.nodes.len());
         // The last live node: a batched pass 2 counts as its dispatch.
         let mut last_live: Option<usize> = None;
@@ -246,6 +247,12 @@ impl Plan {
             }
             last_live = Some(node_kernels.len());
             let start = kernels.len();
+            while let Some(batch) = ahead.next_if(|b| b.before <= node_kernels.len()) {
+                kernels.extend(batch.kernels);
+                for (t, layout, copy) in batch.copies {
+                    copies.insert(t.0, layout, copy);
+                }
+            }
             let (ins, outs) = match flatten(&node.op, &node.inputs, &node.outputs, &bufs, &whole) {
                 Some(io) => io,
                 None => (
@@ -442,6 +449,96 @@ fn flatten<'a>(
 
 fn one(k: Kernel) -> Vec<Kernel> {
     vec![k]
+}
+
+/// Tap-major weight copies written ahead (`conv2d::CopyBatch`): the
+/// dispatches that run before node `before` and the copies they make
+/// (weight tensor, layout, buffer), for the plan's `WeightCopies`.
+struct CopiesAhead {
+    before: usize,
+    kernels: Vec<Kernel>,
+    copies: Vec<(T, String, Buf)>,
+}
+
+/// Every tap-major weight copy the plan's convolutions read, written
+/// before the first reader as early as it can be, right after the last
+/// node that writes the weights (or at the start): a copy per convolution
+/// was a dispatch of its own (the search step's 1,050), while the copies
+/// of one module whose weights lie in one buffer take one dispatch. The
+/// copies share one buffer. Convolutions share a copy until a node writes
+/// its weights, as `WeightCopies` has them; one whose copy is not here
+/// writes its own. Empty when the copies would not fit one binding.
+fn copies_ahead(
+    gpu: &Gpu,
+    g: &Graph,
+    live: &[bool],
+    bufs: &[Buf],
+) -> Result<Vec<CopiesAhead>, GpuError> {
+    let mut valid: std::collections::HashSet<(T, String)> = Default::default();
+    let mut written: std::collections::HashMap<T, usize> = Default::default();
+    let mut needs = Vec::new();
+    for (n, node) in g.nodes.iter().enumerate().filter(|(n, _)| live[*n]) {
+        let need = match &node.op {
+            Op::Conv2d { s, .. } => conv2d::weight_copy(gpu, s, false).map(|c| (node.inputs[1], c)),
+            Op::Conv2dBackwardInput(s) => {
+                conv2d::weight_copy(gpu, s, true).map(|c| (node.inputs[0], c))
+            }
+            _ => None,
+        };
+        if let Some((w, need)) = need {
+            if valid.insert((w, need.layout.clone())) {
+                needs.push((written.get(&w).copied().unwrap_or(0), w, need));
+            }
+        }
+        for &o in &node.outputs {
+            valid.retain(|(t, _)| *t != o);
+            written.insert(o, n + 1);
+        }
+    }
+    let align = (gpu.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+    let total: usize = needs
+        .iter()
+        .map(|(.., c)| c.len.next_multiple_of(align))
+        .sum();
+    if needs.is_empty() || total as u64 * 4 > gpu.limits.max_storage_buffer_binding_size {
+        return Ok(Vec::new());
+    }
+    let arena = gpu.alloc("conv2d.weights4", total)?;
+    let mut at = 0;
+    // Per node: its batches and their copies, in the order needed.
+    let mut by_node: std::collections::BTreeMap<usize, Vec<(conv2d::CopyBatch, Vec<_>)>> =
+        Default::default();
+    for (before, w, need) in needs {
+        let copy = arena.view_at(at, need.len);
+        at += need.len.next_multiple_of(align);
+        let src = &bufs[w.0];
+        let batches = by_node.entry(before).or_default();
+        let i = match batches.iter().position(|(b, _)| b.takes(&need, src, &copy)) {
+            Some(i) => i,
+            None => {
+                batches.push((conv2d::CopyBatch::new(&need, src, &copy), Vec::new()));
+                batches.len() - 1
+            }
+        };
+        batches[i].0.push(&need, src, &copy);
+        batches[i].1.push((w, need.layout, copy));
+    }
+    by_node
+        .into_iter()
+        .map(|(before, batches)| {
+            let mut kernels = Vec::with_capacity(batches.len());
+            let mut copies = Vec::new();
+            for (b, c) in batches {
+                kernels.push(b.kernel(gpu)?);
+                copies.extend(c);
+            }
+            Ok(CopiesAhead {
+                before,
+                kernels,
+                copies,
+            })
+        })
+        .collect()
 }
 
 /// Where a plan's weight gradients put their partial sums (pass 1) and

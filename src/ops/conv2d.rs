@@ -8,7 +8,7 @@ use std::fmt;
 
 use crate::engine::{grid_1d, Buf, Gpu, GpuError, Kernel, WG};
 use crate::ops::{conv2d_rows, reduce};
-pub use conv2d_rows::{SharedCopies, WeightCopies};
+pub use conv2d_rows::{CopyBatch, CopyNeed, SharedCopies, WeightCopies};
 
 /// The geometry of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -590,6 +590,26 @@ impl FinishBatch {
             &[(5, &self.out), (6, &self.partials), (7, &segs)],
             grid_1d(rows * Self::ROW, Self::ROW as u32),
         )
+    }
+}
+
+/// The tap-major weight copy the forward (`input_gradient` false) or the
+/// input gradient of `s` reads, where its kernel reads one
+/// (`conv2d_rows::Spec::weights4`): what a plan writes ahead in a
+/// [`CopyBatch`].
+pub fn weight_copy(gpu: &Gpu, s: &Conv2dShape, input_gradient: bool) -> Option<CopyNeed> {
+    let (fits, dir) = if input_gradient {
+        (conv2d_rows::fits(s), conv2d_rows::Direction::InputGradient)
+    } else {
+        (
+            conv2d_rows::fits_forward(s),
+            conv2d_rows::Direction::Forward,
+        )
+    };
+    if fits {
+        conv2d_rows::weight_copy(gpu, s, dir)
+    } else {
+        None
     }
 }
 

@@ -677,6 +677,44 @@ impl Spec {
         module(&s, false)
     }
 
+    /// `weights4_source` for many copies at once ([`CopyBatch`]): the
+    /// same element order and clamping, the counts and strides per copy
+    /// from the table (p.n rows).
+    pub fn weights4_batched_source(&self) -> String {
+        let (kk, oc) = (self.kh * self.kw, self.oc);
+        let tap = if self.weights4_flip() {
+            format!("{}u - t", kk - 1)
+        } else {
+            "t".to_string()
+        };
+        let body = format!(
+            "@group(0) @binding(7) var<storage, read> copy_rows: array<vec4<u32>>;
+
+@compute @workgroup_size({row})
+fn conv_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{
+    let g = wg.x + wg.y * nwg.x;
+    if g >= p.n {{ return; }}
+    // (weights' offset, copy's offset, first element, count), then
+    // (written channels, their blocks, w_o, w_i).
+    let a = copy_rows[2u * g];
+    let b = copy_rows[2u * g + 1u];
+    if lid >= a.w {{ return; }}
+    let idx = a.z + lid;
+    let o = idx % {oc}u;
+    let t = (idx / {oc}u) % {kk}u;
+    let r = idx / {kkoc}u;
+    let ob = r % b.y;
+    let i = r / b.y;
+    let c = min(ob * {oc}u + o, b.x - 1u);
+    partial[a.y + idx] = wt[a.x + c * b.z + i * b.w + {tap}];
+}}
+",
+            row = CopyBatch::ROW,
+            kkoc = kk * oc,
+        );
+        module(&body, false)
+    }
+
     /// The input gradient of a strided convolution, gathered: an
     /// invocation writes COLS columns of one dx row that share a residue
     /// modulo the stride (ix = φ + s·(q·COLS + j)), so the column taps that
@@ -1761,40 +1799,13 @@ pub fn kernels(
         Direction::InputGradient => fits(s),
         Direction::WeightGradient => false,
     });
-    let kk = s.kh * s.kw;
     let flip = dir == Direction::InputGradient;
     debug_assert!(!relu || dir == Direction::Forward);
     let spec = Spec {
         relu,
         ..Spec::of(s, dir, gpu.wide)
     };
-    // (read channels, planes), (written channels, planes), padding, (w_o, w_i).
-    let ((ci, h, wd), (co, oh, ow), pad, (w_o, w_i)) = if flip {
-        // The flipped kernel reads dy with the padding that brings every
-        // tap that reached it back: (k − 1) · dilation − pad. (A strided
-        // input gradient has the convolution's own padding compiled in.)
-        let pad = if s.stride > 1 {
-            (s.pad_h, s.pad_w)
-        } else {
-            (
-                (s.kh - 1) * s.dilation - s.pad_h,
-                (s.kw - 1) * s.dilation - s.pad_w,
-            )
-        };
-        (
-            (s.c_out, s.oh(), s.ow()),
-            (s.c_in, s.h, s.w),
-            pad,
-            (kk, s.cpg_in() * kk),
-        )
-    } else {
-        (
-            (s.c_in, s.h, s.w),
-            (s.c_out, s.oh(), s.ow()),
-            (s.pad_h, s.pad_w),
-            (s.cpg_in() * kk, kk),
-        )
-    };
+    let ((ci, h, wd), (co, oh, ow), pad, (w_o, w_i)) = geometry(s, dir);
     let params = [
         s.n,
         ci,
@@ -1827,10 +1838,7 @@ pub fn kernels(
         let slots = [(1, input), (2, w), (3, bias.unwrap_or(w)), (5, output)];
         return Ok(vec![spec.launch(gpu, &params, &slots, invocations)?]);
     }
-    let len = spec.weights4_len(ci, co);
-    // The copy depends on the module and on what its parameters say of the
-    // weights: the channels read and written and the weights' strides.
-    let layout = format!("{}/{ci}x{co}/{w_o},{w_i}", spec.weights4_name());
+    let CopyNeed { layout, len, .. } = copy_need(spec, s, dir);
     let mut kernels = Vec::with_capacity(2);
     let known = shared.as_ref().and_then(|(c, t)| c.get(*t, &layout));
     let w4 = match known {
@@ -1859,6 +1867,150 @@ pub fn kernels(
     Ok(kernels)
 }
 
+/// (read channels, planes), (written channels, planes), padding and the
+/// weights' strides (w_o, w_i) of a kernel for `s` in `dir`.
+type Geometry = (
+    (usize, usize, usize),
+    (usize, usize, usize),
+    (usize, usize),
+    (usize, usize),
+);
+
+fn geometry(s: &Conv2dShape, dir: Direction) -> Geometry {
+    let kk = s.kh * s.kw;
+    if dir == Direction::InputGradient {
+        // The flipped kernel reads dy with the padding that brings every
+        // tap that reached it back: (k − 1) · dilation − pad. (A strided
+        // input gradient has the convolution's own padding compiled in.)
+        let pad = if s.stride > 1 {
+            (s.pad_h, s.pad_w)
+        } else {
+            (
+                (s.kh - 1) * s.dilation - s.pad_h,
+                (s.kw - 1) * s.dilation - s.pad_w,
+            )
+        };
+        (
+            (s.c_out, s.oh(), s.ow()),
+            (s.c_in, s.h, s.w),
+            pad,
+            (kk, s.cpg_in() * kk),
+        )
+    } else {
+        (
+            (s.c_in, s.h, s.w),
+            (s.c_out, s.oh(), s.ow()),
+            (s.pad_h, s.pad_w),
+            (s.cpg_in() * kk, kk),
+        )
+    }
+}
+
+/// The tap-major copy of its weights a kernel reads (`Spec::weights4`).
+#[derive(Clone, Debug)]
+pub struct CopyNeed {
+    spec: Spec,
+    /// What the copy depends on: the module and what its parameters say of
+    /// the weights (the channels read and written and the weights'
+    /// strides). Kernels whose copies share a layout share the copy.
+    pub layout: String,
+    /// Elements.
+    pub len: usize,
+    /// Written channels, the weights' strides.
+    co: usize,
+    w_o: usize,
+    w_i: usize,
+}
+
+fn copy_need(spec: Spec, s: &Conv2dShape, dir: Direction) -> CopyNeed {
+    let ((ci, ..), (co, ..), _, (w_o, w_i)) = geometry(s, dir);
+    CopyNeed {
+        spec,
+        layout: format!("{}/{ci}x{co}/{w_o},{w_i}", spec.weights4_name()),
+        len: spec.weights4_len(ci, co),
+        co,
+        w_o,
+        w_i,
+    }
+}
+
+/// The copy the kernel for `s` in `dir` would read (None: it reads the
+/// weights themselves). Only Forward and InputGradient kernels that `fit`.
+pub fn weight_copy(gpu: &Gpu, s: &Conv2dShape, dir: Direction) -> Option<CopyNeed> {
+    let spec = Spec::of(s, dir, gpu.wide);
+    spec.weights4().then(|| copy_need(spec, s, dir))
+}
+
+/// Tap-major weight copies of one module written by one dispatch: a plan
+/// writes all the copies it can before the first convolution reads one
+/// (the search step's 1,050 copies in ~8 dispatches, one per tap count,
+/// channel block and flip). The weights must lie in one buffer and the
+/// copies in another. Workgroup g takes row g of a table: the weights'
+/// and the copy's offsets, the first element and the count (≤ 64), then
+/// the written channels, their blocks and the weights' strides.
+pub struct CopyBatch {
+    spec: Spec,
+    weights: Buf,
+    copies: Buf,
+    rows: Vec<u32>,
+}
+
+impl CopyBatch {
+    const ROW: usize = 64;
+
+    /// A batch of `need`'s module reading `w`'s buffer, writing `copy`'s.
+    pub fn new(need: &CopyNeed, w: &Buf, copy: &Buf) -> CopyBatch {
+        CopyBatch {
+            spec: need.spec,
+            weights: w.whole().0,
+            copies: copy.whole().0,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Whether the copy `need` of `w` into `copy` can join this batch.
+    pub fn takes(&self, need: &CopyNeed, w: &Buf, copy: &Buf) -> bool {
+        need.spec.weights4_name() == self.spec.weights4_name()
+            && w.same_buffer(&self.weights)
+            && copy.same_buffer(&self.copies)
+    }
+
+    /// Copy `w` into `copy` (`need.len` long) as `need` lays it out.
+    pub fn push(&mut self, need: &CopyNeed, w: &Buf, copy: &Buf) {
+        assert!(
+            self.takes(need, w, copy),
+            "conv2d_rows: copy outside its batch"
+        );
+        assert_eq!(copy.len, need.len, "conv2d_rows: copy of the wrong length");
+        let (src, dst) = (w.whole().1, copy.whole().1);
+        let cblocks = need.co.div_ceil(self.spec.oc);
+        for at in (0..need.len).step_by(Self::ROW) {
+            let count = Self::ROW.min(need.len - at);
+            let row = [src, dst, at, count, need.co, cblocks, need.w_o, need.w_i];
+            self.rows
+                .extend(row.map(|v| u32::try_from(v).expect("fits u32")));
+        }
+    }
+
+    /// The one dispatch (it keeps the table alive).
+    pub fn kernel(self, gpu: &Gpu) -> Result<Kernel, GpuError> {
+        let rows = self.rows.len() / 8;
+        let table = gpu.upload_u32("conv2d.copy_rows", &self.rows)?;
+        let mut params = [0u32; 14];
+        params[0] = rows as u32;
+        let name = format!("{}.batched", self.spec.weights4_name());
+        let spec = self.spec;
+        gpu.kernel_generated(
+            &name,
+            &|| Ok(spec.weights4_batched_source()),
+            "conv_rows",
+            &params,
+            &[(2, &self.weights), (6, &self.copies), (7, &table)],
+            grid_1d(rows * Self::ROW, Self::ROW as u32),
+        )
+    }
+}
+
 /// Tap-major weight copies (`Spec::weights4`) a plan has recorded, by the
 /// weight tensor (a key the caller chooses) and the copy's layout: the
 /// convolutions that read one tensor in one layout share its copy, and
@@ -1883,7 +2035,9 @@ impl WeightCopies {
             .map(|(_, b)| b.clone())
     }
 
-    fn insert(&mut self, weight: usize, layout: String, copy: Buf) {
+    /// `copy` holds `weight` in `layout` (written by a plan's
+    /// [`CopyBatch`] before anything reads it).
+    pub fn insert(&mut self, weight: usize, layout: String, copy: Buf) {
         self.by_weight
             .entry(weight)
             .or_default()

@@ -124,7 +124,101 @@ pub fn cases(level: Level) -> Vec<Case> {
         Level::Quick => &QUICK[..3],
         Level::Full => &FULL[..12],
     }));
+    v.push(copy_batch_case(rows));
     v
+}
+
+/// Aligned places for parts of `lens` in one buffer, from `align` on (so
+/// none starts at 0), and the buffer's length.
+fn place(lens: impl Iterator<Item = usize>, align: usize) -> (Vec<usize>, usize) {
+    let mut at = align;
+    let offsets = lens
+        .map(|l| {
+            let o = at;
+            at = (at + l).next_multiple_of(align);
+            o
+        })
+        .collect();
+    (offsets, at)
+}
+
+/// The dense forwards and input gradients of `rows` reading tap-major
+/// weight copies that `conv2d::CopyBatch`es wrote ahead (a plan's way):
+/// the weights side by side in one buffer, the copies in another, one
+/// batch per module (tap count, channel block, flip), and each convolution
+/// finding its copy instead of writing one.
+fn copy_batch_case(rows: &'static [Row]) -> Case {
+    let name = "tap-major copies written ahead in batches".to_string();
+    Case::new("conv2d", "conv2d", name, move |c| {
+        let g = c.gpu;
+        let align = (g.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+        let shapes: Vec<Conv2dShape> = rows
+            .iter()
+            .map(|&r| shape(r))
+            .filter(|s| conv::weight_copy(g, s, false).is_some())
+            .collect();
+        let (w_at, w_len) = place(shapes.iter().map(|s| s.w_len()), align);
+        let mut flat = vec![0.0; w_len];
+        let mut wts = Vec::new();
+        for (k, s) in shapes.iter().enumerate() {
+            let w = c.randn(s.w_len());
+            flat[w_at[k]..w_at[k] + w.len()].copy_from_slice(&w);
+            wts.push(w);
+        }
+        let wbuf = c.input(&flat)?;
+        let wview = |k: usize| wbuf.view_at(w_at[k], shapes[k].w_len());
+        let needs: Vec<(usize, conv::CopyNeed)> = (0..shapes.len())
+            .flat_map(|k| [false, true].map(|ig| (k, conv::weight_copy(g, &shapes[k], ig))))
+            .filter_map(|(k, n)| n.map(|n| (k, n)))
+            .collect();
+        let (c_at, c_len) = place(needs.iter().map(|(_, n)| n.len), align);
+        let cbuf = c.output(c_len)?;
+        let mut batches: Vec<conv::CopyBatch> = Vec::new();
+        let mut copies = conv::WeightCopies::default();
+        for (j, (k, need)) in needs.iter().enumerate() {
+            let (w, copy) = (wview(*k), cbuf.view_at(c_at[j], need.len));
+            let i = match batches.iter().position(|b| b.takes(need, &w, &copy)) {
+                Some(i) => i,
+                None => {
+                    batches.push(conv::CopyBatch::new(need, &w, &copy));
+                    batches.len() - 1
+                }
+            };
+            batches[i].push(need, &w, &copy);
+            copies.insert(*k, need.layout.clone(), copy);
+        }
+        let mut ks = batches
+            .into_iter()
+            .map(|b| b.kernel(g))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut io = Vec::new();
+        for (k, s) in shapes.iter().enumerate() {
+            let (x, dy) = (c.randn(s.x_len()), c.randn(s.y_len()));
+            let (xb, dyb) = (c.input(&x)?, c.input(&dy)?);
+            let (yb, dxb) = (c.output(s.y_len())?, c.output(s.x_len())?);
+            let shared = Some((&mut copies, k));
+            let fwd = conv::forward_shared(g, s, &xb, &wview(k), None, &yb, shared, false)?;
+            let shared = Some((&mut copies, k));
+            let back = conv::backward_input_shared(g, s, &wview(k), &dyb, &dxb, shared)?;
+            // Each reads its copy: no kernel of its own writes one.
+            assert_eq!(
+                (fwd.len(), back.len()),
+                (1, 1),
+                "conv2d {s}: a copy of its own"
+            );
+            ks.extend(fwd.into_iter().chain(back));
+            io.push((x, dy, yb, dxb, xb, dyb));
+        }
+        c.run(&ks)?;
+        for (k, s) in shapes.iter().enumerate() {
+            let (x, dy, yb, dxb, ..) = &io[k];
+            let y = cpu::forward(s, x, &wts[k], None);
+            c.check(&format!("forward {s}"), &y, yb, FORWARD)?;
+            let dx = cpu::backward_input(s, &wts[k], dy);
+            c.check(&format!("backward_input {s}"), &dx, dxb, GRADIENT)?;
+        }
+        Ok(())
+    })
 }
 
 fn shape(row: Row) -> Conv2dShape {
@@ -156,23 +250,12 @@ fn finish_batch_case(rows: &'static [Row]) -> Case {
         let g = c.gpu;
         let align = (g.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
         let shapes: Vec<Conv2dShape> = rows.iter().map(|&r| shape(r)).collect();
-        let place = |lens: &mut dyn Iterator<Item = usize>| -> (Vec<usize>, usize) {
-            let mut at = align;
-            let offsets = lens
-                .map(|l| {
-                    let o = at;
-                    at = (at + l).next_multiple_of(align);
-                    o
-                })
-                .collect();
-            (offsets, at)
-        };
-        let (dw_at, dw_len) = place(&mut shapes.iter().map(|s| s.w_len()));
+        let (dw_at, dw_len) = place(shapes.iter().map(|s| s.w_len()), align);
         let plens: Vec<usize> = shapes
             .iter()
             .map(|s| conv::weight_partial_len(g, s))
             .collect();
-        let (p_at, p_len) = place(&mut plens.iter().copied());
+        let (p_at, p_len) = place(plens.iter().copied(), align);
         let (dws, partials) = (c.output(dw_len)?, c.output(p_len)?);
         let mut batch = conv::FinishBatch::new(&dws, &partials);
         let (mut ks, mut want) = (Vec::new(), Vec::new());
