@@ -44,6 +44,32 @@ fn channel_insert(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     }
 }
 
+// The same slots as float4s, for planes of whole float4s (28×28, 14×14):
+// p.hw then counts float4s. On CPU adapters a float4 load or store costs
+// about what a scalar one does.
+@group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dst4: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn channel_insert4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    let per = p.cp * p.hw;
+    if i >= per { return; }
+    for (var b = gid.z; b < p.n; b = b + nwg.z) {
+        dst4[(b * p.cw + p.off) * p.hw + i] = src4[b * per + i];
+    }
+}
+
+@compute @workgroup_size(256)
+fn channel_extract4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    let per = p.cp * p.hw;
+    if i >= per { return; }
+    for (var b = gid.z; b < p.n; b = b + nwg.z) {
+        dst4[b * per + i] = src4[(b * p.cw + p.off) * p.hw + i];
+    }
+}
+
 // src = whole, dst = part.
 @compute @workgroup_size(256)
 fn channel_extract(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -7,7 +7,7 @@ use crate::ops::layout::{self as lay, cpu, ConcatShape, SliceShape};
 /// (batch, channels of the parts, h, w).
 fn concat_shapes(level: Level) -> Vec<ConcatShape> {
     let rows: &[(usize, &[usize], usize, usize)] = match level {
-        Level::Quick => &[(2, &[16, 16, 16, 16], 13, 13)],
+        Level::Quick => &[(2, &[16, 16, 16, 16], 13, 13), (2, &[8, 8], 14, 14)],
         Level::Full => &[
             (1, &[1, 3], 1, 1),
             (2, &[3, 5, 16], 7, 7),
@@ -18,6 +18,10 @@ fn concat_shapes(level: Level) -> Vec<ConcatShape> {
             // per z).
             (9, &[2, 3, 1, 4, 2, 5], 5, 5),
             (3, &[1, 2, 3, 4, 5, 6, 7, 8], 7, 7),
+            // Planes of whole float4s (`channel_insert4`): one float4, and
+            // three over a strided batch.
+            (2, &[3, 1], 2, 2),
+            (9, &[2, 3, 1, 4, 2, 5], 2, 6),
         ],
     };
     rows.iter()
