@@ -370,21 +370,34 @@ struct Coefs {
     c0: f32,
 }
 
-// The channel's sums added up over their chunks once per invocation; the
-// batch norm's a is its invstd (no affine: γ = 1).
-fn coefs(z: u32) -> Coefs {
-    let sp = span(z);
-    let q = coef(0u, sp.ch);
+// The dz coefficients of channel ch: its sums added up over their chunks;
+// the batch norm's a is its invstd (no affine: γ = 1).
+struct Back {
+    q: Coef,
+    a: f32,
+    cy: f32,
+    c0: f32,
+}
+
+fn back(ch: u32) -> Back {
+    let q = coef(0u, ch);
     let row = p.c * p.chunks;
     var sy = 0.0;
     var sg = 0.0;
     for (var c = 0u; c < p.chunks; c = c + 1u) {
-        sy = sy + sums_in[p.k0 * row + sp.ch * p.chunks + c];
-        sg = sg + sums_in[p.kk * row + sp.ch * p.chunks + c];
+        sy = sy + sums_in[p.k0 * row + ch * p.chunks + c];
+        sg = sg + sums_in[p.kk * row + ch * p.chunks + c];
     }
     let m = f32(p.n * p.hw);
     let a = q.w * q.a;
-    return Coefs(sp, q, a, -a * sy / m, -a * sg / m);
+    return Back(q, a, -a * sy / m, -a * sg / m);
+}
+
+// Once per invocation.
+fn coefs(z: u32) -> Coefs {
+    let sp = span(z);
+    let k = back(sp.ch);
+    return Coefs(sp, k.q, k.a, k.cy, k.c0);
 }
 
 @compute @workgroup_size(BACK_WG)
@@ -408,5 +421,42 @@ fn bn_backward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     for (var b = q.sp.b0; b < q.sp.b1; b = b + 1u) {
         let i = (b * p.c + q.sp.ch) * per + r;
         dz4[i] = dy4[i] * q.a + apply4(q.q, v0[i]) * q.cy + q.c0;
+    }
+}
+
+// bn_backward over float4s where a plane is not whole float4s (7×7: 49
+// values), as forward_quads: an invocation takes 4 planes, hw float4s,
+// each plane's coefficients found once, the float4 a plane boundary
+// splits taking lo's where m, hi's elsewhere. The same arithmetic per
+// value as bn_backward. Needs hw ≥ 4 and n·c divisible by 4.
+fn back_on(i: u32, lo: Back, hi: Back, m: vec4<bool>) {
+    let a = select(vec4(hi.a), vec4(lo.a), m);
+    let cy = select(vec4(hi.cy), vec4(lo.cy), m);
+    let c0 = select(vec4(hi.c0), vec4(lo.c0), m);
+    dz4[i] = dy4[i] * a + apply_on(lo.q, hi.q, m, v0[i]) * cy + c0;
+}
+
+@compute @workgroup_size(BACK_WG)
+fn bn_backward_quads(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * BACK_WG;
+    if t >= p.n * p.c / 4u { return; }
+    let base = t * p.hw;
+    let all = vec4(true);
+    var lo = back((4u * t) % p.c);
+    for (var u = 0u; u < 4u; u = u + 1u) {
+        // Float4s wholly on plane u, then the one its end splits.
+        let end = (u + 1u) * p.hw;
+        for (var j = (u * p.hw + 3u) / 4u; j < end / 4u; j = j + 1u) {
+            back_on(base + j, lo, lo, all);
+        }
+        if u == 3u {
+            break;
+        }
+        let hi = back((4u * t + u + 1u) % p.c);
+        let split = end % 4u;
+        if split != 0u {
+            back_on(base + end / 4u, lo, hi, vec4(0u, 1u, 2u, 3u) < vec4(split));
+        }
+        lo = hi;
     }
 }
