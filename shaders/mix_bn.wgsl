@@ -23,7 +23,8 @@ struct Params {
     n: u32,
     c: u32,
     hw: u32,
-    // forward, channel_dot: tensors in this dispatch (≤ 6, ≤ 5).
+    // forward, channel_dot: tensors in this dispatch (≤ 6, ≤ 5); the pair
+    // entries of bn_backward: the second candidate.
     k: u32,
     // forward, channel_dot: the first one's candidate index; bn_backward:
     // the candidate.
@@ -82,8 +83,11 @@ struct Coef {
 }
 
 fn coef(j: u32, ch: u32) -> Coef {
-    let k = min(p.k0 + j, p.kk - 1u);
-    let on = ((p.norm >> j) & 1u) == 1u;
+    return coef_of(min(p.k0 + j, p.kk - 1u), ch, ((p.norm >> j) & 1u) == 1u);
+}
+
+// Candidate k's.
+fn coef_of(k: u32, ch: u32, on: bool) -> Coef {
     let a = pack[p.kk + 2u * k * p.c + ch];
     let b = pack[p.kk + (2u * k + 1u) * p.c + ch];
     return Coef(a, b, on, pack[k]);
@@ -360,6 +364,10 @@ fn forward_quads(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     }
 }
 
+// The second candidate's dz of the pair entries.
+@group(0) @binding(12) var<storage, read_write> dz_b: array<f32>;
+@group(0) @binding(12) var<storage, read_write> dz4_b: array<vec4<f32>>;
+
 // dz = a·dy + cy·y + c0 on one channel, y = z·a_bn + b_bn (candidate k0's
 // batch norm), for batch items b0..b1.
 struct Coefs {
@@ -380,12 +388,17 @@ struct Back {
 }
 
 fn back(ch: u32) -> Back {
-    let q = coef(0u, ch);
+    return back_of(p.k0, ch);
+}
+
+// Candidate k's (a batch norm's input).
+fn back_of(k: u32, ch: u32) -> Back {
+    let q = coef_of(k, ch, true);
     let row = p.c * p.chunks;
     var sy = 0.0;
     var sg = 0.0;
     for (var c = 0u; c < p.chunks; c = c + 1u) {
-        sy = sy + sums_in[p.k0 * row + ch * p.chunks + c];
+        sy = sy + sums_in[k * row + ch * p.chunks + c];
         sg = sg + sums_in[p.kk * row + ch * p.chunks + c];
     }
     let m = f32(p.n * p.hw);
@@ -456,6 +469,86 @@ fn bn_backward_quads(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
         let split = end % 4u;
         if split != 0u {
             back_on(base + end / 4u, lo, hi, vec4(0u, 1u, 2u, 3u) < vec4(split));
+        }
+        lo = hi;
+    }
+}
+
+// The bn_backward entries for two fused candidates of a mix at once, p.k0
+// and p.k (z in slots 1 and 2, dz in 11 and 12): dy read once for both,
+// one dispatch instead of two; each value's arithmetic as bn_backward's.
+@compute @workgroup_size(BACK_WG)
+fn bn_backward_pair(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = gid.x + gid.y * nwg.x * BACK_WG;
+    if r >= p.hw { return; }
+    let sp = span(gid.z);
+    let q0 = back_of(p.k0, sp.ch);
+    let q1 = back_of(p.k, sp.ch);
+    for (var b = sp.b0; b < sp.b1; b = b + 1u) {
+        let i = (b * p.c + sp.ch) * p.hw + r;
+        let g = dy[i];
+        dz[i] = g * q0.a + apply(q0.q, x0[i]) * q0.cy + q0.c0;
+        dz_b[i] = g * q1.a + apply(q1.q, x1[i]) * q1.cy + q1.c0;
+    }
+}
+
+@compute @workgroup_size(BACK_WG)
+fn bn_backward4_pair(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let per = p.hw / 4u;
+    let r = gid.x + gid.y * nwg.x * BACK_WG;
+    if r >= per { return; }
+    let sp = span(gid.z);
+    let q0 = back_of(p.k0, sp.ch);
+    let q1 = back_of(p.k, sp.ch);
+    for (var b = sp.b0; b < sp.b1; b = b + 1u) {
+        let i = (b * p.c + sp.ch) * per + r;
+        let g = dy4[i];
+        dz4[i] = g * q0.a + apply4(q0.q, v0[i]) * q0.cy + q0.c0;
+        dz4_b[i] = g * q1.a + apply4(q1.q, v1[i]) * q1.cy + q1.c0;
+    }
+}
+
+// bn_backward_quads for the pair.
+struct Back2 {
+    u: Back,
+    v: Back,
+}
+
+fn back2(ch: u32) -> Back2 {
+    return Back2(back_of(p.k0, ch), back_of(p.k, ch));
+}
+
+fn back2_on(i: u32, lo: Back2, hi: Back2, m: vec4<bool>) {
+    let g = dy4[i];
+    let a = select(vec4(hi.u.a), vec4(lo.u.a), m);
+    let cy = select(vec4(hi.u.cy), vec4(lo.u.cy), m);
+    let c0 = select(vec4(hi.u.c0), vec4(lo.u.c0), m);
+    dz4[i] = g * a + apply_on(lo.u.q, hi.u.q, m, v0[i]) * cy + c0;
+    let a1 = select(vec4(hi.v.a), vec4(lo.v.a), m);
+    let cy1 = select(vec4(hi.v.cy), vec4(lo.v.cy), m);
+    let c01 = select(vec4(hi.v.c0), vec4(lo.v.c0), m);
+    dz4_b[i] = g * a1 + apply_on(lo.v.q, hi.v.q, m, v1[i]) * cy1 + c01;
+}
+
+@compute @workgroup_size(BACK_WG)
+fn bn_backward_quads_pair(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * BACK_WG;
+    if t >= p.n * p.c / 4u { return; }
+    let base = t * p.hw;
+    let all = vec4(true);
+    var lo = back2((4u * t) % p.c);
+    for (var u = 0u; u < 4u; u = u + 1u) {
+        let end = (u + 1u) * p.hw;
+        for (var j = (u * p.hw + 3u) / 4u; j < end / 4u; j = j + 1u) {
+            back2_on(base + j, lo, lo, all);
+        }
+        if u == 3u {
+            break;
+        }
+        let hi = back2((4u * t + u + 1u) % p.c);
+        let split = end % 4u;
+        if split != 0u {
+            back2_on(base + end / 4u, lo, hi, vec4(0u, 1u, 2u, 3u) < vec4(split));
         }
         lo = hi;
     }

@@ -498,7 +498,40 @@ fn mix_bn_cases(v: &mut Vec<BenchCase>) {
                 );
                 let dz = g.alloc("dz", n)?;
                 Ok(vec![mix_bn::bn_backward(
-                    g, &s, 0, &z, &pack, &sums, &dy, &dz,
+                    g,
+                    &s,
+                    &[0],
+                    &[&z],
+                    &pack,
+                    &sums,
+                    &dy,
+                    &[&dz],
+                )?])
+            },
+        ));
+        // Two candidates' dz in one pass (dy read once).
+        v.push(BenchCase::new(
+            "mix_bn_bn_backward_pair",
+            format!("K={} x [{},{},{}]", s.k, s.n, s.c, s.hw),
+            6.0 * n as f64,
+            F * 5.0 * n as f64,
+            move |g| {
+                let (z0, z1) = (random_buf(g, n, 1)?, random_buf(g, n, 5)?);
+                let dy = random_buf(g, n, 2)?;
+                let (pack, sums) = (
+                    random_buf(g, s.pack_len(), 3)?,
+                    random_buf(g, s.sums_len(), 4)?,
+                );
+                let (dz0, dz1) = (g.alloc("dz", n)?, g.alloc("dz", n)?);
+                Ok(vec![mix_bn::bn_backward(
+                    g,
+                    &s,
+                    &[0, 2],
+                    &[&z0, &z1],
+                    &pack,
+                    &sums,
+                    &dy,
+                    &[&dz0, &dz1],
                 )?])
             },
         ));

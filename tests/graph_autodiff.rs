@@ -252,9 +252,9 @@ fn mixed_edge_gradients() {
 
 /// The same with batch norms after the pools: they become statistics
 /// alone, applied by the mixed op, and their 4 gradients come through the
-/// mixed op's per-channel sums (`ops::mix_bn`), on odd planes (7×7) and on
-/// planes of float4s (8×8); with the mixing weights computed after them,
-/// plain batch norms and the plain mixed op.
+/// mixed op's per-channel sums (`ops::mix_bn`), two per backward node, on
+/// odd planes (7×7) and on planes of float4s (8×8); with the mixing
+/// weights computed after them, plain batch norms and the plain mixed op.
 #[test]
 fn mixed_edge_batchnorm_gradients() {
     for (hw, late) in [(7, false), (8, false), (8, true)] {
@@ -265,10 +265,13 @@ fn mixed_edge_batchnorm_gradients() {
             count(|op| matches!(op, graph::Op::BatchNormStats { .. })),
             fused
         );
+        let pairs =
+            |op: &graph::Op| matches!(op, graph::Op::MixBnBackward { ks, .. } if ks.len() == 2);
         assert_eq!(
             count(|op| matches!(op, graph::Op::MixBnBackward { .. })),
-            fused
+            fused / 2
         );
+        assert_eq!(count(pairs), fused / 2);
         let mixes = usize::from(!late);
         assert_eq!(
             count(|op| matches!(op, graph::Op::MixBnForward { .. })),

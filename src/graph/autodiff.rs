@@ -288,14 +288,24 @@ fn rule(g: &mut Graph, op: &Op, ins: &[T], outs: &[T], douts: &[Option<T>]) -> V
             g.push(dot, dot_ins, vec![sums, dw]);
             let mix = MixShape { k: s.k, n: s.len() };
             let mut out = Vec::with_capacity(s.k + 2);
+            // The batch norms' inputs' gradients two per node.
+            let fused: Vec<usize> = (0..s.k).filter(|&k| norm[k]).collect();
+            let mut dzs = vec![None; s.k];
+            for ks in fused.chunks(2) {
+                let mut ins: Vec<T> = ks.iter().map(|&k| xs[k]).collect();
+                ins.extend([pack, sums, dy]);
+                let outs: Vec<T> = ks.iter().map(|&k| g.temp_like("d.bn.x", xs[k])).collect();
+                for (&k, &dz) in ks.iter().zip(&outs) {
+                    dzs[k] = Some(dz);
+                }
+                let op = Op::MixBnBackward {
+                    s: *s,
+                    ks: ks.to_vec(),
+                };
+                g.push(op, ins, outs);
+            }
             for (k, &x) in xs.iter().enumerate() {
-                let dx = if norm[k] {
-                    let dz = g.temp_like("d.bn.x", x);
-                    g.push(
-                        Op::MixBnBackward { s: *s, k },
-                        vec![x, pack, sums, dy],
-                        vec![dz],
-                    );
+                let dx = if let Some(dz) = dzs[k] {
                     dz
                 } else {
                     let dx = g.temp_like("d.mix.x", x);

@@ -140,8 +140,11 @@ fn run(op: &Op, ins: &[&[f32]], outs: &mut [Vec<f32>]) {
             let (xs, rest) = ins.split_at(s.k);
             (outs[0], outs[1]) = mix_bn::cpu::channel_dot(s, norm, xs, rest[0], rest[1]);
         }
-        Op::MixBnBackward { s, k } => {
-            outs[0] = mix_bn::cpu::bn_backward(s, *k, ins[0], ins[1], ins[2], ins[3])
+        Op::MixBnBackward { s, ks } => {
+            let (zs, rest) = ins.split_at(ks.len());
+            for (j, &k) in ks.iter().enumerate() {
+                outs[j] = mix_bn::cpu::bn_backward(s, k, zs[j], rest[0], rest[1], rest[2]);
+            }
         }
         Op::FoldBatchNorm { s, per, bias } => {
             let at = usize::from(*bias);

@@ -125,10 +125,11 @@ pub enum Op {
     /// [x_0, …, x_{K−1}, pack, dy] → [sums, dw]: per channel (and chunk of
     /// the batch) Σ dy·y_k and Σ dy (`ops::mix_bn`); dw[k] = Σ dy·y_k.
     MixChannelDot { s: mix_bn::Shape, norm: Vec<bool> },
-    /// [z_k, pack, sums, dy] → [dz_k]: the gradient at the input of
+    /// [z_k…, pack, sums, dy] → [dz_k…]: the gradient at the input of
     /// candidate k's batch norm (y_k = BN(z_k), training, no affine) from
-    /// the mixed op's dy and the sums, in one element-wise pass.
-    MixBnBackward { s: mix_bn::Shape, k: usize },
+    /// the mixed op's dy and the sums, in one element-wise pass, for one or
+    /// two candidates `ks` (a pair reads dy once).
+    MixBnBackward { s: mix_bn::Shape, ks: Vec<usize> },
     /// [x] → [y]: softmax over rows
     Softmax(SoftmaxShape),
     /// [y, dy] → [dx]

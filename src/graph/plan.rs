@@ -714,9 +714,12 @@ fn build(
             let (xs, rest) = i.split_at(s.k);
             mix_bn::channel_dot(gpu, s, norm, xs, rest[0], rest[1], o[0], o[1])?
         }
-        Op::MixBnBackward { s, k } => one(mix_bn::bn_backward(
-            gpu, s, *k, i[0], i[1], i[2], i[3], o[0],
-        )?),
+        Op::MixBnBackward { s, ks } => {
+            let (zs, rest) = i.split_at(ks.len());
+            one(mix_bn::bn_backward(
+                gpu, s, ks, zs, rest[0], rest[1], rest[2], o,
+            )?)
+        }
         Op::FoldBatchNorm { s, per, bias } => {
             let at = usize::from(*bias);
             let affine = |j: usize| s.affine.then(|| i[j + at]);

@@ -377,30 +377,40 @@ pub fn channel_dot(
     Ok(out)
 }
 
-/// Candidate k's dz from z (its batch norm's input), the pack, the sums
-/// and dy.
+/// The dz of candidates `ks` (one, or two in one pass that reads dy once)
+/// from their z (their batch norms' inputs), the pack, the sums and dy.
 #[allow(clippy::too_many_arguments)]
 pub fn bn_backward(
     gpu: &Gpu,
     s: &Shape,
-    k: usize,
-    z: &Buf,
+    ks: &[usize],
+    zs: &[&Buf],
     pack: &Buf,
     sums: &Buf,
     dy: &Buf,
-    dz: &Buf,
+    dzs: &[&Buf],
 ) -> Result<Kernel, GpuError> {
     s.checked();
-    assert!(k < s.k, "mix_bn: candidate {k} of {}", s.k);
+    assert!(
+        matches!(ks.len(), 1 | 2) && zs.len() == ks.len() && dzs.len() == ks.len(),
+        "mix_bn: one or two candidates' z and dz"
+    );
+    for &k in ks {
+        assert!(k < s.k, "mix_bn: candidate {k} of {}", s.k);
+    }
     for (what, b, len) in [
-        ("z", z, s.len()),
         ("dy", dy, s.len()),
-        ("dz", dz, s.len()),
         ("the pack", pack, s.pack_len()),
         ("sums", sums, s.sums_len()),
-    ] {
+    ]
+    .into_iter()
+    .chain(zs.iter().map(|z| ("z", *z, s.len())))
+    .chain(dzs.iter().map(|d| ("dz", *d, s.len())))
+    {
         assert_len(what, b, len);
     }
+    let pair = ks.len() == 2;
+    let name = |one: &'static str, two: &'static str| if pair { two } else { one };
     // Element-wise over planes with per-channel coefficients, as the
     // evaluation batch norm: its grid and batch items per invocation.
     let bs = s.batchnorm();
@@ -408,20 +418,32 @@ pub fn bn_backward(
     let (entry, grid) = if !s.hw.is_multiple_of(4) && s.hw >= 4 && planes.is_multiple_of(4) {
         // Runs of 4 planes over float4s (7×7), as `forward`: K=8 x
         // [32,32,49] 0.20–0.21 → 0.09–0.14 ms on lavapipe.
-        ("bn_backward_quads", grid_1d(planes / 4, BACK_WG))
+        let entry = name("bn_backward_quads", "bn_backward_quads_pair");
+        (entry, grid_1d(planes / 4, BACK_WG))
     } else {
-        batchnorm::elementwise_entry(&bs, "bn_backward", "bn_backward4")
+        let (one, four) = if pair {
+            ("bn_backward_pair", "bn_backward4_pair")
+        } else {
+            ("bn_backward", "bn_backward4")
+        };
+        batchnorm::elementwise_entry(&bs, one, four)
     };
     let mut norm = vec![false; s.k];
-    norm[k] = true;
+    norm[ks[0]] = true;
     let p = Params {
         s,
         k: 1,
-        k0: k,
+        k0: ks[0],
         nb: batchnorm::eval_batch_items(&bs),
         norm: &norm,
         accumulate: false,
     };
-    let slots = [(1, z), (7, pack), (8, dy), (9, sums), (11, dz)];
-    gpu.kernel(SHADER, entry, &p.words(), &slots, grid)
+    let mut words = p.words();
+    let mut slots = vec![(1, zs[0]), (7, pack), (8, dy), (9, sums), (11, dzs[0])];
+    if pair {
+        // The second candidate rides in Params::k (see the shader).
+        words[3] = ks[1] as u32;
+        slots.extend([(2, zs[1]), (12, dzs[1])]);
+    }
+    gpu.kernel(SHADER, entry, &words, &slots, grid)
 }
