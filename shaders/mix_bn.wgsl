@@ -442,11 +442,16 @@ fn bn_backward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 // each plane's coefficients found once, the float4 a plane boundary
 // splits taking lo's where m, hi's elsewhere. The same arithmetic per
 // value as bn_backward. Needs hw ≥ 4 and n·c divisible by 4.
-fn back_on(i: u32, lo: Back, hi: Back, m: vec4<bool>) {
+// dz of float4 g (dy) and v (z), its components where m on lo's plane.
+fn back_dz(g: vec4<f32>, v: vec4<f32>, lo: Back, hi: Back, m: vec4<bool>) -> vec4<f32> {
     let a = select(vec4(hi.a), vec4(lo.a), m);
     let cy = select(vec4(hi.cy), vec4(lo.cy), m);
     let c0 = select(vec4(hi.c0), vec4(lo.c0), m);
-    dz4[i] = dy4[i] * a + apply_on(lo.q, hi.q, m, v0[i]) * cy + c0;
+    return g * a + apply_on(lo.q, hi.q, m, v) * cy + c0;
+}
+
+fn back_on(i: u32, lo: Back, hi: Back, m: vec4<bool>) {
+    dz4[i] = back_dz(dy4[i], v0[i], lo, hi, m);
 }
 
 @compute @workgroup_size(BACK_WG)
@@ -520,14 +525,8 @@ fn back2(ch: u32) -> Back2 {
 
 fn back2_on(i: u32, lo: Back2, hi: Back2, m: vec4<bool>) {
     let g = dy4[i];
-    let a = select(vec4(hi.u.a), vec4(lo.u.a), m);
-    let cy = select(vec4(hi.u.cy), vec4(lo.u.cy), m);
-    let c0 = select(vec4(hi.u.c0), vec4(lo.u.c0), m);
-    dz4[i] = g * a + apply_on(lo.u.q, hi.u.q, m, v0[i]) * cy + c0;
-    let a1 = select(vec4(hi.v.a), vec4(lo.v.a), m);
-    let cy1 = select(vec4(hi.v.cy), vec4(lo.v.cy), m);
-    let c01 = select(vec4(hi.v.c0), vec4(lo.v.c0), m);
-    dz4_b[i] = g * a1 + apply_on(lo.v.q, hi.v.q, m, v1[i]) * cy1 + c01;
+    dz4[i] = back_dz(g, v0[i], lo.u, hi.u, m);
+    dz4_b[i] = back_dz(g, v1[i], lo.v, hi.v, m);
 }
 
 @compute @workgroup_size(BACK_WG)

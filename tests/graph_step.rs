@@ -427,7 +427,7 @@ fn weight_gradient_partials_share_memory_and_dispatches() {
         groups: 1,
     };
     let partial = gradnas::ops::conv2d::weight_partial_len(gpu, &s);
-    let align = (gpu.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+    let align = gpu.offset_align();
     let build = |convs: usize| {
         let mut rng = verify::rng(3);
         let mut g = Graph::new();

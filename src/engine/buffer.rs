@@ -115,7 +115,33 @@ impl Buf {
     }
 }
 
+/// Places for parts of `lens` side by side in one buffer, each starting at
+/// a multiple of `align` elements from `start` on: their offsets and the
+/// end of the last (rounded up to `align`).
+pub fn place(
+    lens: impl IntoIterator<Item = usize>,
+    align: usize,
+    start: usize,
+) -> (Vec<usize>, usize) {
+    let mut at = start;
+    let offsets = lens
+        .into_iter()
+        .map(|l| {
+            let o = at;
+            at = (at + l).next_multiple_of(align);
+            o
+        })
+        .collect();
+    (offsets, at)
+}
+
 impl Gpu {
+    /// The multiple of elements at which a view bound alone must start
+    /// (`min_storage_buffer_offset_alignment`, in 4-byte elements).
+    pub fn offset_align(&self) -> usize {
+        (self.limits.min_storage_buffer_offset_alignment as usize / 4).max(1)
+    }
+
     /// An uninitialised buffer of `len` elements (`name` is for errors).
     pub fn alloc(&self, name: &str, len: usize) -> Result<Buf, GpuError> {
         let bytes = len as u64 * 4;

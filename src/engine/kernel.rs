@@ -22,6 +22,21 @@ pub fn grid_1d(n: usize, wg: u32) -> [u32; 3] {
     }
 }
 
+/// Appends to `table` the rows of a dispatch that takes one workgroup per
+/// row: `len` elements cut into spans of `span`, each row `row(first,
+/// count)` as u32s (the batched weight-gradient sums and weight copies).
+pub fn span_rows<const W: usize>(
+    table: &mut Vec<u32>,
+    len: usize,
+    span: usize,
+    row: impl Fn(usize, usize) -> [usize; W],
+) {
+    for at in (0..len).step_by(span) {
+        let words = row(at, span.min(len - at));
+        table.extend(words.map(|v| u32::try_from(v).expect("a table word fits u32")));
+    }
+}
+
 /// Dispatches per encoding thread of [`Gpu::run`]: one chunk up to twice
 /// [`MIN_CHUNK`], else as many chunks as the host has cores, none smaller
 /// than `MIN_CHUNK` (a thread and a submit cost tens of µs; a dispatch ~3).

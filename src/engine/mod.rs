@@ -8,6 +8,6 @@ mod kernel;
 pub mod portability;
 pub mod shaders;
 
-pub use buffer::Buf;
+pub use buffer::{place, Buf};
 pub use device::{list_adapters, AdapterRow, Gpu, GpuError, UsedLimits};
-pub use kernel::{encode_chunk, grid_1d, Kernel, MIN_CHUNK, WG};
+pub use kernel::{encode_chunk, grid_1d, span_rows, Kernel, MIN_CHUNK, WG};

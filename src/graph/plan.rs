@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use super::ir::{Graph, Node, Op, T};
 use super::planner::{self, Lifetime, MemoryPlan};
-use crate::engine::{Buf, Gpu, GpuError, Kernel};
+use crate::engine::{place, Buf, Gpu, GpuError, Kernel};
+use crate::ops::conv2d_rows::{self, Direction};
 use crate::ops::matmul::MatmulKernel;
 use crate::ops::{
     affine_scaling, batchnorm, conv2d, elementwise as ew, layout, loss, matmul, mix, mix_bn, optim,
@@ -97,16 +98,8 @@ pub fn arenas(g: &Graph, max_bytes: u64, align: usize) -> Vec<Vec<T>> {
 
 /// Each member's offset in its arena (elements), and the arena's length.
 fn arena_layout(g: &Graph, members: &[T], align: usize) -> (Vec<usize>, usize) {
-    let mut at = 0;
-    let offsets = members
-        .iter()
-        .map(|&t| {
-            let o = at;
-            at = (at + g.len(t)).next_multiple_of(align);
-            o
-        })
-        .collect();
-    (offsets, at.max(1))
+    let (offsets, end) = place(members.iter().map(|&t| g.len(t)), align, 0);
+    (offsets, end.max(1))
 }
 
 /// Where the graph's temporaries live (no device needed): what a `Plan`
@@ -163,7 +156,7 @@ impl Plan {
             context: "graph".into(),
             message,
         })?;
-        let align = (gpu.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+        let align = gpu.offset_align();
         let arena_lists = arenas(g, gpu.limits.max_storage_buffer_binding_size, align);
         let memory = memory_plan_with(g, &arena_lists);
         let slots: Vec<Buf> = memory
@@ -478,13 +471,12 @@ fn copies_ahead(
     let mut written: std::collections::HashMap<T, usize> = Default::default();
     let mut needs = Vec::new();
     for (n, node) in g.nodes.iter().enumerate().filter(|(n, _)| live[*n]) {
-        let need = match &node.op {
-            Op::Conv2d { s, .. } => conv2d::weight_copy(gpu, s, false).map(|c| (node.inputs[1], c)),
-            Op::Conv2dBackwardInput(s) => {
-                conv2d::weight_copy(gpu, s, true).map(|c| (node.inputs[0], c))
-            }
+        let read = match &node.op {
+            Op::Conv2d { s, .. } => Some((node.inputs[1], s, Direction::Forward)),
+            Op::Conv2dBackwardInput(s) => Some((node.inputs[0], s, Direction::InputGradient)),
             _ => None,
         };
+        let need = read.and_then(|(w, s, dir)| Some((w, conv2d_rows::weight_copy(gpu, s, dir)?)));
         if let Some((w, need)) = need {
             if valid.insert((w, need.layout.clone())) {
                 needs.push((written.get(&w).copied().unwrap_or(0), w, need));
@@ -495,43 +487,27 @@ fn copies_ahead(
             written.insert(o, n + 1);
         }
     }
-    let align = (gpu.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
-    let total: usize = needs
-        .iter()
-        .map(|(.., c)| c.len.next_multiple_of(align))
-        .sum();
+    let (at, total) = place(needs.iter().map(|(.., c)| c.len), gpu.offset_align(), 0);
     if needs.is_empty() || total as u64 * 4 > gpu.limits.max_storage_buffer_binding_size {
         return Ok(Vec::new());
     }
     let arena = gpu.alloc("conv2d.weights4", total)?;
-    let mut at = 0;
-    // Per node: its batches and their copies, in the order needed.
-    let mut by_node: std::collections::BTreeMap<usize, Vec<(conv2d::CopyBatch, Vec<_>)>> =
+    // Per node: its batches and the copies they make.
+    let mut by_node: std::collections::BTreeMap<usize, (Vec<conv2d::CopyBatch>, Vec<_>)> =
         Default::default();
-    for (before, w, need) in needs {
+    for ((before, w, need), at) in needs.into_iter().zip(at) {
         let copy = arena.view_at(at, need.len);
-        at += need.len.next_multiple_of(align);
-        let src = &bufs[w.0];
-        let batches = by_node.entry(before).or_default();
-        let i = match batches.iter().position(|(b, _)| b.takes(&need, src, &copy)) {
-            Some(i) => i,
-            None => {
-                batches.push((conv2d::CopyBatch::new(&need, src, &copy), Vec::new()));
-                batches.len() - 1
-            }
-        };
-        batches[i].0.push(&need, src, &copy);
-        batches[i].1.push((w, need.layout, copy));
+        let (batches, copies) = by_node.entry(before).or_default();
+        conv2d::CopyBatch::join(batches, &need, &bufs[w.0], &copy);
+        copies.push((w, need.layout, copy));
     }
     by_node
         .into_iter()
-        .map(|(before, batches)| {
-            let mut kernels = Vec::with_capacity(batches.len());
-            let mut copies = Vec::new();
-            for (b, c) in batches {
-                kernels.push(b.kernel(gpu)?);
-                copies.extend(c);
-            }
+        .map(|(before, (batches, copies))| {
+            let kernels = batches
+                .into_iter()
+                .map(|b| b.kernel(gpu))
+                .collect::<Result<_, _>>()?;
             Ok(CopiesAhead {
                 before,
                 kernels,
@@ -577,7 +553,7 @@ impl Partials {
         if gpu.wide {
             return Ok(Partials::Scratch(gpu.alloc("conv2d.dw_partials", largest)?));
         }
-        let align = (gpu.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+        let align = gpu.offset_align();
         let total: usize = lens.iter().map(|l| l.next_multiple_of(align)).sum();
         let len = total.min(budget.max(largest.next_multiple_of(align)));
         Ok(Partials::Batched {

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::engine::{grid_1d, Buf, Gpu, GpuError, Kernel, WG};
+use crate::engine::{grid_1d, span_rows, Buf, Gpu, GpuError, Kernel, WG};
 use crate::ops::{conv2d_rows, reduce};
 pub use conv2d_rows::{CopyBatch, CopyNeed, SharedCopies, WeightCopies};
 
@@ -569,12 +569,9 @@ impl FinishBatch {
         assert_eq!(partial.len, chunks * wlen, "conv2d {s}: partial length");
         assert!(chunks < 1 << 24, "conv2d {s}: {chunks} chunks");
         let (dst, src) = (dw.whole().1, partial.whole().1);
-        for at in (0..wlen).step_by(Self::ROW) {
-            let count = Self::ROW.min(wlen - at);
-            let row = [dst + at, src + at, wlen, count | chunks << 8];
-            self.rows
-                .extend(row.map(|v| u32::try_from(v).expect("fits u32")));
-        }
+        span_rows(&mut self.rows, wlen, Self::ROW, |at, count| {
+            [dst + at, src + at, wlen, count | chunks << 8]
+        });
     }
 
     /// The one dispatch (it keeps the table of rows alive).
@@ -590,26 +587,6 @@ impl FinishBatch {
             &[(5, &self.out), (6, &self.partials), (7, &segs)],
             grid_1d(rows * Self::ROW, Self::ROW as u32),
         )
-    }
-}
-
-/// The tap-major weight copy the forward (`input_gradient` false) or the
-/// input gradient of `s` reads, where its kernel reads one
-/// (`conv2d_rows::Spec::weights4`): what a plan writes ahead in a
-/// [`CopyBatch`].
-pub fn weight_copy(gpu: &Gpu, s: &Conv2dShape, input_gradient: bool) -> Option<CopyNeed> {
-    let (fits, dir) = if input_gradient {
-        (conv2d_rows::fits(s), conv2d_rows::Direction::InputGradient)
-    } else {
-        (
-            conv2d_rows::fits_forward(s),
-            conv2d_rows::Direction::Forward,
-        )
-    };
-    if fits {
-        conv2d_rows::weight_copy(gpu, s, dir)
-    } else {
-        None
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use super::conv2d::Conv2dShape;
-use crate::engine::{grid_1d, shaders, Buf, Gpu, GpuError, Kernel};
+use crate::engine::{grid_1d, shaders, span_rows, Buf, Gpu, GpuError, Kernel};
 
 const TEMPLATE: &str = include_str!("../../shaders/conv2d_rows.wgsl");
 
@@ -1794,11 +1794,7 @@ pub fn kernels(
     shared: SharedCopies,
     relu: bool,
 ) -> Result<Vec<Kernel>, GpuError> {
-    debug_assert!(match dir {
-        Direction::Forward => fits_forward(s),
-        Direction::InputGradient => fits(s),
-        Direction::WeightGradient => false,
-    });
+    debug_assert!(dir != Direction::WeightGradient && generated(s, dir));
     let flip = dir == Direction::InputGradient;
     debug_assert!(!relu || dir == Direction::Forward);
     let spec = Spec {
@@ -1934,16 +1930,30 @@ fn copy_need(spec: Spec, s: &Conv2dShape, dir: Direction) -> CopyNeed {
     }
 }
 
-/// The copy the kernel for `s` in `dir` would read (None: it reads the
-/// weights themselves). Only Forward and InputGradient kernels that `fit`.
+/// Whether `conv2d` runs this file's generated kernel for `s` in `dir`
+/// (forward: `fits_forward`; input gradient: `fits`; weight gradient's pass
+/// 1: `fits_forward`).
+pub fn generated(s: &Conv2dShape, dir: Direction) -> bool {
+    match dir {
+        Direction::InputGradient => fits(s),
+        Direction::Forward | Direction::WeightGradient => fits_forward(s),
+    }
+}
+
+/// The tap-major weight copy the convolution `s` reads in `dir`, where its
+/// kernel reads one (`Spec::weights4`): what a plan writes ahead in a
+/// [`CopyBatch`]. None where it reads the weights themselves.
 pub fn weight_copy(gpu: &Gpu, s: &Conv2dShape, dir: Direction) -> Option<CopyNeed> {
+    if !generated(s, dir) {
+        return None;
+    }
     let spec = Spec::of(s, dir, gpu.wide);
     spec.weights4().then(|| copy_need(spec, s, dir))
 }
 
 /// Tap-major weight copies of one module written by one dispatch: a plan
 /// writes all the copies it can before the first convolution reads one
-/// (the search step's 1,050 copies in ~8 dispatches, one per tap count,
+/// (the search step's 1,050 copies in 5 dispatches, one per tap count,
 /// channel block and flip). The weights must lie in one buffer and the
 /// copies in another. Workgroup g takes row g of a table: the weights'
 /// and the copy's offsets, the first element and the count (≤ 64), then
@@ -1975,6 +1985,19 @@ impl CopyBatch {
             && copy.same_buffer(&self.copies)
     }
 
+    /// Add the copy `need` of `w` into `copy` to the first of `batches`
+    /// that takes it, or to a new one.
+    pub fn join(batches: &mut Vec<CopyBatch>, need: &CopyNeed, w: &Buf, copy: &Buf) {
+        match batches.iter_mut().find(|b| b.takes(need, w, copy)) {
+            Some(b) => b.push(need, w, copy),
+            None => {
+                let mut b = CopyBatch::new(need, w, copy);
+                b.push(need, w, copy);
+                batches.push(b);
+            }
+        }
+    }
+
     /// Copy `w` into `copy` (`need.len` long) as `need` lays it out.
     pub fn push(&mut self, need: &CopyNeed, w: &Buf, copy: &Buf) {
         assert!(
@@ -1984,12 +2007,9 @@ impl CopyBatch {
         assert_eq!(copy.len, need.len, "conv2d_rows: copy of the wrong length");
         let (src, dst) = (w.whole().1, copy.whole().1);
         let cblocks = need.co.div_ceil(self.spec.oc);
-        for at in (0..need.len).step_by(Self::ROW) {
-            let count = Self::ROW.min(need.len - at);
-            let row = [src, dst, at, count, need.co, cblocks, need.w_o, need.w_i];
-            self.rows
-                .extend(row.map(|v| u32::try_from(v).expect("fits u32")));
-        }
+        span_rows(&mut self.rows, need.len, Self::ROW, |at, count| {
+            [src, dst, at, count, need.co, cblocks, need.w_o, need.w_i]
+        });
     }
 
     /// The one dispatch (it keeps the table alive).

@@ -45,6 +45,13 @@ impl Shape {
     pub fn chunks(&self) -> usize {
         self.n.div_ceil(self.chunk_items())
     }
+    /// Planes that are not whole float4s but come in fours (7×7 over
+    /// channels in fours): the element-wise entries take runs of 4 planes
+    /// over float4s that may straddle two of them (`forward_quads`,
+    /// `bn_backward_quads`).
+    fn quads(&self) -> bool {
+        !self.hw.is_multiple_of(4) && self.hw >= 4 && (self.n * self.c).is_multiple_of(4)
+    }
     /// Length of the pack (`batchnorm::pack_len`).
     pub fn pack_len(&self) -> usize {
         batchnorm::pack_len(self.k, self.c)
@@ -291,8 +298,7 @@ pub fn forward(
     let (entry, nb, runs) = if s.hw.is_multiple_of(4) {
         let nb = forward_run(s.hw / 4);
         ("forward4", nb, planes * s.hw / 4 / nb)
-    } else if s.hw >= 4 && planes.is_multiple_of(4) {
-        // Runs of 4 planes over float4s that may straddle two of them.
+    } else if s.quads() {
         ("forward_quads", 0, planes / 4)
     } else {
         let nb = forward_run(s.hw);
@@ -410,22 +416,23 @@ pub fn bn_backward(
         assert_len(what, b, len);
     }
     let pair = ks.len() == 2;
-    let name = |one: &'static str, two: &'static str| if pair { two } else { one };
+    let [one, four, quads] = if pair {
+        [
+            "bn_backward_pair",
+            "bn_backward4_pair",
+            "bn_backward_quads_pair",
+        ]
+    } else {
+        ["bn_backward", "bn_backward4", "bn_backward_quads"]
+    };
     // Element-wise over planes with per-channel coefficients, as the
     // evaluation batch norm: its grid and batch items per invocation.
     let bs = s.batchnorm();
-    let planes = s.n * s.c;
-    let (entry, grid) = if !s.hw.is_multiple_of(4) && s.hw >= 4 && planes.is_multiple_of(4) {
+    let (entry, grid) = if s.quads() {
         // Runs of 4 planes over float4s (7×7), as `forward`: K=8 x
         // [32,32,49] 0.20–0.21 → 0.09–0.14 ms on lavapipe.
-        let entry = name("bn_backward_quads", "bn_backward_quads_pair");
-        (entry, grid_1d(planes / 4, BACK_WG))
+        (quads, grid_1d(s.n * s.c / 4, BACK_WG))
     } else {
-        let (one, four) = if pair {
-            ("bn_backward_pair", "bn_backward4_pair")
-        } else {
-            ("bn_backward", "bn_backward4")
-        };
         batchnorm::elementwise_entry(&bs, one, four)
     };
     let mut norm = vec![false; s.k];

@@ -1,8 +1,9 @@
 //! Cases for `ops::conv2d`.
 
 use super::{Case, Level, FORWARD, GRADIENT};
+use crate::engine::place;
 use crate::ops::conv2d::{self as conv, cpu, Conv2dShape};
-use crate::ops::conv2d_rows;
+use crate::ops::conv2d_rows::{self, Direction};
 
 /// (n, c_in, c_out, h, w, kh, kw, stride, pad_h, pad_w, dilation, groups, bias)
 type Row = (
@@ -128,20 +129,6 @@ pub fn cases(level: Level) -> Vec<Case> {
     v
 }
 
-/// Aligned places for parts of `lens` in one buffer, from `align` on (so
-/// none starts at 0), and the buffer's length.
-fn place(lens: impl Iterator<Item = usize>, align: usize) -> (Vec<usize>, usize) {
-    let mut at = align;
-    let offsets = lens
-        .map(|l| {
-            let o = at;
-            at = (at + l).next_multiple_of(align);
-            o
-        })
-        .collect();
-    (offsets, at)
-}
-
 /// The dense forwards and input gradients of `rows` reading tap-major
 /// weight copies that `conv2d::CopyBatch`es wrote ahead (a plan's way):
 /// the weights side by side in one buffer, the copies in another, one
@@ -151,13 +138,14 @@ fn copy_batch_case(rows: &'static [Row]) -> Case {
     let name = "tap-major copies written ahead in batches".to_string();
     Case::new("conv2d", "conv2d", name, move |c| {
         let g = c.gpu;
-        let align = (g.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+        // Parts at aligned offsets past the start (none at 0).
+        let align = g.offset_align();
         let shapes: Vec<Conv2dShape> = rows
             .iter()
             .map(|&r| shape(r))
-            .filter(|s| conv::weight_copy(g, s, false).is_some())
+            .filter(|s| conv2d_rows::weight_copy(g, s, Direction::Forward).is_some())
             .collect();
-        let (w_at, w_len) = place(shapes.iter().map(|s| s.w_len()), align);
+        let (w_at, w_len) = place(shapes.iter().map(|s| s.w_len()), align, align);
         let mut flat = vec![0.0; w_len];
         let mut wts = Vec::new();
         for (k, s) in shapes.iter().enumerate() {
@@ -168,23 +156,19 @@ fn copy_batch_case(rows: &'static [Row]) -> Case {
         let wbuf = c.input(&flat)?;
         let wview = |k: usize| wbuf.view_at(w_at[k], shapes[k].w_len());
         let needs: Vec<(usize, conv::CopyNeed)> = (0..shapes.len())
-            .flat_map(|k| [false, true].map(|ig| (k, conv::weight_copy(g, &shapes[k], ig))))
+            .flat_map(|k| {
+                [Direction::Forward, Direction::InputGradient]
+                    .map(|dir| (k, conv2d_rows::weight_copy(g, &shapes[k], dir)))
+            })
             .filter_map(|(k, n)| n.map(|n| (k, n)))
             .collect();
-        let (c_at, c_len) = place(needs.iter().map(|(_, n)| n.len), align);
+        let (c_at, c_len) = place(needs.iter().map(|(_, n)| n.len), align, align);
         let cbuf = c.output(c_len)?;
         let mut batches: Vec<conv::CopyBatch> = Vec::new();
         let mut copies = conv::WeightCopies::default();
         for (j, (k, need)) in needs.iter().enumerate() {
             let (w, copy) = (wview(*k), cbuf.view_at(c_at[j], need.len));
-            let i = match batches.iter().position(|b| b.takes(need, &w, &copy)) {
-                Some(i) => i,
-                None => {
-                    batches.push(conv::CopyBatch::new(need, &w, &copy));
-                    batches.len() - 1
-                }
-            };
-            batches[i].push(need, &w, &copy);
+            conv::CopyBatch::join(&mut batches, need, &w, &copy);
             copies.insert(*k, need.layout.clone(), copy);
         }
         let mut ks = batches
@@ -248,14 +232,14 @@ fn finish_batch_case(rows: &'static [Row]) -> Case {
     let name = format!("{} weight gradients, one pass 2", rows.len());
     Case::new("conv2d", "conv2d", name, move |c| {
         let g = c.gpu;
-        let align = (g.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+        let align = g.offset_align();
         let shapes: Vec<Conv2dShape> = rows.iter().map(|&r| shape(r)).collect();
-        let (dw_at, dw_len) = place(shapes.iter().map(|s| s.w_len()), align);
+        let (dw_at, dw_len) = place(shapes.iter().map(|s| s.w_len()), align, align);
         let plens: Vec<usize> = shapes
             .iter()
             .map(|s| conv::weight_partial_len(g, s))
             .collect();
-        let (p_at, p_len) = place(plens.iter().copied(), align);
+        let (p_at, p_len) = place(plens.iter().copied(), align, align);
         let (dws, partials) = (c.output(dw_len)?, c.output(p_len)?);
         let mut batch = conv::FinishBatch::new(&dws, &partials);
         let (mut ks, mut want) = (Vec::new(), Vec::new());
