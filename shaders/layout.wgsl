@@ -120,3 +120,52 @@ fn slice_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
         dst[plane * per + r] = v;
     }
 }
+
+// The slices of FactorizedReduce (column offset 1, the width kept) over
+// planes of whole float4s: an output float4 is the last three columns of
+// one input float4 and the first of the next, two loads and one store where
+// the scalar entries take four of each. p.w counts float4s here.
+
+// src4 = x, dst4 = y; one invocation per float4 of a y plane.
+@compute @workgroup_size(256)
+fn slice_forward4_x1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = linear_index(gid, nwg);
+    let per = p.oh * p.w;
+    if r >= per { return; }
+    let yi = r / p.w;
+    let q = r - yi * p.w;
+    let si = yi + p.oy;
+    // Past the last row both loads read the plane's last float4 (kept in
+    // bounds) and are not taken; past the last float4 of a row, the next.
+    let row_in = si < p.h;
+    let next_in = row_in && q + 1u < p.w;
+    let at = min(si, p.h - 1u) * p.w + q;
+    let at_next = min(at + 1u, p.h * p.w - 1u);
+    for (var plane = gid.z; plane < p.n; plane = plane + nwg.z) {
+        let base = plane * p.h * p.w;
+        let a = select(vec4(0.0), src4[base + at], row_in);
+        let b = select(0.0, src4[base + at_next].x, next_in);
+        dst4[plane * per + r] = vec4(a.y, a.z, a.w, b);
+    }
+}
+
+// src4 = dy, dst4 = dx; one invocation per float4 of a dx plane: column j
+// of dx holds dy's column j − 1 of row i − oy.
+@compute @workgroup_size(256)
+fn slice_backward4_x1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = linear_index(gid, nwg);
+    let per = p.h * p.w;
+    if r >= per { return; }
+    let xi = r / p.w;
+    let q = r - xi * p.w;
+    let row_in = xi >= p.oy && xi - p.oy < p.oh;
+    let prev_in = row_in && q > 0u;
+    let at = min(select(0u, xi - p.oy, xi >= p.oy), p.oh - 1u) * p.w + q;
+    let at_prev = select(at, at - 1u, at > 0u);
+    for (var plane = gid.z; plane < p.n; plane = plane + nwg.z) {
+        let base = plane * p.oh * p.w;
+        let d = select(vec4(0.0), src4[base + at], row_in);
+        let c = select(0.0, src4[base + at_prev].w, prev_in);
+        dst4[plane * per + r] = vec4(c, d.x, d.y, d.z);
+    }
+}

@@ -314,9 +314,25 @@ fn slice_params(s: &SliceShape) -> [usize; 11] {
     [planes, 0, 0, 0, 0, s.h, s.w, s.out_h, s.out_w, s.oy, s.ox]
 }
 
+/// FactorizedReduce's slices (column offset 1, the width kept) over rows
+/// of whole float4s take the float4 entries: two float4 loads and one
+/// store per four outputs instead of four scalar loads and stores.
+fn slice_quads(s: &SliceShape) -> Option<[usize; 11]> {
+    let fits = s.ox == 1 && s.out_w == s.w && s.w.is_multiple_of(4);
+    fits.then(|| {
+        let mut p = slice_params(s);
+        // p.w and p.ow count float4s.
+        (p[6], p[8]) = (s.w / 4, s.w / 4);
+        p
+    })
+}
+
 pub fn slice_forward(gpu: &Gpu, s: &SliceShape, x: &Buf, y: &Buf) -> Result<Kernel, GpuError> {
     check_len("slice input", x, s.in_len());
     check_len("slice output", y, s.out_len());
+    if let Some(p) = slice_quads(s) {
+        return dispatch(gpu, "slice_forward4_x1", p, s.out_h * s.w / 4, x, y);
+    }
     dispatch(
         gpu,
         "slice_forward",
@@ -331,5 +347,8 @@ pub fn slice_forward(gpu: &Gpu, s: &SliceShape, x: &Buf, y: &Buf) -> Result<Kern
 pub fn slice_backward(gpu: &Gpu, s: &SliceShape, dy: &Buf, dx: &Buf) -> Result<Kernel, GpuError> {
     check_len("slice output gradient", dy, s.out_len());
     check_len("slice input gradient", dx, s.in_len());
+    if let Some(p) = slice_quads(s) {
+        return dispatch(gpu, "slice_backward4_x1", p, s.h * s.w / 4, dy, dx);
+    }
     dispatch(gpu, "slice_backward", slice_params(s), s.h * s.w, dy, dx)
 }

@@ -69,10 +69,14 @@ fn refs(v: &[Vec<f32>]) -> Vec<&[f32]> {
 
 fn slice_shapes(level: Level) -> Vec<SliceShape> {
     if level == Level::Quick {
-        return vec![SliceShape::factorized_reduce(2, 16, 13, 13)];
+        // The scalar entries and the float4 ones (rows of whole float4s).
+        return vec![
+            SliceShape::factorized_reduce(2, 16, 13, 13),
+            SliceShape::factorized_reduce(2, 5, 9, 12),
+        ];
     }
     let mut v = Vec::new();
-    for (i, &(h, w)) in [(1, 1), (7, 7), (13, 13), (28, 28), (7, 13)]
+    for (i, &(h, w)) in [(1, 1), (7, 7), (13, 13), (28, 28), (7, 13), (5, 8), (9, 4)]
         .iter()
         .enumerate()
     {
@@ -84,6 +88,10 @@ fn slice_shapes(level: Level) -> Vec<SliceShape> {
                 (h - oy, w - ox),
                 ((h / 2).max(1), (w / 2).max(1)),
                 (h + 2, w + 1),
+                // The width kept, fewer and more rows (the float4 entries
+                // where w is a multiple of 4 and ox is 1).
+                ((h - oy).max(1), w),
+                (h + 2, w),
             ];
             for (out_h, out_w) in sizes {
                 v.push(SliceShape {
@@ -99,8 +107,13 @@ fn slice_shapes(level: Level) -> Vec<SliceShape> {
             }
         }
     }
-    // With offset 0 (and for 1×1 inputs) some sizes coincide.
-    v.dedup();
+    // With offset 0 (and for small inputs) some sizes coincide.
+    let mut seen = Vec::new();
+    v.retain(|s| {
+        let new = !seen.contains(s);
+        seen.push(*s);
+        new
+    });
     v
 }
 
