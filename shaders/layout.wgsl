@@ -21,11 +21,15 @@ struct Params {
     ow: u32,
     oy: u32,
     ox: u32,
+    // slice forward: 1 to take max(x, 0) as it reads (a fused ReLU).
+    relu: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+// The second addend of a part that is a sum (channel_insert_add*).
+@group(0) @binding(3) var<storage, read> src_b: array<f32>;
 
 // Every entry: x and y index an element within one plane (batch item of a
 // part, or image plane of a slice), z strides over the planes. An index
@@ -49,6 +53,7 @@ fn channel_insert(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 // about what a scalar one does.
 @group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> dst4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> src4b: array<vec4<f32>>;
 
 @compute @workgroup_size(256)
 fn channel_insert4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -97,7 +102,7 @@ fn slice_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
         if inside {
             v = src[plane * p.h * p.w + at];
         }
-        dst[plane * per + r] = v;
+        dst[plane * per + r] = select(v, max(v, 0.0), p.relu == 1u);
     }
 }
 
@@ -145,7 +150,8 @@ fn slice_forward4_x1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
         let base = plane * p.h * p.w;
         let a = select(vec4(0.0), src4[base + at], row_in);
         let b = select(0.0, src4[base + at_next].x, next_in);
-        dst4[plane * per + r] = vec4(a.y, a.z, a.w, b);
+        let v = vec4(a.y, a.z, a.w, b);
+        dst4[plane * per + r] = select(v, max(v, vec4(0.0)), p.relu == 1u);
     }
 }
 
@@ -167,5 +173,28 @@ fn slice_backward4_x1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
         let d = select(vec4(0.0), src4[base + at], row_in);
         let c = select(0.0, src4[base + at_prev].w, prev_in);
         dst4[plane * per + r] = vec4(c, d.x, d.y, d.z);
+    }
+}
+
+// A part that is the sum of two tensors (an add fused into the concat that
+// alone reads it: `graph::fuse_add_concats`) written straight into its
+// channel range: src + src_b, no sum written and read back.
+@compute @workgroup_size(256)
+fn channel_insert_add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    let per = p.cp * p.hw;
+    if i >= per { return; }
+    for (var b = gid.z; b < p.n; b = b + nwg.z) {
+        dst[(b * p.cw + p.off) * p.hw + i] = src[b * per + i] + src_b[b * per + i];
+    }
+}
+
+@compute @workgroup_size(256)
+fn channel_insert_add4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    let per = p.cp * p.hw;
+    if i >= per { return; }
+    for (var b = gid.z; b < p.n; b = b + nwg.z) {
+        dst4[(b * p.cw + p.off) * p.hw + i] = src4[b * per + i] + src4b[b * per + i];
     }
 }

@@ -219,7 +219,7 @@ fn trace(model: &GenotypeModel, dims: Dims, classes: usize) -> Result<Trace, Str
             Op::Relu
             | Op::MaxPool(_)
             | Op::AvgPool(_)
-            | Op::Slice(_)
+            | Op::Slice { .. }
             | Op::GlobalAvgPool { .. } => x,
             Op::Add => {
                 for t in &ins[1..] {

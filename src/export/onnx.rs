@@ -789,7 +789,7 @@ impl Builder<'_> {
                 let y = self.output(node.outputs[0])?;
                 self.emit("Concat", xs, vec![y], vec![int("axis", 1)]);
             }
-            Op::Slice(s) => {
+            Op::Slice { s, relu } => {
                 // y[.., i, j] = x[.., i + oy, j + ox] inside x, else 0: the
                 // crop of x that lies under y, then zeros after it.
                 if s.oy >= s.h || s.ox >= s.w {
@@ -805,7 +805,13 @@ impl Builder<'_> {
                 let end_h = s.h.min(s.oy + s.out_h);
                 let end_w = s.w.min(s.ox + s.out_w);
                 let (pad_h, pad_w) = (s.oy + s.out_h - end_h, s.ox + s.out_w - end_w);
-                let x = self.value(ins[0])?;
+                let mut x = self.value(ins[0])?;
+                if *relu {
+                    // The fused ReLU as its own node.
+                    let r = format!("n{}.relu_in", self.at);
+                    self.emit("Relu", vec![x], vec![r.clone()], vec![]);
+                    x = r;
+                }
                 let y = self.output(node.outputs[0])?;
                 let crop = s.oy > 0 || s.ox > 0 || end_h < s.h || end_w < s.w;
                 let pad = pad_h > 0 || pad_w > 0;

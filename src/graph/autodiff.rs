@@ -270,7 +270,11 @@ fn rule(g: &mut Graph, op: &Op, ins: &[T], outs: &[T], douts: &[Option<T>]) -> V
             g.push(Op::Split(s.clone()), vec![dy], parts.clone());
             parts.into_iter().map(Some).collect()
         }
-        Op::Slice(s) => {
+        Op::Slice { s, relu } => {
+            assert!(
+                !relu,
+                "autodiff: a fused ReLU's gradient is not built (fuse after autodiff)"
+            );
             let dx = g.temp_like("d.slice", ins[0]);
             g.push(Op::SliceBackward(*s), vec![dy], vec![dx]);
             vec![Some(dx)]
@@ -389,6 +393,9 @@ fn rule(g: &mut Graph, op: &Op, ins: &[T], outs: &[T], douts: &[Option<T>]) -> V
         }
         Op::PoolBatchNorm { .. } => {
             panic!("autodiff: a fused pool + batch norm has no gradient rule (fuse after autodiff)")
+        }
+        Op::ConcatSums { .. } => {
+            panic!("autodiff: fused adds into a concatenation have no gradient rule (fuse after autodiff)")
         }
         other => panic!("{other:?} is not differentiable (a backward or update op)"),
     }

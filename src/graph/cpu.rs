@@ -105,12 +105,23 @@ fn run(op: &Op, ins: &[&[f32]], outs: &mut [Vec<f32>]) {
             outs[0] = elementwise::cpu::row_scale_backward_scale(ins[0], ins[1], *rows)
         }
         Op::Concat(s) => outs[0] = layout::cpu::concat_forward(s, ins),
+        Op::ConcatSums { s, addends } => {
+            outs[0] = layout::cpu::concat_sums_forward(s, addends, ins)
+        }
         Op::Split(s) => {
             for (o, part) in outs.iter_mut().zip(layout::cpu::split_forward(s, ins[0])) {
                 *o = part;
             }
         }
-        Op::Slice(s) => outs[0] = layout::cpu::slice_forward(s, ins[0]),
+        Op::Slice { s, relu } => {
+            let y = layout::cpu::slice_forward(s, ins[0]);
+            // ReLU after the slice: the same, as relu(0) = 0 fills the padding.
+            outs[0] = if *relu {
+                elementwise::cpu::relu_forward(&y)
+            } else {
+                y
+            }
+        }
         Op::SliceBackward(s) => outs[0] = layout::cpu::slice_backward(s, ins[0]),
         Op::WeightedSum(s) => outs[0] = mix::cpu::forward(&ins[..s.k], ins[s.k]),
         Op::WeightedSumBackwardInputs(_) => {

@@ -7,6 +7,10 @@
 //!   kernels). Every op of the PNAS space but the pools starts with a
 //!   ReLU, so a measured cell's passes hold one per cell input and block
 //!   output each op reads.
+//! - Adds fused into the concatenation that alone reads them: a cell's
+//!   output is the concatenation of its block outputs, each the sum of two
+//!   ops; a part that nothing else reads is added as it is inserted
+//!   (`Op::ConcatSums`), never written whole and read back.
 //! - Evaluation batch norms fused into the pooling before them: the
 //!   DARTS supernet's pools are followed by a batch norm, which the
 //!   generated pooling kernels apply as they write (`pool_rows::Bn`).
@@ -101,8 +105,71 @@ pub fn fuse_pool_batchnorms(g: &mut Graph) -> usize {
     gone.len()
 }
 
-/// Fuses every ReLU whose output only convolutions read (as their input,
-/// with kernels that fuse: `conv2d_rows::fits_forward`), that is not pinned,
+/// Fuses into each concatenation the two-input adds whose sums only it
+/// reads (once), not pinned, and whose addends no node writes between the
+/// add and the concatenation: one `ConcatSums` node where the
+/// concatenation was. Returns how many adds went.
+pub fn fuse_add_concats(g: &mut Graph) -> usize {
+    let readers = readers(g);
+    let writer: HashMap<T, usize> = g
+        .nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.outputs.iter().map(move |&t| (t, i)))
+        .collect();
+    // Add node → the concatenation that takes it.
+    let mut gone: HashMap<usize, usize> = HashMap::new();
+    for (j, n) in g.nodes.iter().enumerate() {
+        if !matches!(n.op, Op::Concat(_)) {
+            continue;
+        }
+        for &t in &n.inputs {
+            let Some(&i) = writer.get(&t) else { continue };
+            let add = &g.nodes[i];
+            let fits = matches!(add.op, Op::Add)
+                && add.inputs.len() == 2
+                && sole_reader(g, &readers, t) == Some(j)
+                && !(i + 1..j).any(|k| g.nodes[k].outputs.iter().any(|o| add.inputs.contains(o)));
+            if fits {
+                gone.insert(i, j);
+            }
+        }
+    }
+    if gone.is_empty() {
+        return 0;
+    }
+    let sums: HashMap<T, Vec<T>> = gone
+        .keys()
+        .map(|&i| (g.nodes[i].outputs[0], g.nodes[i].inputs.clone()))
+        .collect();
+    let old = std::mem::take(&mut g.nodes);
+    for (i, mut n) in old.into_iter().enumerate() {
+        if gone.contains_key(&i) {
+            continue;
+        }
+        if let Op::Concat(s) = &n.op {
+            if n.inputs.iter().any(|t| sums.contains_key(t)) {
+                let (mut inputs, mut addends) = (Vec::new(), Vec::new());
+                for t in &n.inputs {
+                    let parts = sums.get(t).cloned().unwrap_or_else(|| vec![*t]);
+                    addends.push(parts.len());
+                    inputs.extend(parts);
+                }
+                n.op = Op::ConcatSums {
+                    s: s.clone(),
+                    addends,
+                };
+                n.inputs = inputs;
+            }
+        }
+        g.nodes.push(n);
+    }
+    gone.len()
+}
+
+/// Fuses every ReLU whose output only convolutions (as their input, with
+/// kernels that fuse: `conv2d_rows::fits_forward`) and slices read (the
+/// ReLU before FactorizedReduce's two branches), that is not pinned,
 /// and whose input no node writes before the last of them reads it. Run
 /// it after any autodiff: a fused convolution has no gradient rule.
 /// Returns how many ReLUs went.
@@ -113,6 +180,7 @@ pub fn fuse_relu_reads(g: &mut Graph) -> usize {
             let ins = &g.nodes[j].inputs;
             ins[0] == r && !ins[1..].contains(&r) && conv2d_rows::fits_forward(s)
         }
+        Op::Slice { relu: false, .. } => true,
         _ => false,
     };
     // ReLU node → its input, for each ReLU that goes.
@@ -141,10 +209,10 @@ pub fn fuse_relu_reads(g: &mut Graph) -> usize {
             continue;
         }
         if let Some(&x) = n.inputs.first().and_then(|r| relu_in.get(r)) {
-            let Op::Conv2d { relu, .. } = &mut n.op else {
-                unreachable!("only convolutions read a fused ReLU");
-            };
-            *relu = true;
+            match &mut n.op {
+                Op::Conv2d { relu, .. } | Op::Slice { relu, .. } => *relu = true,
+                _ => unreachable!("only convolutions and slices read a fused ReLU"),
+            }
             n.inputs[0] = x;
         }
         g.nodes.push(n);
@@ -227,6 +295,86 @@ mod tests {
             let c = verify::compare("fuse", "cpu", "", a, &b, verify::FORWARD);
             assert!(c.pass, "{:?}", c.detail);
         }
+    }
+
+    /// Adds only a concatenation reads fuse into it; an add another node
+    /// also reads, a pinned one and a plain part stay; the outputs are the
+    /// same.
+    #[test]
+    fn adds_fuse_into_a_concatenation() {
+        let mut g = Graph::new();
+        let dims = [2, 3, 4, 4];
+        let xs: Vec<T> = (0..6).map(|k| g.input(&format!("x{k}"), &dims)).collect();
+        let a = g.add(xs[0], xs[1]); // fuses
+        let b = g.add(xs[2], xs[3]); // also read by `later`: stays
+        let later = g.add(b, xs[4]);
+        let c = g.add(xs[4], xs[5]);
+        g.pin(c); // pinned: stays
+        let y = g.concat(&[a, xs[5], b, c, later]);
+        g.pin(y);
+        let run = |g: &Graph| -> Vec<f32> {
+            let mut exec = CpuExec::new(g);
+            for (k, &x) in xs.iter().enumerate() {
+                exec.write(x, &verify::randn(&mut verify::rng(20 + k as u64), 96));
+            }
+            exec.step(g);
+            exec.read(y).to_vec()
+        };
+        let before = run(&g);
+        // `later` is read only by the concatenation: it fuses too.
+        assert_eq!(fuse_add_concats(&mut g), 2);
+        let adds = g.nodes.iter().filter(|n| matches!(n.op, Op::Add)).count();
+        assert_eq!(adds, 2);
+        let fused: Vec<&Vec<usize>> = g
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                Op::ConcatSums { addends, .. } => Some(addends),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fused, [&vec![2, 1, 1, 1, 2]]);
+        let c = verify::compare("fuse", "cpu", "", &before, &run(&g), verify::FORWARD);
+        assert!(c.pass, "{:?}", c.detail);
+    }
+
+    /// FactorizedReduce's ReLU, read by a strided convolution and a slice,
+    /// fuses into both; the outputs are the same.
+    #[test]
+    fn a_relu_fuses_into_a_slice() {
+        use crate::ops::layout::SliceShape;
+        let mut rng = verify::rng(7);
+        let c = 4;
+        let mut g = Graph::new();
+        let x = g.input("x", &[2, c, 8, 8]);
+        let s = Conv2dShape {
+            h: 8,
+            w: 8,
+            ..shape(c, 1, 1, 2)
+        };
+        let w1 = g.param("w1", &[c, c, 1, 1], verify::randn(&mut rng, c * c));
+        let w2 = g.param("w2", &[c, c, 1, 1], verify::randn(&mut rng, c * c));
+        let r = g.relu(x);
+        let a = g.conv2d(r, w1, None, s);
+        let shifted = g.slice(r, SliceShape::factorized_reduce(2, c, 8, 8));
+        let b = g.conv2d(shifted, w2, None, s);
+        let y = g.concat(&[a, b]);
+        g.pin(y);
+        let run = |g: &Graph| -> Vec<f32> {
+            let mut exec = CpuExec::new(g);
+            exec.write(x, &verify::randn(&mut verify::rng(8), 2 * c * 64));
+            exec.step(g);
+            exec.read(y).to_vec()
+        };
+        let before = run(&g);
+        assert_eq!(fuse_relu_reads(&mut g), 1);
+        assert!(!g.nodes.iter().any(|n| matches!(n.op, Op::Relu)));
+        assert!(g
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, Op::Slice { relu: true, .. })));
+        let c = verify::compare("fuse", "cpu", "", &before, &run(&g), verify::FORWARD);
+        assert!(c.pass, "{:?}", c.detail);
     }
 
     /// Max and average pools into evaluation batch norms (with and

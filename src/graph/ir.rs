@@ -102,10 +102,15 @@ pub enum Op {
     MulBackward,
     /// [x_0, …, x_k] → [y]: channel concatenation.
     Concat(ConcatShape),
+    /// [x_0, …] → [y]: the concatenation of parts that are each the sum of
+    /// `addends[k]` (1 or 2) of the inputs, in order (adds fused into the
+    /// concatenation that alone reads them: `fuse::fuse_add_concats`).
+    ConcatSums { s: ConcatShape, addends: Vec<usize> },
     /// [x] → [y_0, …, y_k]: the inverse of Concat.
     Split(ConcatShape),
-    /// [x] → [y]: spatial crop/pad at an offset.
-    Slice(SliceShape),
+    /// [x] → [y]: spatial crop/pad at an offset; with `relu` of max(x, 0)
+    /// (a ReLU fused into its reads: `fuse::fuse_relu_reads`).
+    Slice { s: SliceShape, relu: bool },
     /// [dy] → [dx]
     SliceBackward(SliceShape),
     /// [x_0, …, x_{K−1}, w] → [y] = Σ_k w[k]·x_k
@@ -479,7 +484,7 @@ impl Graph {
     }
     pub fn slice(&mut self, x: T, s: SliceShape) -> T {
         let y = self.temp("slice", &[s.batch, s.channels, s.out_h, s.out_w]);
-        self.push(Op::Slice(s), vec![x], vec![y]);
+        self.push(Op::Slice { s, relu: false }, vec![x], vec![y]);
         y
     }
     /// Σ_k w[k]·x_k over K candidates of one size (a mixed op), read where

@@ -14,7 +14,7 @@ pub mod planner;
 pub use autodiff::{backward, backward_since, Grads};
 pub use cpu::CpuExec;
 pub use fold::fold_eval_batchnorms;
-pub use fuse::{fuse_pool_batchnorms, fuse_relu_reads};
+pub use fuse::{fuse_add_concats, fuse_pool_batchnorms, fuse_relu_reads};
 pub use ir::{Graph, Kind, Node, Op, T};
 pub use optim::{append_affine_scaling, append_updates, Optimizer, Updates};
 pub use plan::{arenas, memory_plan, Plan, PlanOptions};

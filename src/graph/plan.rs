@@ -676,8 +676,9 @@ fn build(
             one(ew::row_scale_backward_scale(gpu, i[0], i[1], o[0])?)
         }
         Op::Concat(s) => layout::concat_forward(gpu, s, i, o[0])?,
+        Op::ConcatSums { s, addends } => layout::concat_sums_forward(gpu, s, addends, i, o[0])?,
         Op::Split(s) => layout::split_forward(gpu, s, i[0], o)?,
-        Op::Slice(s) => one(layout::slice_forward(gpu, s, i[0], o[0])?),
+        Op::Slice { s, relu } => one(layout::slice_forward(gpu, s, *relu, i[0], o[0])?),
         Op::SliceBackward(s) => one(layout::slice_backward(gpu, s, i[0], o[0])?),
         Op::WeightedSum(s) => mix::forward(gpu, s, &i[..s.k], i[s.k], o[0])?,
         Op::WeightedSumBackwardInputs(s) => mix::backward_inputs(gpu, s, i[0], i[1], o)?,

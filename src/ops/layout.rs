@@ -102,6 +102,26 @@ impl SliceShape {
 pub mod cpu {
     use super::{ConcatShape, SliceShape};
 
+    /// The concatenation of parts that are each the sum of `addends[k]`
+    /// tensors (`xs` holds them in order).
+    pub fn concat_sums_forward(s: &ConcatShape, addends: &[usize], xs: &[&[f32]]) -> Vec<f32> {
+        assert_eq!(
+            addends.iter().sum::<usize>(),
+            xs.len(),
+            "concat_sums: addends"
+        );
+        let mut rest = xs;
+        let parts: Vec<Vec<f32>> = addends
+            .iter()
+            .map(|&a| {
+                let (these, more) = rest.split_at(a);
+                rest = more;
+                crate::ops::elementwise::cpu::sum_forward(these)
+            })
+            .collect();
+        let refs: Vec<&[f32]> = parts.iter().map(Vec::as_slice).collect();
+        concat_forward(s, &refs)
+    }
     pub fn concat_forward(s: &ConcatShape, xs: &[&[f32]]) -> Vec<f32> {
         let hw = s.h * s.w;
         let mut y = Vec::with_capacity(s.whole_len());
@@ -182,19 +202,30 @@ const PLANES_PER_Z: usize = 4;
 
 /// A dispatch writing `per` elements of each of `params[0]` planes of
 /// `dst` (params in the shader's field order: planes, cp, cw, off, hw, h,
-/// w, oh, ow, oy, ox).
+/// w, oh, ow, oy, ox, relu).
 fn dispatch(
     gpu: &Gpu,
     entry: &'static str,
-    params: [usize; 11],
+    params: [usize; 12],
     per: usize,
     src: &Buf,
     dst: &Buf,
 ) -> Result<Kernel, GpuError> {
+    dispatch_slots(gpu, entry, params, per, &[(1, src), (2, dst)])
+}
+
+/// `dispatch` binding `slots`.
+fn dispatch_slots(
+    gpu: &Gpu,
+    entry: &'static str,
+    params: [usize; 12],
+    per: usize,
+    slots: &[(u32, &Buf)],
+) -> Result<Kernel, GpuError> {
     let words = params.map(|v| v as u32);
     let [x, y, _] = grid_1d(per, WG);
     let z = params[0].div_ceil(PLANES_PER_Z).clamp(1, 65_535) as u32;
-    gpu.kernel(SHADER, entry, &words, &[(1, src), (2, dst)], [x, y, z])
+    gpu.kernel(SHADER, entry, &words, slots, [x, y, z])
 }
 
 /// A dispatch over the elements of part k: `insert` copies the part into
@@ -207,6 +238,20 @@ fn part_kernel(
     whole: &Buf,
     insert: bool,
 ) -> Result<Kernel, GpuError> {
+    part_kernel_sum(gpu, s, k, part, None, whole, insert)
+}
+
+/// `part_kernel`, inserting the sum `part` + `b` where `b` is given.
+fn part_kernel_sum(
+    gpu: &Gpu,
+    s: &ConcatShape,
+    k: usize,
+    part: &Buf,
+    b: Option<&Buf>,
+    whole: &Buf,
+    insert: bool,
+) -> Result<Kernel, GpuError> {
+    debug_assert!(insert || b.is_none());
     s.validate().unwrap_or_else(|e| panic!("{e}"));
     assert!(
         k < s.channels.len(),
@@ -222,14 +267,22 @@ fn part_kernel(
         hw if hw % 4 == 0 => (hw / 4, true),
         hw => (hw, false),
     };
-    let params = [s.batch, c, ct, off, hw, 0, 0, 0, 0, 0, 0];
-    let (entry, src, dst) = match (insert, vec4) {
-        (true, false) => ("channel_insert", part, whole),
-        (true, true) => ("channel_insert4", part, whole),
-        (false, false) => ("channel_extract", whole, part),
-        (false, true) => ("channel_extract4", whole, part),
+    let params = [s.batch, c, ct, off, hw, 0, 0, 0, 0, 0, 0, 0];
+    let (entry, src, dst) = match (insert, vec4, b.is_some()) {
+        (true, false, false) => ("channel_insert", part, whole),
+        (true, true, false) => ("channel_insert4", part, whole),
+        (true, false, true) => ("channel_insert_add", part, whole),
+        (true, true, true) => ("channel_insert_add4", part, whole),
+        (false, false, _) => ("channel_extract", whole, part),
+        (false, true, _) => ("channel_extract4", whole, part),
     };
-    dispatch(gpu, entry, params, c * hw, src, dst)
+    match b {
+        Some(b) => {
+            check_len("part's second addend", b, s.part_len(k));
+            dispatch_slots(gpu, entry, params, c * hw, &[(1, src), (3, b), (2, dst)])
+        }
+        None => dispatch(gpu, entry, params, c * hw, src, dst),
+    }
 }
 
 /// Write part k into its channel range of `whole`.
@@ -277,6 +330,38 @@ pub fn concat_forward(
         .map(|(k, x)| channel_insert(gpu, s, k, x, y))
         .collect()
 }
+/// y = the concatenation of parts that are each the sum of `addends[k]`
+/// (1 or 2) of `xs` (in order): one insert per part, of the sum where two.
+pub fn concat_sums_forward(
+    gpu: &Gpu,
+    s: &ConcatShape,
+    addends: &[usize],
+    xs: &[&Buf],
+    y: &Buf,
+) -> Result<Vec<Kernel>, GpuError> {
+    assert_eq!(
+        addends.len(),
+        s.channels.len(),
+        "concat_sums: one count per part"
+    );
+    assert_eq!(
+        addends.iter().sum::<usize>(),
+        xs.len(),
+        "concat_sums: addends"
+    );
+    let mut at = 0;
+    let mut ks = Vec::with_capacity(addends.len());
+    for (k, &a) in addends.iter().enumerate() {
+        let b = match a {
+            1 => None,
+            2 => Some(xs[at + 1]),
+            _ => panic!("concat_sums: a part of {a} addends (1 or 2)"),
+        };
+        ks.push(part_kernel_sum(gpu, s, k, xs[at], b, y, true)?);
+        at += a;
+    }
+    Ok(ks)
+}
 /// dxs[k] = dy's channel range of part k: one extract per part.
 pub fn concat_backward(
     gpu: &Gpu,
@@ -308,16 +393,18 @@ pub fn split_backward(
     concat_forward(gpu, s, dys, dx)
 }
 
-fn slice_params(s: &SliceShape) -> [usize; 11] {
+fn slice_params(s: &SliceShape) -> [usize; 12] {
     s.validate().unwrap_or_else(|e| panic!("{e}"));
     let planes = s.batch * s.channels;
-    [planes, 0, 0, 0, 0, s.h, s.w, s.out_h, s.out_w, s.oy, s.ox]
+    [
+        planes, 0, 0, 0, 0, s.h, s.w, s.out_h, s.out_w, s.oy, s.ox, 0,
+    ]
 }
 
 /// FactorizedReduce's slices (column offset 1, the width kept) over rows
 /// of whole float4s take the float4 entries: two float4 loads and one
 /// store per four outputs instead of four scalar loads and stores.
-fn slice_quads(s: &SliceShape) -> Option<[usize; 11]> {
+fn slice_quads(s: &SliceShape) -> Option<[usize; 12]> {
     let fits = s.ox == 1 && s.out_w == s.w && s.w.is_multiple_of(4);
     fits.then(|| {
         let mut p = slice_params(s);
@@ -327,20 +414,23 @@ fn slice_quads(s: &SliceShape) -> Option<[usize; 11]> {
     })
 }
 
-pub fn slice_forward(gpu: &Gpu, s: &SliceShape, x: &Buf, y: &Buf) -> Result<Kernel, GpuError> {
+/// y = the slice of x, or with `relu` of max(x, 0) (a ReLU fused into the
+/// reads).
+pub fn slice_forward(
+    gpu: &Gpu,
+    s: &SliceShape,
+    relu: bool,
+    x: &Buf,
+    y: &Buf,
+) -> Result<Kernel, GpuError> {
     check_len("slice input", x, s.in_len());
     check_len("slice output", y, s.out_len());
-    if let Some(p) = slice_quads(s) {
-        return dispatch(gpu, "slice_forward4_x1", p, s.out_h * s.w / 4, x, y);
-    }
-    dispatch(
-        gpu,
-        "slice_forward",
-        slice_params(s),
-        s.out_h * s.out_w,
-        x,
-        y,
-    )
+    let (entry, mut p, per) = match slice_quads(s) {
+        Some(p) => ("slice_forward4_x1", p, s.out_h * s.w / 4),
+        None => ("slice_forward", slice_params(s), s.out_h * s.out_w),
+    };
+    p[11] = usize::from(relu);
+    dispatch(gpu, entry, p, per, x, y)
 }
 /// dx = dy scattered back to where the forward read, as a gather: every dx
 /// element is written (zero where no output read it).

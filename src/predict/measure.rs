@@ -599,10 +599,13 @@ fn build_passes(
     // The evaluation passes' batch norms into their convolutions' weights,
     // once for all passes (after the statistics passes).
     crate::graph::fold_eval_batchnorms(g);
-    // No gradients here: every ReLU only convolutions read is read by
-    // them, the pools' batch norms applied as the pools write.
+    // No gradients here: every ReLU only convolutions and slices read is
+    // read by them, the pools' batch norms applied as the pools write, and
+    // the block outputs only the cell's concatenation reads added as it
+    // inserts them.
     crate::graph::fuse_relu_reads(g);
     crate::graph::fuse_pool_batchnorms(g);
+    crate::graph::fuse_add_concats(g);
     Passes {
         params: st.params,
         bn_images,

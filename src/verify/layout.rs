@@ -143,6 +143,30 @@ pub fn cases(level: Level) -> Vec<Case> {
                 GRADIENT,
             )
         }));
+        let sc = s.clone();
+        v.push(Case::new(
+            "layout",
+            "concat_sums",
+            label.clone(),
+            move |c| {
+                // Parts alternately sums of two and single tensors.
+                let s = &sc;
+                let addends: Vec<usize> = (0..s.channels.len()).map(|k| 2 - k % 2).collect();
+                let (mut xs, mut xbs) = (Vec::new(), Vec::new());
+                for (k, &a) in addends.iter().enumerate() {
+                    for _ in 0..a {
+                        let x = c.randn(s.part_len(k));
+                        xbs.push(c.input(&x)?);
+                        xs.push(x);
+                    }
+                }
+                let yb = c.output(s.whole_len())?;
+                let xr: Vec<&Buf> = xbs.iter().collect();
+                c.run(&lay::concat_sums_forward(c.gpu, s, &addends, &xr, &yb)?)?;
+                let want = cpu::concat_sums_forward(s, &addends, &refs(&xs));
+                c.check("forward", &want, &yb, FORWARD)
+            },
+        ));
         v.push(Case::new("layout", "split", label, move |c| {
             let s = &s;
             let x = c.randn(s.whole_len());
@@ -169,11 +193,17 @@ pub fn cases(level: Level) -> Vec<Case> {
             let (x, dy) = (c.randn(s.in_len()), c.randn(s.out_len()));
             let (xb, dyb) = (c.input(&x)?, c.input(&dy)?);
             let (yb, dxb) = (c.output(s.out_len())?, c.output(s.in_len())?);
+            let rb = c.output(s.out_len())?;
             c.run(&[
-                lay::slice_forward(c.gpu, &s, &xb, &yb)?,
+                lay::slice_forward(c.gpu, &s, false, &xb, &yb)?,
+                lay::slice_forward(c.gpu, &s, true, &xb, &rb)?,
                 lay::slice_backward(c.gpu, &s, &dyb, &dxb)?,
             ])?;
-            c.check("forward", &cpu::slice_forward(&s, &x), &yb, FORWARD)?;
+            let y = cpu::slice_forward(&s, &x);
+            c.check("forward", &y, &yb, FORWARD)?;
+            // A fused ReLU: the slice of max(x, 0).
+            let r = cpu::slice_forward(&s, &crate::ops::elementwise::cpu::relu_forward(&x));
+            c.check("forward", &r, &rb, FORWARD)?;
             c.check("backward", &cpu::slice_backward(&s, &dy), &dxb, GRADIENT)
         }));
     }

@@ -284,6 +284,7 @@ pub const REQUIRED: &[(&str, &str)] = &[
     ("batchnorm_fold", "bias"),
     ("concat", "forward"),
     ("concat", "backward"),
+    ("concat_sums", "forward"),
     ("split", "forward"),
     ("split", "backward"),
     ("slice", "forward"),
