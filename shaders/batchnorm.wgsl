@@ -20,7 +20,8 @@ struct Params {
     nb: u32,
     // train_stats: the candidate whose row of the pack this batch norm
     // writes, the mixed op's candidate count K, and whether the previous
-    // pack is the mixing weights alone (the first of the chain).
+    // pack is the mixing weights alone (the first of the chain). fold: the
+    // batch norm's channel of the convolution's first (row).
     row: u32,
     kk: u32,
     first: u32,
@@ -372,16 +373,19 @@ fn eval_backward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 // s = γ[o] / sqrt(running_var[o] + eps), w'[o, j] = w[o, j]·s over the
 // p.hw weights of o (w in slot 1, w' in 5) and b'[o] = β[o] + (b[o] −
 // running_mean[o])·s (the convolution's bias b in slot 2 where p.nb is 1,
-// none otherwise; b' in 6). One invocation per weight.
+// none otherwise; b' in 6). One invocation per weight. The convolution's
+// output channel o is the batch norm's channel o + p.row (p.c of them: a
+// part of a concatenation the batch norm reads, or all).
 @compute @workgroup_size(64)
 fn fold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 64u;
     if i >= p.c * p.hw { return; }
     let o = i / p.hw;
-    let s = scale_of(o) / sqrt(running_var[o] + p.eps);
+    let ch = o + p.row;
+    let s = scale_of(ch) / sqrt(running_var[ch] + p.eps);
     out[i] = x[i] * s;
     if i - o * p.hw == 0u {
         let b = select(0.0, dy[o], p.nb == 1u);
-        saved_mean[o] = shift_of(o) + (b - running_mean[o]) * s;
+        saved_mean[o] = shift_of(ch) + (b - running_mean[ch]) * s;
     }
 }

@@ -157,11 +157,17 @@ fn run(op: &Op, ins: &[&[f32]], outs: &mut [Vec<f32>]) {
                 outs[j] = mix_bn::cpu::bn_backward(s, k, zs[j], rest[0], rest[1], rest[2]);
             }
         }
-        Op::FoldBatchNorm { s, per, bias } => {
+        Op::FoldBatchNorm {
+            s,
+            per,
+            c_off,
+            bias,
+        } => {
             let at = usize::from(*bias);
             let (w, b) = batchnorm::cpu::fold(
                 s,
                 *per,
+                *c_off,
                 ins[0],
                 opt(ins, 1, *bias),
                 ins[1 + at],

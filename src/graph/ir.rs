@@ -162,6 +162,9 @@ pub enum Op {
     FoldBatchNorm {
         s: batchnorm::Shape,
         per: usize,
+        /// The batch norm's channel of the convolution's first output
+        /// channel (a part of a concatenation the batch norm reads).
+        c_off: usize,
         bias: bool,
     },
     /// [x] → [y, argmax]

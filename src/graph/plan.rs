@@ -697,13 +697,19 @@ fn build(
                 gpu, s, ks, zs, rest[0], rest[1], rest[2], o,
             )?)
         }
-        Op::FoldBatchNorm { s, per, bias } => {
+        Op::FoldBatchNorm {
+            s,
+            per,
+            c_off,
+            bias,
+        } => {
             let at = usize::from(*bias);
             let affine = |j: usize| s.affine.then(|| i[j + at]);
             one(batchnorm::fold(
                 gpu,
                 s,
                 *per,
+                *c_off,
                 i[0],
                 bias.then(|| i[1]),
                 i[1 + at],

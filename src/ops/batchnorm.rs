@@ -322,14 +322,17 @@ pub mod cpu {
         y
     }
 
-    /// The evaluation batch norm `s` (c = the convolution's output
-    /// channels) folded into the convolution before it: (w', b') with
-    /// w'[o, j] = w[o, j]·γ[o]·invstd[o] over the `per` weights of each
-    /// output channel, b'[o] = β[o] + (b[o] − running_mean[o])·γ[o]·invstd[o].
+    /// The evaluation batch norm `s` folded into the convolution before it,
+    /// whose output channels are the batch norm's channels from `c_off` on
+    /// (0 and all of them, or a part of a concatenation the batch norm
+    /// reads): (w', b') with w'[o, j] = w[o, j]·γ[ch]·invstd[ch] over the
+    /// `per` weights of each output channel o, ch = c_off + o, and
+    /// b'[o] = β[ch] + (b[o] − running_mean[ch])·γ[ch]·invstd[ch].
     #[allow(clippy::too_many_arguments)]
     pub fn fold(
         s: &Shape,
         per: usize,
+        c_off: usize,
         w: &[f32],
         bias: Option<&[f32]>,
         running_mean: &[f32],
@@ -338,19 +341,26 @@ pub mod cpu {
         beta: Option<&[f32]>,
     ) -> (Vec<f32>, Vec<f32>) {
         s.checked(false).no_relu_backward();
-        let scale: Vec<f64> = (0..s.c)
-            .map(|o| gamma_at(s, gamma, o) / (running_var[o] as f64 + s.eps as f64).sqrt())
+        let c = w.len() / per;
+        assert!(
+            c_off + c <= s.c,
+            "fold: channels {c_off}.. of {c} past the batch norm's {}",
+            s.c
+        );
+        let scale: Vec<f64> = (c_off..c_off + c)
+            .map(|ch| gamma_at(s, gamma, ch) / (running_var[ch] as f64 + s.eps as f64).sqrt())
             .collect();
         let wf = w
             .iter()
             .enumerate()
             .map(|(i, &v)| (v as f64 * scale[i / per]) as f32)
             .collect();
-        let bf = (0..s.c)
+        let bf = (0..c)
             .map(|o| {
+                let ch = c_off + o;
                 let b = bias.map_or(0.0, |b| b[o] as f64);
-                let shift = beta.map_or(0.0, |b| b[o] as f64);
-                (shift + (b - running_mean[o] as f64) * scale[o]) as f32
+                let shift = beta.map_or(0.0, |b| b[ch] as f64);
+                (shift + (b - running_mean[ch] as f64) * scale[o]) as f32
             })
             .collect();
         (wf, bf)
@@ -631,13 +641,15 @@ pub fn eval_forward(
 
 /// The evaluation batch norm `s` folded into the convolution before it
 /// (`cpu::fold`): w' [c × per] and b' [c] from the convolution's weights
-/// (`per` per output channel) and bias, and the batch norm's running
-/// statistics and γ, β. One invocation per weight.
+/// (`per` per output channel, c of them: the batch norm's channels from
+/// `c_off` on) and bias, and the batch norm's running statistics and γ, β.
+/// One invocation per weight.
 #[allow(clippy::too_many_arguments)]
 pub fn fold(
     gpu: &Gpu,
     s: &Shape,
     per: usize,
+    c_off: usize,
     w: &Buf,
     bias: Option<&Buf>,
     running_mean: &Buf,
@@ -648,10 +660,15 @@ pub fn fold(
     b_out: &Buf,
 ) -> Result<Kernel, GpuError> {
     s.checked(false).no_relu_backward();
+    let c = w.len / per;
+    assert!(
+        c_off + c <= s.c,
+        "batchnorm fold {s}: channels {c_off}.. of {c} past the batch norm's"
+    );
     for (what, b, len) in [
-        ("w", w, s.c * per),
-        ("w'", w_out, s.c * per),
-        ("b'", b_out, s.c),
+        ("w", w, c * per),
+        ("w'", w_out, c * per),
+        ("b'", b_out, c),
         ("running_mean", running_mean, s.c),
         ("running_var", running_var, s.c),
     ] {
@@ -672,9 +689,10 @@ pub fn fold(
         (8, running_mean),
         (9, running_var),
     ];
-    let mut p = params(&Shape { hw: per, ..*s });
+    let mut p = params(&Shape { hw: per, c, ..*s });
     p[7] = bias.is_some() as u32;
-    gpu.kernel(SHADER, "fold", &p, &slots, grid_1d(s.c * per, EVAL_WG))
+    p[8] = c_off as u32;
+    gpu.kernel(SHADER, "fold", &p, &slots, grid_1d(c * per, EVAL_WG))
 }
 
 /// dx = dy·γ / sqrt(running_var + eps) (element-wise).

@@ -184,7 +184,7 @@ fn fold_case(s: Shape, bias: bool) -> Case {
         let (rm, rv) = draw_running(c, &s);
         let ((gamma, beta), (gb, bb)) = (affine.host(), affine.device());
         let per = cs.w_len() / s.c;
-        let (wf, bf) = cpu::fold(&s, per, &w, b.as_deref(), &rm, &rv, gamma, beta);
+        let (wf, bf) = cpu::fold(&s, per, 0, &w, b.as_deref(), &rm, &rv, gamma, beta);
         let y = cpu::eval_forward(
             &s,
             &conv::forward(&cs, &x, &w, b.as_deref()),
@@ -206,6 +206,7 @@ fn fold_case(s: Shape, bias: bool) -> Case {
             c.gpu,
             &s,
             per,
+            0,
             &wb,
             bb_conv.as_ref(),
             &rmb,
@@ -217,7 +218,37 @@ fn fold_case(s: Shape, bias: bool) -> Case {
         )?;
         c.run(&[k])?;
         c.check("weights", &wf, &wfb, FORWARD)?;
-        c.check("bias", &bf, &bfb, FORWARD)
+        c.check("bias", &bf, &bfb, FORWARD)?;
+        if s.c < 2 {
+            return Ok(());
+        }
+        // A convolution holding channels 1.. of the batch norm (a part of a
+        // concatenation): the CPU fold is the whole one's rows from 1 on,
+        // and the GPU's agrees with it.
+        let (w1, b1) = (&w[per..], b.as_deref().map(|b| &b[1..]));
+        let (wf1, bf1) = cpu::fold(&s, per, 1, w1, b1, &rm, &rv, gamma, beta);
+        c.check_values("cpu_fold", &wf[per..], &wf1, FORWARD);
+        c.check_values("cpu_fold", &bf[1..], &bf1, FORWARD);
+        let w1b = c.input(w1)?;
+        let b1b = b1.map(|b| c.input(b)).transpose()?;
+        let (wf1b, bf1b) = (c.output(w1.len())?, c.output(s.c - 1)?);
+        let k = bn::fold(
+            c.gpu,
+            &s,
+            per,
+            1,
+            &w1b,
+            b1b.as_ref(),
+            &rmb,
+            &rvb,
+            gb,
+            bb,
+            &wf1b,
+            &bf1b,
+        )?;
+        c.run(&[k])?;
+        c.check("weights", &wf1, &wf1b, FORWARD)?;
+        c.check("bias", &bf1, &bf1b, FORWARD)
     })
 }
 
