@@ -28,12 +28,7 @@ type Folded = (T, T, Vec<T>);
 pub fn fold_eval_batchnorms(g: &mut Graph) -> usize {
     let readers = super::fuse::readers(g);
     let sole = |t: T| super::fuse::sole_reader(g, &readers, t);
-    let writer: HashMap<T, usize> = g
-        .nodes
-        .iter()
-        .enumerate()
-        .flat_map(|(i, n)| n.outputs.iter().map(move |&t| (t, i)))
-        .collect();
+    let writer = super::fuse::writers(g);
     // The batch norm each foldable convolution feeds, and its channel
     // offset there; the concatenations between.
     let mut into: HashMap<usize, (usize, usize)> = HashMap::new();

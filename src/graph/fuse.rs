@@ -32,6 +32,15 @@ pub(crate) fn readers(g: &Graph) -> HashMap<T, Vec<usize>> {
     readers
 }
 
+/// The node writing each tensor (the last, where several do).
+pub(crate) fn writers(g: &Graph) -> HashMap<T, usize> {
+    g.nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.outputs.iter().map(move |&t| (t, i)))
+        .collect()
+}
+
 /// The node that alone reads `t` (once), unless `t` is pinned: where an
 /// op writing `t` may hand its work to that reader.
 pub(crate) fn sole_reader(g: &Graph, readers: &HashMap<T, Vec<usize>>, t: T) -> Option<usize> {
@@ -111,12 +120,7 @@ pub fn fuse_pool_batchnorms(g: &mut Graph) -> usize {
 /// concatenation was. Returns how many adds went.
 pub fn fuse_add_concats(g: &mut Graph) -> usize {
     let readers = readers(g);
-    let writer: HashMap<T, usize> = g
-        .nodes
-        .iter()
-        .enumerate()
-        .flat_map(|(i, n)| n.outputs.iter().map(move |&t| (t, i)))
-        .collect();
+    let writer = writers(g);
     // Add node → the concatenation that takes it.
     let mut gone: HashMap<usize, usize> = HashMap::new();
     for (j, n) in g.nodes.iter().enumerate() {
