@@ -1120,10 +1120,15 @@ pub fn s2(
     };
     let (one, _) = rate(&mc, 1)?;
     let (five, build_share) = rate(&mc, 5)?;
+    // The profile of the cells the 5-block rate times, summed per entry
+    // point (a random cell's differs several-fold from theirs).
     let measure_profile = if profile {
         let m = OneShotDiscrete::new(weights.clone(), splits, &mc)?;
-        let cell = random_cell(&op_set, 5, &mut verify::rng(5));
-        Some(m.profile(gpu, &cell, &cell)?)
+        let mut rows = Vec::new();
+        for c in covering_cells(&op_set, 5) {
+            rows.extend(m.profile(gpu, &c, &c)?);
+        }
+        Some(crate::graph::plan::ProfileRow::merge(rows))
     } else {
         None
     };

@@ -28,6 +28,25 @@ pub struct ProfileRow {
     pub seconds: f64,
 }
 
+impl ProfileRow {
+    /// Rows summed per entry point, costliest first.
+    pub fn merge(rows: impl IntoIterator<Item = ProfileRow>) -> Vec<ProfileRow> {
+        let mut by: std::collections::BTreeMap<String, ProfileRow> = Default::default();
+        for r in rows {
+            let e = by.entry(r.entry.clone()).or_insert_with(|| ProfileRow {
+                entry: r.entry.clone(),
+                ..Default::default()
+            });
+            e.dispatches += r.dispatches;
+            e.workgroups += r.workgroups;
+            e.seconds += r.seconds;
+        }
+        let mut v: Vec<_> = by.into_values().collect();
+        v.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        v
+    }
+}
+
 pub struct Plan {
     bufs: Vec<Buf>,
     kernels: Vec<Kernel>,
@@ -327,19 +346,14 @@ impl Plan {
                 t
             }
         };
-        let mut by: std::collections::BTreeMap<&str, ProfileRow> = Default::default();
-        for (k, t) in self.kernels.iter().zip(times) {
-            let e = by.entry(k.name.as_str()).or_insert_with(|| ProfileRow {
+        Ok(ProfileRow::merge(self.kernels.iter().zip(times).map(
+            |(k, t)| ProfileRow {
                 entry: k.name.clone(),
-                ..Default::default()
-            });
-            e.dispatches += 1;
-            e.workgroups += k.groups.iter().map(|&g| g as u64).product::<u64>();
-            e.seconds += t;
-        }
-        let mut v: Vec<_> = by.into_values().collect();
-        v.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
-        Ok(v)
+                dispatches: 1,
+                workgroups: k.groups.iter().map(|&g| g as u64).product::<u64>(),
+                seconds: t,
+            },
+        )))
     }
 
     /// The recorded dispatches, in order.
