@@ -58,6 +58,8 @@ struct Params {
 // Rows of whole float2s (14 wide: a reduced 28×28 input's).
 @group(0) @binding(1) var<storage, read> x2: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read> dy2: array<vec2<f32>>;
+// Written rows of whole float2s (`Spec::store`).
+@group(0) @binding(5) var<storage, read_write> out2: array<vec2<f32>>;
 
 // A forward that fuses the ReLU before it reads max(x, 0): RELU_IN is a
 // constant each generated module declares, so the select compiles away.

@@ -90,6 +90,12 @@ pub struct Spec {
     /// applied as x is loaded (`graph::fuse_relu_reads`), so the ReLU's
     /// own pass over x and its dispatch go.
     pub relu: bool,
+    /// Rows of the tensor written are whole vectors of `store` floats, 4
+    /// or 2: the depthwise and dense forwards and stride-1 input gradients
+    /// store their COLS columns `store` at a time; 1 elsewhere. On lavapipe
+    /// every store is a per-lane loop, a float4 costing about 1.8 scalar
+    /// ones (BENCHMARKS.md, "Fifteenth pass").
+    pub store: usize,
 }
 
 impl Spec {
@@ -156,6 +162,24 @@ impl Spec {
             }
             _ => (rows, 0),
         };
+        // The written plane's width: the output's, or x's for the input
+        // gradient. Only the row-block entries (`depthwise_entry`,
+        // `dense_entry`) store vectors.
+        let written_w = if dir == Direction::InputGradient {
+            s.w
+        } else {
+            s.ow()
+        };
+        let rows_entry = !flat4(s)
+            && match dir {
+                Direction::Forward => true,
+                Direction::InputGradient => s.stride == 1,
+                Direction::WeightGradient => false,
+            };
+        let store = [4, 2]
+            .into_iter()
+            .find(|&v| rows_entry && written_w.is_multiple_of(v))
+            .unwrap_or(1);
         let quads = match (flat4(s) && dir != Direction::WeightGradient, wide) {
             (false, _) => 1,
             (true, true) => 2,
@@ -166,6 +190,7 @@ impl Spec {
             quads,
             col_blocks,
             relu: false,
+            store,
             depthwise: s.is_depthwise(),
             kh: s.kh,
             kw: s.kw,
@@ -253,8 +278,13 @@ impl Spec {
             String::new()
         };
         let relu = if self.relu { ".relu" } else { "" };
+        let store = if self.store > 1 {
+            format!(".o{}", self.store)
+        } else {
+            String::new()
+        };
         format!(
-            "conv2d_rows.{}.{}x{}.d{}{stride}.{}{blocks}{rows}{relu}",
+            "conv2d_rows.{}.{}x{}.d{}{stride}.{}{blocks}{rows}{store}{relu}",
             match (self.depthwise, self.flat4) {
                 (true, _) => "dw",
                 (false, false) => "dense",
@@ -440,16 +470,40 @@ impl Spec {
                 w,
                 "        let base = (bc * p.oh + oy0 + {o}u) * p.ow + ox0;"
             );
-            for j in 0..COLS {
-                let _ = writeln!(
-                    w,
-                    "        if ox0 + {j}u < p.ow {{ out[base + {j}u] = a{o}_{j}; }}"
-                );
-            }
+            self.store_row(w, "        ", &|j| format!("a{o}_{j}"));
             let _ = writeln!(w, "    }}");
         }
         let _ = writeln!(w, "}}");
         s
+    }
+
+    /// Stores one row's COLS accumulators (`acc(j)`) from `base`, the
+    /// written row's column ox0, `store` at a time: with rows of whole
+    /// vectors and ox0 a multiple of COLS, a vector's columns lie inside
+    /// the row or past its end together.
+    fn store_row(&self, w: &mut String, indent: &str, acc: &dyn Fn(usize) -> String) {
+        let v = self.store;
+        for j in (0..COLS).step_by(v) {
+            let value = match v {
+                1 => acc(j),
+                _ => format!(
+                    "vec{v}({})",
+                    (j..j + v).map(acc).collect::<Vec<_>>().join(", ")
+                ),
+            };
+            let target = match v {
+                1 => "out".to_string(),
+                _ => format!("out{v}"),
+            };
+            let index = match v {
+                1 => format!("base + {j}u"),
+                _ => format!("(base + {j}u) / {v}u"),
+            };
+            let _ = writeln!(
+                w,
+                "{indent}if ox0 + {j}u < p.ow {{ {target}[{index}] = {value}; }}"
+            );
+        }
     }
 
     /// The dense forward and input gradient: `oc` written channels ×
@@ -575,12 +629,7 @@ impl Spec {
                     w,
                     "            let base = ((b * p.c_out + o0 + {o}u) * p.oh + oy0 + {r}u) * p.ow + ox0;"
                 );
-                for j in 0..COLS {
-                    let _ = writeln!(
-                        w,
-                        "            if ox0 + {j}u < p.ow {{ out[base + {j}u] = a{r}_{o}_{j}; }}"
-                    );
-                }
+                self.store_row(w, "            ", &|j| format!("a{r}_{o}_{j}"));
                 let _ = writeln!(w, "        }}");
             }
             let _ = writeln!(w, "    }}");
@@ -1513,6 +1562,7 @@ pub fn representative_specs() -> Vec<Spec> {
                                 quads: 1,
                                 col_blocks: 0,
                                 relu: false,
+                                store: 1,
                             };
                             v.push(spec);
                             // Rows of whole float4s or float2s, "same"
@@ -1553,6 +1603,7 @@ pub fn representative_specs() -> Vec<Spec> {
                     quads: 1,
                     col_blocks,
                     relu: false,
+                    store: 1,
                 });
             }
         }
@@ -1578,6 +1629,7 @@ pub fn representative_specs() -> Vec<Spec> {
                     quads: 1,
                     col_blocks,
                     relu: false,
+                    store: 1,
                 });
             }
         }
@@ -1612,6 +1664,7 @@ pub fn representative_specs() -> Vec<Spec> {
                     quads,
                     col_blocks: 0,
                     relu: false,
+                    store: 1,
                 });
             }
         }
