@@ -131,11 +131,14 @@ impl Spec {
             Direction::Forward => (s.oh(), s.stride),
             _ => (s.h, 1),
         };
-        let blocked = match dir {
+        // The directions the row-block entries (`depthwise_entry`,
+        // `dense_entry`) take: forwards and stride-1 input gradients.
+        let row_entries = match dir {
             Direction::Forward => true,
             Direction::InputGradient => s.stride == 1,
             Direction::WeightGradient => false,
-        } && (s.is_depthwise() || (s.kh > 1 && s.kw == 1));
+        };
+        let blocked = row_entries && (s.is_depthwise() || (s.kh > 1 && s.kw == 1));
         let strided_dx = dir == Direction::InputGradient && s.stride > 1;
         let rows = match (blocked, wide) {
             // Blocks of every residue (`strided_dx_block_entry`): depthwise
@@ -163,22 +166,16 @@ impl Spec {
             _ => (rows, 0),
         };
         // The written plane's width: the output's, or x's for the input
-        // gradient. Only the row-block entries (`depthwise_entry`,
-        // `dense_entry`) store vectors.
+        // gradient. Only the row-block entries (not the float4 pointwise
+        // ones) store vectors.
         let written_w = if dir == Direction::InputGradient {
             s.w
         } else {
             s.ow()
         };
-        let rows_entry = !flat4(s)
-            && match dir {
-                Direction::Forward => true,
-                Direction::InputGradient => s.stride == 1,
-                Direction::WeightGradient => false,
-            };
         let store = [4, 2]
             .into_iter()
-            .find(|&v| rows_entry && written_w.is_multiple_of(v))
+            .find(|&v| row_entries && !flat4(s) && written_w.is_multiple_of(v))
             .unwrap_or(1);
         let quads = match (flat4(s) && dir != Direction::WeightGradient, wide) {
             (false, _) => 1,

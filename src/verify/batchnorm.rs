@@ -199,26 +199,36 @@ fn fold_case(s: Shape, bias: bool) -> Case {
             &conv::forward(&cs, &x, &wf, Some(&bf)),
             FORWARD,
         );
-        let (wb, rmb, rvb) = (c.input(&w)?, c.input(&rm)?, c.input(&rv)?);
-        let bb_conv = b.as_deref().map(|b| c.input(b)).transpose()?;
-        let (wfb, bfb) = (c.output(w.len())?, c.output(s.c)?);
-        let k = bn::fold(
-            c.gpu,
-            &s,
-            per,
-            0,
-            &wb,
-            bb_conv.as_ref(),
-            &rmb,
-            &rvb,
-            gb,
-            bb,
-            &wfb,
-            &bfb,
-        )?;
-        c.run(&[k])?;
-        c.check("weights", &wf, &wfb, FORWARD)?;
-        c.check("bias", &bf, &bfb, FORWARD)?;
+        let (rmb, rvb) = (c.input(&rm)?, c.input(&rv)?);
+        // The GPU fold of a convolution holding the batch norm's channels
+        // from c_off on, against the CPU's (wf, bf).
+        let gpu_fold = |c: &mut Ctx,
+                        c_off: usize,
+                        (w, b): (&[f32], Option<&[f32]>),
+                        (wf, bf): (&[f32], &[f32])|
+         -> anyhow::Result<()> {
+            let wb = c.input(w)?;
+            let bb_conv = b.map(|b| c.input(b)).transpose()?;
+            let (wfb, bfb) = (c.output(w.len())?, c.output(bf.len())?);
+            let k = bn::fold(
+                c.gpu,
+                &s,
+                per,
+                c_off,
+                &wb,
+                bb_conv.as_ref(),
+                &rmb,
+                &rvb,
+                gb,
+                bb,
+                &wfb,
+                &bfb,
+            )?;
+            c.run(&[k])?;
+            c.check("weights", wf, &wfb, FORWARD)?;
+            c.check("bias", bf, &bfb, FORWARD)
+        };
+        gpu_fold(c, 0, (&w, b.as_deref()), (&wf, &bf))?;
         if s.c < 2 {
             return Ok(());
         }
@@ -229,26 +239,7 @@ fn fold_case(s: Shape, bias: bool) -> Case {
         let (wf1, bf1) = cpu::fold(&s, per, 1, w1, b1, &rm, &rv, gamma, beta);
         c.check_values("cpu_fold", &wf[per..], &wf1, FORWARD);
         c.check_values("cpu_fold", &bf[1..], &bf1, FORWARD);
-        let w1b = c.input(w1)?;
-        let b1b = b1.map(|b| c.input(b)).transpose()?;
-        let (wf1b, bf1b) = (c.output(w1.len())?, c.output(s.c - 1)?);
-        let k = bn::fold(
-            c.gpu,
-            &s,
-            per,
-            1,
-            &w1b,
-            b1b.as_ref(),
-            &rmb,
-            &rvb,
-            gb,
-            bb,
-            &wf1b,
-            &bf1b,
-        )?;
-        c.run(&[k])?;
-        c.check("weights", &wf1, &wf1b, FORWARD)?;
-        c.check("bias", &bf1, &bf1b, FORWARD)
+        gpu_fold(c, 1, (w1, b1), (&wf1, &bf1))
     })
 }
 
