@@ -960,8 +960,14 @@ pub struct S2Bench {
     pub predictor_scored_cells_per_s: f64,
     pub predictor_scored_expansions_per_s: f64,
     pub measure_config: String,
+    /// Cells measured one after another on one device.
     pub measured_cells_per_s_1_block: f64,
     pub measured_cells_per_s_5_blocks: f64,
+    /// The devices S2 measures on side by side (`measure::measure_lanes`),
+    /// and the cells per second of all of them together, as S2 runs.
+    pub measure_lanes: usize,
+    pub measured_cells_per_s_1_block_lanes: f64,
+    pub measured_cells_per_s_5_blocks_lanes: f64,
     /// Share of a measurement spent building the graph and plan and
     /// uploading the inherited weights (5-block cells).
     pub measure_build_share: f64,
@@ -1044,7 +1050,9 @@ pub fn s2(
     rounds: usize,
     profile: bool,
 ) -> anyhow::Result<S2Bench> {
-    use crate::predict::measure::{measure_op_set, OneShotDiscrete, SupernetWeights};
+    use crate::predict::measure::{
+        extra_lanes, measure_cells, measure_lanes, measure_op_set, OneShotDiscrete, SupernetWeights,
+    };
     use crate::predict::paths::{self, PathConfig};
     use crate::predict::predictor::{Predictor, PredictorConfig};
     use crate::space::genotype::random_cell;
@@ -1120,6 +1128,34 @@ pub fn s2(
     };
     let (one, _) = rate(&mc, 1)?;
     let (five, build_share) = rate(&mc, 5)?;
+    // The same cells as S2 measures them: on every lane at once.
+    let lanes = measure_lanes(gpu)?;
+    let extra = extra_lanes(gpu, lanes)?;
+    let gpus: Vec<&Gpu> = std::iter::once(gpu).chain(&extra).collect();
+    let lanes_rate = |blocks: usize| -> anyhow::Result<f64> {
+        let mut m = OneShotDiscrete::new(weights.clone(), splits, &mc)?;
+        let cs = covering_cells(&op_set, blocks);
+        // Each device compiles its own kernels first.
+        for g in &gpus {
+            for c in &cs {
+                m.measure_cell(g, splits, c)?;
+            }
+        }
+        // Rounds of at least 4 cells a device, as S2's levels are (K ≥ 128
+        // cells): with one cell each, a round would wait on its slowest.
+        let reps = (4 * gpus.len()).div_ceil(cs.len());
+        let cs: Vec<_> = (0..reps).flat_map(|_| cs.iter().cloned()).collect();
+        let mut per_cell = Vec::new();
+        for _ in 0..rounds.max(1) {
+            let t = Instant::now();
+            measure_cells(&gpus, &mut m, splits, &cs, |_, _| Ok(()))?;
+            per_cell.push(t.elapsed().as_secs_f64() / cs.len() as f64);
+        }
+        Ok(1.0 / median(per_cell))
+    };
+    let one_lanes = lanes_rate(1)?;
+    let five_lanes = lanes_rate(5)?;
+    drop(extra);
     // The profile of the cells the 5-block rate times, summed per entry
     // point (a random cell's differs several-fold from theirs).
     let measure_profile = if profile {
@@ -1155,6 +1191,9 @@ pub fn s2(
         ),
         measured_cells_per_s_1_block: one,
         measured_cells_per_s_5_blocks: five,
+        measure_lanes: lanes,
+        measured_cells_per_s_1_block_lanes: one_lanes,
+        measured_cells_per_s_5_blocks_lanes: five_lanes,
         measure_build_share: build_share,
         measure_profile,
         few_shot_cells_per_s_5_blocks: few_rate,

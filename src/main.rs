@@ -906,11 +906,14 @@ fn bench_cmd(
                 s.predictor_scored_expansions_per_s
             );
             println!(
-                "s2 one-shot measurement ({}): {:.2} cells/s (1 block), {:.2} cells/s (5 blocks, {:.0}% building); path training {:.2} s/path ({} steps of {})",
+                "s2 one-shot measurement ({}): {:.2} cells/s (1 block), {:.2} cells/s (5 blocks, {:.0}% building) on one device; {:.2} and {:.2} on S2's {} side by side; path training {:.2} s/path ({} steps of {})",
                 s.measure_config,
                 s.measured_cells_per_s_1_block,
                 s.measured_cells_per_s_5_blocks,
                 100.0 * s.measure_build_share,
+                s.measured_cells_per_s_1_block_lanes,
+                s.measured_cells_per_s_5_blocks_lanes,
+                s.measure_lanes,
                 s.path_seconds,
                 s.path_steps,
                 s.path_batch

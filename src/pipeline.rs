@@ -21,7 +21,7 @@ use crate::compress::prune;
 use crate::data::Splits;
 use crate::engine::Gpu;
 use crate::models::GenotypeModel;
-use crate::predict::measure::{MeasureConfig, OneShotDiscrete, SupernetWeights};
+use crate::predict::measure::{self, MeasureConfig, OneShotDiscrete, SupernetWeights};
 use crate::predict::paths::{self, PathConfig};
 use crate::predict::predictor::{Predictor, PredictorConfig};
 use crate::predict::progressive::{
@@ -114,6 +114,9 @@ impl SearchConfig {
 /// faster than the single masked-supernet plan on lavapipe (BENCHMARKS.md).
 struct OneShotMeasure<'a, 'p> {
     gpu: &'a Gpu,
+    /// More devices on `gpu`'s adapter that cells are measured on at the
+    /// same time (`measure::measure_lanes`).
+    lanes: Vec<Gpu>,
     splits: &'a Splits,
     one_shot: OneShotDiscrete,
     /// S2's progress: cells measured so far, of about `expected`.
@@ -137,24 +140,27 @@ impl S2Ticks<'_> {
 
 impl Measure for OneShotMeasure<'_, '_> {
     fn measure(&mut self, cell: &Cell) -> Result<f32> {
-        if crate::progress::interrupted() {
-            return Err(crate::progress::stopped("S2"));
-        }
-        let acc = self.one_shot.measure_cell(self.gpu, self.splits, cell)?;
-        let t = self.ticks;
-        let (n, best) = (t.measured.get() + 1, t.best.get().max(acc));
-        t.measured.set(n);
-        t.best.set(best);
-        self.ticks.send(&Event::tick(
-            "s2",
-            n,
-            self.expected.max(n),
-            &[
-                ("blocks", cell.blocks.len() as f64),
-                ("best_acc", best as f64),
-            ],
-        ));
-        Ok(acc)
+        Ok(self.measure_many(std::slice::from_ref(cell))?[0])
+    }
+
+    fn measure_many(&mut self, cells: &[Cell]) -> Result<Vec<f32>> {
+        let gpus: Vec<&Gpu> = std::iter::once(self.gpu).chain(&self.lanes).collect();
+        let (t, expected) = (self.ticks, self.expected);
+        measure::measure_cells(&gpus, &mut self.one_shot, self.splits, cells, |i, acc| {
+            let (n, best) = (t.measured.get() + 1, t.best.get().max(acc));
+            t.measured.set(n);
+            t.best.set(best);
+            t.send(&Event::tick(
+                "s2",
+                n,
+                expected.max(n),
+                &[
+                    ("blocks", cells[i].blocks.len() as f64),
+                    ("best_acc", best as f64),
+                ],
+            ));
+            Ok(())
+        })
     }
 }
 
@@ -519,6 +525,7 @@ fn run_s2(
         + 1;
     let mut measurer = OneShotMeasure {
         gpu,
+        lanes: measure::extra_lanes(gpu, measure::measure_lanes(gpu)?)?,
         splits,
         one_shot: OneShotDiscrete::new(weights, splits, &cfg.measure)?,
         ticks: &ticks,

@@ -13,8 +13,8 @@ use gradnas::data::Dims;
 use gradnas::graph::{CpuExec, Graph, T};
 use gradnas::nn::{genotype_net, ParamStore};
 use gradnas::predict::measure::{
-    cell_mask, inherit, mask_betas, mask_input, mask_len, mask_values, measure_op_set,
-    supernet_name, MeasureConfig, OneShot, OneShotDiscrete, SupernetWeights,
+    cell_mask, extra_lanes, inherit, mask_betas, mask_input, mask_len, mask_values, measure_cells,
+    measure_op_set, supernet_name, MeasureConfig, OneShot, OneShotDiscrete, SupernetWeights,
 };
 use gradnas::search::bilevel::SearchHyper;
 use gradnas::search::s1::{self, S1Config};
@@ -390,6 +390,72 @@ fn measuring_is_deterministic_and_tells_cells_apart() {
         t0.elapsed().as_secs_f64(),
         one.build_seconds
     );
+}
+
+/// S2 measures on two devices of the adapter at once (`measure_cells`):
+/// a second device computes the same logits bit for bit, the cells come
+/// back in their order with the accuracies one device gives measuring
+/// them in turn, `done` hears of each once, and a bad cell's error stops
+/// the rest and names it.
+#[test]
+fn cells_measured_on_two_devices_match_one() {
+    let gpu = common::gpu();
+    let splits = common::bundled_subset(32, 24, 1);
+    let cfg = config(2, 2, splits.train.dims, OpSet::pnas());
+    let w = SupernetWeights::random(cfg, 5).unwrap();
+    let mc = MeasureConfig {
+        n_val: 24,
+        probe_images: 16,
+        ..small_measure()
+    };
+    let mut m = OneShotDiscrete::new(w, &splits, &mc).unwrap();
+    let lanes = extra_lanes(gpu, 2).unwrap();
+    assert_eq!(lanes.len(), 1);
+    let second = &lanes[0];
+    assert_eq!(second.info.name, gpu.info.name);
+    assert_eq!(second.wide, gpu.wide);
+    // A device whose split was changed after it was made passes it on.
+    let flipped = common::other_split_gpu();
+    assert_eq!(flipped.another().unwrap().wide, flipped.wide);
+    assert!(!std::ptr::eq(second, gpu));
+    let cells = [
+        cell(&[(0, SepConv3x3, 1, MaxPool3x3)]),
+        cell(&[(1, AvgPool3x3, 0, Identity), (2, DilConv3x3, 0, SepConv5x5)]),
+        cell(&[(0, Conv7x1_1x7, 1, SepConv7x7)]),
+        cell(&[(1, Identity, 1, MaxPool3x3), (0, SepConv3x3, 2, AvgPool3x3)]),
+        cell(&[(0, DilConv3x3, 0, SepConv3x3)]),
+    ];
+    let (a, la) = m.measure_logits(gpu, &cells[1], &cells[1]).unwrap();
+    let (b, lb) = m.measure_logits(second, &cells[1], &cells[1]).unwrap();
+    assert_eq!(a, b);
+    assert!(!la.is_empty() && la.iter().all(|v| v.is_finite()));
+    assert!(
+        la.iter().zip(&lb).all(|(x, y)| x.to_bits() == y.to_bits()),
+        "the second device's logits differ"
+    );
+    let one: Vec<f32> = cells
+        .iter()
+        .map(|c| m.measure_cell(gpu, &splits, c).unwrap())
+        .collect();
+    let mut heard = Vec::new();
+    let both = measure_cells(&[gpu, second], &mut m, &splits, &cells, |i, acc| {
+        heard.push((i, acc));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(both, one);
+    heard.sort_by_key(|&(i, _)| i);
+    assert_eq!(heard, one.iter().copied().enumerate().collect::<Vec<_>>());
+    let mut bad = cells.to_vec();
+    bad[3] = cell(&[(0, SepConv3x3, 3, SepConv3x3)]);
+    let e = measure_cells(&[gpu, second], &mut m, &splits, &bad, |_, _| Ok(()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("index 3"), "{e}");
+    let e = measure_cells(&[], &mut m, &splits, &cells, |_, _| Ok(()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no device"), "{e}");
 }
 
 /// (d) Bad cells and bad configurations fail with errors that say what is

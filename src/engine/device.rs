@@ -167,6 +167,41 @@ impl Gpu {
             )
             .map_err(|_| GpuError::NoAdapter { backends })?,
         };
+        Gpu::on(adapter)
+    }
+
+    /// A second device on this one's adapter, from an instance of its own:
+    /// on a CPU adapter such as lavapipe each instance brings its own
+    /// worker threads, so two devices run two independent jobs (S2's cell
+    /// measurements) side by side where one device leaves the cores idle
+    /// between its dispatches (BENCHMARKS.md, "Sixteenth pass").
+    pub fn another(&self) -> Result<Gpu, GpuError> {
+        let same = |i: &wgpu::AdapterInfo| {
+            i.name == self.info.name
+                && i.backend == self.info.backend
+                && i.device == self.info.device
+                && i.vendor == self.info.vendor
+                && i.driver_info == self.info.driver_info
+        };
+        let all = pollster::block_on(instance().enumerate_adapters(env_backends()));
+        let seen: Vec<String> = all.iter().map(|a| a.get_info().name).collect();
+        let adapter = all
+            .into_iter()
+            .find(|a| same(&a.get_info()))
+            .ok_or_else(|| GpuError::NoNamedAdapter {
+                wanted: self.info.name.clone(),
+                seen: seen.join(", "),
+            })?;
+        // The same reductions' split as this device, so both give the
+        // same bits (`wide` may have been set after `new`).
+        let mut g = Gpu::on(adapter)?;
+        g.wide = self.wide;
+        Ok(g)
+    }
+
+    /// This adapter's device, with the limits and settings gradnas asks of
+    /// every adapter.
+    fn on(adapter: wgpu::Adapter) -> Result<Gpu, GpuError> {
         let info = adapter.get_info();
         let al = adapter.limits();
         for (field, offered, needed) in [

@@ -667,6 +667,7 @@ fn reading(
 
 /// The host data of the passes: the statistics batches and the validation
 /// images with their labels (padding rows labelled IGNORE).
+#[derive(Clone)]
 struct Feed {
     bn: Vec<Vec<f32>>,
     eval: Vec<(Vec<f32>, Vec<u32>)>,
@@ -1036,6 +1037,7 @@ pub(crate) fn discrete_cell(g: &mut Graph, st: &mut ParamStore, io: CellIo, cell
 
 /// The sub-network alone, built, planned and uploaded per cell pair
 /// (module comment); the same measurement as [`OneShot`].
+#[derive(Clone)]
 pub struct OneShotDiscrete {
     cfg: SupernetConfig,
     weights: SupernetWeights,
@@ -1184,6 +1186,122 @@ impl OneShotDiscrete {
         };
         Ok((acc, logits_of(rows, self.shapes.n, self.cfg.classes)))
     }
+}
+
+/// How many devices S2 measures cells on at once: `GRADNAS_MEASURE_LANES`
+/// (1 to 8) where set, else 2 on a CPU adapter and 1 on a GPU. A CPU
+/// adapter's device leaves its cores idle between dispatches (lavapipe
+/// hands every dispatch to its worker threads and waits, ~30 µs, and
+/// splits small dispatches unevenly), and a second device's cells fill
+/// that time: measured 1.25–1.3× the cells per second on 2 cores
+/// (BENCHMARKS.md, "Sixteenth pass"). A GPU's one queue is kept busy by
+/// one device.
+pub fn measure_lanes(gpu: &Gpu) -> Result<usize> {
+    match std::env::var("GRADNAS_MEASURE_LANES") {
+        Ok(v) if !v.is_empty() => match v.parse::<usize>() {
+            Ok(n) if (1..=8).contains(&n) => Ok(n),
+            _ => bail!("GRADNAS_MEASURE_LANES={v}: expected a whole number from 1 to 8"),
+        },
+        _ => Ok(if gpu.info.device_type == wgpu::DeviceType::Cpu {
+            2
+        } else {
+            1
+        }),
+    }
+}
+
+/// The devices beside `gpu` that [`measure_cells`] measures on: `lanes − 1`
+/// more on its adapter.
+pub fn extra_lanes(gpu: &Gpu, lanes: usize) -> Result<Vec<Gpu>> {
+    (1..lanes)
+        .map(|_| {
+            gpu.another().with_context(|| {
+                format!(
+                    "a second device on {} for S2's measurements \
+                     (GRADNAS_MEASURE_LANES=1 measures on one)",
+                    gpu.describe()
+                )
+            })
+        })
+        .collect()
+}
+
+/// `cells` measured as [`OneShotDiscrete::measure_cell`] measures each,
+/// spread over the devices `gpus` (each cell on whichever device is free
+/// next, each device with its own copy of `m`); `done(i, accuracy)` on the
+/// calling thread as each ends, the results in `cells`' order. Devices of
+/// one adapter run the same kernels on the same values, so the results
+/// are those of one device measuring the cells in turn (tests/measure.rs).
+/// The first error by cell stops the rest.
+pub fn measure_cells(
+    gpus: &[&Gpu],
+    m: &mut OneShotDiscrete,
+    splits: &Splits,
+    cells: &[Cell],
+    mut done: impl FnMut(usize, f32) -> Result<()>,
+) -> Result<Vec<f32>> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    let Some(&first) = gpus.first() else {
+        bail!("measure_cells: no device to measure on");
+    };
+    let measure_one = |m: &mut OneShotDiscrete, gpu: &Gpu, cell: &Cell| {
+        if crate::progress::interrupted() {
+            return Err(crate::progress::stopped("S2"));
+        }
+        m.measure_cell(gpu, splits, cell)
+    };
+    if gpus.len() == 1 || cells.len() <= 1 {
+        let mut out = Vec::with_capacity(cells.len());
+        for (i, c) in cells.iter().enumerate() {
+            let a = measure_one(m, first, c)?;
+            done(i, a)?;
+            out.push(a);
+        }
+        return Ok(out);
+    }
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<f32>)>();
+    let mut out: Vec<Option<f32>> = vec![None; cells.len()];
+    let mut failed: Option<(usize, anyhow::Error)> = None;
+    std::thread::scope(|scope| {
+        for &gpu in gpus {
+            let (tx, next, stop) = (tx.clone(), &next, &stop);
+            let mut mine = m.clone();
+            let measure_one = &measure_one;
+            scope.spawn(move || {
+                while !stop.load(Relaxed) {
+                    let i = next.fetch_add(1, Relaxed);
+                    if i >= cells.len() {
+                        break;
+                    }
+                    let r = measure_one(&mut mine, gpu, &cells[i]);
+                    if tx.send((i, r)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for (i, r) in rx {
+            match r.and_then(|a| done(i, a).map(|()| a)) {
+                Ok(a) => out[i] = Some(a),
+                Err(e) => {
+                    stop.store(true, Relaxed);
+                    if failed.as_ref().is_none_or(|(j, _)| i < *j) {
+                        failed = Some((i, e));
+                    }
+                }
+            }
+        }
+    });
+    if let Some((_, e)) = failed {
+        return Err(e);
+    }
+    out.into_iter()
+        .enumerate()
+        .map(|(i, a)| a.ok_or_else(|| anyhow::anyhow!("measure_cells: cell {i} was not measured")))
+        .collect()
 }
 
 #[cfg(test)]

@@ -28,6 +28,11 @@ use crate::space::{canonical_cell, enumerate_one_block_cells, expand, Cell, OpSe
 /// trained from scratch).
 pub trait Measure {
     fn measure(&mut self, cell: &Cell) -> Result<f32>;
+    /// Every cell of `cells`, in order (a measurer with several devices
+    /// measures them side by side).
+    fn measure_many(&mut self, cells: &[Cell]) -> Result<Vec<f32>> {
+        cells.iter().map(|c| self.measure(c)).collect()
+    }
 }
 
 /// A performance predictor: trained on (cell, accuracy) pairs, it scores
@@ -219,17 +224,20 @@ fn anchored(
 }
 
 fn measure_all(m: &mut impl Measure, cells: &[Cell]) -> Result<Vec<f32>> {
-    cells
-        .iter()
-        .map(|c| {
-            let a = m.measure(c)?;
-            ensure!(
-                a.is_finite() && (0.0..=1.0).contains(&a),
-                "measured accuracy {a} of a cell is not in [0, 1]"
-            );
-            Ok(a)
-        })
-        .collect()
+    let acc = m.measure_many(cells)?;
+    ensure!(
+        acc.len() == cells.len(),
+        "{} accuracies measured for {} cells",
+        acc.len(),
+        cells.len()
+    );
+    for (a, c) in acc.iter().zip(cells) {
+        ensure!(
+            a.is_finite() && (0.0..=1.0).contains(a),
+            "measured accuracy {a} of cell {c:?} is not in [0, 1]"
+        );
+    }
+    Ok(acc)
 }
 
 /// Run the progressive search; `log` receives each level as it ends.
