@@ -1193,8 +1193,8 @@ impl OneShotDiscrete {
 /// adapter's device leaves its cores idle between dispatches (lavapipe
 /// hands every dispatch to its worker threads and waits, ~30 µs, and
 /// splits small dispatches unevenly), and a second device's cells fill
-/// that time: measured 1.25–1.3× the cells per second on 2 cores
-/// (BENCHMARKS.md, "Sixteenth pass"). A GPU's one queue is kept busy by
+/// that time: 1.1–1.3× the cells per second on 2 cores (BENCHMARKS.md,
+/// "Sixteenth pass"). A GPU's one queue is kept busy by
 /// one device.
 pub fn measure_lanes(gpu: &Gpu) -> Result<usize> {
     match std::env::var("GRADNAS_MEASURE_LANES") {
