@@ -279,6 +279,9 @@ fn gpu() -> Result<&'static Gpu> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread (the Ctrl-C handler's) and any instance: see the
+    // function's comment for why two llvmpipe workers per core.
+    gradnas::engine::default_llvmpipe_threads();
     // The first Ctrl-C asks the running phase to stop at its next step (S1
     // writes a checkpoint there); a second one ends the process at once.
     let handler = ctrlc::set_handler(|| {
@@ -651,6 +654,16 @@ fn export_cmd(model: &std::path::Path, onnx: &std::path::Path) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
+/// ", LP_NUM_THREADS=4" after a CPU adapter's name (what its driver runs
+/// on), nothing after a GPU's.
+fn cpu_driver_note(gpu: &Gpu) -> String {
+    if gpu.is_cpu() {
+        format!(", {}", engine::llvmpipe_threads_note())
+    } else {
+        String::new()
+    }
+}
+
 fn info(json: bool) -> Result<ExitCode> {
     let adapters = engine::list_adapters();
     let chosen = Gpu::shared();
@@ -672,7 +685,7 @@ fn info(json: bool) -> Result<ExitCode> {
         }
         match chosen {
             Ok(g) => {
-                println!("chosen: {}", g.describe());
+                println!("chosen: {}{}", g.describe(), cpu_driver_note(g));
                 println!("limits gradnas uses:");
                 let l = serde_json::to_value(g.used_limits())?;
                 for (k, v) in l.as_object().context("limits")? {
@@ -791,7 +804,7 @@ fn bench_cmd(
         filter.as_deref().unwrap_or("")
     );
     if !json {
-        eprintln!("adapter: {}", gpu.describe());
+        eprintln!("adapter: {}{}", gpu.describe(), cpu_driver_note(gpu));
         println!(
             "{:<28} {:<28} {:>10} {:>9} {:>8} {:>4}",
             "op", "shape", "median ms", "GFLOP/s", "GB/s", "disp"
@@ -935,6 +948,7 @@ fn bench_cmd(
     if json {
         let v = serde_json::json!({
             "adapter": gpu.adapter_row(),
+            "cpu_driver_threads": gpu.is_cpu().then(gradnas::engine::llvmpipe_threads_note),
             "results": rows,
             "train_step": step,
             "search_step": search,

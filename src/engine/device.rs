@@ -53,6 +53,58 @@ pub enum GpuError {
     Lost(String),
 }
 
+/// The variable llvmpipe (lavapipe's compute path) reads for the number of
+/// worker threads that run a dispatch's workgroups.
+pub const LLVMPIPE_THREADS_VAR: &str = "LP_NUM_THREADS";
+
+/// The llvmpipe worker count gradnas asks for on a machine with `cores`
+/// cores when the variable is `set` as given: none when the user chose
+/// (any non-empty value, theirs to keep), else two per core.
+///
+/// Why two: llvmpipe (Mesa 22.3) cuts a dispatch's workgroups into one
+/// equal share per worker, each share taken whole by the first idle
+/// worker, and wakes the workers for every dispatch. With one worker per
+/// core, a worker that wakes late (~30 µs per dispatch) or a share that
+/// runs long leaves the other core idle until it ends; with two per core
+/// the shares are half as large and the first worker awake takes a second
+/// one. Measured on the 2-core CI host, devices with different worker
+/// counts stepping bench-small in turn in one process
+/// (`examples/llvmpipe_threads.rs`): with 4 workers the step took a median
+/// 11% less time than with 2, less in each of 9 rounds; 4, 6 and 8 alike;
+/// 3 (uneven shares) slower than 4 (BENCHMARKS.md, "Seventeenth pass").
+pub fn llvmpipe_threads_for(set: Option<&str>, cores: usize) -> Option<usize> {
+    match set {
+        Some(v) if !v.trim().is_empty() => None,
+        _ => Some(2 * cores.max(1)),
+    }
+}
+
+/// Set [`LLVMPIPE_THREADS_VAR`] as [`llvmpipe_threads_for`] chooses and
+/// return the count set (none: the user's value stands). Other drivers
+/// ignore the variable.
+///
+/// Call it first thing in `main`: the environment is process-global and
+/// changing it while another thread reads it is undefined behaviour in C
+/// libraries, and llvmpipe reads the variable when an instance is created
+/// (each [`Gpu`] has its own), so it must be set before the first.
+pub fn default_llvmpipe_threads() -> Option<usize> {
+    let set = std::env::var(LLVMPIPE_THREADS_VAR).ok();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n = llvmpipe_threads_for(set.as_deref(), cores)?;
+    std::env::set_var(LLVMPIPE_THREADS_VAR, n.to_string());
+    Some(n)
+}
+
+/// What a CPU adapter's driver runs on, for reports: "LP_NUM_THREADS=4" as
+/// the process's environment holds it, or "LP_NUM_THREADS unset" (llvmpipe
+/// then uses one worker per core).
+pub fn llvmpipe_threads_note() -> String {
+    match std::env::var(LLVMPIPE_THREADS_VAR) {
+        Ok(v) if !v.trim().is_empty() => format!("{LLVMPIPE_THREADS_VAR}={v}"),
+        _ => format!("{LLVMPIPE_THREADS_VAR} unset"),
+    }
+}
+
 /// One adapter as `gradnas info` lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct AdapterRow {
@@ -281,6 +333,11 @@ impl Gpu {
         AdapterRow::from_info(&self.info)
     }
 
+    /// True on a CPU adapter (lavapipe's llvmpipe, WARP, SwiftShader).
+    pub fn is_cpu(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
     pub fn used_limits(&self) -> UsedLimits {
         let l = &self.limits;
         UsedLimits {
@@ -387,5 +444,23 @@ impl Gpu {
             .poll(wgpu::PollType::wait_indefinitely())
             .map(|_| ())
             .map_err(|e| GpuError::Lost(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::llvmpipe_threads_for;
+
+    #[test]
+    fn llvmpipe_gets_two_workers_per_core_unless_the_user_chose() {
+        assert_eq!(llvmpipe_threads_for(None, 2), Some(4));
+        assert_eq!(llvmpipe_threads_for(None, 16), Some(32));
+        // An empty value is no choice; a machine that reports no cores
+        // still gets workers.
+        assert_eq!(llvmpipe_threads_for(Some(" "), 3), Some(6));
+        assert_eq!(llvmpipe_threads_for(None, 0), Some(2));
+        // The user's value stands, whatever it is (0: llvmpipe runs inline).
+        assert_eq!(llvmpipe_threads_for(Some("0"), 2), None);
+        assert_eq!(llvmpipe_threads_for(Some("2"), 2), None);
     }
 }

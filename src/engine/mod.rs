@@ -9,5 +9,8 @@ pub mod portability;
 pub mod shaders;
 
 pub use buffer::{place, Buf};
-pub use device::{list_adapters, AdapterRow, Gpu, GpuError, UsedLimits};
+pub use device::{
+    default_llvmpipe_threads, list_adapters, llvmpipe_threads_for, llvmpipe_threads_note,
+    AdapterRow, Gpu, GpuError, UsedLimits, LLVMPIPE_THREADS_VAR,
+};
 pub use kernel::{encode_chunk, grid_1d, span_rows, Kernel, MIN_CHUNK, WG};

@@ -1202,11 +1202,7 @@ pub fn measure_lanes(gpu: &Gpu) -> Result<usize> {
             Ok(n) if (1..=8).contains(&n) => Ok(n),
             _ => bail!("GRADNAS_MEASURE_LANES={v}: expected a whole number from 1 to 8"),
         },
-        _ => Ok(if gpu.info.device_type == wgpu::DeviceType::Cpu {
-            2
-        } else {
-            1
-        }),
+        _ => Ok(if gpu.is_cpu() { 2 } else { 1 }),
     }
 }
 
