@@ -654,14 +654,19 @@ fn export_cmd(model: &std::path::Path, onnx: &std::path::Path) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// ", LP_NUM_THREADS=4" after a CPU adapter's name (what its driver runs
-/// on), nothing after a GPU's.
+/// ", LP_NUM_THREADS=4" after llvmpipe's name (the workers its dispatches
+/// run on), nothing after another adapter's (the variable means nothing
+/// to it).
 fn cpu_driver_note(gpu: &Gpu) -> String {
-    if gpu.is_cpu() {
+    if is_llvmpipe(gpu) {
         format!(", {}", engine::llvmpipe_threads_note())
     } else {
         String::new()
     }
+}
+
+fn is_llvmpipe(gpu: &Gpu) -> bool {
+    gpu.is_cpu() && gpu.describe().contains("llvmpipe")
 }
 
 fn info(json: bool) -> Result<ExitCode> {
@@ -948,7 +953,7 @@ fn bench_cmd(
     if json {
         let v = serde_json::json!({
             "adapter": gpu.adapter_row(),
-            "cpu_driver_threads": gpu.is_cpu().then(gradnas::engine::llvmpipe_threads_note),
+            "cpu_driver_threads": is_llvmpipe(gpu).then(engine::llvmpipe_threads_note),
             "results": rows,
             "train_step": step,
             "search_step": search,
