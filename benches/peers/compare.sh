@@ -131,7 +131,9 @@ for blocks, gk, tk in [(1, "measured_cells_per_s_1_block", "s_per_cell_1_block")
                      1e3 * m[tk], "ms/cell"))
 
 a = gs["adapter"]
-print(f"gradnas: {a['name']} / {a['backend']} ({a['driver']} {a['driver_info']})")
+# On llvmpipe: the worker threads its dispatches ran on (LP_NUM_THREADS).
+workers = f", {gs['cpu_driver_threads']}" if gs.get("cpu_driver_threads") else ""
+print(f"gradnas: {a['name']} / {a['backend']} ({a['driver']} {a['driver_info']}){workers}")
 print(f"PyTorch {ts['torch']}: {ts['device']}, {ts['threads']} threads; repeats {repeats}")
 print(f"one-shot measurement: gradnas {s2['measure_config']}; PyTorch {m['config']}")
 print()
