@@ -658,15 +658,11 @@ fn export_cmd(model: &std::path::Path, onnx: &std::path::Path) -> Result<ExitCod
 /// run on), nothing after another adapter's (the variable means nothing
 /// to it).
 fn cpu_driver_note(gpu: &Gpu) -> String {
-    if is_llvmpipe(gpu) {
+    if gpu.is_llvmpipe() {
         format!(", {}", engine::llvmpipe_threads_note())
     } else {
         String::new()
     }
-}
-
-fn is_llvmpipe(gpu: &Gpu) -> bool {
-    gpu.is_cpu() && gpu.describe().contains("llvmpipe")
 }
 
 fn info(json: bool) -> Result<ExitCode> {
@@ -953,7 +949,7 @@ fn bench_cmd(
     if json {
         let v = serde_json::json!({
             "adapter": gpu.adapter_row(),
-            "cpu_driver_threads": is_llvmpipe(gpu).then(engine::llvmpipe_threads_note),
+            "cpu_driver_threads": gpu.is_llvmpipe().then(engine::llvmpipe_threads_note),
             "results": rows,
             "train_step": step,
             "search_step": search,

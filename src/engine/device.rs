@@ -338,6 +338,12 @@ impl Gpu {
         self.info.device_type == wgpu::DeviceType::Cpu
     }
 
+    /// True on llvmpipe (lavapipe), the CPU adapter whose worker threads
+    /// `LP_NUM_THREADS` sets ([`default_llvmpipe_threads`]).
+    pub fn is_llvmpipe(&self) -> bool {
+        self.is_cpu() && self.info.name.contains("llvmpipe")
+    }
+
     pub fn used_limits(&self) -> UsedLimits {
         let l = &self.limits;
         UsedLimits {
