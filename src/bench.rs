@@ -1016,8 +1016,9 @@ pub fn quick_measure() -> crate::predict::measure::MeasureConfig {
 
 /// Cells of `blocks` blocks over `op_set` in which every op reads a cell
 /// input and (with 2 blocks or more) a block's output, each slot taking
-/// the next (op, input) pair still missing.
-fn covering_cells(op_set: &crate::space::OpSet, blocks: usize) -> Vec<crate::space::Cell> {
+/// the next (op, input) pair still missing: the cells the one-shot rates
+/// and the PyTorch peer time.
+pub fn covering_cells(op_set: &crate::space::OpSet, blocks: usize) -> Vec<crate::space::Cell> {
     use crate::space::{canonical, Block, Cell};
     let ops: Vec<_> = op_set.choosable().collect();
     let mut want: Vec<(bool, _)> = ops.iter().map(|&o| (false, o)).collect();
@@ -1186,8 +1187,8 @@ pub fn s2(
         predictor_scored_cells_per_s: scored,
         predictor_scored_expansions_per_s: scored_expansions,
         measure_config: format!(
-            "width {} depth {} pnas; BN {}×{}, {} val images",
-            cfg.width, cfg.depth, mc.bn_batches, mc.bn_batch, mc.n_val
+            "width {} depth {} pnas; BN {}×{}, {} val images in passes of {}",
+            cfg.width, cfg.depth, mc.bn_batches, mc.bn_batch, mc.n_val, mc.eval_batch
         ),
         measured_cells_per_s_1_block: one,
         measured_cells_per_s_5_blocks: five,

@@ -458,6 +458,62 @@ fn cells_measured_on_two_devices_match_one() {
     assert!(e.contains("no device"), "{e}");
 }
 
+/// A cell's measurement does not depend on how its images are cut into
+/// passes (the presets choose the pass size for speed alone): one pass of
+/// all 24 validation images, three of 8, and passes of 7 with a short last
+/// one give the same logits bit for bit and the same accuracy, read through
+/// the shared classifier and through the linear probe (whose 16 training
+/// images are cut into passes the same way).
+#[test]
+fn a_measurement_does_not_depend_on_the_pass_size() {
+    let gpu = common::gpu();
+    let splits = common::bundled_subset(32, 24, 1);
+    let cfg = config(2, 2, splits.train.dims, OpSet::pnas());
+    let w = SupernetWeights::random(cfg, 6).unwrap();
+    let cells = [
+        cell(&[(0, SepConv3x3, 1, MaxPool3x3)]),
+        cell(&[(1, AvgPool3x3, 0, Identity), (2, DilConv3x3, 0, SepConv5x5)]),
+        cell(&[
+            (0, Conv7x1_1x7, 1, SepConv7x7),
+            (2, SepConv3x3, 1, SepConv5x5),
+        ]),
+    ];
+    for probe_images in [0, 16] {
+        let measured = |eval_batch: usize| {
+            let mc = MeasureConfig {
+                n_val: 24,
+                eval_batch,
+                probe_images,
+                ..small_measure()
+            };
+            let mut m = OneShotDiscrete::new(w.clone(), &splits, &mc).unwrap();
+            cells
+                .iter()
+                .map(|c| m.measure_logits(gpu, c, c).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let one_pass = measured(24);
+        for (acc, logits) in &one_pass {
+            assert_eq!(logits.len(), 24 * 10);
+            assert!(logits.iter().all(|v| v.is_finite()) && (0.0..=1.0).contains(acc));
+        }
+        for eval_batch in [8, 7] {
+            for (c, (a, b)) in one_pass.iter().zip(measured(eval_batch)).enumerate() {
+                assert_eq!(
+                    a.0, b.0,
+                    "cell {c}, probe {probe_images}, passes of {eval_batch}"
+                );
+                assert!(
+                    a.1.iter()
+                        .zip(&b.1)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "cell {c}, probe {probe_images}: logits in passes of {eval_batch} differ"
+                );
+            }
+        }
+    }
+}
+
 /// (d) Bad cells and bad configurations fail with errors that say what is
 /// wrong, before any GPU work.
 #[test]

@@ -52,16 +52,16 @@ gradnas bench --filter search_step --json --repeats "$repeats" --search "$search
 echo "gradnas: S2 (predictor, one-shot measurement, path training)" >&2
 gradnas bench --filter s2 --json --repeats "$repeats" >"$out/gradnas_s2.json"
 
-# The torch measurement on gradnas's validation-image count and rounds
-# (bench::s2 times repeats clamped to 3..20 rounds over the same covering
-# cells per length), so both do the same work.
-n_val=$(python3 - "$out/gradnas_s2.json" <<'EOF'
+# The torch measurement on gradnas's validation-image count, pass size and
+# rounds (bench::s2 times repeats clamped to 3..20 rounds over the same
+# covering cells per length), so both do the same work.
+read -r n_val eval_batch < <(python3 - "$out/gradnas_s2.json" <<'EOF'
 import json, re, sys
 cfg = json.load(open(sys.argv[1]))["s2"]["measure_config"]
-m = re.search(r"(\d+) val images", cfg)
+m = re.search(r"(\d+) val images in passes of (\d+)", cfg)
 if not m:
-    sys.exit(f"compare.sh: cannot read the validation-image count from {cfg!r}")
-print(m.group(1))
+    sys.exit(f"compare.sh: cannot read the validation images and their pass size from {cfg!r}")
+print(m.group(1), m.group(2))
 EOF
 )
 cells=$((repeats < 3 ? 3 : (repeats > 20 ? 20 : repeats)))
@@ -70,7 +70,7 @@ torch_run() {
     "$py" "$here/supernet_torch.py" --threads "$threads" --repeats "$repeats" --device "$device" --json "$@"
 }
 echo "PyTorch ($device, $threads threads): bench-small and the one-shot measurement" >&2
-torch_run --config bench-small --n-val "$n_val" --measure-cells "$cells" >"$out/torch_small.json"
+torch_run --config bench-small --n-val "$n_val" --eval-batch "$eval_batch" --measure-cells "$cells" >"$out/torch_small.json"
 echo "PyTorch ($device, $threads threads): bench-medium" >&2
 # bench-medium needs more memory than a small machine has: a run the kernel
 # kills is recorded as such and the table is still printed.

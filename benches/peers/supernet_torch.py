@@ -854,6 +854,12 @@ def main():
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
     ap.add_argument("--n-val", type=int, default=1000, help="validation images per measured cell")
     ap.add_argument(
+        "--eval-batch",
+        type=int,
+        default=64,
+        help="validation images per evaluation pass of a measured cell (compare.sh passes gradnas's)",
+    )
+    ap.add_argument(
         "--measure-cells",
         type=int,
         default=3,
@@ -872,8 +878,8 @@ def main():
     )
     ap.add_argument("--memory-child", choices=["step", "forward"], help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.threads < 1 or args.repeats < 1 or args.n_val < 1 or args.measure_cells < 0:
-        ap.error("--threads, --repeats and --n-val must be >= 1, --measure-cells >= 0")
+    if min(args.threads, args.repeats, args.n_val, args.eval_batch) < 1 or args.measure_cells < 0:
+        ap.error("--threads, --repeats, --n-val and --eval-batch must be >= 1, --measure-cells >= 0")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: this torch sees no CUDA device")
@@ -927,12 +933,13 @@ def main():
             ),
         }
     if args.measure_cells:
-        meas = Measure(device, args.n_val)
+        meas = Measure(device, args.n_val, eval_batch=args.eval_batch)
         one = time_measure(meas, 1, args.measure_cells, device)
         five = time_measure(meas, 5, args.measure_cells, device)
         res["measure"] = {
             "config": meas.config,
             "n_val": args.n_val,
+            "eval_batch": args.eval_batch,
             "rounds": args.measure_cells,
             "s_per_cell_1_block": one,
             "s_per_cell_5_blocks": five,
