@@ -38,9 +38,9 @@ fn main() -> anyhow::Result<()> {
     let gpus: Vec<&Gpu> = std::iter::once(&gpu).chain(&extra).collect();
     println!("{}, {} devices", gpu.describe(), gpus.len());
     for blocks in [1, 5] {
-        let cs = covering_cells(&op_set, blocks);
-        let reps = (4 * gpus.len()).div_ceil(cs.len());
-        let cs: Vec<_> = (0..reps).flat_map(|_| cs.iter().cloned()).collect();
+        let once = covering_cells(&op_set, blocks);
+        let reps = (4 * gpus.len()).div_ceil(once.len());
+        let cs: Vec<_> = (0..reps).flat_map(|_| once.iter().cloned()).collect();
         let mut ms = Vec::new();
         let mut first: Option<Vec<u32>> = None;
         for &eval_batch in &sizes {
@@ -49,9 +49,9 @@ fn main() -> anyhow::Result<()> {
                 ..quick_measure()
             };
             let mut m = OneShotDiscrete::new(weights.clone(), &splits, &mc)?;
-            // Each device compiles its kernels first.
+            // Each device compiles every cell's kernels first.
             for g in &gpus {
-                measure_cells(&[g], &mut m, &splits, &cs[..1], |_, _| Ok(()))?;
+                measure_cells(&[g], &mut m, &splits, &once, |_, _| Ok(()))?;
             }
             let bits: Vec<u32> = measure_cells(&gpus, &mut m, &splits, &cs, |_, _| Ok(()))?
                 .iter()
