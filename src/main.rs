@@ -655,14 +655,11 @@ fn export_cmd(model: &std::path::Path, onnx: &std::path::Path) -> Result<ExitCod
 }
 
 /// ", LP_NUM_THREADS=4" after llvmpipe's name (the workers its dispatches
-/// run on), nothing after another adapter's (the variable means nothing
-/// to it).
+/// run on), nothing after another adapter's.
 fn cpu_driver_note(gpu: &Gpu) -> String {
-    if gpu.is_llvmpipe() {
-        format!(", {}", engine::llvmpipe_threads_note())
-    } else {
-        String::new()
-    }
+    gpu.llvmpipe_threads()
+        .map(|n| format!(", {n}"))
+        .unwrap_or_default()
 }
 
 fn info(json: bool) -> Result<ExitCode> {
@@ -949,7 +946,7 @@ fn bench_cmd(
     if json {
         let v = serde_json::json!({
             "adapter": gpu.adapter_row(),
-            "cpu_driver_threads": gpu.is_llvmpipe().then(engine::llvmpipe_threads_note),
+            "cpu_driver_threads": gpu.llvmpipe_threads(),
             "results": rows,
             "train_step": step,
             "search_step": search,

@@ -95,16 +95,6 @@ pub fn default_llvmpipe_threads() -> Option<usize> {
     Some(n)
 }
 
-/// What a CPU adapter's driver runs on, for reports: "LP_NUM_THREADS=4" as
-/// the process's environment holds it, or "LP_NUM_THREADS unset" (llvmpipe
-/// then uses one worker per core).
-pub fn llvmpipe_threads_note() -> String {
-    match std::env::var(LLVMPIPE_THREADS_VAR) {
-        Ok(v) if !v.trim().is_empty() => format!("{LLVMPIPE_THREADS_VAR}={v}"),
-        _ => format!("{LLVMPIPE_THREADS_VAR} unset"),
-    }
-}
-
 /// One adapter as `gradnas info` lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct AdapterRow {
@@ -342,6 +332,18 @@ impl Gpu {
     /// `LP_NUM_THREADS` sets ([`default_llvmpipe_threads`]).
     pub fn is_llvmpipe(&self) -> bool {
         self.is_cpu() && self.info.name.contains("llvmpipe")
+    }
+
+    /// The worker threads llvmpipe runs this device's dispatches on, for
+    /// reports: "LP_NUM_THREADS=4" as the process's environment holds it,
+    /// or "LP_NUM_THREADS unset" (llvmpipe then uses one worker per core);
+    /// none on any other adapter (the variable means nothing to it).
+    pub fn llvmpipe_threads(&self) -> Option<String> {
+        self.is_llvmpipe()
+            .then(|| match std::env::var(LLVMPIPE_THREADS_VAR) {
+                Ok(v) if !v.trim().is_empty() => format!("{LLVMPIPE_THREADS_VAR}={v}"),
+                _ => format!("{LLVMPIPE_THREADS_VAR} unset"),
+            })
     }
 
     pub fn used_limits(&self) -> UsedLimits {

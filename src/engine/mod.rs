@@ -10,7 +10,7 @@ pub mod shaders;
 
 pub use buffer::{place, Buf};
 pub use device::{
-    default_llvmpipe_threads, list_adapters, llvmpipe_threads_for, llvmpipe_threads_note,
-    AdapterRow, Gpu, GpuError, UsedLimits, LLVMPIPE_THREADS_VAR,
+    default_llvmpipe_threads, list_adapters, llvmpipe_threads_for, AdapterRow, Gpu, GpuError,
+    UsedLimits, LLVMPIPE_THREADS_VAR,
 };
 pub use kernel::{encode_chunk, grid_1d, span_rows, Kernel, MIN_CHUNK, WG};
