@@ -138,7 +138,11 @@ impl Spec {
             Direction::InputGradient => s.stride == 1,
             Direction::WeightGradient => false,
         };
-        let blocked = row_entries && (s.is_depthwise() || (s.kh > 1 && s.kw == 1));
+        // Dense 1×k kernels share no input rows between output rows, but
+        // each row of taps loaded per input channel feeds them all
+        // (`dense_row_rows`).
+        let dense_row = !s.is_depthwise() && s.kh == 1 && s.kw > 1;
+        let blocked = row_entries && (s.is_depthwise() || (s.kh > 1 && s.kw == 1) || dense_row);
         let strided_dx = dir == Direction::InputGradient && s.stride > 1;
         let rows = match (blocked, wide) {
             // Blocks of every residue (`strided_dx_block_entry`): depthwise
@@ -149,6 +153,7 @@ impl Spec {
             // A GPU wants many short invocations, not few long ones.
             (true, true) if s.is_depthwise() => DW_ROWS,
             (true, true) => 1,
+            (true, false) if dense_row => dense_row_rows(written_h),
             (true, false) => block_rows(span, read_stride, written_h),
         };
         // A depthwise or dense k×1 weight gradient over rows that fit 4
@@ -1532,6 +1537,8 @@ pub fn representative_specs() -> Vec<Spec> {
                         let rows: &[usize] = match (blocked, depthwise) {
                             (true, true) => &[DW_ROWS, 8],
                             (true, false) if kh > 1 && kw == 1 => &[1, DW_ROWS, 8],
+                            // Dense 1×k (`dense_row_rows`): 4..=8.
+                            (true, false) if kh == 1 && kw > 1 => &[1, 4, 8],
                             (false, _) if strided_dx && (depthwise || kw == 1) => &[1, 2, 4, 8],
                             _ => &[1],
                         };
@@ -1759,6 +1766,23 @@ pub fn block_rows(span: usize, stride: usize, oh: usize) -> usize {
     }
     (4..=8)
         .min_by_key(|&r| (oh.div_ceil(r) * ((r - 1) * stride + span + 1), r))
+        .unwrap_or(DW_ROWS)
+}
+
+/// Output rows per invocation of a dense 1×k forward or stride-1 input
+/// gradient on a CPU adapter, writing planes `oh` high: the height in
+/// 4..=8 that computes the fewest rows past the plane's last, the taller
+/// on a tie (7 on the 28-, 14- and 7-high planes of a 28×28 input). With
+/// one row an invocation loads its 8 channels' weights for each tap (14
+/// float4s a 1×7 input channel) beside 4 float4s of the row; with 7 the
+/// weights once for 7 rows. Measured on lavapipe, 1×7 on the step's
+/// shapes, in alternating rounds: 1.3–1.8× faster at 7 rows than at 1,
+/// 7 as fast as 4 or faster, 2 between (BENCHMARKS.md, "Nineteenth
+/// pass"). Dense 1×1 kernels on the 7-wide planes (the float4 pointwise
+/// ones do not fit) were no faster in rows, and stay at 1.
+pub fn dense_row_rows(oh: usize) -> usize {
+    (4..=8)
+        .min_by_key(|&r| (oh.div_ceil(r) * r, std::cmp::Reverse(r)))
         .unwrap_or(DW_ROWS)
 }
 
@@ -2122,7 +2146,7 @@ impl WeightCopies {
 
 #[cfg(test)]
 mod tests {
-    use super::block_rows;
+    use super::{block_rows, dense_row_rows};
 
     /// The planes of a 28×28 input take 7 rows (no row computed past the
     /// last); 3×3 keeps 2; a 9-high plane takes 5 + 4, not 8 + 1.
@@ -2137,5 +2161,29 @@ mod tests {
         assert_eq!(block_rows(6, 1, 9), 5);
         assert_eq!(block_rows(6, 1, 8), 8);
         assert!((1..64).all(|oh| (2..=8).contains(&block_rows(8, 1, oh))));
+    }
+
+    /// A dense 1×k takes 7 rows on a 28×28 input's planes, 8 on a 32×32
+    /// input's, and the fewest rows computed past the plane elsewhere.
+    #[test]
+    fn dense_row_rows_fit_the_plane() {
+        for (oh, rows) in [
+            (28, 7),
+            (14, 7),
+            (7, 7),
+            (32, 8),
+            (16, 8),
+            (5, 5),
+            (3, 4),
+            (11, 6),
+        ] {
+            assert_eq!(dense_row_rows(oh), rows, "{oh} rows");
+        }
+        for oh in 1..64 {
+            let r = dense_row_rows(oh);
+            let past = oh.div_ceil(r) * r - oh;
+            assert!((4..=8).contains(&r));
+            assert!((4..=8).all(|q| past <= oh.div_ceil(q) * q - oh), "{oh}");
+        }
     }
 }

@@ -75,6 +75,11 @@ const FULL: &[Row] = &[
     (2, 16, 16, 28, 28, 1, 7, 1, 0, 3, 1, 1, false),
     (1, 5, 7, 13, 7, 7, 1, 1, 3, 0, 1, 1, true),
     (2, 3, 3, 13, 13, 1, 7, 2, 0, 0, 1, 1, false),
+    // Dense 1×k in blocks of rows (`conv2d_rows::dense_row_rows`) whose
+    // last block is partly past the plane: 13 rows as 7 + 6, 11 as 6 + 5
+    // (dilation 2), and a bias.
+    (1, 5, 6, 13, 9, 1, 5, 1, 0, 2, 1, 1, true),
+    (2, 4, 4, 11, 10, 1, 3, 1, 0, 2, 2, 1, false),
     // Channel blocks of 4 (`conv2d_rows::channel_block`): the width-4
     // network's 1×7, and 12 → 4 channels (its input gradient writes 12).
     (2, 4, 4, 14, 14, 1, 7, 1, 0, 3, 1, 1, true),
