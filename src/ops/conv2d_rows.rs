@@ -73,9 +73,9 @@ pub struct Spec {
     /// about what a scalar one does, and the 14-wide rows of a reduced
     /// 28×28 input are whole float2s.
     pub vec: usize,
-    /// Output rows per invocation of a depthwise kernel or a dense k×1 one
-    /// (forward and stride-1 input gradient: `block_rows` on CPU adapters);
-    /// 1 elsewhere.
+    /// Output rows per invocation of a depthwise kernel or a dense k×1 or
+    /// 1×k one (forward and stride-1 input gradient: `block_rows`, for 1×k
+    /// `dense_row_rows`, on CPU adapters); 1 elsewhere.
     pub rows: usize,
     /// Float4s of positions per invocation of the float4 pointwise forward
     /// and input gradient: 4 on CPU adapters (each weight loaded feeds 16
@@ -123,8 +123,8 @@ impl Spec {
         };
         let vec = [4, 2].into_iter().find(|&v| whole(v)).unwrap_or(1);
         // Rows per invocation: the depthwise kernels and the dense column
-        // kernels (k×1) share input rows between output rows. Not dense
-        // k×k ones: their code grows as rows × k² × 64 FMAs per channel,
+        // kernels (k×1) share input rows between output rows, the dense
+        // row kernels (1×k) their weights. Not dense k×k ones: their code grows as rows × k² × 64 FMAs per channel,
         // and a 3×3 gained little (4.5–5.2 → 4.2–4.4 ms at 2 rows).
         let span = (s.kh - 1) * s.dilation;
         let (written_h, read_stride) = match dir {
