@@ -1776,9 +1776,10 @@ pub fn block_rows(span: usize, stride: usize, oh: usize) -> usize {
 /// one row an invocation loads its 8 channels' weights for each tap (14
 /// float4s a 1×7 input channel) beside 4 float4s of the row; with 7 the
 /// weights once for 7 rows. Measured on lavapipe, 1×7 on the step's
-/// shapes, in alternating rounds: 1.3–1.8× faster at 7 rows than at 1,
-/// 7 as fast as 4 or faster, 2 between (BENCHMARKS.md, "Nineteenth
-/// pass"). Dense 1×1 kernels on the 7-wide planes (the float4 pointwise
+/// shapes, in alternating rounds: 1.3–1.8× faster at 7 rows than at 1;
+/// 4 as fast on 28-high planes and slower on 14- and 7-high ones (where
+/// it computes rows past the plane); 2 between (BENCHMARKS.md,
+/// "Nineteenth pass"). Dense 1×1 kernels on the 7-wide planes (the float4 pointwise
 /// ones do not fit) were no faster in rows, and stay at 1.
 pub fn dense_row_rows(oh: usize) -> usize {
     (4..=8)
