@@ -523,3 +523,43 @@ fn weight_gradient_partials_share_memory_and_dispatches() {
         );
     }
 }
+
+/// A plan whose input reads another plan's result where it lies
+/// (`Plan::with_bound_inputs`): relu(x) + relu(x) computed in two plans is
+/// what one plan computes, and binding anything but an input, or a buffer
+/// of another length, is refused by name.
+#[test]
+fn a_bound_input_reads_another_plans_result() {
+    let gpu = common::gpu();
+    let mut rng = verify::rng(9);
+    let x: Vec<f32> = verify::randn(&mut rng, 37);
+    let mut first = Graph::new();
+    let xa = first.input("x", &[37]);
+    let r = first.relu(xa);
+    first.pin(r);
+    let a = Plan::new(gpu, &first).unwrap();
+    a.write(gpu, xa, &x);
+    a.step(gpu).unwrap();
+    let mut second = Graph::new();
+    let z = second.input("relu(x)", &[37]);
+    let y = second.add(z, z);
+    second.pin(y);
+    let b = Plan::with_bound_inputs(gpu, &second, &[(z, a.buf(r).clone())]).unwrap();
+    b.step(gpu).unwrap();
+    let want: Vec<f32> = x.iter().map(|v| 2.0 * v.max(0.0)).collect();
+    assert_eq!(b.read(gpu, y).unwrap(), want);
+    let e = Plan::with_bound_inputs(gpu, &second, &[(y, a.buf(r).clone())])
+        .err()
+        .expect("a result is not an input")
+        .to_string();
+    assert!(e.contains("not an input"), "{e}");
+    let mut short = Graph::new();
+    let s = short.input("short", &[36]);
+    let t = short.relu(s);
+    short.pin(t);
+    let e = Plan::with_bound_inputs(gpu, &short, &[(s, a.buf(r).clone())])
+        .err()
+        .expect("36 elements are not 37")
+        .to_string();
+    assert!(e.contains("short has 36 elements, its buffer 37"), "{e}");
+}

@@ -458,6 +458,56 @@ fn cells_measured_on_two_devices_match_one() {
     assert!(e.contains("no device"), "{e}");
 }
 
+/// Every cell's network starting from the stem and first preprocessing
+/// computed once per device (`reuse_prefix`, the default) changes no bit:
+/// the same accuracy and logits as the network computed whole per cell,
+/// at depth 1 (cell 0's inputs alone), 2 (cell 1, a reduction, reading the
+/// stem through its input 0) and 3, with a linear probe's passes, a padded
+/// last pass, cells that skip an input, and on a second device (its own
+/// prefix). Measuring again after other cells reads the same prefix.
+#[test]
+fn the_shared_prefix_changes_no_bit() {
+    let gpu = common::gpu();
+    let lanes = extra_lanes(gpu, 2).unwrap();
+    let splits = common::bundled_subset(40, 24, 1);
+    let cells = [
+        cell(&[(0, SepConv3x3, 1, MaxPool3x3), (2, Identity, 0, AvgPool3x3)]),
+        cell(&[(1, DilConv3x3, 1, Conv7x1_1x7)]),
+        cell(&[(0, Identity, 0, SepConv5x5)]),
+    ];
+    let same = |x: &[f32], y: &[f32]| {
+        x.len() == y.len() && x.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits())
+    };
+    for (depth, probe) in [(1, 0), (2, 13), (3, 0)] {
+        let cfg = config(2, depth, splits.train.dims, OpSet::pnas());
+        let w = SupernetWeights::random(cfg, 30 + depth as u64).unwrap();
+        let mc = MeasureConfig {
+            n_val: 20,
+            probe_images: probe,
+            ..small_measure()
+        };
+        let mut shared = OneShotDiscrete::new(w.clone(), &splits, &mc).unwrap();
+        let mut whole = OneShotDiscrete::new(w, &splits, &mc).unwrap();
+        whole.reuse_prefix = false;
+        for (i, n) in cells.iter().enumerate() {
+            let r = &cells[(i + 1) % cells.len()];
+            let (b, lb) = whole.measure_logits(gpu, n, r).unwrap();
+            assert!(!lb.is_empty() && lb.iter().all(|v| v.is_finite()));
+            for device in [gpu, &lanes[0]] {
+                let (a, la) = shared.measure_logits(device, n, r).unwrap();
+                assert_eq!(a.to_bits(), b.to_bits(), "depth {depth}, {n:?} / {r:?}");
+                assert!(
+                    same(&la, &lb),
+                    "depth {depth}, {n:?} / {r:?}: logits differ"
+                );
+            }
+        }
+        let (a, la) = shared.measure_logits(gpu, &cells[0], &cells[1]).unwrap();
+        let (b, lb) = whole.measure_logits(gpu, &cells[0], &cells[1]).unwrap();
+        assert!(a == b && same(&la, &lb), "depth {depth}: measured again");
+    }
+}
+
 /// A cell's measurement does not depend on how its images are cut into
 /// passes (the presets choose the pass size for speed alone): one pass of
 /// all 24 validation images, three of 8, and passes of 7 with a short last

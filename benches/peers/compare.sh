@@ -122,12 +122,19 @@ for name, t, shape in [("bench-small", ts, (8, 5, 32)), ("bench-medium", tm, (16
 s2, m = g2["s2"], ts["measure"]
 for blocks, gk, tk in [(1, "measured_cells_per_s_1_block", "s_per_cell_1_block"),
                        (5, "measured_cells_per_s_5_blocks", "s_per_cell_5_blocks")]:
-    rows.append((f"one-shot measurement, {blocks}-block cell", 1e3 / s2[gk], 1e3 * m[tk], "ms/cell"))
+    # gradnas computes the cells' common prefix (stem, first preprocessing)
+    # once; the peer does too (`prefix`), and its rate recomputing it per
+    # cell follows (older peers: only that one).
+    tp = m.get(tk + "_prefix", m[tk])
+    rows.append((f"one-shot measurement, {blocks}-block cell", 1e3 / s2[gk], 1e3 * tp, "ms/cell"))
     # As S2 measures: cells side by side on measure_lanes devices (one
     # device's rate above; the peer measures one cell at a time).
     lanes = s2.get("measure_lanes", 1)
     if lanes > 1:
         rows.append((f"  as S2 runs it ({lanes} devices at once)", 1e3 / s2[gk + "_lanes"],
+                     1e3 * tp, "ms/cell"))
+    if tk + "_prefix" in m:
+        rows.append(("  PyTorch computing the prefix per cell", 1e3 / s2[gk + ("_lanes" if lanes > 1 else "")],
                      1e3 * m[tk], "ms/cell"))
 
 a = gs["adapter"]

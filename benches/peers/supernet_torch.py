@@ -252,15 +252,17 @@ class Cell(nn.Module):
             states.append(out)
         return torch.cat(states[2:], 1)
 
-    def forward_discrete(self, s0, s1, cell):
+    def forward_discrete(self, s0, s1, cell, pre=None):
         """The sub-network of `cell` (measure::discrete_cell): block j =
         O1(x_I1) + O2(x_I2), two identical slots computed once and doubled;
         an input no block reads is not preprocessed in evaluation (gradnas's
-        plan drops it there; its train-mode BN passes keep it, as here)."""
+        plan drops it there; its train-mode BN passes keep it, as here).
+        `pre` maps an input to its preprocessing computed ahead."""
+        pre = pre or {}
         reads = {i for block in cell for (i, _) in block}
         states = [
-            self.pre0(s0) if self.training or 0 in reads else None,
-            self.pre1(s1) if self.training or 1 in reads else None,
+            pre[i] if i in pre else p(s) if self.training or i in reads else None
+            for i, (p, s) in enumerate(((self.pre0, s0), (self.pre1, s1)))
         ]
         for j, ((i1, o1), (i2, o2)) in enumerate(cell):
             a = self.edge(j, i1)[o1](states[i1])
@@ -312,11 +314,30 @@ class Supernet(nn.Module):
             s0, s1 = s1, cell(s0, s1, mix)
         return self.head(s1)
 
-    def forward_discrete(self, x, normal, reduce):
-        s0 = s1 = self.stem(x)
-        for cell in self.cells:
+    def prefix_modules(self):
+        """What every cell's sub-network computes alike (cellnet::Invariant):
+        the stem and the preprocessing that reads it, cell 0's two inputs and
+        cell 1's input 0."""
+        mods = [self.stem, self.cells[0].pre0, self.cells[0].pre1]
+        return mods + ([self.cells[1].pre0] if self.depth > 1 else [])
+
+    def prefix(self, x):
+        """(stem output, {(cell, input): preprocessed input}) of `x`."""
+        s = self.stem(x)
+        pre = {(0, 0): self.cells[0].pre0(s), (0, 1): self.cells[0].pre1(s)}
+        if self.depth > 1:
+            pre[(1, 0)] = self.cells[1].pre0(s)
+        return s, pre
+
+    def forward_discrete(self, x, normal, reduce, prefix=None):
+        """`x` the images, or with `prefix` (what `prefix` gave for them)
+        ignored: the network from there."""
+        s, pre = prefix if prefix is not None else (self.stem(x), {})
+        s0 = s1 = s
+        for k, cell in enumerate(self.cells):
             c = reduce if cell.reduction else normal
-            s0, s1 = s1, cell.forward_discrete(s0, s1, c)
+            mine = {i: t for (j, i), t in pre.items() if j == k}
+            s0, s1 = s1, cell.forward_discrete(s0, s1, c, mine)
         return self.head(s1)
 
 
@@ -460,9 +481,11 @@ class Measure:
     train-mode passes (momentum None, as gradnas's momentum 1/t), then the
     sub-network evaluated on n_val validation images in passes of
     `eval_batch` (the last pass holds only the images left), counting the
-    correct answers."""
+    correct answers. With `prefix`, as gradnas does: the stem and the
+    preprocessing that reads it, the same for every cell, computed once for
+    every pass (their statistics too) and each cell's network started there."""
 
-    def __init__(self, device, n_val, bn_batches=2, bn_batch=32, eval_batch=64, seed=0):
+    def __init__(self, device, n_val, bn_batches=2, bn_batch=32, eval_batch=64, seed=0, prefix=False):
         # bench::quick_supernet() and bench::quick_measure() but n_val.
         torch.manual_seed(seed)
         cfg = CONFIGS["quick"]
@@ -483,20 +506,34 @@ class Measure:
             f"width {cfg['width']} depth {cfg['depth']} pnas; "
             f"BN {bn_batches}×{bn_batch}, {n_val} val images in passes of {eval_batch}"
         )
+        self.bn_prefix = [None] * len(self.bn_images)
+        self.val_prefix = [None] * len(self.val)
+        if prefix:
+            with torch.no_grad():
+                ahead = {id(b) for m in self.model.prefix_modules() for b in m.modules()}
+                for m in self.bns:
+                    if id(m) in ahead:
+                        m.num_batches_tracked.zero_()
+                self.model.train()
+                self.bn_prefix = [self.model.prefix(x) for x in self.bn_images]
+                self.model.eval()
+                self.val_prefix = [self.model.prefix(x) for x, _ in self.val]
+            # Their statistics are final: only the cells' are recomputed.
+            self.bns = [m for m in self.bns if id(m) not in ahead]
 
     @torch.no_grad()
     def measure(self, normal, reduce):
         for m in self.bns:
             m.num_batches_tracked.zero_()  # the first batch overwrites
         self.model.train()
-        for x in self.bn_images:
-            self.model.forward_discrete(x, normal, reduce)
+        for x, p in zip(self.bn_images, self.bn_prefix):
+            self.model.forward_discrete(x, normal, reduce, p)
         self.model.eval()
         device = self.bn_images[0].device
         correct = torch.zeros((), dtype=torch.long, device=device)
         finite = torch.ones((), dtype=torch.bool, device=device)
-        for x, y in self.val:
-            logits = self.model.forward_discrete(x, normal, reduce)
+        for (x, y), p in zip(self.val, self.val_prefix):
+            logits = self.model.forward_discrete(x, normal, reduce, p)
             correct += (logits.argmax(1) == y).sum()
             finite &= torch.isfinite(logits).all()  # gradnas's 0·‖logits‖ guard
         if not finite.item():
@@ -738,6 +775,15 @@ def check(device):
             masked = m.model(x, *masks)
         err = (discrete - masked).abs().max().item()
         assert err < 1e-4 * (1 + masked.abs().max().item()), f"{blocks} blocks: {err}"
+    # The prefix computed once measures every cell as computing it per cell.
+    ahead = Measure(device, n_val=10, bn_batches=2, bn_batch=4, eval_batch=4, prefix=True)
+    for normal, reduce in pairs:
+        a, b = m.measure(normal, reduce), ahead.measure(normal, reduce)
+        assert a == b, (normal, reduce, a, b)
+        with torch.no_grad():
+            whole = m.model.forward_discrete(m.val[0][0], normal, reduce)
+            part = ahead.model.forward_discrete(None, normal, reduce, ahead.val_prefix[0])
+        assert torch.allclose(whole, part, rtol=1e-5, atol=1e-6), (whole - part).abs().max()
     print("checks passed")
 
 
@@ -936,7 +982,12 @@ def main():
         meas = Measure(device, args.n_val, eval_batch=args.eval_batch)
         one = time_measure(meas, 1, args.measure_cells, device)
         five = time_measure(meas, 5, args.measure_cells, device)
+        ahead = Measure(device, args.n_val, eval_batch=args.eval_batch, prefix=True)
+        one_p = time_measure(ahead, 1, args.measure_cells, device)
+        five_p = time_measure(ahead, 5, args.measure_cells, device)
         res["measure"] = {
+            "s_per_cell_1_block_prefix": one_p,
+            "s_per_cell_5_blocks_prefix": five_p,
             "config": meas.config,
             "n_val": args.n_val,
             "eval_batch": args.eval_batch,
@@ -974,6 +1025,8 @@ def main():
         for b, key in ((1, "1_block"), (5, "5_blocks")):
             secs, rate = m[f"s_per_cell_{key}"], m[f"cells_per_s_{key}"]
             print(f"  {f'{b}-block cell':<22} {secs * 1e3:>10.1f} ms  ({rate:.2f} cells/s)")
+            ahead = m[f"s_per_cell_{key}_prefix"]
+            print(f"  {'  prefix once':<22} {ahead * 1e3:>10.1f} ms  ({1 / ahead:.2f} cells/s)")
 
 
 if __name__ == "__main__":

@@ -153,6 +153,10 @@ pub struct Gpu {
     modules: Mutex<HashMap<String, Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     pub(crate) pool: BufferPool,
+    /// Unique to this device in the process. wgpu's own handles do not tell
+    /// devices of different instances apart ([`Gpu::another`]'s share ids),
+    /// and a buffer of one cannot be bound on the other.
+    pub id: u64,
 }
 
 fn env_backends() -> wgpu::Backends {
@@ -316,6 +320,10 @@ impl Gpu {
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             pool: BufferPool::default(),
+            id: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         })
     }
 

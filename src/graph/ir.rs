@@ -625,6 +625,11 @@ impl Graph {
         self.tensors[t.0].pinned = true;
     }
 
+    /// True for the graph's inputs (written from outside, never by a node).
+    pub fn is_input(&self, t: T) -> bool {
+        self.tensors[t.0].kind == Kind::Input
+    }
+
     /// True for tensors that share memory by lifetime.
     pub fn is_planned(&self, t: T) -> bool {
         let d = &self.tensors[t.0];

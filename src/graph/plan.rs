@@ -171,6 +171,37 @@ impl Plan {
     }
 
     pub fn with_options(gpu: &Gpu, g: &Graph, options: PlanOptions) -> Result<Plan, GpuError> {
+        Plan::assemble(gpu, g, options, &[])
+    }
+
+    /// A plan whose inputs `bound` read the given buffers instead of
+    /// their own: another plan's results, used where they lie, with no copy
+    /// (S2's cells read the network's cell-invariant tensors, computed once).
+    /// Writing such an input writes the buffer it was bound to.
+    pub fn with_bound_inputs(gpu: &Gpu, g: &Graph, bound: &[(T, Buf)]) -> Result<Plan, GpuError> {
+        for (t, b) in bound {
+            let d = g.def(*t);
+            let message = if !g.is_input(*t) {
+                format!("{} is not an input of the graph", d.name)
+            } else if b.len != d.len() {
+                format!("{} has {} elements, its buffer {}", d.name, d.len(), b.len)
+            } else {
+                continue;
+            };
+            return Err(GpuError::Validation {
+                context: "bound input".into(),
+                message,
+            });
+        }
+        Plan::assemble(gpu, g, PlanOptions::default(), bound)
+    }
+
+    fn assemble(
+        gpu: &Gpu,
+        g: &Graph,
+        options: PlanOptions,
+        bound: &[(T, Buf)],
+    ) -> Result<Plan, GpuError> {
         g.validate().map_err(|message| GpuError::Validation {
             context: "graph".into(),
             message,
@@ -186,6 +217,9 @@ impl Plan {
             .collect::<Result<_, _>>()?;
         let mut persistent_bytes = 0;
         let mut bufs: Vec<Option<Buf>> = vec![None; g.tensors.len()];
+        for (t, b) in bound {
+            bufs[t.0] = Some(b.clone());
+        }
         let mut arena_bufs = Vec::with_capacity(arena_lists.len());
         for (a, members) in arena_lists.iter().enumerate() {
             let (offsets, len) = arena_layout(g, members, align);

@@ -90,6 +90,93 @@ pub fn network(
     network_using(g, st, sk, images, |_| [true, true], cell)
 }
 
+/// What a network computes before any cell: the stem's output and the
+/// preprocessed cell inputs that read it (cell 0's two, cell 1's input 0),
+/// whatever the cells compute. S2 measures hundreds of cells of one
+/// supernet on the same images, so it computes these once
+/// (`predict::measure`) and starts each cell's network from them.
+#[derive(Debug, Clone)]
+pub struct Invariant {
+    pub stem: T,
+    /// ((cell, input), its preprocessed input), for [`invariant_inputs`].
+    pub pre: Vec<((usize, usize), T)>,
+}
+
+impl Invariant {
+    fn pre(&self, cell: usize, input: usize) -> Option<T> {
+        self.pre
+            .iter()
+            .find(|(at, _)| *at == (cell, input))
+            .map(|&(_, t)| t)
+    }
+}
+
+/// The (cell, input) pairs whose preprocessing reads the stem: both
+/// inputs of cell 0, and input 0 of cell 1.
+pub fn invariant_inputs(sk: &Skeleton) -> Vec<(usize, usize)> {
+    let mut v = vec![(0, 0), (0, 1)];
+    if sk.depth > 1 {
+        v.push((1, 0));
+    }
+    v
+}
+
+/// Where a network starts: its images, or the [`Invariant`] tensors.
+#[derive(Debug, Clone, Copy)]
+pub enum Start<'a> {
+    Images(T),
+    Invariant(&'a Invariant),
+}
+
+/// The [`Invariant`] tensors of `images`, built as [`network`] builds
+/// them (same scopes, so the same weights).
+pub fn invariant(g: &mut Graph, st: &mut ParamStore, sk: &Skeleton, images: T) -> Invariant {
+    let stem = stem(g, st, sk, images);
+    let pre = invariant_inputs(sk)
+        .into_iter()
+        .map(|(k, i)| {
+            let c = sk.width << (0..=k).filter(|&j| sk.is_reduction(j)).count();
+            // Input 0 of cell 1 comes from before cell 0, whose reduction
+            // (if any) it must catch up with.
+            let reduction_prev = i == 0 && k == 1 && sk.is_reduction(0);
+            let t = st.scoped(&format!("cell{k}"), |st| {
+                preprocess(g, st, sk, i, stem, c, reduction_prev)
+            });
+            ((k, i), t)
+        })
+        .collect();
+    Invariant { stem, pre }
+}
+
+fn stem(g: &mut Graph, st: &mut ParamStore, sk: &Skeleton, images: T) -> T {
+    let stem_c = sk.stem_multiplier * sk.width;
+    st.scoped("stem", |st| {
+        let y = layers::conv(g, st, "conv", images, ConvSpec::new(stem_c, 3).pad(1, 1));
+        layers::batchnorm(g, st, "bn", y, sk.affine)
+    })
+}
+
+/// Input `input` of a cell with `c` channels, from `s` (under `pre{input}`):
+/// a factorized reduce where `s` is one reduction behind, else ReLU, 1×1
+/// convolution, batch norm.
+fn preprocess(
+    g: &mut Graph,
+    st: &mut ParamStore,
+    sk: &Skeleton,
+    input: usize,
+    s: T,
+    c: usize,
+    reduction_prev: bool,
+) -> T {
+    st.scoped(&format!("pre{input}"), |st| {
+        if reduction_prev {
+            layers::factorized_reduce(g, st, s, c, sk.affine)
+        } else {
+            layers::relu_conv_bn(g, st, s, c, 1, 1, 0, sk.affine)
+        }
+    })
+}
+
 /// [`network`] for cells that may not read both inputs: `uses(reduction)`
 /// says which of the two a cell of that kind reads, and an unread input
 /// gets no preprocessing (a discrete cell that never reads input 1 has no
@@ -101,13 +188,25 @@ pub fn network_using(
     sk: &Skeleton,
     images: T,
     uses: impl Fn(bool) -> [bool; 2],
+    cell: impl FnMut(&mut Graph, &mut ParamStore, CellIo) -> T,
+) -> T {
+    network_from(g, st, sk, Start::Images(images), uses, cell)
+}
+
+/// [`network_using`] from where `start` says: from the [`Invariant`]
+/// tensors, the stem and the preprocessing they hold are not built again.
+pub fn network_from(
+    g: &mut Graph,
+    st: &mut ParamStore,
+    sk: &Skeleton,
+    start: Start,
+    uses: impl Fn(bool) -> [bool; 2],
     mut cell: impl FnMut(&mut Graph, &mut ParamStore, CellIo) -> T,
 ) -> T {
-    let stem_c = sk.stem_multiplier * sk.width;
-    let stem = st.scoped("stem", |st| {
-        let y = layers::conv(g, st, "conv", images, ConvSpec::new(stem_c, 3).pad(1, 1));
-        layers::batchnorm(g, st, "bn", y, sk.affine)
-    });
+    let (stem, done) = match start {
+        Start::Images(x) => (stem(g, st, sk, x), None),
+        Start::Invariant(inv) => (inv.stem, Some(inv)),
+    };
     let (mut s0, mut s1) = (stem, stem);
     let mut c = sk.width;
     let mut reduction_prev = false;
@@ -135,24 +234,17 @@ pub fn network_using(
         }
         let used = used[k];
         let out = st.scoped(&format!("cell{k}"), |st| {
-            let p0 = if !used[0] {
-                s0
-            } else if reduction_prev {
-                st.scoped("pre0", |st| {
-                    layers::factorized_reduce(g, st, s0, c, sk.affine)
-                })
-            } else {
-                st.scoped("pre0", |st| {
-                    layers::relu_conv_bn(g, st, s0, c, 1, 1, 0, sk.affine)
-                })
+            let mut input = |i: usize, s: T, r: bool| {
+                if !used[i] {
+                    s
+                } else if let Some(t) = done.and_then(|d| d.pre(k, i)) {
+                    t
+                } else {
+                    preprocess(g, st, sk, i, s, c, r)
+                }
             };
-            let p1 = if used[1] {
-                st.scoped("pre1", |st| {
-                    layers::relu_conv_bn(g, st, s1, c, 1, 1, 0, sk.affine)
-                })
-            } else {
-                s1
-            };
+            let p0 = input(0, s0, reduction_prev);
+            let p1 = input(1, s1, false);
             let io = CellIo {
                 index: k,
                 inputs: [p0, p1],

@@ -16,7 +16,13 @@
 //!   inherited weights uploaded, then the same one submit and one read.
 //!   Much less arithmetic per image, but a graph and a plan per cell.
 //!   (A plan cache keyed by the cell would never hit: the progressive
-//!   search measures every cell once.)
+//!   search measures every cell once.) What does repeat is the start of
+//!   every cell's network: the stem and the preprocessing of the cell
+//!   inputs that read it (`cellnet::Invariant`) see the same weights and
+//!   images whatever the cell. They are computed once per device, for every
+//!   pass, and each cell's plan reads them where they lie ([`Prefix`]):
+//!   the same bits as computing them per cell, at 0.7× the time of a
+//!   one-block cell on lavapipe (BENCHMARKS.md, "Twentieth pass").
 //!
 //! Which is faster was measured (`bench_cells_per_second` in
 //! tests/measure.rs: lavapipe, width 4, depth 3, pnas, 5-block cells,
@@ -107,7 +113,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, Dims, Order, Splits};
-use crate::engine::Gpu;
+use crate::engine::{Buf, Gpu};
 use crate::graph::{CpuExec, Graph, Op, Plan, T};
 use crate::nn::cellnet::{self, CellIo};
 use crate::nn::{layers, ParamStore};
@@ -485,9 +491,11 @@ impl Shapes {
 struct Passes {
     /// Trained tensors of the network, by creation.
     params: Vec<T>,
-    bn_images: Vec<T>,
+    /// Each pass's images, where the pass starts from them (None where it
+    /// starts from tensors computed ahead: [`Prefix`]).
+    bn_images: Vec<Option<T>>,
     /// (images, labels, logits) per evaluation pass; logits pinned.
-    eval: Vec<(T, T, T)>,
+    eval: Vec<(Option<T>, T, T)>,
     /// The correct answers, summed over the evaluation passes, plus a
     /// guard that is 0 when every logit is finite and NaN otherwise (pinned).
     correct: T,
@@ -495,7 +503,7 @@ struct Passes {
     states: Vec<T>,
     /// With a probe: (images, pooled features) per probe pass, then the
     /// pooled features of each evaluation pass (all pinned).
-    probe: Vec<(T, T)>,
+    probe: Vec<(Option<T>, T)>,
     features: Vec<T>,
 }
 
@@ -515,79 +523,122 @@ fn features_of(g: &Graph, logits: T) -> T {
     node.inputs[0]
 }
 
-/// `bn_batches` train-mode passes (pass t's batch norms at momentum 1/t),
-/// then the evaluation passes with running statistics, all sharing one set
-/// of weights and statistics, each through `forward(g, store, images)`.
-fn build_passes(
+/// How a measurement's passes run, in order: the statistics passes
+/// (`bn1`, `bn2`…, training mode), then the probe's (`probe0`…) and the
+/// evaluation passes (`val0`…) with running statistics. Each is named and
+/// sized by `(name, batch)`.
+#[derive(Clone, Copy, PartialEq)]
+enum PassKind {
+    /// Statistics pass t (from 1): its batch norms at momentum 1/t.
+    Statistics(usize),
+    Probe,
+    Eval,
+}
+
+fn pass_list(s: &Shapes) -> Vec<(String, usize, PassKind)> {
+    let mut v: Vec<_> = (1..=s.bn_batches)
+        .map(|t| (format!("bn{t}"), s.bn_batch, PassKind::Statistics(t)))
+        .collect();
+    v.extend((0..s.probe_passes()).map(|p| (format!("probe{p}"), s.eval_batch, PassKind::Probe)));
+    v.extend((0..s.eval_passes()).map(|p| (format!("val{p}"), s.eval_batch, PassKind::Eval)));
+    v
+}
+
+/// Runs `forward` as pass `kind`: in evaluation mode after the statistics
+/// passes, and a statistics pass's batch norms at momentum 1/t (so after
+/// N passes the running statistics are the plain mean of the N batches').
+fn in_pass<R>(
     g: &mut Graph,
-    s: &Shapes,
-    mut forward: impl FnMut(&mut Graph, &mut ParamStore, T) -> T,
-) -> Passes {
-    let d = s.dims;
-    let mut st = ParamStore::new(0);
-    st.reuse = true;
-    let mut bn_images = Vec::with_capacity(s.bn_batches);
-    for t in 1..=s.bn_batches {
-        let x = g.input(
-            &format!("bn{t}.images"),
-            &[s.bn_batch, d.channels, d.height, d.width],
-        );
-        let mark = g.nodes.len();
-        forward(g, &mut st, x);
+    st: &mut ParamStore,
+    kind: PassKind,
+    forward: impl FnOnce(&mut Graph, &mut ParamStore) -> R,
+) -> R {
+    st.eval = !matches!(kind, PassKind::Statistics(_));
+    let mark = g.nodes.len();
+    let r = forward(g, st);
+    if let PassKind::Statistics(t) = kind {
         for node in &mut g.nodes[mark..] {
             if let Op::BatchNormTrain(bn) = &mut node.op {
                 bn.momentum = 1.0 / t as f32;
             }
         }
-        bn_images.push(x);
     }
-    st.eval = true;
-    let e = s.eval_batch;
+    r
+}
+
+/// The passes' images (one input per pass, `{name}.images`).
+fn images_input(g: &mut Graph, s: &Shapes, name: &str, batch: usize) -> T {
+    let d = s.dims;
+    g.input(
+        &format!("{name}.images"),
+        &[batch, d.channels, d.height, d.width],
+    )
+}
+
+/// [`build_passes`]'s start where each pass reads its images.
+fn images(s: &Shapes) -> impl FnMut(&mut Graph, &str, usize) -> (Option<T>, T) + '_ {
+    move |g, name, batch| {
+        let x = images_input(g, s, name, batch);
+        (Some(x), x)
+    }
+}
+
+/// The statistics passes, then the probe's and the evaluation passes, all
+/// sharing one set of weights and statistics. Each pass starts from what
+/// `begin(graph, name, batch)` gives ((its images if it reads them, the
+/// start)) and runs `forward(g, store, start)` to the logits.
+fn build_passes<S>(
+    g: &mut Graph,
+    s: &Shapes,
+    mut begin: impl FnMut(&mut Graph, &str, usize) -> (Option<T>, S),
+    mut forward: impl FnMut(&mut Graph, &mut ParamStore, S) -> T,
+) -> Passes {
+    let mut st = ParamStore::new(0);
+    st.reuse = true;
+    let mut bn_images = Vec::with_capacity(s.bn_batches);
     let mut probe = Vec::with_capacity(s.probe_passes());
-    for p in 0..s.probe_passes() {
-        let x = g.input(
-            &format!("probe{p}.images"),
-            &[e, d.channels, d.height, d.width],
-        );
-        // Only the features are read: the classifier node is dead code.
-        let logits = forward(g, &mut st, x);
-        let f = features_of(g, logits);
-        g.pin(f);
-        probe.push((x, f));
-    }
     let mut features = Vec::new();
     let mut correct: Option<T> = None;
     let mut eval = Vec::with_capacity(s.eval_passes());
-    for p in 0..s.eval_passes() {
-        let x = g.input(
-            &format!("val{p}.images"),
-            &[e, d.channels, d.height, d.width],
-        );
-        let labels = g.input(&format!("val{p}.labels"), &[e]);
-        let logits = forward(g, &mut st, x);
-        g.pin(logits);
-        if s.probe > 0 {
-            let f = features_of(g, logits);
-            g.pin(f);
-            features.push(f);
+    for (name, batch, kind) in pass_list(s) {
+        let (x, start) = begin(g, &name, batch);
+        let labels = (kind == PassKind::Eval).then(|| g.input(&format!("{name}.labels"), &[batch]));
+        let logits = in_pass(g, &mut st, kind, |g, st| forward(g, st, start));
+        match kind {
+            PassKind::Statistics(_) => bn_images.push(x),
+            PassKind::Probe => {
+                // Only the features are read: the classifier node is dead code.
+                let f = features_of(g, logits);
+                g.pin(f);
+                probe.push((x, f));
+            }
+            PassKind::Eval => {
+                let labels = labels.expect("an evaluation pass has labels");
+                g.pin(logits);
+                if s.probe > 0 {
+                    let f = features_of(g, logits);
+                    g.pin(f);
+                    features.push(f);
+                }
+                // Summed by adds into a pinned temp rather than accumulated
+                // into a state: nothing to reset, so a cell costs one write.
+                let rows_cols = SoftmaxShape {
+                    rows: batch,
+                    cols: g.def(logits).shape[1],
+                };
+                let count = g.temp("correct", &[1]);
+                g.push(
+                    Op::CorrectCount(rows_cols),
+                    vec![logits, labels],
+                    vec![count],
+                );
+                correct = Some(match correct {
+                    None => count,
+                    Some(sum) => g.add(sum, count),
+                });
+                eval.push((x, labels, logits));
+            }
         }
-        // Summed by adds into a pinned temp rather than accumulated into
-        // a state: nothing to reset, so a cell costs one write.
-        let rows_cols = SoftmaxShape {
-            rows: e,
-            cols: g.def(logits).shape[1],
-        };
-        let count = g.temp("correct", &[1]);
-        g.push(
-            Op::CorrectCount(rows_cols),
-            vec![logits, labels],
-            vec![count],
-        );
-        correct = Some(match correct {
-            None => count,
-            Some(sum) => g.add(sum, count),
-        });
-        eval.push((x, labels, logits));
     }
     let correct = correct.expect("at least one evaluation pass");
     // 0 · ‖logits‖: 0 while every logit is finite, NaN otherwise, so the
@@ -596,6 +647,20 @@ fn build_passes(
     let guard = g.scaled_norm(&logits, 0.0, false);
     let correct = g.add(correct, guard);
     g.pin(correct);
+    fuse_measurement(g);
+    Passes {
+        params: st.params,
+        bn_images,
+        eval,
+        correct,
+        states: st.states,
+        probe,
+        features,
+    }
+}
+
+/// The measurement graph's rewrites, after all passes are built.
+fn fuse_measurement(g: &mut Graph) {
     // The evaluation passes' batch norms into their convolutions' weights,
     // once for all passes (after the statistics passes).
     crate::graph::fold_eval_batchnorms(g);
@@ -606,15 +671,6 @@ fn build_passes(
     crate::graph::fuse_relu_reads(g);
     crate::graph::fuse_pool_batchnorms(g);
     crate::graph::fuse_add_concats(g);
-    Passes {
-        params: st.params,
-        bn_images,
-        eval,
-        correct,
-        states: st.states,
-        probe,
-        features,
-    }
 }
 
 /// Every tensor a measurement reads back: the correct count (with its
@@ -771,15 +827,21 @@ impl Sink for CpuExec {
 }
 
 fn write_feed(sink: &mut impl Sink, p: &Passes, feed: &Feed) {
-    for (&t, v) in p.bn_images.iter().zip(&feed.bn) {
-        sink.f32(t, v);
+    for (&x, v) in p.bn_images.iter().zip(&feed.bn) {
+        if let Some(x) = x {
+            sink.f32(x, v);
+        }
     }
     for (&(x, labels, _), (px, lb)) in p.eval.iter().zip(&feed.eval) {
-        sink.f32(x, px);
+        if let Some(x) = x {
+            sink.f32(x, px);
+        }
         sink.u32(labels, lb);
     }
     for (&(x, _), px) in p.probe.iter().zip(&feed.probe) {
-        sink.f32(x, px);
+        if let Some(x) = x {
+            sink.f32(x, px);
+        }
     }
 }
 
@@ -851,7 +913,7 @@ impl OneShot {
         let feed = Feed::new(splits, &s, mc.seed)?;
         let mut g = Graph::new();
         let masks = mask_input(&mut g, cfg.op_set.len());
-        let passes = build_passes(&mut g, &s, |g, st, x| {
+        let passes = build_passes(&mut g, &s, images(&s), |g, st, x| {
             supernet::forward(g, st, &cfg, x, &masks.normal, &masks.reduce)
         });
         let weights = passes
@@ -1035,6 +1097,92 @@ pub(crate) fn discrete_cell(g: &mut Graph, st: &mut ParamStore, io: CellIo, cell
     }
 }
 
+/// What every cell's network computes alike before its first cell
+/// ([`cellnet::Invariant`]: the stem and the preprocessing that reads it),
+/// for every pass of a measurement, computed once on one device from the
+/// shared weights. Each cell's plan then reads these buffers where they lie
+/// (`Plan::with_bound_inputs`): the same kernels on the same values as
+/// computing them per cell, so the same bits, without the cost — on
+/// lavapipe about a third of a one-block cell's measurement (BENCHMARKS.md,
+/// "Twentieth pass").
+struct Prefix {
+    /// `Gpu::id` of the device holding it.
+    device: u64,
+    /// Per pass, in `pass_list` order: the stem's output, then each
+    /// preprocessed input, each with its shape and buffer.
+    passes: Vec<PrefixPass>,
+}
+
+struct PrefixPass {
+    stem: (Vec<usize>, Buf),
+    pre: Vec<((usize, usize), Vec<usize>, Buf)>,
+}
+
+/// At most this many devices' prefixes are kept (S2 measures on up to 8).
+const PREFIXES: usize = 8;
+
+impl Prefix {
+    fn compute(
+        gpu: &Gpu,
+        cfg: &SupernetConfig,
+        weights: &SupernetWeights,
+        s: &Shapes,
+        feed: &Feed,
+    ) -> Result<Prefix> {
+        let sk = cfg.skeleton();
+        let mut g = Graph::new();
+        let mut st = ParamStore::new(0);
+        st.reuse = true;
+        let mut runs = Vec::new();
+        for (name, batch, kind) in pass_list(s) {
+            let x = images_input(&mut g, s, &name, batch);
+            let inv = in_pass(&mut g, &mut st, kind, |g, st| {
+                cellnet::invariant(g, st, &sk, x)
+            });
+            g.pin(inv.stem);
+            for &(_, t) in &inv.pre {
+                g.pin(t);
+            }
+            runs.push((x, inv));
+        }
+        fuse_measurement(&mut g);
+        let plan = Plan::new(gpu, &g)?;
+        for &t in &st.params {
+            let d = g.def(t);
+            plan.write(gpu, t, &weights.value(&d.name, &d.shape)?);
+        }
+        let images = feed
+            .bn
+            .iter()
+            .chain(&feed.probe)
+            .chain(feed.eval.iter().map(|(px, _)| px));
+        for ((x, _), px) in runs.iter().zip(images) {
+            plan.write(gpu, *x, px);
+        }
+        plan.step(gpu)?;
+        // The plan may go: its pinned results own their buffers.
+        let held = |t: T| (g.def(t).shape.clone(), plan.buf(t).clone());
+        let passes = runs
+            .iter()
+            .map(|(_, inv)| PrefixPass {
+                stem: held(inv.stem),
+                pre: inv
+                    .pre
+                    .iter()
+                    .map(|&(at, t)| {
+                        let (shape, buf) = held(t);
+                        (at, shape, buf)
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Prefix {
+            device: gpu.id,
+            passes,
+        })
+    }
+}
+
 /// The sub-network alone, built, planned and uploaded per cell pair
 /// (module comment); the same measurement as [`OneShot`].
 #[derive(Clone)]
@@ -1044,6 +1192,11 @@ pub struct OneShotDiscrete {
     mc: MeasureConfig,
     shapes: Shapes,
     feed: Feed,
+    /// Whether each cell's network starts from the [`Prefix`] of its device
+    /// (true by default; false computes it per cell, for tests).
+    pub reuse_prefix: bool,
+    /// The prefixes computed so far, one per device, shared by clones.
+    prefixes: std::sync::Arc<std::sync::Mutex<Vec<std::sync::Arc<Prefix>>>>,
     /// Seconds of the last measurement spent building the graph and the
     /// plan and uploading, and running.
     pub last_build_seconds: f64,
@@ -1072,9 +1225,36 @@ impl OneShotDiscrete {
             mc: mc.clone(),
             shapes: s,
             feed,
+            reuse_prefix: true,
+            prefixes: Default::default(),
             last_build_seconds: 0.0,
             last_run_seconds: 0.0,
         })
+    }
+
+    /// This device's [`Prefix`], computed on first use.
+    fn prefix(&self, gpu: &Gpu) -> Result<std::sync::Arc<Prefix>> {
+        let find = || {
+            let held = self.prefixes.lock().expect("prefix cache");
+            held.iter().find(|p| p.device == gpu.id).cloned()
+        };
+        if let Some(p) = find() {
+            return Ok(p);
+        }
+        // Computed unlocked: other devices' lanes go on meanwhile.
+        let p = std::sync::Arc::new(Prefix::compute(
+            gpu,
+            &self.cfg,
+            &self.weights,
+            &self.shapes,
+            &self.feed,
+        )?);
+        let mut held = self.prefixes.lock().expect("prefix cache");
+        if held.len() == PREFIXES {
+            held.remove(0);
+        }
+        held.push(p.clone());
+        Ok(p)
     }
 
     /// The validation accuracy in [0, 1] of the sub-network of this cell pair.
@@ -1130,19 +1310,57 @@ impl OneShotDiscrete {
         normal: &Cell,
         reduce: &Cell,
     ) -> Result<(Plan, Passes)> {
+        let weights_given = weights.is_some();
         let weights = weights.unwrap_or(&self.weights);
         // The masks are not used here; making them validates both cells
         // with the same errors as the mask plan.
         mask_values(normal, reduce, &self.cfg.op_set).map_err(anyhow::Error::msg)?;
         let sk = self.cfg.skeleton();
         let mut g = Graph::new();
-        let passes = build_passes(&mut g, &self.shapes, |g, st, x| {
-            cellnet::network(g, st, &sk, x, |g, st, io| {
-                let cell = if io.reduction { reduce } else { normal };
-                discrete_cell(g, st, io, cell)
-            })
-        });
-        let plan = Plan::new(gpu, &g)?;
+        let cell_of = |g: &mut Graph, st: &mut ParamStore, io: CellIo| {
+            let cell = if io.reduction { reduce } else { normal };
+            discrete_cell(g, st, io, cell)
+        };
+        // Fine-tuned weights are the cell's own: no prefix to share.
+        let prefix = match weights_given {
+            false if self.reuse_prefix => Some(self.prefix(gpu)?),
+            _ => None,
+        };
+        let (passes, plan) = match prefix {
+            None => {
+                let passes =
+                    build_passes(&mut g, &self.shapes, images(&self.shapes), |g, st, x| {
+                        cellnet::network(g, st, &sk, x, cell_of)
+                    });
+                (passes, Plan::new(gpu, &g)?)
+            }
+            Some(prefix) => {
+                let mut bound = Vec::new();
+                let mut at = prefix.passes.iter();
+                let begin = |g: &mut Graph, name: &str, _batch: usize| {
+                    let p = at.next().expect("a prefix per pass");
+                    let mut input = |what: &str, (shape, buf): (&Vec<usize>, &Buf)| {
+                        let t = g.input(&format!("{name}.{what}"), shape);
+                        bound.push((t, buf.clone()));
+                        t
+                    };
+                    let stem = input("stem", (&p.stem.0, &p.stem.1));
+                    let pre = p
+                        .pre
+                        .iter()
+                        .map(|((k, i), shape, buf)| {
+                            ((*k, *i), input(&format!("cell{k}.pre{i}"), (shape, buf)))
+                        })
+                        .collect();
+                    (None, cellnet::Invariant { stem, pre })
+                };
+                let passes = build_passes(&mut g, &self.shapes, begin, |g, st, inv| {
+                    let start = cellnet::Start::Invariant(&inv);
+                    cellnet::network_from(g, st, &sk, start, |_| [true, true], cell_of)
+                });
+                (passes, Plan::with_bound_inputs(gpu, &g, &bound)?)
+            }
+        };
         let mut sink = GpuSink(&plan, gpu);
         for &t in &passes.params {
             let d = g.def(t);
@@ -1351,7 +1569,7 @@ mod tests {
             probe: 0,
         };
         let mut g = Graph::new();
-        let p = build_passes(&mut g, &s, |g, st, x| {
+        let p = build_passes(&mut g, &s, images(&s), |g, st, x| {
             let y = layers::batchnorm(g, st, "bn", x, false);
             g.reshape(y, &[g.def(x).shape[0], 6])
         });
@@ -1362,7 +1580,7 @@ mod tests {
         let mut rng = verify::rng(4);
         let batches: Vec<Vec<f32>> = (0..3).map(|_| verify::randn(&mut rng, 4 * 6)).collect();
         for (&t, v) in p.bn_images.iter().zip(&batches) {
-            exec.write(t, v);
+            exec.write(t.expect("passes of images"), v);
         }
         exec.step(&g);
         for ch in 0..2 {
