@@ -596,22 +596,47 @@ def time_forward(search, repeats, device):
     return median(ts)
 
 
-def time_measure(meas, blocks, rounds, device):
-    """Seconds per measured cell, as bench::s2: a first round over
-    `covering_cells` (every op on a cell input and on a block output; the
-    same cell for both kinds), then the median of `rounds` timed rounds."""
+def time_measure(measures, blocks, rounds, device):
+    """Seconds per measured cell of each of `measures`, as bench::s2: a
+    first round over `covering_cells` (every op on a cell input and on a
+    block output; the same cell for both kinds), then the median of
+    `rounds` timed rounds, the measures taking turns within each round (so
+    a drifting host slows them alike)."""
     cs = covering_cells(blocks)
-    for c in cs:
-        meas.measure(c, c)
-    ts = []
-    for _ in range(rounds):
-        sync(device)
-        t0 = time.perf_counter()
+    for meas in measures:
         for c in cs:
             meas.measure(c, c)
-        sync(device)
-        ts.append((time.perf_counter() - t0) / len(cs))
-    return median(ts)
+    ts = [[] for _ in measures]
+    for _ in range(rounds):
+        for meas, t in zip(measures, ts):
+            sync(device)
+            t0 = time.perf_counter()
+            for c in cs:
+                meas.measure(c, c)
+            sync(device)
+            t.append((time.perf_counter() - t0) / len(cs))
+    return [median(t) for t in ts]
+
+
+def measure_rates(args, device):
+    """The one-shot measurement's seconds per cell, recomputing the cells'
+    common prefix per cell and computing it once (`Measure(prefix=True)`)."""
+    meas = Measure(device, args.n_val, eval_batch=args.eval_batch)
+    ahead = Measure(device, args.n_val, eval_batch=args.eval_batch, prefix=True)
+    one, one_p = time_measure([meas, ahead], 1, args.measure_cells, device)
+    five, five_p = time_measure([meas, ahead], 5, args.measure_cells, device)
+    return {
+        "config": meas.config,
+        "n_val": args.n_val,
+        "eval_batch": args.eval_batch,
+        "rounds": args.measure_cells,
+        "s_per_cell_1_block": one,
+        "s_per_cell_5_blocks": five,
+        "cells_per_s_1_block": 1 / one,
+        "cells_per_s_5_blocks": 1 / five,
+        "s_per_cell_1_block_prefix": one_p,
+        "s_per_cell_5_blocks_prefix": five_p,
+    }
 
 
 # ---- peak memory ----------------------------------------------------------------
@@ -912,6 +937,11 @@ def main():
         help="timed rounds over the covering cells per length (1 and 5 blocks); 0 skips the measurement",
     )
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    ap.add_argument(
+        "--measure-only",
+        action="store_true",
+        help="time only the one-shot measurement (--measure-cells rounds) and print its JSON",
+    )
     ap.add_argument("--check", action="store_true", help="run the tiny correctness checks and exit")
     ap.add_argument(
         "--compare-step", metavar="FILE", help="replay gradnas_ref's step dump (README.md) and exit"
@@ -924,6 +954,8 @@ def main():
     )
     ap.add_argument("--memory-child", choices=["step", "forward"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.measure_only and args.measure_cells < 1:
+        ap.error("--measure-only needs --measure-cells >= 1")
     if min(args.threads, args.repeats, args.n_val, args.eval_batch) < 1 or args.measure_cells < 0:
         ap.error("--threads, --repeats, --n-val and --eval-batch must be >= 1, --measure-cells >= 0")
     device = torch.device(args.device)
@@ -940,6 +972,9 @@ def main():
     if args.profile:
         return profile_step(CONFIGS[args.config], device)
 
+    if args.measure_only:
+        print(json.dumps(measure_rates(args, device), indent=2))
+        return
     cfg = CONFIGS[args.config]
     load = os.getloadavg()[0]  # other work on the cores stalls the thread pool
     search = Search(cfg, device)
@@ -979,24 +1014,7 @@ def main():
             ),
         }
     if args.measure_cells:
-        meas = Measure(device, args.n_val, eval_batch=args.eval_batch)
-        one = time_measure(meas, 1, args.measure_cells, device)
-        five = time_measure(meas, 5, args.measure_cells, device)
-        ahead = Measure(device, args.n_val, eval_batch=args.eval_batch, prefix=True)
-        one_p = time_measure(ahead, 1, args.measure_cells, device)
-        five_p = time_measure(ahead, 5, args.measure_cells, device)
-        res["measure"] = {
-            "s_per_cell_1_block_prefix": one_p,
-            "s_per_cell_5_blocks_prefix": five_p,
-            "config": meas.config,
-            "n_val": args.n_val,
-            "eval_batch": args.eval_batch,
-            "rounds": args.measure_cells,
-            "s_per_cell_1_block": one,
-            "s_per_cell_5_blocks": five,
-            "cells_per_s_1_block": 1 / one,
-            "cells_per_s_5_blocks": 1 / five,
-        }
+        res["measure"] = measure_rates(args, device)
     # This process's lifetime peak RSS (KiB on Linux), torch itself included.
     res["process_max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
     if args.json:
