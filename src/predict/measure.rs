@@ -523,18 +523,21 @@ fn features_of(g: &Graph, logits: T) -> T {
     node.inputs[0]
 }
 
-/// How a measurement's passes run, in order: the statistics passes
-/// (`bn1`, `bn2`…, training mode), then the probe's (`probe0`…) and the
-/// evaluation passes (`val0`…) with running statistics. Each is named and
-/// sized by `(name, batch)`.
+/// What a pass of a measurement does.
 #[derive(Clone, Copy, PartialEq)]
 enum PassKind {
-    /// Statistics pass t (from 1): its batch norms at momentum 1/t.
+    /// Statistics pass t (from 1): training mode, its batch norms at
+    /// momentum 1/t.
     Statistics(usize),
+    /// The probe's features, with running statistics.
     Probe,
+    /// Logits and correct answers, with running statistics.
     Eval,
 }
 
+/// A measurement's passes in order, as (name, images, kind): the statistics
+/// passes (`bn1`, `bn2`…), then the probe's (`probe0`…) and the evaluation
+/// passes (`val0`…).
 fn pass_list(s: &Shapes) -> Vec<(String, usize, PassKind)> {
     let mut v: Vec<_> = (1..=s.bn_batches)
         .map(|t| (format!("bn{t}"), s.bn_batch, PassKind::Statistics(t)))
@@ -585,8 +588,9 @@ fn images(s: &Shapes) -> impl FnMut(&mut Graph, &str, usize) -> (Option<T>, T) +
 
 /// The statistics passes, then the probe's and the evaluation passes, all
 /// sharing one set of weights and statistics. Each pass starts from what
-/// `begin(graph, name, batch)` gives ((its images if it reads them, the
-/// start)) and runs `forward(g, store, start)` to the logits.
+/// `begin(graph, name, batch)` returns (the pass's images input, if it
+/// reads images, and the start) and runs `forward(g, store, start)` to the
+/// logits.
 fn build_passes<S>(
     g: &mut Graph,
     s: &Shapes,
