@@ -1125,14 +1125,22 @@ struct PrefixPass {
 /// At most this many devices' prefixes are kept (S2 measures on up to 8).
 const PREFIXES: usize = 8;
 
-impl Prefix {
-    fn compute(
-        gpu: &Gpu,
-        cfg: &SupernetConfig,
-        weights: &SupernetWeights,
-        s: &Shapes,
-        feed: &Feed,
-    ) -> Result<Prefix> {
+/// The most a device's [`Prefix`] may hold; a measurement whose prefix
+/// would be larger computes it per cell (same bits, its plan's memory
+/// shared by lifetime). The quick preset's takes 28 MB, `paper`'s ~380 MB.
+const PREFIX_BYTES: u64 = 512 << 20;
+
+/// The prefix's graph: every pass's images through the stem and the
+/// preprocessing that reads it, all pinned. With its parameters and, per
+/// pass, the images input and the tensors computed.
+struct PrefixGraph {
+    g: Graph,
+    params: Vec<T>,
+    runs: Vec<(T, cellnet::Invariant)>,
+}
+
+impl PrefixGraph {
+    fn new(cfg: &SupernetConfig, s: &Shapes) -> PrefixGraph {
         let sk = cfg.skeleton();
         let mut g = Graph::new();
         let mut st = ParamStore::new(0);
@@ -1150,8 +1158,36 @@ impl Prefix {
             runs.push((x, inv));
         }
         fuse_measurement(&mut g);
+        PrefixGraph {
+            g,
+            params: st.params,
+            runs,
+        }
+    }
+
+    /// Bytes of the tensors a [`Prefix`] keeps.
+    fn kept_bytes(&self) -> u64 {
+        let pre = |inv: &cellnet::Invariant| {
+            std::iter::once(inv.stem)
+                .chain(inv.pre.iter().map(|&(_, t)| t))
+                .map(|t| self.g.len(t) as u64 * 4)
+                .sum::<u64>()
+        };
+        self.runs.iter().map(|(_, inv)| pre(inv)).sum()
+    }
+}
+
+impl Prefix {
+    fn compute(
+        gpu: &Gpu,
+        cfg: &SupernetConfig,
+        weights: &SupernetWeights,
+        s: &Shapes,
+        feed: &Feed,
+    ) -> Result<Prefix> {
+        let PrefixGraph { g, params, runs } = PrefixGraph::new(cfg, s);
         let plan = Plan::new(gpu, &g)?;
-        for &t in &st.params {
+        for &t in &params {
             let d = g.def(t);
             plan.write(gpu, t, &weights.value(&d.name, &d.shape)?);
         }
@@ -1196,8 +1232,9 @@ pub struct OneShotDiscrete {
     mc: MeasureConfig,
     shapes: Shapes,
     feed: Feed,
-    /// Whether each cell's network starts from the [`Prefix`] of its device
-    /// (true by default; false computes it per cell, for tests).
+    /// Whether each cell's network starts from the [`Prefix`] of its device:
+    /// true unless the prefix would exceed `PREFIX_BYTES`; false computes it
+    /// per cell (tests compare the two).
     pub reuse_prefix: bool,
     /// The prefixes computed so far, one per device, shared by clones.
     prefixes: std::sync::Arc<std::sync::Mutex<Vec<std::sync::Arc<Prefix>>>>,
@@ -1223,13 +1260,14 @@ impl OneShotDiscrete {
             cfg.partial_channels
         );
         let feed = Feed::new(splits, &s, mc.seed)?;
+        let reuse_prefix = PrefixGraph::new(&cfg, &s).kept_bytes() <= PREFIX_BYTES;
         Ok(OneShotDiscrete {
             cfg,
             weights,
             mc: mc.clone(),
             shapes: s,
+            reuse_prefix,
             feed,
-            reuse_prefix: true,
             prefixes: Default::default(),
             last_build_seconds: 0.0,
             last_run_seconds: 0.0,
@@ -1557,6 +1595,35 @@ mod tests {
             let e = mc.validate().unwrap_err();
             assert!(e.contains(what), "{what}: {e}");
         }
+    }
+
+    /// A prefix keeps its passes' stem and preprocessed inputs: 28 channels
+    /// of 28×28 for the quick preset's 2 × 32 + 256 images, 96 for `paper`'s
+    /// 4 × 64 + 1,000 (width 16); past `PREFIX_BYTES` it is not kept.
+    #[test]
+    fn the_prefix_is_kept_within_its_budget() {
+        let quick = crate::bench::quick_supernet();
+        let shapes = |bn_batches, bn_batch, n, eval_batch| Shapes {
+            dims: quick.dims,
+            bn_batches,
+            bn_batch,
+            n,
+            eval_batch,
+            probe: 0,
+        };
+        let plane = 28 * 28 * 4;
+        let bytes = PrefixGraph::new(&quick, &shapes(2, 32, 256, 64)).kept_bytes();
+        assert_eq!(bytes, 28 * plane * (2 * 32 + 256));
+        let paper = SupernetConfig {
+            width: 16,
+            depth: 8,
+            ..quick.clone()
+        };
+        let bytes = PrefixGraph::new(&paper, &shapes(4, 64, 1000, 100)).kept_bytes();
+        assert_eq!(bytes, 96 * plane * (4 * 64 + 1000));
+        assert!(bytes <= PREFIX_BYTES);
+        let big = PrefixGraph::new(&paper, &shapes(4, 64, 5000, 100)).kept_bytes();
+        assert!(big > PREFIX_BYTES, "{big}");
     }
 
     /// After the statistics passes, batch norm's running statistics are the
