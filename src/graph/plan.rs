@@ -177,7 +177,8 @@ impl Plan {
     /// A plan whose inputs `bound` read the given buffers instead of
     /// their own: another plan's results, used where they lie, with no copy
     /// (S2's cells read the network's cell-invariant tensors, computed once).
-    /// Writing such an input writes the buffer it was bound to.
+    /// Writing such an input writes the buffer it was bound to. The buffers
+    /// must be `gpu`'s: wgpu cannot bind another device's (it panics).
     pub fn with_bound_inputs(gpu: &Gpu, g: &Graph, bound: &[(T, Buf)]) -> Result<Plan, GpuError> {
         for (t, b) in bound {
             let d = g.def(*t);
