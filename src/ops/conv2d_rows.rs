@@ -124,8 +124,9 @@ impl Spec {
         let vec = [4, 2].into_iter().find(|&v| whole(v)).unwrap_or(1);
         // Rows per invocation: the depthwise kernels and the dense column
         // kernels (k×1) share input rows between output rows, the dense
-        // row kernels (1×k) their weights. Not dense k×k ones: their code grows as rows × k² × 64 FMAs per channel,
-        // and a 3×3 gained little (4.5–5.2 → 4.2–4.4 ms at 2 rows).
+        // row kernels (1×k) their weights. Not dense k×k ones: their code
+        // grows as rows × k² × 64 FMAs per channel, and a 3×3 gained little
+        // (4.5–5.2 → 4.2–4.4 ms at 2 rows).
         let span = (s.kh - 1) * s.dilation;
         let (written_h, read_stride) = match dir {
             Direction::Forward => (s.oh(), s.stride),
@@ -1779,8 +1780,8 @@ pub fn block_rows(span: usize, stride: usize, oh: usize) -> usize {
 /// shapes, in alternating rounds: 1.3–1.8× faster at 7 rows than at 1;
 /// 4 as fast on 28-high planes and slower on 14- and 7-high ones (where
 /// it computes rows past the plane); 2 between (BENCHMARKS.md,
-/// "Nineteenth pass"). Dense 1×1 kernels on the 7-wide planes (the float4 pointwise
-/// ones do not fit) were no faster in rows, and stay at 1.
+/// "Nineteenth pass"). Dense 1×1 kernels on the 7-wide planes (the float4
+/// pointwise ones do not fit) were no faster in rows, and stay at 1.
 pub fn dense_row_rows(oh: usize) -> usize {
     (4..=8)
         .min_by_key(|&r| (oh.div_ceil(r) * r, std::cmp::Reverse(r)))

@@ -1117,9 +1117,12 @@ struct Prefix {
     passes: Vec<PrefixPass>,
 }
 
+/// A tensor a [`Prefix`] keeps: its shape and buffer.
+type Held = (Vec<usize>, Buf);
+
 struct PrefixPass {
-    stem: (Vec<usize>, Buf),
-    pre: Vec<((usize, usize), Vec<usize>, Buf)>,
+    stem: Held,
+    pre: Vec<((usize, usize), Held)>,
 }
 
 /// At most this many devices' prefixes are kept (S2 measures on up to 8).
@@ -1201,19 +1204,12 @@ impl Prefix {
         }
         plan.step(gpu)?;
         // The plan may go: its pinned results own their buffers.
-        let held = |t: T| (g.def(t).shape.clone(), plan.buf(t).clone());
+        let held = |t: T| -> Held { (g.def(t).shape.clone(), plan.buf(t).clone()) };
         let passes = runs
             .iter()
             .map(|(_, inv)| PrefixPass {
                 stem: held(inv.stem),
-                pre: inv
-                    .pre
-                    .iter()
-                    .map(|&(at, t)| {
-                        let (shape, buf) = held(t);
-                        (at, shape, buf)
-                    })
-                    .collect(),
+                pre: inv.pre.iter().map(|&(at, t)| (at, held(t))).collect(),
             })
             .collect();
         Ok(Prefix {
@@ -1352,21 +1348,20 @@ impl OneShotDiscrete {
         normal: &Cell,
         reduce: &Cell,
     ) -> Result<(Plan, Passes)> {
-        let weights_given = weights.is_some();
-        let weights = weights.unwrap_or(&self.weights);
         // The masks are not used here; making them validates both cells
         // with the same errors as the mask plan.
         mask_values(normal, reduce, &self.cfg.op_set).map_err(anyhow::Error::msg)?;
+        // Fine-tuned weights are the cell's own: no prefix to share.
+        let prefix = match weights {
+            None if self.reuse_prefix => Some(self.prefix(gpu)?),
+            _ => None,
+        };
+        let weights = weights.unwrap_or(&self.weights);
         let sk = self.cfg.skeleton();
         let mut g = Graph::new();
         let cell_of = |g: &mut Graph, st: &mut ParamStore, io: CellIo| {
             let cell = if io.reduction { reduce } else { normal };
             discrete_cell(g, st, io, cell)
-        };
-        // Fine-tuned weights are the cell's own: no prefix to share.
-        let prefix = match weights_given {
-            false if self.reuse_prefix => Some(self.prefix(gpu)?),
-            _ => None,
         };
         let (passes, plan) = match prefix {
             None => {
@@ -1381,17 +1376,17 @@ impl OneShotDiscrete {
                 let mut at = prefix.passes.iter();
                 let begin = |g: &mut Graph, name: &str, _batch: usize| {
                     let p = at.next().expect("a prefix per pass");
-                    let mut input = |what: &str, (shape, buf): (&Vec<usize>, &Buf)| {
+                    let mut input = |what: &str, (shape, buf): &Held| {
                         let t = g.input(&format!("{name}.{what}"), shape);
                         bound.push((t, buf.clone()));
                         t
                     };
-                    let stem = input("stem", (&p.stem.0, &p.stem.1));
+                    let stem = input("stem", &p.stem);
                     let pre = p
                         .pre
                         .iter()
-                        .map(|((k, i), shape, buf)| {
-                            ((*k, *i), input(&format!("cell{k}.pre{i}"), (shape, buf)))
+                        .map(|&((k, i), ref held)| {
+                            ((k, i), input(&format!("cell{k}.pre{i}"), held))
                         })
                         .collect();
                     (None, cellnet::Invariant { stem, pre })
