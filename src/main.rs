@@ -655,11 +655,15 @@ fn export_cmd(model: &std::path::Path, onnx: &std::path::Path) -> Result<ExitCod
 }
 
 /// ", LP_NUM_THREADS=4" after llvmpipe's name (the workers its dispatches
-/// run on), nothing after another adapter's.
+/// run on), nothing after another adapter's; and ", 64-bit words" where
+/// the shaders move their float views so (`engine::words64`).
 fn cpu_driver_note(gpu: &Gpu) -> String {
-    gpu.llvmpipe_threads()
+    let threads = gpu
+        .llvmpipe_threads()
         .map(|n| format!(", {n}"))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let words = if gpu.words64 { ", 64-bit words" } else { "" };
+    format!("{threads}{words}")
 }
 
 fn info(json: bool) -> Result<ExitCode> {
@@ -669,6 +673,7 @@ fn info(json: bool) -> Result<ExitCode> {
         let v = serde_json::json!({
             "adapters": adapters,
             "chosen": chosen.as_ref().ok().map(|g| g.adapter_row()),
+            "words64": chosen.as_ref().ok().map(|g| g.words64),
             "limits": chosen.as_ref().ok().map(|g| g.used_limits()),
             "error": chosen.as_ref().err().map(|e| e.to_string()),
         });
@@ -947,6 +952,7 @@ fn bench_cmd(
         let v = serde_json::json!({
             "adapter": gpu.adapter_row(),
             "cpu_driver_threads": gpu.llvmpipe_threads(),
+            "words64": gpu.words64,
             "results": rows,
             "train_step": step,
             "search_step": search,

@@ -1,8 +1,9 @@
 //! Every `.wgsl` file under `shaders/` is registered, validates with naga
 //! without optional capabilities, stays inside the portability budget, and
-//! translates to SPIR-V, MSL and HLSL.
+//! translates to SPIR-V, MSL and HLSL; and so does each module with its
+//! float views as 64-bit words (`engine::words64`, with SHADER_INT64).
 
-use gradnas::engine::{portability, shaders};
+use gradnas::engine::{portability, shaders, words64};
 use gradnas::ops::{conv2d_rows, pool_rows};
 
 #[test]
@@ -44,6 +45,11 @@ fn every_shader_validates_and_translates() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    all_translate(
+        shaders::FILES
+            .iter()
+            .map(|(name, _)| (name.to_string(), shaders::source(name).unwrap())),
+    );
 }
 
 /// The generated convolution kernels (`ops::conv2d_rows`), every kernel
@@ -95,10 +101,21 @@ fn every_shader_variant_validates_and_translates() {
     }));
 }
 
-/// Every (name, source) validates, stays in budget and translates.
+/// Every (name, source) validates, stays in budget and translates, as
+/// written and with its float views as 64-bit words, which leaves none.
 fn all_translate(sources: impl Iterator<Item = (String, String)>) {
     let failures: Vec<String> = sources
-        .filter_map(|(name, src)| portability::check_source(&name, &src).err())
+        .flat_map(|(name, src)| {
+            let plain = portability::check_source(&name, &src).err();
+            let words = words64::rewrite(&src).and_then(|w| {
+                if w.contains("array<vec4<f32>>") || w.contains("array<vec2<f32>>") {
+                    return Err(format!("{name}: a float view left in\n{w}"));
+                }
+                portability::check_source_int64(&format!("{name}.words64"), &w).map(|_| ())
+            });
+            [plain, words.err()]
+        })
+        .flatten()
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

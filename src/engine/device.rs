@@ -26,6 +26,12 @@ pub enum GpuError {
     NoNamedAdapter { wanted: String, seen: String },
     #[error("GRADNAS_WIDE={0:?}: expected 1 (split reductions finely, as for a GPU) or 0 (coarsely, as for a CPU adapter)")]
     BadWide(String),
+    #[error("GRADNAS_WORDS64={0:?}: expected 1 (storage views as 64-bit words) or 0 (as floats)")]
+    BadWords64(String),
+    #[error(
+        "GRADNAS_WORDS64=1: adapter {0:?} does not offer 64-bit integers in shaders (SHADER_INT64)"
+    )]
+    NoInt64(String),
     #[error(
         "adapter {adapter:?} offers {field} = {offered}, below the portability budget of {needed}"
     )]
@@ -150,6 +156,11 @@ pub struct Gpu {
     /// differ in the last bits between the two (each is deterministic).
     /// `GRADNAS_WIDE=0|1` overrides the adapter's default.
     pub wide: bool,
+    /// Storage views of float4s and float2s moved as 64-bit words
+    /// (`engine::words64`): true on llvmpipe, whose storage accesses cost
+    /// per component, false elsewhere. Bit for bit the same results.
+    /// `GRADNAS_WORDS64=0|1` overrides the default.
+    pub words64: bool,
     modules: Mutex<HashMap<String, Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     pub(crate) pool: BufferPool,
@@ -242,6 +253,19 @@ impl Gpu {
         // same bits (`wide` may have been set after `new`).
         let mut g = Gpu::on(adapter)?;
         g.wide = self.wide;
+        g.words64 = self.words64;
+        Ok(g)
+    }
+
+    /// A second device on this one's adapter ([`Gpu::another`]) whose
+    /// shaders move their float views as 64-bit words or not, to compare
+    /// the two ways in one process.
+    pub fn another_with_words64(&self, on: bool) -> Result<Gpu, GpuError> {
+        let mut g = self.another()?;
+        if on && !g.device.features().contains(wgpu::Features::SHADER_INT64) {
+            return Err(GpuError::NoInt64(g.info.name.clone()));
+        }
+        g.words64 = on;
         Ok(g)
     }
 
@@ -292,7 +316,9 @@ impl Gpu {
             label: Some("gradnas"),
             // Timestamps only where offered: benchmarks read a step's GPU
             // time with them, nothing else depends on them.
-            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+            // 64-bit integers where offered, for `words64`.
+            required_features: adapter.features()
+                & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_INT64),
             required_limits: limits.clone(),
             memory_hints: wgpu::MemoryHints::Performance,
             ..Default::default()
@@ -310,6 +336,16 @@ impl Gpu {
             Ok(v) if !v.is_empty() => return Err(GpuError::BadWide(v.to_string())),
             _ => info.device_type != wgpu::DeviceType::Cpu,
         };
+        let int64 = device.features().contains(wgpu::Features::SHADER_INT64);
+        let words64 = match std::env::var("GRADNAS_WORDS64").as_deref() {
+            Ok("1") if int64 => true,
+            Ok("1") => return Err(GpuError::NoInt64(info.name.clone())),
+            Ok("0") => false,
+            Ok(v) if !v.is_empty() => return Err(GpuError::BadWords64(v.to_string())),
+            _ => {
+                int64 && info.device_type == wgpu::DeviceType::Cpu && info.name.contains("llvmpipe")
+            }
+        };
         Ok(Gpu {
             adapter,
             device,
@@ -317,6 +353,7 @@ impl Gpu {
             info,
             limits,
             wide,
+            words64,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             pool: BufferPool::default(),
@@ -429,10 +466,15 @@ impl Gpu {
         if let Some(m) = self.modules.lock().unwrap().get(name) {
             return Ok(m.clone());
         }
-        let src = source().map_err(|message| GpuError::Validation {
-            context: format!("shader {name}"),
-            message,
-        })?;
+        let src = source()
+            .and_then(|s| match self.words64 {
+                true => super::words64::rewrite(&s),
+                false => Ok(s),
+            })
+            .map_err(|message| GpuError::Validation {
+                context: format!("shader {name}"),
+                message,
+            })?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let m = self
             .device

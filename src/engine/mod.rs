@@ -7,6 +7,7 @@ mod device;
 mod kernel;
 pub mod portability;
 pub mod shaders;
+pub mod words64;
 
 pub use buffer::{place, Buf};
 pub use device::{

@@ -34,9 +34,22 @@ pub fn check(name: &str) -> Result<ShaderReport, String> {
 
 /// `check` for any WGSL source (`name` is for messages).
 pub fn check_source(name: &str, src: &str) -> Result<ShaderReport, String> {
+    check_source_with(name, src, Capabilities::empty())
+}
+
+/// `check_source` for a module that needs 64-bit integers: the
+/// `engine::words64` rewrite, for adapters that offer SHADER_INT64 (MSL
+/// then needs language 2.3 and HLSL shader model 6.0, as wgpu asks of
+/// such adapters).
+pub fn check_source_int64(name: &str, src: &str) -> Result<ShaderReport, String> {
+    check_source_with(name, src, Capabilities::SHADER_INT64)
+}
+
+fn check_source_with(name: &str, src: &str, caps: Capabilities) -> Result<ShaderReport, String> {
+    let int64 = caps.contains(Capabilities::SHADER_INT64);
     let module = naga::front::wgsl::parse_str(src)
         .map_err(|e| format!("{name}.wgsl: {}", e.emit_to_string(src)))?;
-    let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+    let info = Validator::new(ValidationFlags::all(), caps)
         .validate(&module)
         .map_err(|e| format!("{name}.wgsl: {}", e.emit_to_string(src)))?;
 
@@ -96,12 +109,18 @@ pub fn check_source(name: &str, src: &str) -> Result<ShaderReport, String> {
         .map_err(|e| format!("{name}.wgsl → SPIR-V: {e}"))?;
     let msl_opts = naga::back::msl::Options {
         fake_missing_bindings: true,
+        lang_version: if int64 { (2, 3) } else { (1, 0) },
         ..Default::default()
     };
     let (msl, _) = naga::back::msl::write_string(&module, &info, &msl_opts, &Default::default())
         .map_err(|e| format!("{name}.wgsl → MSL: {e}"))?;
     let hlsl_opts = naga::back::hlsl::Options {
         fake_missing_bindings: true,
+        shader_model: if int64 {
+            naga::back::hlsl::ShaderModel::V6_0
+        } else {
+            naga::back::hlsl::Options::default().shader_model
+        },
         ..Default::default()
     };
     let mut hlsl = String::new();

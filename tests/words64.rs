@@ -1,0 +1,139 @@
+//! Shaders whose float views move as 64-bit words (`engine::words64`, the
+//! default on llvmpipe) give the same bits as the shaders as written: a
+//! bilevel step on planes of every row kind (whole float4s, float2s,
+//! neither) and S2's one-shot measurement of cells, each on two devices of
+//! one adapter, one each way.
+
+mod common;
+
+use gradnas::data::Dims;
+use gradnas::engine::Gpu;
+use gradnas::graph::{Plan, T};
+use gradnas::predict::measure::{MeasureConfig, OneShotDiscrete, SupernetWeights};
+use gradnas::search::bilevel::{build_step, SearchHyper};
+use gradnas::search::supernet::SupernetConfig;
+use gradnas::space::{Block, Cell, OpKind::*, OpSet};
+use gradnas::verify;
+
+/// (words as 64-bit, as floats) devices, or None where the adapter has no
+/// 64-bit integers, after checking that asking for them is refused clearly.
+fn both_ways() -> Option<(Gpu, Gpu)> {
+    let gpu = common::gpu();
+    let int64 = gpu.device.features().contains(wgpu::Features::SHADER_INT64);
+    if gpu.is_llvmpipe() {
+        assert!(int64 && gpu.words64, "llvmpipe moves words by default");
+    }
+    match gpu.another_with_words64(true) {
+        Ok(on) => {
+            let off = gpu.another_with_words64(false).unwrap();
+            assert!(on.words64 && !off.words64);
+            assert!(on.another().unwrap().words64, "passed on to another");
+            Some((on, off))
+        }
+        Err(e) => {
+            assert!(!int64, "{e}");
+            assert!(e.to_string().contains("SHADER_INT64"), "{e}");
+            None
+        }
+    }
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Losses, α, β and every weight after a step.
+fn one_step(gpu: &Gpu, cfg: &SupernetConfig) -> Vec<Vec<u32>> {
+    let step = build_step(cfg, &SearchHyper::default(), 3);
+    let plan = Plan::new(gpu, &step.g).expect("plan");
+    let mut rng = verify::rng(8);
+    let n = cfg.batch * cfg.dims.len();
+    for t in [step.val_images, step.train_images] {
+        plan.write(gpu, t, &verify::randn(&mut rng, n));
+    }
+    for t in [step.val_labels, step.train_labels] {
+        plan.write_u32(gpu, t, &[2, 0]);
+    }
+    plan.step(gpu).expect("step");
+    let watched: Vec<T> = [step.val_loss, step.train_loss]
+        .into_iter()
+        .chain(step.arch.alphas())
+        .chain(step.arch.betas())
+        .chain(step.weights.iter().copied())
+        .collect();
+    watched
+        .iter()
+        .map(|&t| bits(&plan.read(gpu, t).unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_bilevel_step_gives_the_same_bits() {
+    let Some((on, off)) = both_ways() else { return };
+    // 28×28 (float4 rows), 14×14 (float2) and 7×7 (scalar) planes; 8×8
+    // and 4×4 (float4), 2×2 (float2).
+    for (dims, depth) in [(Dims::new(1, 28, 28), 3), (Dims::new(1, 8, 8), 3)] {
+        let cfg = SupernetConfig {
+            width: 2,
+            depth,
+            batch: 2,
+            op_set: OpSet::pnas(),
+            dims,
+            classes: 3,
+            stem_multiplier: 1,
+            partial_channels: 1,
+        };
+        let (a, b) = (one_step(&on, &cfg), one_step(&off, &cfg));
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(x, y, "{dims:?}: tensor {i} differs");
+        }
+        assert!(a[0][0] != 0, "a loss of zero bits checks nothing");
+    }
+}
+
+#[test]
+fn a_one_shot_measurement_gives_the_same_bits() {
+    let Some((on, off)) = both_ways() else { return };
+    let splits = common::bundled_subset(32, 16, 1);
+    let cfg = SupernetConfig {
+        width: 2,
+        depth: 2,
+        batch: 4,
+        op_set: OpSet::pnas(),
+        dims: splits.train.dims,
+        classes: 10,
+        stem_multiplier: 2,
+        partial_channels: 1,
+    };
+    let w = SupernetWeights::random(cfg, 4).unwrap();
+    let mc = MeasureConfig {
+        bn_batches: 2,
+        bn_batch: 4,
+        n_val: 16,
+        eval_batch: 8,
+        seed: 2,
+        ..MeasureConfig::default()
+    };
+    let mut m = OneShotDiscrete::new(w, &splits, &mc).unwrap();
+    let cell = |b: &[Block]| Cell { blocks: b.to_vec() };
+    for (normal, reduce) in [
+        (
+            cell(&[Block::new(0, SepConv3x3, 1, MaxPool3x3)]),
+            cell(&[Block::new(1, AvgPool3x3, 0, Conv7x1_1x7)]),
+        ),
+        (
+            cell(&[
+                Block::new(0, DilConv3x3, 1, SepConv7x7),
+                Block::new(2, SepConv5x5, 0, Identity),
+            ]),
+            cell(&[Block::new(0, Identity, 1, SepConv5x5)]),
+        ),
+    ] {
+        let (acc_on, logits_on) = m.measure_logits(&on, &normal, &reduce).unwrap();
+        let (acc_off, logits_off) = m.measure_logits(&off, &normal, &reduce).unwrap();
+        assert_eq!(acc_on.to_bits(), acc_off.to_bits());
+        assert_eq!(bits(&logits_on), bits(&logits_off));
+        assert!(logits_on.iter().any(|&x| x != 0.0));
+    }
+}
