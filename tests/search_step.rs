@@ -184,18 +184,8 @@ fn impossible_configs_are_refused_naming_the_field() {
 fn chunked_encoding_gives_the_same_bits() {
     let gpu = common::gpu();
     let cfg = tiny(OpSet::pnas());
-    let h = SearchHyper::default();
     let run = |chunks: usize| {
-        let step = build_step(&cfg, &h, 11);
-        let plan = Plan::new(gpu, &step.g).expect("plan");
-        let mut rng = verify::rng(4);
-        let n = cfg.batch * cfg.dims.len();
-        for t in [step.val_images, step.train_images] {
-            plan.write(gpu, t, &verify::randn(&mut rng, n));
-        }
-        for t in [step.val_labels, step.train_labels] {
-            plan.write_u32(gpu, t, &[2, 1]);
-        }
+        let (step, plan) = common::fed_step(gpu, &cfg, 11, 4, &[2, 1]);
         let chunk = plan.dispatches().div_ceil(chunks);
         assert!(
             plan.dispatches() > 4 * chunks,
@@ -205,13 +195,7 @@ fn chunked_encoding_gives_the_same_bits() {
         for _ in 0..2 {
             gpu.run_chunked(plan.kernels(), chunk).expect("step");
         }
-        let watched: Vec<T> = [step.val_loss, step.train_loss]
-            .into_iter()
-            .chain(step.arch.alphas())
-            .chain(step.arch.betas())
-            .chain(step.weights.iter().copied())
-            .collect();
-        watched
+        common::stepped(&step)
             .iter()
             .map(|&t| plan.read(gpu, t).unwrap())
             .collect::<Vec<_>>()

@@ -8,12 +8,9 @@ mod common;
 
 use gradnas::data::Dims;
 use gradnas::engine::Gpu;
-use gradnas::graph::{Plan, T};
 use gradnas::predict::measure::{MeasureConfig, OneShotDiscrete, SupernetWeights};
-use gradnas::search::bilevel::{build_step, SearchHyper};
 use gradnas::search::supernet::SupernetConfig;
 use gradnas::space::{Block, Cell, OpKind::*, OpSet};
-use gradnas::verify;
 
 /// (words as 64-bit, as floats) devices, or None where the adapter has no
 /// 64-bit integers, after checking that asking for them is refused clearly.
@@ -44,24 +41,9 @@ fn bits(v: &[f32]) -> Vec<u32> {
 
 /// Losses, α, β and every weight after a step.
 fn one_step(gpu: &Gpu, cfg: &SupernetConfig) -> Vec<Vec<u32>> {
-    let step = build_step(cfg, &SearchHyper::default(), 3);
-    let plan = Plan::new(gpu, &step.g).expect("plan");
-    let mut rng = verify::rng(8);
-    let n = cfg.batch * cfg.dims.len();
-    for t in [step.val_images, step.train_images] {
-        plan.write(gpu, t, &verify::randn(&mut rng, n));
-    }
-    for t in [step.val_labels, step.train_labels] {
-        plan.write_u32(gpu, t, &[2, 0]);
-    }
+    let (step, plan) = common::fed_step(gpu, cfg, 3, 8, &[2, 0]);
     plan.step(gpu).expect("step");
-    let watched: Vec<T> = [step.val_loss, step.train_loss]
-        .into_iter()
-        .chain(step.arch.alphas())
-        .chain(step.arch.betas())
-        .chain(step.weights.iter().copied())
-        .collect();
-    watched
+    common::stepped(&step)
         .iter()
         .map(|&t| bits(&plan.read(gpu, t).unwrap()))
         .collect()

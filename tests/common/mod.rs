@@ -94,3 +94,36 @@ pub fn bundled_subset(train: usize, val: usize, test: usize) -> gradnas::data::S
     s.test = take(&s.test, test);
     s
 }
+
+/// A bilevel step of `cfg` (weights from `seed`) planned on `gpu`, its
+/// images random from `verify::rng(rng)`, both batches labelled `labels`.
+pub fn fed_step(
+    gpu: &Gpu,
+    cfg: &gradnas::search::supernet::SupernetConfig,
+    seed: u64,
+    rng: u64,
+    labels: &[u32],
+) -> (gradnas::search::bilevel::SearchStep, gradnas::graph::Plan) {
+    use gradnas::search::bilevel::{build_step, SearchHyper};
+    let step = build_step(cfg, &SearchHyper::default(), seed);
+    let plan = gradnas::graph::Plan::new(gpu, &step.g).expect("plan");
+    let mut rng = verify::rng(rng);
+    let n = cfg.batch * cfg.dims.len();
+    for t in [step.val_images, step.train_images] {
+        plan.write(gpu, t, &verify::randn(&mut rng, n));
+    }
+    for t in [step.val_labels, step.train_labels] {
+        plan.write_u32(gpu, t, labels);
+    }
+    (step, plan)
+}
+
+/// What a step changes: both losses, α, β and every weight.
+pub fn stepped(step: &gradnas::search::bilevel::SearchStep) -> Vec<gradnas::graph::T> {
+    [step.val_loss, step.train_loss]
+        .into_iter()
+        .chain(step.arch.alphas())
+        .chain(step.arch.betas())
+        .chain(step.weights.iter().copied())
+        .collect()
+}
