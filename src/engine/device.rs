@@ -170,6 +170,10 @@ pub struct Gpu {
     pub id: u64,
 }
 
+fn is_llvmpipe(info: &wgpu::AdapterInfo) -> bool {
+    info.device_type == wgpu::DeviceType::Cpu && info.name.contains("llvmpipe")
+}
+
 fn env_backends() -> wgpu::Backends {
     wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY)
 }
@@ -342,9 +346,7 @@ impl Gpu {
             Ok("1") => return Err(GpuError::NoInt64(info.name.clone())),
             Ok("0") => false,
             Ok(v) if !v.is_empty() => return Err(GpuError::BadWords64(v.to_string())),
-            _ => {
-                int64 && info.device_type == wgpu::DeviceType::Cpu && info.name.contains("llvmpipe")
-            }
+            _ => int64 && is_llvmpipe(&info),
         };
         Ok(Gpu {
             adapter,
@@ -376,7 +378,7 @@ impl Gpu {
     /// True on llvmpipe (lavapipe), the CPU adapter whose worker threads
     /// `LP_NUM_THREADS` sets ([`default_llvmpipe_threads`]).
     pub fn is_llvmpipe(&self) -> bool {
-        self.is_cpu() && self.info.name.contains("llvmpipe")
+        is_llvmpipe(&self.info)
     }
 
     /// The worker threads llvmpipe runs this device's dispatches on, for

@@ -38,9 +38,9 @@ pub fn check_source(name: &str, src: &str) -> Result<ShaderReport, String> {
 }
 
 /// `check_source` for a module that needs 64-bit integers: the
-/// `engine::words64` rewrite, for adapters that offer SHADER_INT64 (MSL
-/// then needs language 2.3 and HLSL shader model 6.0, as wgpu asks of
-/// such adapters).
+/// `engine::words64` rewrite, for adapters that offer SHADER_INT64. It is
+/// translated for MSL 2.3 and HLSL shader model 6.0, the first with 64-bit
+/// integers.
 pub fn check_source_int64(name: &str, src: &str) -> Result<ShaderReport, String> {
     check_source_with(name, src, Capabilities::SHADER_INT64)
 }

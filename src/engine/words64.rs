@@ -72,16 +72,35 @@ fn helpers_for(v: &View) -> String {
     s
 }
 
-/// `//` comments blanked to the line's end (they may name a view), lines
-/// kept so that naga's messages point at the right one.
+/// Comments blanked (they may name a view): `//` to the line's end,
+/// `/* … */` (nested, as WGSL's) to their end, their line breaks kept so
+/// that naga's messages point at the right line.
 fn strip_comments(src: &str) -> String {
-    src.lines()
-        .map(|l| match l.find("//") {
-            Some(i) => &l[..i],
-            None => l,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    let mut out = String::with_capacity(src.len());
+    let (mut depth, mut line) = (0usize, false);
+    let mut chars = src.chars().peekable();
+    while let Some(c) = chars.next() {
+        let next = chars.peek().copied();
+        match (c, next) {
+            ('\n', _) => {
+                line = false;
+                out.push('\n');
+            }
+            _ if line => {}
+            ('/', Some('*')) => {
+                chars.next();
+                depth += 1;
+            }
+            ('*', Some('/')) if depth > 0 => {
+                chars.next();
+                depth -= 1;
+            }
+            _ if depth > 0 => {}
+            ('/', Some('/')) => line = true,
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// The views' declarations renamed and retyped, and the views.
@@ -305,6 +324,7 @@ mod tests {
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     // x4[9] in a comment is not a use
+    /* out4[7] = v; nor in a block */
     let n = arrayLength(&x4);
     let v = x4[x4[id.x].x4 + u32(x[id.x])] + x4[(id.x)];
     out4[id.x + min(n, 3u)] = v * x4[id.x].x;
@@ -368,7 +388,10 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
         ] {
             assert!(r.contains(want), "{why}: {want:?} not in\n{r}");
         }
-        assert!(!r.contains("x4[9]"), "the comment");
+        assert!(
+            !r.contains("x4[9]") && !r.contains("out4[7]"),
+            "the comments"
+        );
         assert!(
             !r.contains("fn w64_st_x4"),
             "no store helper for a read view"
@@ -397,10 +420,11 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 
     #[test]
     fn leaves_a_module_without_views_as_it_was_less_comments() {
-        let src = "@group(0) @binding(0) var<storage, read> x: array<f32>; // x4[0]\nfn f() {}";
+        let src = "@group(0) @binding(0) var<storage, read> x: array<f32>; // x4[0]\n\
+                   /* y4[1] /* nested */\n x4 */fn f() {}";
         assert_eq!(
             rewrite(src).unwrap(),
-            "@group(0) @binding(0) var<storage, read> x: array<f32>; \nfn f() {}"
+            "@group(0) @binding(0) var<storage, read> x: array<f32>; \n\nfn f() {}"
         );
     }
 }
