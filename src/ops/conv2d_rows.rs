@@ -19,7 +19,8 @@ const COLS: usize = 8;
 const DW_ROWS: usize = 2;
 /// Output channels per invocation of the dense kernel (each input value
 /// loaded feeds all of them): 8, or 4 where that computes fewer channels
-/// past the last (`channel_block`).
+/// past the last (`channel_block`); a 1×1 over rows of scalars on a CPU
+/// adapter takes up to 32 (`pointwise_block`).
 const DENSE_CHANNELS: usize = 8;
 /// Invocations per workgroup. These are small dispatches (a weight
 /// gradient's pass 1 has ~100–800 invocations): CPU adapters run each
@@ -183,6 +184,11 @@ impl Spec {
             .into_iter()
             .find(|&v| row_entries && !flat4(s) && written_w.is_multiple_of(v))
             .unwrap_or(1);
+        // A dense 1×1 over rows of scalars on a CPU adapter (the 7-wide
+        // planes: the float4 pointwise kernels do not fit) writes wider
+        // channel blocks (`pointwise_block`).
+        let pointwise_rows =
+            !wide && row_entries && !s.is_depthwise() && s.kh == 1 && s.kw == 1 && !flat4(s);
         let quads = match (flat4(s) && dir != Direction::WeightGradient, wide) {
             (false, _) => 1,
             (true, true) => 2,
@@ -203,6 +209,8 @@ impl Spec {
             vec,
             oc: if s.is_depthwise() {
                 1
+            } else if pointwise_rows {
+                pointwise_block(written)
             } else {
                 channel_block(written)
             },
@@ -1639,6 +1647,34 @@ pub fn representative_specs() -> Vec<Spec> {
             }
         }
     }
+    // Dense 1×1 forwards (stride 1 and 2) and input gradients over rows of
+    // scalars in the wider channel blocks (`pointwise_block`).
+    for oc in [16, 32] {
+        for (dir, stride) in [
+            (Direction::Forward, 1),
+            (Direction::Forward, 2),
+            (Direction::InputGradient, 1),
+        ] {
+            v.push(Spec {
+                depthwise: false,
+                kh: 1,
+                kw: 1,
+                dilation: 1,
+                dir,
+                flat4: false,
+                oc,
+                ic: oc,
+                stride,
+                pad: (0, 0),
+                vec: 1,
+                rows: 1,
+                quads: 1,
+                col_blocks: 0,
+                relu: false,
+                store: 1,
+            });
+        }
+    }
     for dir in [
         Direction::Forward,
         Direction::InputGradient,
@@ -1747,6 +1783,22 @@ pub fn channel_block(c: usize) -> usize {
     } else {
         DENSE_CHANNELS
     }
+}
+
+/// Channels per invocation of a dense 1×1 forward or stride-1 input
+/// gradient over rows of scalars on a CPU adapter, writing `c` channels:
+/// 32 or 16 where they divide `c`, else `channel_block`. Each input value
+/// loaded feeds every channel of the block, and on llvmpipe the loads, not
+/// the FMAs or the accumulators that spill, set the time: measured on
+/// [32, 32, 7, 7] → 32 channels, in alternating rounds, 0.64–0.72 of the
+/// 8-channel kernel's time at 32 channels a block and 0.74–0.83 at 16
+/// (BENCHMARKS.md, "Twenty-second pass"). The float4 pointwise kernels
+/// gained less (0.92–1.0 at 16) and keep `channel_block`.
+pub fn pointwise_block(c: usize) -> usize {
+    [32, 16]
+        .into_iter()
+        .find(|&b| c.is_multiple_of(b))
+        .unwrap_or_else(|| channel_block(c))
 }
 
 /// Output rows per invocation of a depthwise or dense forward or stride-1

@@ -31,7 +31,8 @@ const QUICK: &[Row] = &[
     (2, 16, 16, 28, 28, 1, 7, 1, 0, 3, 1, 1, false),
     (2, 16, 16, 28, 28, 7, 1, 1, 3, 0, 1, 1, false),
     // FactorizedReduce: strided 1×1.
-    (2, 16, 8, 28, 28, 1, 1, 2, 0, 0, 1, 1, false),
+    (2, 16, 8, 28, 28, 1, 1, 2, 0, 0, 1, 1, false), // Dense 1×1 over rows of scalars, 32 and 16 channels a block.
+    (3, 48, 32, 7, 7, 1, 1, 1, 0, 0, 1, 1, true),
 ];
 
 /// Every kernel size, stride 1 and 2, padding 0 and "same", dilation 1 and
@@ -115,6 +116,12 @@ const FULL: &[Row] = &[
     (2, 5, 5, 9, 10, 7, 7, 1, 3, 3, 1, 5, true),
     (1, 6, 10, 6, 14, 7, 1, 1, 3, 0, 1, 1, false),
     (2, 3, 4, 5, 6, 3, 3, 1, 2, 2, 2, 1, true),
+    // Dense 1×1 over rows of scalars in blocks of 32 and 16 channels
+    // (`conv2d_rows::pointwise_block`): forward 32 and input gradient 48
+    // (16 a block), a stride-2 forward of 64, written 80 (16) read 33.
+    (3, 48, 32, 7, 7, 1, 1, 1, 0, 0, 1, 1, true),
+    (2, 16, 64, 9, 9, 1, 1, 2, 0, 0, 1, 1, false),
+    (1, 33, 80, 5, 3, 1, 1, 1, 0, 0, 1, 1, true),
     // One channel (a pruned layer): depthwise and one group at once.
     (2, 1, 1, 4, 4, 1, 1, 1, 0, 0, 1, 1, true),
     (2, 1, 1, 5, 5, 3, 3, 1, 1, 1, 1, 1, false),
