@@ -31,8 +31,10 @@ pub struct Spec {
     pub stride: usize,
     pub pad: usize,
     /// Output rows per invocation of the forward, which share the input
-    /// rows their windows span: `FORWARD_ROWS` on CPU adapters; 1 on GPUs
-    /// (many short invocations) and backward. Max in blocks on lavapipe:
+    /// rows their windows span, or input rows per invocation of the
+    /// backward, which share the output rows covering them: `FORWARD_ROWS`
+    /// and `BACKWARD_ROWS` on CPU adapters; 1 on GPUs (many short
+    /// invocations). Max forwards in blocks on lavapipe:
     /// with the argmax [32,16,28,28] 1.44–1.52 → 1.48–1.80 GFLOP/s; fused
     /// with a batch norm (no argmax), a one-shot cell's max pools 26–29 →
     /// 18–24 ms.
@@ -58,6 +60,13 @@ pub enum Bn {
 /// (`Spec::rows`): measured on lavapipe, avg 3×3 over [32,16,28,28]
 /// 1.09–1.12 ms at 1 row (scalar loads), 0.82 at 2, 0.65–0.66 at 4.
 const FORWARD_ROWS: usize = 4;
+
+/// Input rows per backward invocation on a CPU adapter (`Spec::rows`; a
+/// multiple of both strides): an output row's dy and argmax, loaded once,
+/// feed every input row of the block it covers, so a 3×3 stride-1 window
+/// loads 6 output rows for 4 input rows where one row at a time loads 3
+/// for each (BENCHMARKS.md, "Twenty-second pass").
+const BACKWARD_ROWS: usize = 4;
 
 /// Whether the generated kernels take this pooling.
 pub fn fits(s: &Shape) -> bool {
@@ -267,19 +276,27 @@ impl Spec {
         out
     }
 
-    /// COLS input cells of one input row: the outputs whose windows cover
-    /// them (at most ⌈k/s⌉ output rows, and a fixed run of output columns
-    /// relative to the block), each output's dy (and argmax) loaded once.
+    /// COLS input cells of each of `rows` input rows: the outputs whose
+    /// windows cover them (at most ⌈k/s⌉ output rows per input row, and a
+    /// fixed run of output columns relative to the block), each output's
+    /// dy (and argmax) loaded once for all the input rows it covers. With
+    /// one row the covering rows are found at run time; in blocks (rows a
+    /// multiple of the stride) they lie at fixed offsets from the block's
+    /// first. Per input cell the terms come in the same order either way:
+    /// output row, then output column.
     fn backward_entry(&self) -> String {
         let (k, s, pad) = (self.k as i64, self.stride as i64, self.pad as i64);
-        let rows = (k + s - 1) / s;
+        let rows = self.rows as i64;
+        debug_assert!(rows == 1 || rows % s == 0);
         // Output column m0 + q covers input column ix0 + j when
-        // q·s ≤ j + pad ≤ q·s + k − 1 (ix0 = m0·s).
-        let q_of = |j: i64| {
+        // q·s ≤ j + pad ≤ q·s + k − 1 (ix0 = m0·s); output row oyb + u
+        // covers input row iy0 + r alike, with oyb = iy0 / s + c0 in blocks.
+        let covering = |j: i64| {
             ((j + pad - k + 1).div_euclid(s) + i64::from((j + pad - k + 1).rem_euclid(s) != 0))
                 ..=(j + pad).div_euclid(s)
         };
-        let (q_lo, q_hi) = (*q_of(0).start(), *q_of(COLS as i64 - 1).end());
+        let (q_lo, q_hi) = (*covering(0).start(), *covering(COLS as i64 - 1).end());
+        let c0 = *covering(0).start();
         let name = |q: i64| {
             if q < 0 {
                 format!("m{}", -q)
@@ -293,20 +310,28 @@ impl Spec {
         let _ = writeln!(w, "    let xblocks = (p.w + {}u) / {COLS}u;", COLS - 1);
         let _ = writeln!(w, "    let ix0 = (idx % xblocks) * {COLS}u;");
         let _ = writeln!(w, "    let t = idx / xblocks;");
-        let _ = writeln!(w, "    let iy = t % p.h;");
-        let _ = writeln!(w, "    let plane = t / p.h;");
-        // Covering output rows: ⌈(iy + pad − k + 1)/s⌉ ..= ⌊(iy + pad)/s⌋.
-        let _ = writeln!(w, "    let top = i32(iy) + {pad}i;");
-        let _ = writeln!(
-            w,
-            "    let oy_lo = (max(top - {}i, 0) + {}i) / {s}i;",
-            k - 1,
-            s - 1
-        );
-        let _ = writeln!(w, "    let oy_hi = min(top / {s}i, i32(p.oh) - 1);");
+        if rows == 1 {
+            let _ = writeln!(w, "    let iy = t % p.h;");
+            let _ = writeln!(w, "    let plane = t / p.h;");
+            // Covering output rows: ⌈(iy + pad − k + 1)/s⌉ ..= ⌊(iy + pad)/s⌋.
+            let _ = writeln!(w, "    let top = i32(iy) + {pad}i;");
+            let _ = writeln!(
+                w,
+                "    let oy_lo = (max(top - {}i, 0) + {}i) / {s}i;",
+                k - 1,
+                s - 1
+            );
+            let _ = writeln!(w, "    let oy_hi = min(top / {s}i, i32(p.oh) - 1);");
+            let _ = writeln!(w, "    let me = iy * p.w + ix0;");
+        } else {
+            let _ = writeln!(w, "    let yblocks = (p.h + {}u) / {rows}u;", rows - 1);
+            let _ = writeln!(w, "    let iy0 = (t % yblocks) * {rows}u;");
+            let _ = writeln!(w, "    let plane = t / yblocks;");
+            let _ = writeln!(w, "    let oyb = i32(iy0 / {s}u) + {c0}i;");
+            let _ = writeln!(w, "    let me = iy0 * p.w + ix0;");
+        }
         let _ = writeln!(w, "    let m0 = i32(ix0 / {s}u);");
         let _ = writeln!(w, "    let obase = plane * p.oh * p.ow;");
-        let _ = writeln!(w, "    let me = iy * p.w + ix0;");
         for q in q_lo..=q_hi {
             let n = name(q);
             let _ = writeln!(w, "    let ox{n} = m0 + {q}i;");
@@ -319,13 +344,37 @@ impl Spec {
                 );
             }
         }
-        for j in 0..COLS {
-            let _ = writeln!(w, "    var acc{j} = 0.0;");
-        }
         for r in 0..rows {
+            for j in 0..COLS {
+                let _ = writeln!(w, "    var acc{r}_{j} = 0.0;");
+            }
+        }
+        // Output rows u and, for each, the input rows r of the block it
+        // covers: with one row the ⌈k/s⌉ from oy_lo (those past oy_hi read
+        // as zero), in blocks those with c0 + u in covering(r).
+        let out_rows: Vec<(i64, Vec<i64>)> = if rows == 1 {
+            (0..(k + s - 1) / s).map(|u| (u, vec![0])).collect()
+        } else {
+            (0..=(rows - 1 + pad).div_euclid(s) - c0)
+                .map(|u| {
+                    (
+                        u,
+                        (0..rows)
+                            .filter(|&r| covering(r).contains(&(c0 + u)))
+                            .collect(),
+                    )
+                })
+                .collect()
+        };
+        for (u, covered) in out_rows {
             let _ = writeln!(w, "    {{");
-            let _ = writeln!(w, "        let oy = oy_lo + {r}i;");
-            let _ = writeln!(w, "        let rin = oy <= oy_hi;");
+            if rows == 1 {
+                let _ = writeln!(w, "        let oy = oy_lo + {u}i;");
+                let _ = writeln!(w, "        let rin = oy <= oy_hi;");
+            } else {
+                let _ = writeln!(w, "        let oy = oyb + {u}i;");
+                let _ = writeln!(w, "        let rin = oy >= 0 && oy < i32(p.oh);");
+            }
             let _ = writeln!(
                 w,
                 "        let row = obase + u32(clamp(oy, 0, i32(p.oh) - 1)) * p.ow;"
@@ -358,30 +407,40 @@ impl Spec {
                     }
                 }
             }
-            for j in 0..COLS as i64 {
-                for q in q_of(j) {
-                    let n = name(q);
-                    match self.kind {
-                        Kind::Max => {
-                            let _ = writeln!(
-                                w,
-                                "        acc{j} = acc{j} + select(0.0, g{n}, a{n} == me + {j}u);"
-                            );
-                        }
-                        Kind::Avg => {
-                            let _ = writeln!(w, "        acc{j} = acc{j} + g{n};");
+            for r in covered {
+                for j in 0..COLS as i64 {
+                    for q in covering(j) {
+                        let n = name(q);
+                        match self.kind {
+                            Kind::Max => {
+                                let _ = writeln!(
+                                    w,
+                                    "        acc{r}_{j} = acc{r}_{j} + select(0.0, g{n}, a{n} == me + {r}u * p.w + {j}u);"
+                                );
+                            }
+                            Kind::Avg => {
+                                let _ = writeln!(w, "        acc{r}_{j} = acc{r}_{j} + g{n};");
+                            }
                         }
                     }
                 }
             }
             let _ = writeln!(w, "    }}");
         }
-        let _ = writeln!(w, "    let dbase = plane * p.h * p.w + me;");
-        for j in 0..COLS {
-            let _ = writeln!(
-                w,
-                "    if ix0 + {j}u < p.w {{ dst[dbase + {j}u] = acc{j}; }}"
-            );
+        for r in 0..rows {
+            if rows == 1 {
+                let _ = writeln!(w, "    {{");
+            } else {
+                let _ = writeln!(w, "    if iy0 + {r}u < p.h {{");
+            }
+            let _ = writeln!(w, "        let d = plane * p.h * p.w + me + {r}u * p.w;");
+            for j in 0..COLS {
+                let _ = writeln!(
+                    w,
+                    "        if ix0 + {j}u < p.w {{ dst[d + {j}u] = acc{r}_{j}; }}"
+                );
+            }
+            let _ = writeln!(w, "    }}");
         }
         let _ = writeln!(w, "}}");
         out
@@ -426,7 +485,11 @@ pub fn kernel_bn(
         k: s.k,
         stride: s.stride,
         pad: s.pad,
-        rows: if blocked { FORWARD_ROWS } else { 1 },
+        rows: match (backward, gpu.wide) {
+            (_, true) => 1,
+            (false, false) => FORWARD_ROWS,
+            (true, false) => BACKWARD_ROWS,
+        },
         vec: match blocked {
             true if s.w.is_multiple_of(4) => 4,
             true if s.w.is_multiple_of(2) => 2,
@@ -439,7 +502,7 @@ pub fn kernel_bn(
         },
     };
     let total = if backward {
-        s.planes() * s.h * s.w.div_ceil(COLS)
+        s.planes() * s.h.div_ceil(spec.rows) * s.w.div_ceil(COLS)
     } else {
         s.planes() * s.out_h().div_ceil(spec.rows) * s.out_w().div_ceil(COLS)
     };
@@ -480,7 +543,7 @@ pub fn representative_specs() -> Vec<Spec> {
                         // The forward also in row blocks over scalar,
                         // float2 and float4 rows.
                         let blocks: &[(usize, usize)] = if backward {
-                            &[(1, 1)]
+                            &[(1, 1), (BACKWARD_ROWS, 1)]
                         } else {
                             &[
                                 (1, 1),
