@@ -10,8 +10,7 @@
 use std::time::Instant;
 
 use gradnas::engine::Gpu;
-use gradnas::graph::Plan;
-use gradnas::search::bilevel::{build_step, SearchHyper};
+use gradnas::search::bilevel::SearchHyper;
 
 fn main() -> anyhow::Result<()> {
     let rounds: usize = match std::env::var("ROUNDS") {
@@ -25,22 +24,11 @@ fn main() -> anyhow::Result<()> {
     ];
     drop(first);
     let cfg = gradnas::bench::bench_small();
-    let n = cfg.batch * cfg.dims.len();
-    let labels: Vec<u32> = (0..cfg.batch as u32)
-        .map(|i| i % cfg.classes as u32)
-        .collect();
+    let labels = gradnas::bench::cycling_labels(&cfg);
     let mut plans = Vec::new();
     for g in &gpus {
-        let step = build_step(&cfg, &SearchHyper::default(), 1);
-        let plan = Plan::new(g, &step.g)?;
-        let mut rng = gradnas::verify::rng(2);
-        for (x, y) in [
-            (step.val_images, step.val_labels),
-            (step.train_images, step.train_labels),
-        ] {
-            plan.write(g, x, &gradnas::verify::randn(&mut rng, n));
-            plan.write_u32(g, y, &labels);
-        }
+        let (_, plan) =
+            gradnas::bench::fed_search_step(g, &cfg, &SearchHyper::default(), 1, 2, &labels)?;
         // A first step compiles nothing more but warms the buffers.
         plan.step(g)?;
         g.sync()?;

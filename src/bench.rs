@@ -851,6 +851,38 @@ pub fn bench_medium() -> crate::search::supernet::SupernetConfig {
     }
 }
 
+/// A bilevel search step of `cfg` (initialised from `seed`) planned on
+/// `gpu`, its inputs fed: both batches' images drawn from
+/// `verify::rng(rng)`, the validation batch's first, and `labels` for
+/// both. What the benchmarks and the tests that step a supernet share.
+pub fn fed_search_step(
+    gpu: &Gpu,
+    cfg: &crate::search::supernet::SupernetConfig,
+    h: &crate::search::bilevel::SearchHyper,
+    seed: u64,
+    rng: u64,
+    labels: &[u32],
+) -> Result<(crate::search::bilevel::SearchStep, crate::graph::Plan), GpuError> {
+    let step = crate::search::bilevel::build_step(cfg, h, seed);
+    let plan = crate::graph::Plan::new(gpu, &step.g)?;
+    let mut rng = verify::rng(rng);
+    let n = cfg.batch * cfg.dims.len();
+    for t in [step.val_images, step.train_images] {
+        plan.write(gpu, t, &verify::randn(&mut rng, n));
+    }
+    for t in [step.val_labels, step.train_labels] {
+        plan.write_u32(gpu, t, labels);
+    }
+    Ok((step, plan))
+}
+
+/// The labels the benchmarks feed a batch of `cfg`: the classes in turn.
+pub fn cycling_labels(cfg: &crate::search::supernet::SupernetConfig) -> Vec<u32> {
+    (0..cfg.batch as u32)
+        .map(|i| i % cfg.classes as u32)
+        .collect()
+}
+
 pub fn search_step(
     gpu: &Gpu,
     cfg: &crate::search::supernet::SupernetConfig,
@@ -865,20 +897,7 @@ pub fn search_step(
         second_order,
         ..Default::default()
     };
-    let step = bilevel::build_step(cfg, &h, 1);
-    let plan = Plan::new(gpu, &step.g)?;
-    let n = cfg.batch * cfg.dims.len();
-    let mut rng = verify::rng(2);
-    let labels: Vec<u32> = (0..cfg.batch as u32)
-        .map(|i| i % cfg.classes as u32)
-        .collect();
-    for (x, y) in [
-        (step.val_images, step.val_labels),
-        (step.train_images, step.train_labels),
-    ] {
-        plan.write(gpu, x, &verify::randn(&mut rng, n));
-        plan.write_u32(gpu, y, &labels);
-    }
+    let (_, plan) = fed_search_step(gpu, cfg, &h, 1, 2, &cycling_labels(cfg))?;
     let bilevel = median_secs(repeats, || {
         plan.step(gpu)?;
         gpu.sync()
@@ -908,7 +927,8 @@ pub fn search_step(
     let logits = supernet::forward(&mut g, &mut ParamStore::new(1), cfg, images, &wn, &wr);
     g.pin(logits);
     let fplan = Plan::new(gpu, &g)?;
-    fplan.write(gpu, images, &verify::randn(&mut rng, n));
+    let n = cfg.batch * d.channels * d.height * d.width;
+    fplan.write(gpu, images, &verify::randn(&mut verify::rng(3), n));
     let forward = median_secs(repeats, || {
         fplan.step(gpu)?;
         gpu.sync()

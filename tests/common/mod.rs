@@ -104,18 +104,8 @@ pub fn fed_step(
     rng: u64,
     labels: &[u32],
 ) -> (gradnas::search::bilevel::SearchStep, gradnas::graph::Plan) {
-    use gradnas::search::bilevel::{build_step, SearchHyper};
-    let step = build_step(cfg, &SearchHyper::default(), seed);
-    let plan = gradnas::graph::Plan::new(gpu, &step.g).expect("plan");
-    let mut rng = verify::rng(rng);
-    let n = cfg.batch * cfg.dims.len();
-    for t in [step.val_images, step.train_images] {
-        plan.write(gpu, t, &verify::randn(&mut rng, n));
-    }
-    for t in [step.val_labels, step.train_labels] {
-        plan.write_u32(gpu, t, labels);
-    }
-    (step, plan)
+    let h = gradnas::search::bilevel::SearchHyper::default();
+    gradnas::bench::fed_search_step(gpu, cfg, &h, seed, rng, labels).expect("plan")
 }
 
 /// What a step changes: both losses, α, β and every weight.
