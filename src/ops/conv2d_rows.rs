@@ -186,9 +186,11 @@ impl Spec {
             .unwrap_or(1);
         // A dense 1×1 over rows of scalars on a CPU adapter (the 7-wide
         // planes: the float4 pointwise kernels do not fit) writes wider
-        // channel blocks (`pointwise_block`).
-        let pointwise_rows =
-            !wide && row_entries && !s.is_depthwise() && s.kh == 1 && s.kw == 1 && !flat4(s);
+        // channel blocks (`pointwise_block`), and its weight gradient
+        // takes wider blocks of both.
+        let pointwise_rows = !wide && !s.is_depthwise() && s.kh == 1 && s.kw == 1 && !flat4(s);
+        let pointwise_weight = pointwise_rows && dir == Direction::WeightGradient;
+        let pointwise_rows = pointwise_rows && row_entries;
         let quads = match (flat4(s) && dir != Direction::WeightGradient, wide) {
             (false, _) => 1,
             (true, true) => 2,
@@ -211,6 +213,8 @@ impl Spec {
                 1
             } else if pointwise_rows {
                 pointwise_block(written)
+            } else if pointwise_weight {
+                pointwise_block(written).min(16)
             } else {
                 channel_block(written)
             },
@@ -219,6 +223,7 @@ impl Spec {
             // adapter (each dy value loaded feeds them all); a GPU keeps
             // more, shorter invocations (one input channel each).
             ic: match (s.is_depthwise(), dir, wide) {
+                _ if pointwise_weight => pointwise_block(s.c_in).min(16),
                 (false, Direction::WeightGradient, _) if s.kh * s.kw == 1 => channel_block(s.c_in),
                 (false, Direction::WeightGradient, false) if col_blocks > 0 || s.kh == 1 => {
                     COLUMN_IC.min(s.c_in)
@@ -1647,14 +1652,20 @@ pub fn representative_specs() -> Vec<Spec> {
             }
         }
     }
-    // Dense 1×1 forwards (stride 1 and 2) and input gradients over rows of
-    // scalars in the wider channel blocks (`pointwise_block`).
+    // Dense 1×1 forwards (stride 1 and 2), input gradients and weight
+    // gradients over rows of scalars in the wider channel blocks
+    // (`pointwise_block`; a weight gradient's at most 16 by 16).
     for oc in [16, 32] {
         for (dir, stride) in [
             (Direction::Forward, 1),
             (Direction::Forward, 2),
             (Direction::InputGradient, 1),
+            (Direction::WeightGradient, 1),
+            (Direction::WeightGradient, 2),
         ] {
+            if dir == Direction::WeightGradient && oc > 16 {
+                continue;
+            }
             v.push(Spec {
                 depthwise: false,
                 kh: 1,
@@ -1793,7 +1804,11 @@ pub fn channel_block(c: usize) -> usize {
 /// [32, 32, 7, 7] → 32 channels, in alternating rounds, 0.64–0.72 of the
 /// 8-channel kernel's time at 32 channels a block and 0.74–0.83 at 16
 /// (BENCHMARKS.md, "Twenty-second pass"). The float4 pointwise kernels
-/// gained less (0.92–1.0 at 16) and keep `channel_block`.
+/// gained less (0.92–1.0 at 16) and keep `channel_block`. A weight
+/// gradient's pass 1 takes blocks of up to 16 written by 16 read channels
+/// (each x and dy value loaded feeds 16 products, not 8: 0.70 of the
+/// 8-by-8 kernel's time in the step's profile, drift-corrected; its 256
+/// accumulators are as many as the forward's at 32).
 pub fn pointwise_block(c: usize) -> usize {
     [32, 16]
         .into_iter()
