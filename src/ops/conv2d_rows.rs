@@ -97,6 +97,14 @@ pub struct Spec {
     /// every store is a per-lane loop, a float4 costing about 1.8 scalar
     /// ones (BENCHMARKS.md, "Fifteenth pass").
     pub store: usize,
+    /// The planes compiled in as constants, [h, w, oh, ow, pad_h, pad_w]
+    /// of the kernel's parameters, where its whole written plane is one
+    /// block (the 7×7 planes of a 28×28 input's last cells, in blocks of 7
+    /// rows) on a CPU adapter (`plane_of`). With the block's first row and
+    /// column 0, every bound check of the window is a constant, and the
+    /// compiler drops the loads of the padding (on a 7×7 plane a 7×7
+    /// window's 182 loads become 49); elsewhere None.
+    pub plane: Option<[usize; 6]>,
 }
 
 impl Spec {
@@ -202,6 +210,7 @@ impl Spec {
             col_blocks,
             relu: false,
             store,
+            plane: None,
             depthwise: s.is_depthwise(),
             kh: s.kh,
             kw: s.kw,
@@ -299,8 +308,12 @@ impl Spec {
         } else {
             String::new()
         };
+        let plane = match self.plane {
+            Some([h, w, oh, ow, ph, pw]) => format!(".f{h}x{w}o{oh}x{ow}p{ph}x{pw}"),
+            None => String::new(),
+        };
         format!(
-            "conv2d_rows.{}.{}x{}.d{}{stride}.{}{blocks}{rows}{store}{relu}",
+            "conv2d_rows.{}.{}x{}.d{}{stride}.{}{blocks}{rows}{store}{relu}{plane}",
             match (self.depthwise, self.flat4) {
                 (true, _) => "dw",
                 (false, false) => "dense",
@@ -331,7 +344,11 @@ impl Spec {
             (_, true) => self.depthwise_entry(),
             (_, false) => self.dense_entry(),
         };
-        module(&body, self.relu)
+        let source = module(&body, self.relu);
+        match self.plane {
+            Some(plane) => compile_plane(&source, plane),
+            None => source,
+        }
     }
 
     /// Weight offset of tap (ky, kx) within one (o, i) kernel.
@@ -1581,6 +1598,7 @@ pub fn representative_specs() -> Vec<Spec> {
                                 col_blocks: 0,
                                 relu: false,
                                 store: 1,
+                                plane: None,
                             };
                             v.push(spec);
                             // Rows of whole float4s or float2s, "same"
@@ -1622,6 +1640,7 @@ pub fn representative_specs() -> Vec<Spec> {
                     col_blocks,
                     relu: false,
                     store: 1,
+                    plane: None,
                 });
             }
         }
@@ -1648,6 +1667,7 @@ pub fn representative_specs() -> Vec<Spec> {
                     col_blocks,
                     relu: false,
                     store: 1,
+                    plane: None,
                 });
             }
         }
@@ -1683,6 +1703,7 @@ pub fn representative_specs() -> Vec<Spec> {
                 col_blocks: 0,
                 relu: false,
                 store: 1,
+                plane: None,
             });
         }
     }
@@ -1717,6 +1738,7 @@ pub fn representative_specs() -> Vec<Spec> {
                     col_blocks: 0,
                     relu: false,
                     store: 1,
+                    plane: None,
                 });
             }
         }
@@ -1729,7 +1751,88 @@ pub fn representative_specs() -> Vec<Spec> {
         .map(|s| Spec { relu: true, ..*s })
         .collect();
     v.extend(relu);
+    // Planes compiled in (`Spec::plane`): the stride-1 forwards and input
+    // gradients over scalar rows in blocks of 8 rows, on a 7×7 plane with
+    // "same" padding.
+    let planes: Vec<Spec> = v
+        .iter()
+        .filter(|s| {
+            s.dir != Direction::WeightGradient
+                && s.stride == 1
+                && s.vec == 1
+                && s.rows == 8
+                && !s.flat4
+                && !s.relu
+                && s.dilation == 1
+        })
+        .map(|s| {
+            let (ph, pw) = ((s.kh - 1) / 2, (s.kw - 1) / 2);
+            Spec {
+                plane: Some([7, 7, 7, 7, ph, pw]),
+                ..*s
+            }
+        })
+        .collect();
+    v.extend(planes);
     v
+}
+
+/// The planes a kernel compiles in (`Spec::plane`): those of `params`
+/// (the kernel's, laid out as `kernels` writes them) where `spec` is a
+/// forward or stride-1 input gradient on a CPU adapter (`wide` false) that
+/// `depthwise_entry` or `dense_entry` runs, its whole written plane one
+/// block (at most COLS columns and `rows` rows), its window padded (so
+/// there are loads to drop). Measured on lavapipe in the step's profile,
+/// drift-corrected: the 7×7 planes' depthwise 5×5 and 7×7 and dense 1×7
+/// and 7×1 kernels 0.66–0.90 of their time (BENCHMARKS.md, "Twenty-second
+/// pass"); unpadded 1×1s 0.95–1.0, and the 3×3s in blocks of 2 rows (their
+/// columns alone constant) 0.79–0.86, not worth a module per plane.
+fn plane_of(spec: &Spec, params: &[u32], wide: bool) -> Option<[usize; 6]> {
+    let row_entry = match spec.dir {
+        Direction::Forward => true,
+        Direction::InputGradient => spec.stride == 1,
+        Direction::WeightGradient => false,
+    };
+    let [h, w, oh, ow, ph, pw] = [2, 3, 5, 6, 7, 8].map(|i| params[i] as usize);
+    let one_block = ow <= COLS && oh <= spec.rows;
+    (!wide && row_entry && !spec.flat4 && one_block && ph + pw > 0)
+        .then_some([h, w, oh, ow, ph, pw])
+}
+
+/// `source` with the plane's parameters as constants: `p.h`, `p.w`,
+/// `p.oh`, `p.ow`, `p.pad_h` and `p.pad_w` (not `p.w_o`, `p.has_bias`:
+/// a name ends where an identifier does).
+fn compile_plane(source: &str, [h, w, oh, ow, ph, pw]: [usize; 6]) -> String {
+    let names = [
+        ("p.pad_h", ph),
+        ("p.pad_w", pw),
+        ("p.oh", oh),
+        ("p.ow", ow),
+        ("p.h", h),
+        ("p.w", w),
+    ];
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    'scan: while let Some(at) = rest.find("p.") {
+        let whole_word = !rest[..at].ends_with(ident);
+        for (name, value) in names {
+            let tail = &rest[at..];
+            let ends = tail
+                .strip_prefix(name)
+                .is_some_and(|after| !after.starts_with(ident));
+            if whole_word && ends {
+                out.push_str(&rest[..at]);
+                out.push_str(&format!("{value}u"));
+                rest = &rest[at + name.len()..];
+                continue 'scan;
+            }
+        }
+        out.push_str(&rest[..at + 2]);
+        rest = &rest[at + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Whether `s` is a pointwise convolution the float4 kernels take.
@@ -1962,6 +2065,10 @@ pub fn kernels(
         0,
     ]
     .map(|v| v as u32);
+    let spec = Spec {
+        plane: plane_of(&spec, &params, gpu.wide),
+        ..spec
+    };
     let invocations = if spec.flat4 {
         s.n * co.div_ceil(spec.oc) * (oh * ow / 4).div_ceil(spec.quads)
     } else if flip && s.stride > 1 && spec.rows > 1 {
@@ -2215,7 +2322,7 @@ impl WeightCopies {
 
 #[cfg(test)]
 mod tests {
-    use super::{block_rows, dense_row_rows};
+    use super::{block_rows, compile_plane, dense_row_rows};
 
     /// The planes of a 28×28 input take 7 rows (no row computed past the
     /// last); 3×3 keeps 2; a 9-high plane takes 5 + 4, not 8 + 1.
@@ -2230,6 +2337,18 @@ mod tests {
         assert_eq!(block_rows(6, 1, 9), 5);
         assert_eq!(block_rows(6, 1, 8), 8);
         assert!((1..64).all(|oh| (2..=8).contains(&block_rows(8, 1, oh))));
+    }
+
+    /// The plane's parameters become constants; other names that start
+    /// alike stay.
+    #[test]
+    fn compile_plane_replaces_whole_names_only() {
+        let src =
+            "let a = p.h + p.has_bias + p.w_o + p.w + p.oh * p.ow + p.pad_h - p.pad_w + xp.h;";
+        assert_eq!(
+            compile_plane(src, [1, 2, 3, 4, 5, 6]),
+            "let a = 1u + p.has_bias + p.w_o + 2u + 3u * 4u + 5u - 6u + xp.h;"
+        );
     }
 
     /// A dense 1×k takes 7 rows on a 28×28 input's planes, 8 on a 32×32

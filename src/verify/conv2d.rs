@@ -122,6 +122,13 @@ const FULL: &[Row] = &[
     (3, 48, 32, 7, 7, 1, 1, 1, 0, 0, 1, 1, true),
     (2, 16, 64, 9, 9, 1, 1, 2, 0, 0, 1, 1, false),
     (1, 33, 80, 5, 3, 1, 1, 1, 0, 0, 1, 1, true),
+    // Planes compiled in (`conv2d_rows::Spec::plane`): whole 7×7 and 5×3
+    // planes in one block, "same" windows, dilation 2, and a 7×7 window
+    // wider than its 5×3 plane.
+    (2, 8, 8, 7, 7, 1, 7, 1, 0, 3, 1, 1, true),
+    (2, 8, 8, 7, 7, 7, 1, 1, 3, 0, 1, 1, false),
+    (2, 6, 6, 7, 7, 5, 5, 1, 4, 4, 2, 6, false),
+    (1, 4, 4, 5, 3, 7, 7, 1, 3, 3, 1, 4, true),
     // One channel (a pruned layer): depthwise and one group at once.
     (2, 1, 1, 4, 4, 1, 1, 1, 0, 0, 1, 1, true),
     (2, 1, 1, 5, 5, 3, 3, 1, 1, 1, 1, 1, false),
