@@ -1782,11 +1782,11 @@ pub fn representative_specs() -> Vec<Spec> {
 /// forward or stride-1 input gradient on a CPU adapter (`wide` false) that
 /// `depthwise_entry` or `dense_entry` runs, its whole written plane one
 /// block (at most COLS columns and `rows` rows), its window padded (so
-/// there are loads to drop). Measured on lavapipe in the step's profile,
-/// drift-corrected: the 7×7 planes' depthwise 5×5 and 7×7 and dense 1×7
-/// and 7×1 kernels 0.66–0.90 of their time (BENCHMARKS.md, "Twenty-second
-/// pass"); unpadded 1×1s 0.95–1.0, and the 3×3s in blocks of 2 rows (their
-/// columns alone constant) 0.79–0.86, not worth a module per plane.
+/// there are loads to drop). Measured on lavapipe as shares of the step's
+/// profile: the 7×7 planes' depthwise 5×5, 7×7 and dilated 3×3 and dense
+/// 1×7 and 7×1 kernels 0.61–0.77 of their share before (BENCHMARKS.md,
+/// "Twenty-second pass"); unpadded 1×1s and the 3×3s in blocks of 2 rows
+/// (their columns alone constant) 0.79–1.0, not worth a module per plane.
 fn plane_of(spec: &Spec, params: &[u32], wide: bool) -> Option<[usize; 6]> {
     let row_entry = match spec.dir {
         Direction::Forward => true,
@@ -1907,11 +1907,11 @@ pub fn channel_block(c: usize) -> usize {
 /// [32, 32, 7, 7] → 32 channels, in alternating rounds, 0.64–0.72 of the
 /// 8-channel kernel's time at 32 channels a block and 0.74–0.83 at 16
 /// (BENCHMARKS.md, "Twenty-second pass"). The float4 pointwise kernels
-/// gained less (0.92–1.0 at 16) and keep `channel_block`. A weight
+/// gained less (0.80–1.0 at 16) and keep `channel_block`. A weight
 /// gradient's pass 1 takes blocks of up to 16 written by 16 read channels
-/// (each x and dy value loaded feeds 16 products, not 8: 0.70 of the
-/// 8-by-8 kernel's time in the step's profile, drift-corrected; its 256
-/// accumulators are as many as the forward's at 32).
+/// (each x and dy value loaded feeds 16 products, not 8: 0.70–0.83 of the
+/// 8-by-8 kernel's share of the step's profile; its 256 accumulators are
+/// as many as the forward's at 32).
 pub fn pointwise_block(c: usize) -> usize {
     [32, 16]
         .into_iter()

@@ -65,7 +65,9 @@ const FORWARD_ROWS: usize = 4;
 /// multiple of both strides): an output row's dy and argmax, loaded once,
 /// feed every input row of the block it covers, so a 3×3 stride-1 window
 /// loads 6 output rows for 4 input rows where one row at a time loads 3
-/// for each (BENCHMARKS.md, "Twenty-second pass").
+/// for each. On lavapipe, as shares of the step's profile: max 3×3 stride
+/// 1 0.65–0.83 of its share at one row, stride 2 0.62–0.77, average
+/// stride 1 little changed (BENCHMARKS.md, "Twenty-second pass").
 const BACKWARD_ROWS: usize = 4;
 
 /// Whether the generated kernels take this pooling.
