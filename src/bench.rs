@@ -927,7 +927,7 @@ pub fn search_step(
     let logits = supernet::forward(&mut g, &mut ParamStore::new(1), cfg, images, &wn, &wr);
     g.pin(logits);
     let fplan = Plan::new(gpu, &g)?;
-    let n = cfg.batch * d.channels * d.height * d.width;
+    let n = cfg.batch * d.len();
     fplan.write(gpu, images, &verify::randn(&mut verify::rng(3), n));
     let forward = median_secs(repeats, || {
         fplan.step(gpu)?;

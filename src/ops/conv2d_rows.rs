@@ -196,9 +196,9 @@ impl Spec {
         // planes: the float4 pointwise kernels do not fit) writes wider
         // channel blocks (`pointwise_block`), and its weight gradient
         // takes wider blocks of both.
-        let pointwise_rows = !wide && !s.is_depthwise() && s.kh == 1 && s.kw == 1 && !flat4(s);
-        let pointwise_weight = pointwise_rows && dir == Direction::WeightGradient;
-        let pointwise_rows = pointwise_rows && row_entries;
+        let scalar_1x1 = !wide && !s.is_depthwise() && s.kh == 1 && s.kw == 1 && !flat4(s);
+        let pointwise_rows = scalar_1x1 && row_entries;
+        let pointwise_weight = scalar_1x1 && dir == Direction::WeightGradient;
         let quads = match (flat4(s) && dir != Direction::WeightGradient, wide) {
             (false, _) => 1,
             (true, true) => 2,
@@ -1777,8 +1777,8 @@ pub fn representative_specs() -> Vec<Spec> {
     v
 }
 
-/// The planes a kernel compiles in (`Spec::plane`): those of `params`
-/// (the kernel's, laid out as `kernels` writes them) where `spec` is a
+/// The planes a kernel compiles in (`Spec::plane`): `plane`, the
+/// kernel's [h, w, oh, ow, pad_h, pad_w] (`geometry`), where `spec` is a
 /// forward or stride-1 input gradient on a CPU adapter (`wide` false) that
 /// `depthwise_entry` or `dense_entry` runs, its whole written plane one
 /// block (at most COLS columns and `rows` rows), its window padded (so
@@ -1787,16 +1787,15 @@ pub fn representative_specs() -> Vec<Spec> {
 /// 1×7 and 7×1 kernels 0.61–0.77 of their share before (BENCHMARKS.md,
 /// "Twenty-second pass"); unpadded 1×1s and the 3×3s in blocks of 2 rows
 /// (their columns alone constant) 0.79–1.0, not worth a module per plane.
-fn plane_of(spec: &Spec, params: &[u32], wide: bool) -> Option<[usize; 6]> {
+fn plane_of(spec: &Spec, plane: [usize; 6], wide: bool) -> Option<[usize; 6]> {
     let row_entry = match spec.dir {
         Direction::Forward => true,
         Direction::InputGradient => spec.stride == 1,
         Direction::WeightGradient => false,
     };
-    let [h, w, oh, ow, ph, pw] = [2, 3, 5, 6, 7, 8].map(|i| params[i] as usize);
+    let [_, _, oh, ow, ph, pw] = plane;
     let one_block = ow <= COLS && oh <= spec.rows;
-    (!wide && row_entry && !spec.flat4 && one_block && ph + pw > 0)
-        .then_some([h, w, oh, ow, ph, pw])
+    (!wide && row_entry && !spec.flat4 && one_block && ph + pw > 0).then_some(plane)
 }
 
 /// `source` with the plane's parameters as constants: `p.h`, `p.w`,
@@ -2066,7 +2065,7 @@ pub fn kernels(
     ]
     .map(|v| v as u32);
     let spec = Spec {
-        plane: plane_of(&spec, &params, gpu.wide),
+        plane: plane_of(&spec, [h, wd, oh, ow, pad.0, pad.1], gpu.wide),
         ..spec
     };
     let invocations = if spec.flat4 {

@@ -31,7 +31,8 @@ const QUICK: &[Row] = &[
     (2, 16, 16, 28, 28, 1, 7, 1, 0, 3, 1, 1, false),
     (2, 16, 16, 28, 28, 7, 1, 1, 3, 0, 1, 1, false),
     // FactorizedReduce: strided 1×1.
-    (2, 16, 8, 28, 28, 1, 1, 2, 0, 0, 1, 1, false), // Dense 1×1 over rows of scalars, 32 and 16 channels a block.
+    (2, 16, 8, 28, 28, 1, 1, 2, 0, 0, 1, 1, false),
+    // Dense 1×1 over rows of scalars, 32 and 16 channels a block.
     (3, 48, 32, 7, 7, 1, 1, 1, 0, 0, 1, 1, true),
 ];
 
