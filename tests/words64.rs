@@ -6,7 +6,6 @@
 
 mod common;
 
-use gradnas::data::Dims;
 use gradnas::engine::Gpu;
 use gradnas::predict::measure::{MeasureConfig, OneShotDiscrete, SupernetWeights};
 use gradnas::search::supernet::SupernetConfig;
@@ -35,43 +34,10 @@ fn both_ways() -> Option<(Gpu, Gpu)> {
     }
 }
 
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
-/// Losses, α, β and every weight after a step.
-fn one_step(gpu: &Gpu, cfg: &SupernetConfig) -> Vec<Vec<u32>> {
-    let (step, plan) = common::fed_step(gpu, cfg, 3, 8, &[2, 0]);
-    plan.step(gpu).expect("step");
-    common::stepped(&step)
-        .iter()
-        .map(|&t| bits(&plan.read(gpu, t).unwrap()))
-        .collect()
-}
-
 #[test]
 fn a_bilevel_step_gives_the_same_bits() {
     let Some((on, off)) = both_ways() else { return };
-    // 28×28 (float4 rows), 14×14 (float2) and 7×7 (scalar) planes; 8×8
-    // and 4×4 (float4), 2×2 (float2).
-    for (dims, depth) in [(Dims::new(1, 28, 28), 3), (Dims::new(1, 8, 8), 3)] {
-        let cfg = SupernetConfig {
-            width: 2,
-            depth,
-            batch: 2,
-            op_set: OpSet::pnas(),
-            dims,
-            classes: 3,
-            stem_multiplier: 1,
-            partial_channels: 1,
-        };
-        let (a, b) = (one_step(&on, &cfg), one_step(&off, &cfg));
-        assert_eq!(a.len(), b.len());
-        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-            assert_eq!(x, y, "{dims:?}: tensor {i} differs");
-        }
-        assert!(a[0][0] != 0, "a loss of zero bits checks nothing");
-    }
+    common::same_step_bits(&on, &off);
 }
 
 #[test]
@@ -115,7 +81,7 @@ fn a_one_shot_measurement_gives_the_same_bits() {
         let (acc_on, logits_on) = m.measure_logits(&on, &normal, &reduce).unwrap();
         let (acc_off, logits_off) = m.measure_logits(&off, &normal, &reduce).unwrap();
         assert_eq!(acc_on.to_bits(), acc_off.to_bits());
-        assert_eq!(bits(&logits_on), bits(&logits_off));
+        assert_eq!(common::bits(&logits_on), common::bits(&logits_off));
         assert!(logits_on.iter().any(|&x| x != 0.0));
     }
 }

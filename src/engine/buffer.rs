@@ -97,6 +97,24 @@ impl Buf {
             offset: self.offset + at as u64 * 4,
         }
     }
+    /// `len` elements from this view's start, which may reach past its own
+    /// end (into the buffer's next tenants) but not past the buffer's: a
+    /// uniform binding of a fixed size over a shorter tensor, which the
+    /// kernel reads only the tensor of.
+    pub fn span(&self, len: usize) -> Buf {
+        let end = self.offset + len as u64 * 4;
+        assert!(
+            end <= self.raw().size(),
+            "span of {len} elements at byte {} of a {}-byte buffer",
+            self.offset,
+            self.raw().size()
+        );
+        Buf {
+            mem: self.mem.clone(),
+            len,
+            offset: self.offset,
+        }
+    }
     /// The whole underlying buffer as one view, and where this view starts
     /// in it (elements): one dispatch that writes many tensors of one
     /// buffer binds it whole.
@@ -167,7 +185,10 @@ impl Gpu {
             None => self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(name),
                 size: class,
+                // Uniform too: a dense convolution may read its weight
+                // copy through a uniform binding (`Gpu::uniform_weights`).
                 usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::UNIFORM
                     | wgpu::BufferUsages::COPY_SRC
                     | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,

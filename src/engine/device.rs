@@ -15,6 +15,10 @@ use super::shaders;
 pub const MAX_STORAGE_BUFFERS: u32 = 8;
 pub const MAX_INVOCATIONS: u32 = 256;
 pub const MAX_WORKGROUP_BYTES: u32 = 16 * 1024;
+/// The uniform binding a dense convolution's weights are read through
+/// (`Gpu::uniform_weights`): WebGPU's default `max_uniform_buffer_binding_size`,
+/// which every adapter offers.
+pub const UNIFORM_WEIGHT_BYTES: u64 = 64 * 1024;
 /// Largest single buffer we ask for even when the adapter offers more.
 const BUFFER_CAP: u64 = 2 << 30;
 
@@ -32,6 +36,8 @@ pub enum GpuError {
         "GRADNAS_WORDS64=1: adapter {0:?} does not offer 64-bit integers in shaders (SHADER_INT64)"
     )]
     NoInt64(String),
+    #[error("GRADNAS_UNIFORM_WEIGHTS={0:?}: expected 1 (convolution weights read through uniform bindings) or 0 (through storage)")]
+    BadUniformWeights(String),
     #[error(
         "adapter {adapter:?} offers {field} = {offered}, below the portability budget of {needed}"
     )]
@@ -161,6 +167,13 @@ pub struct Gpu {
     /// per component, false elsewhere. Bit for bit the same results.
     /// `GRADNAS_WORDS64=0|1` overrides the default.
     pub words64: bool,
+    /// The dense convolutions read their tap-major weight copies through a
+    /// uniform binding of [`UNIFORM_WEIGHT_BYTES`] where the copy fits one
+    /// (`ops::conv2d_rows`): true on llvmpipe, where a uniform read at a
+    /// varying offset is one gather and a storage read a loop over the
+    /// lanes, false elsewhere. Bit for bit the same results.
+    /// `GRADNAS_UNIFORM_WEIGHTS=0|1` overrides the default.
+    pub uniform_weights: bool,
     modules: Mutex<HashMap<String, Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     pub(crate) pool: BufferPool,
@@ -258,6 +271,16 @@ impl Gpu {
         let mut g = Gpu::on(adapter)?;
         g.wide = self.wide;
         g.words64 = self.words64;
+        g.uniform_weights = self.uniform_weights;
+        Ok(g)
+    }
+
+    /// A second device on this one's adapter ([`Gpu::another`]) whose dense
+    /// convolutions read their weights through uniform bindings or not, to
+    /// compare the two ways in one process.
+    pub fn another_with_uniform_weights(&self, on: bool) -> Result<Gpu, GpuError> {
+        let mut g = self.another()?;
+        g.uniform_weights = on;
         Ok(g)
     }
 
@@ -348,6 +371,12 @@ impl Gpu {
             Ok(v) if !v.is_empty() => return Err(GpuError::BadWords64(v.to_string())),
             _ => int64 && is_llvmpipe(&info),
         };
+        let uniform_weights = match std::env::var("GRADNAS_UNIFORM_WEIGHTS").as_deref() {
+            Ok("1") => true,
+            Ok("0") => false,
+            Ok(v) if !v.is_empty() => return Err(GpuError::BadUniformWeights(v.to_string())),
+            _ => is_llvmpipe(&info),
+        };
         Ok(Gpu {
             adapter,
             device,
@@ -356,6 +385,7 @@ impl Gpu {
             limits,
             wide,
             words64,
+            uniform_weights,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             pool: BufferPool::default(),

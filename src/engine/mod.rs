@@ -12,6 +12,6 @@ pub mod words64;
 pub use buffer::{place, Buf};
 pub use device::{
     default_llvmpipe_threads, list_adapters, llvmpipe_threads_for, AdapterRow, Gpu, GpuError,
-    UsedLimits, LLVMPIPE_THREADS_VAR,
+    UsedLimits, LLVMPIPE_THREADS_VAR, UNIFORM_WEIGHT_BYTES,
 };
 pub use kernel::{encode_chunk, grid_1d, span_rows, Kernel, MIN_CHUNK, WG};

@@ -536,7 +536,7 @@ fn copies_ahead(
             written.insert(o, n + 1);
         }
     }
-    let (at, total) = place(needs.iter().map(|(.., c)| c.len), gpu.offset_align(), 0);
+    let (at, total) = conv2d_rows::place_copies(gpu, needs.iter().map(|(.., c)| c.len), 0);
     if needs.is_empty() || total as u64 * 4 > gpu.limits.max_storage_buffer_binding_size {
         return Ok(Vec::new());
     }

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use super::conv2d::Conv2dShape;
-use crate::engine::{grid_1d, shaders, span_rows, Buf, Gpu, GpuError, Kernel};
+use crate::engine::{
+    grid_1d, shaders, span_rows, Buf, Gpu, GpuError, Kernel, UNIFORM_WEIGHT_BYTES,
+};
 
 const TEMPLATE: &str = include_str!("../../shaders/conv2d_rows.wgsl");
 
@@ -105,6 +107,14 @@ pub struct Spec {
     /// compiler drops the loads of the padding (on a 7×7 plane a 7×7
     /// window's 182 loads become 49); elsewhere None.
     pub plane: Option<[usize; 6]>,
+    /// A dense kernel that reads its tap-major weight copy through a
+    /// uniform binding of `UNIFORM_WEIGHT_BYTES` (`wu`) instead of the
+    /// storage view `wt4` (`Gpu::uniform_weights`, where the copy fits).
+    /// Mesa 22.3's llvmpipe reads a uniform at a varying offset with one
+    /// gather, a storage value with a loop over the lanes that branches on
+    /// each lane's mask and bounds: measured 2.4× the floats a second for
+    /// float4 loads (BENCHMARKS.md, "Twenty-third pass").
+    pub uniform: bool,
 }
 
 impl Spec {
@@ -211,6 +221,7 @@ impl Spec {
             relu: false,
             store,
             plane: None,
+            uniform: false,
             depthwise: s.is_depthwise(),
             kh: s.kh,
             kw: s.kw,
@@ -312,8 +323,9 @@ impl Spec {
             Some([h, w, oh, ow, ph, pw]) => format!(".f{h}x{w}o{oh}x{ow}p{ph}x{pw}"),
             None => String::new(),
         };
+        let uniform = if self.uniform { ".uw" } else { "" };
         format!(
-            "conv2d_rows.{}.{}x{}.d{}{stride}.{}{blocks}{rows}{store}{relu}{plane}",
+            "conv2d_rows.{}.{}x{}.d{}{stride}.{}{blocks}{rows}{store}{relu}{plane}{uniform}",
             match (self.depthwise, self.flat4) {
                 (true, _) => "dw",
                 (false, false) => "dense",
@@ -343,6 +355,13 @@ impl Spec {
             (Direction::InputGradient, _) if self.stride > 1 => self.strided_dx_entry(),
             (_, true) => self.depthwise_entry(),
             (_, false) => self.dense_entry(),
+        };
+        let body = match (self.uniform, self.weights4()) {
+            (false, _) => body,
+            // The generated entry reads the copy only as `wt4[…]`, the
+            // weights themselves only as `wt[…]`.
+            (true, true) => format!("{UNIFORM_DECL}{}", body.replace("wt4[", "wu[")),
+            (true, false) => format!("{UNIFORM_DECL}{UNIFORM_AT}{}", uniform_reads(&body)),
         };
         let source = module(&body, self.relu);
         match self.plane {
@@ -1599,6 +1618,7 @@ pub fn representative_specs() -> Vec<Spec> {
                                 relu: false,
                                 store: 1,
                                 plane: None,
+                                uniform: false,
                             };
                             v.push(spec);
                             // Rows of whole float4s or float2s, "same"
@@ -1641,6 +1661,7 @@ pub fn representative_specs() -> Vec<Spec> {
                     relu: false,
                     store: 1,
                     plane: None,
+                    uniform: false,
                 });
             }
         }
@@ -1668,6 +1689,7 @@ pub fn representative_specs() -> Vec<Spec> {
                     relu: false,
                     store: 1,
                     plane: None,
+                    uniform: false,
                 });
             }
         }
@@ -1704,6 +1726,7 @@ pub fn representative_specs() -> Vec<Spec> {
                 relu: false,
                 store: 1,
                 plane: None,
+                uniform: false,
             });
         }
     }
@@ -1739,6 +1762,7 @@ pub fn representative_specs() -> Vec<Spec> {
                     relu: false,
                     store: 1,
                     plane: None,
+                    uniform: false,
                 });
             }
         }
@@ -1769,11 +1793,41 @@ pub fn representative_specs() -> Vec<Spec> {
             let (ph, pw) = ((s.kh - 1) / 2, (s.kw - 1) / 2);
             Spec {
                 plane: Some([7, 7, 7, 7, ph, pw]),
+                uniform: false,
                 ..*s
             }
         })
         .collect();
     v.extend(planes);
+    // Forwards and input gradients again reading their weights through a
+    // uniform binding (`Spec::uniform`): the tap-major copies of the dense
+    // kernels, the weights themselves of the depthwise and float4 ones.
+    // Only the load changes, so one of each way of loading them: by kind,
+    // direction, stride, rows and plane, for 1×1, 3×3 and 7×1 taps.
+    let mut seen = std::collections::HashSet::new();
+    let uniform: Vec<Spec> = v
+        .iter()
+        .filter(|s| {
+            s.dir != Direction::WeightGradient
+                && !s.relu
+                && s.dilation == 1
+                && [(1, 1), (3, 3), (7, 1)].contains(&(s.kh, s.kw))
+                && seen.insert((
+                    s.depthwise,
+                    s.flat4,
+                    s.dir,
+                    s.stride,
+                    s.rows > 1,
+                    s.plane.is_some(),
+                    (s.kh, s.kw),
+                ))
+        })
+        .map(|s| Spec {
+            uniform: true,
+            ..*s
+        })
+        .collect();
+    v.extend(uniform);
     v
 }
 
@@ -2011,7 +2065,7 @@ pub fn weight_partial_kernel(
 }
 
 /// Which direction a kernel computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
     /// y from x (slots: x, w, bias, y).
     Forward,
@@ -2080,16 +2134,33 @@ pub fn kernels(
     };
     // Without a bias the weights stand in for its slot (never read as one).
     if !spec.weights4() {
-        let slots = [(1, input), (2, w), (3, bias.unwrap_or(w)), (5, output)];
+        // The weights themselves through a uniform binding where one fits
+        // from their start within their buffer.
+        let spec = Spec {
+            uniform: spans_uniform(gpu, w),
+            ..spec
+        };
+        let read = if spec.uniform {
+            w.span(UNIFORM_FLOATS)
+        } else {
+            w.clone()
+        };
+        let slots = [(1, input), (2, &read), (3, bias.unwrap_or(w)), (5, output)];
         return Ok(vec![spec.launch(gpu, &params, &slots, invocations)?]);
     }
     let CopyNeed { layout, len, .. } = copy_need(spec, s, dir);
+    let spec = Spec {
+        uniform: reads_uniform(gpu, len),
+        ..spec
+    };
     let mut kernels = Vec::with_capacity(2);
     let known = shared.as_ref().and_then(|(c, t)| c.get(*t, &layout));
     let w4 = match known {
         Some(b) => b,
         None => {
-            let w4 = gpu.alloc("conv2d.weights4", len)?;
+            // Room for the uniform binding past a shorter copy.
+            let room = if spec.uniform { UNIFORM_FLOATS } else { len };
+            let w4 = gpu.alloc("conv2d.weights4", room)?.view(len);
             kernels.push(gpu.kernel_generated(
                 &spec.weights4_name(),
                 &|| Ok(spec.weights4_source()),
@@ -2107,9 +2178,92 @@ pub fn kernels(
     let mut params = params;
     // The kernel reads the copy: a read channel's weights are w_i float4s.
     params[10] = (len / ci / 4) as u32;
-    let slots = [(1, input), (2, &w4), (3, bias.unwrap_or(&w4)), (5, output)];
+    let read = if spec.uniform {
+        w4.span(UNIFORM_FLOATS)
+    } else {
+        w4.clone()
+    };
+    let slots = [
+        (1, input),
+        (2, &read),
+        (3, bias.unwrap_or(&w4)),
+        (5, output),
+    ];
     kernels.push(spec.launch(gpu, &params, &slots, invocations)?);
     Ok(kernels)
+}
+
+/// The weights as a uniform binding (`Spec::uniform`), and one float of
+/// them for the kernels that read the weights themselves.
+const UNIFORM_DECL: &str = "@group(0) @binding(2) var<uniform> wu: array<vec4<f32>, 4096>;\n";
+const UNIFORM_AT: &str = "fn wu_at(i: u32) -> f32 { return wu[i / 4u][i % 4u]; }\n";
+const _: () = assert!(UNIFORM_WEIGHT_BYTES == 4096 * 16);
+
+/// `body` with each `wt[e]` read as `wu_at(e)`.
+fn uniform_reads(body: &str) -> String {
+    let mut out = String::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(at) = rest.find("wt[") {
+        out.push_str(&rest[..at]);
+        out.push_str("wu_at(");
+        rest = &rest[at + 3..];
+        let mut depth = 1;
+        let end = rest
+            .char_indices()
+            .find(|&(_, c)| {
+                depth += match c {
+                    '[' => 1,
+                    ']' => -1,
+                    _ => 0,
+                };
+                depth == 0
+            })
+            .map(|(i, _)| i)
+            .expect("conv2d_rows: unclosed wt[");
+        out.push_str(&rest[..end]);
+        out.push(')');
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Floats of the uniform binding a dense kernel reads its weights through.
+pub const UNIFORM_FLOATS: usize = UNIFORM_WEIGHT_BYTES as usize / 4;
+
+/// Whether a dense kernel whose tap-major copy holds `len` floats reads
+/// it through a uniform binding (`Spec::uniform`).
+pub fn reads_uniform(gpu: &Gpu, len: usize) -> bool {
+    gpu.uniform_weights && len <= UNIFORM_FLOATS
+}
+
+/// Places for tap-major copies of `lens` floats side by side in one
+/// buffer from `start` (as `engine::place`), and the buffer's length. A
+/// copy read through a uniform binding starts where a uniform binding may,
+/// and the binding's fixed size may reach past the last copy.
+pub fn place_copies(
+    gpu: &Gpu,
+    lens: impl IntoIterator<Item = usize>,
+    start: usize,
+) -> (Vec<usize>, usize) {
+    if !gpu.uniform_weights {
+        return crate::engine::place(lens, gpu.offset_align(), start);
+    }
+    let uniform = gpu.limits.min_uniform_buffer_offset_alignment as usize / 4;
+    let align = gpu.offset_align().max(uniform);
+    let (at, end) = crate::engine::place(lens, align, start.next_multiple_of(align));
+    (at, end + UNIFORM_FLOATS)
+}
+
+/// Whether a kernel reading the weights `w` themselves (depthwise, float4
+/// pointwise) reads them through a uniform binding (`Spec::uniform`): the
+/// binding starts where theirs does and must lie within their buffer.
+fn spans_uniform(gpu: &Gpu, w: &Buf) -> bool {
+    let align = gpu.limits.min_uniform_buffer_offset_alignment as u64;
+    gpu.uniform_weights
+        && w.len <= UNIFORM_FLOATS
+        && w.offset.is_multiple_of(align)
+        && w.offset + UNIFORM_WEIGHT_BYTES <= w.raw().size()
 }
 
 /// (read channels, planes), (written channels, planes), padding and the

@@ -182,7 +182,7 @@ fn copy_batch_case(rows: &'static [Row]) -> Case {
             })
             .filter_map(|(k, n)| n.map(|n| (k, n)))
             .collect();
-        let (c_at, c_len) = place(needs.iter().map(|(_, n)| n.len), align, align);
+        let (c_at, c_len) = conv2d_rows::place_copies(g, needs.iter().map(|(_, n)| n.len), align);
         let cbuf = c.output(c_len)?;
         let mut batches: Vec<conv::CopyBatch> = Vec::new();
         let mut copies = conv::WeightCopies::default();
@@ -295,7 +295,13 @@ fn case(row: Row) -> Case {
         let bias = c.randn(s.c_out);
         let dy = c.randn(s.y_len());
         let bias = has_bias.then_some(&bias[..]);
-        let (xb, wb, dyb) = (c.input(&x)?, c.input(&wt)?, c.input(&dy)?);
+        // NaN past the weights, as far as a uniform binding reaches
+        // (`Gpu::uniform_weights`; a plan's parameters have such room): a
+        // kernel that reads past them writes NaN.
+        let mut room = wt.clone();
+        room.resize(wt.len().max(conv2d_rows::UNIFORM_FLOATS), f32::NAN);
+        let wb = c.input(&room)?.view(wt.len());
+        let (xb, dyb) = (c.input(&x)?, c.input(&dy)?);
         let bb = bias.map(|b| c.input(b)).transpose()?;
         let (yb, dxb) = (c.output(s.y_len())?, c.output(s.x_len())?);
         let (dwb, dbb) = (c.output(s.w_len())?, c.output(s.c_out)?);

@@ -117,3 +117,49 @@ pub fn stepped(step: &gradnas::search::bilevel::SearchStep) -> Vec<gradnas::grap
         .chain(step.weights.iter().copied())
         .collect()
 }
+
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Losses, α, β and every weight after one step of `cfg` on `gpu`.
+pub fn one_step(gpu: &Gpu, cfg: &gradnas::search::supernet::SupernetConfig) -> Vec<Vec<u32>> {
+    let (step, plan) = fed_step(gpu, cfg, 3, 8, &[2, 0]);
+    plan.step(gpu).expect("step");
+    stepped(&step)
+        .iter()
+        .map(|&t| bits(&plan.read(gpu, t).unwrap()))
+        .collect()
+}
+
+/// Small supernets whose planes take every row kind: 28×28 (float4 rows),
+/// 14×14 (float2) and 7×7 (scalar); 8×8 and 4×4 (float4), 2×2 (float2).
+pub fn every_row_kind() -> [gradnas::search::supernet::SupernetConfig; 2] {
+    use gradnas::data::Dims;
+    [Dims::new(1, 28, 28), Dims::new(1, 8, 8)].map(|dims| {
+        gradnas::search::supernet::SupernetConfig {
+            width: 2,
+            depth: 3,
+            batch: 2,
+            op_set: gradnas::space::OpSet::pnas(),
+            dims,
+            classes: 3,
+            stem_multiplier: 1,
+            partial_channels: 1,
+        }
+    })
+}
+
+/// A bilevel step of each of `every_row_kind` gives the same bits on `a`
+/// and `b`.
+pub fn same_step_bits(a: &Gpu, b: &Gpu) {
+    for cfg in every_row_kind() {
+        let dims = cfg.dims;
+        let (x, y) = (one_step(a, &cfg), one_step(b, &cfg));
+        assert_eq!(x.len(), y.len());
+        for (i, (u, v)) in x.iter().zip(&y).enumerate() {
+            assert_eq!(u, v, "{dims:?}: tensor {i} differs");
+        }
+        assert!(x[0][0] != 0, "a loss of zero bits checks nothing");
+    }
+}
