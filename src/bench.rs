@@ -876,6 +876,34 @@ pub fn fed_search_step(
     Ok((step, plan))
 }
 
+/// Steps on demand, for a driver that alternates them with another
+/// program's (benches/peers/duel.py): builds the fed step of `cfg`, takes
+/// one step to warm it, writes "ready", then for each line of `input`
+/// takes one step and writes its milliseconds (wall time to the end of the
+/// GPU's work). Ends at the end of `input`.
+pub fn serve_steps(
+    gpu: &Gpu,
+    cfg: &crate::search::supernet::SupernetConfig,
+    h: &crate::search::bilevel::SearchHyper,
+    input: impl std::io::BufRead,
+    mut output: impl std::io::Write,
+) -> anyhow::Result<()> {
+    let (_, plan) = fed_search_step(gpu, cfg, h, 1, 2, &cycling_labels(cfg))?;
+    plan.step(gpu)?;
+    gpu.sync()?;
+    writeln!(output, "ready")?;
+    output.flush()?;
+    for line in input.lines() {
+        line?;
+        let t = std::time::Instant::now();
+        plan.step(gpu)?;
+        gpu.sync()?;
+        writeln!(output, "{:.3}", t.elapsed().as_secs_f64() * 1e3)?;
+        output.flush()?;
+    }
+    Ok(())
+}
+
 /// The labels the benchmarks feed a batch of `cfg`: the classes in turn.
 pub fn cycling_labels(cfg: &crate::search::supernet::SupernetConfig) -> Vec<u32> {
     (0..cfg.batch as u32)

@@ -271,6 +271,12 @@ enum Cmd {
         /// Batch of the training-step benchmark.
         #[arg(long, default_value_t = 64)]
         batch: usize,
+        /// Serve steps instead of benchmarking: build the search step of
+        /// the first --search variant, print "ready", then take one step
+        /// per line read on stdin and print its milliseconds
+        /// (benches/peers/duel.py alternates it with PyTorch's).
+        #[arg(long)]
+        serve: bool,
     },
 }
 
@@ -465,7 +471,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             profile,
             net,
             batch,
+            serve,
         } => {
+            if serve {
+                let (cfg, second_order) = search_variant(&search[0])?;
+                let h = gradnas::search::bilevel::SearchHyper {
+                    second_order,
+                    ..Default::default()
+                };
+                let stdin = std::io::stdin().lock();
+                bench::serve_steps(gpu()?, &cfg, &h, stdin, std::io::stdout().lock())?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let model = net.spec()?;
             anyhow::ensure!(batch >= 1, "--batch 0: must be at least 1");
             bench_cmd(json, filter, repeats, &search, profile, (&model, batch))
@@ -785,6 +802,26 @@ fn print_profile(profile: Option<&[gradnas::graph::plan::ProfileRow]>) {
     }
 }
 
+/// A `--search` variant: bench-small as specified, its partial-channel
+/// (k = 4) and second-order variants, bench-medium; and whether second
+/// order.
+fn search_variant(v: &str) -> Result<(SupernetConfig, bool)> {
+    let small = bench::bench_small();
+    Ok(match v {
+        "small" => (small, false),
+        "small-pc4" => (
+            SupernetConfig {
+                partial_channels: 4,
+                ..small
+            },
+            false,
+        ),
+        "small-2nd" => (small, true),
+        "medium" => (bench::bench_medium(), false),
+        other => anyhow::bail!("--search {other}: expected small, small-pc4, small-2nd or medium"),
+    })
+}
+
 fn bench_cmd(
     json: bool,
     filter: Option<String>,
@@ -856,25 +893,11 @@ fn bench_cmd(
         // hardware GPU takes milliseconds and gets all of them.
         let software = gpu.info.device_type == wgpu::DeviceType::Cpu;
         let few = |n: usize| if software { repeats.min(n) } else { repeats };
-        let small = bench::bench_small();
         let mut variants = Vec::new();
         for v in search_variants {
-            variants.push(match v.as_str() {
-                "small" => (small.clone(), false, few(3)),
-                "small-pc4" => (
-                    SupernetConfig {
-                        partial_channels: 4,
-                        ..small.clone()
-                    },
-                    false,
-                    few(3),
-                ),
-                "small-2nd" => (small.clone(), true, few(1)),
-                "medium" => (bench::bench_medium(), false, few(1)),
-                other => anyhow::bail!(
-                    "--search {other}: expected small, small-pc4, small-2nd or medium"
-                ),
-            });
+            let (cfg, second_order) = search_variant(v)?;
+            let costly = second_order || v == "medium";
+            variants.push((cfg, second_order, few(if costly { 1 } else { 3 })));
         }
         let mut out = Vec::new();
         for (cfg, second_order, reps) in variants {

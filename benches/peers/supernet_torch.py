@@ -584,6 +584,21 @@ def time_step(search, repeats, device):
     return median(total), median(arch), median(weight)
 
 
+def serve_steps(cfg, device):
+    """Steps on demand (see --serve): one warm-up step, then a step per line."""
+    search = Search(cfg, device)
+    search.arch_step()
+    search.weight_step()
+    sync(device)
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        t0 = time.perf_counter()
+        search.arch_step()
+        search.weight_step()
+        sync(device)
+        print(f"{(time.perf_counter() - t0) * 1e3:.3f}", flush=True)
+
+
 def time_forward(search, repeats, device):
     search.forward()
     sync(device)
@@ -952,6 +967,12 @@ def main():
         help="torch.profiler over one bilevel step, self time by op class (as "
         "`gradnas bench --profile`), and exit",
     )
+    ap.add_argument(
+        "--serve",
+        action="store_true",
+        help="print 'ready', then take one bilevel step per line read on stdin and print its "
+        "milliseconds (benches/peers/duel.py alternates it with gradnas's)",
+    )
     ap.add_argument("--memory-child", choices=["step", "forward"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure_only and args.measure_cells < 1:
@@ -971,6 +992,8 @@ def main():
         return compare_step(args.compare_step, device)
     if args.profile:
         return profile_step(CONFIGS[args.config], device)
+    if args.serve:
+        return serve_steps(CONFIGS[args.config], device)
 
     if args.measure_only:
         print(json.dumps(measure_rates(args, device), indent=2))

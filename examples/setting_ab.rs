@@ -1,14 +1,19 @@
-//! The bench-small search step on two devices of one adapter, one moving
-//! its shaders' float views as 64-bit words (`engine::words64`) and one as
-//! floats, stepped in turn in one process: on this project's shared 2-core
-//! hosts only steps that alternate within one process compare two settings
-//! fairly. Each device's step is built once; every round times one step on
-//! each, in turn, and prints both and their ratio; the end, the medians.
+//! The bench-small search step on two devices of one adapter that differ
+//! in one setting that keeps every result's bits, stepped in turn in one
+//! process: on this project's shared 2-core hosts only steps that alternate
+//! within one process compare two settings fairly. The settings:
+//! `words64` (float views moved as 64-bit words, `engine::words64`) and
+//! `uniform_weights` (convolution weights read through uniform bindings,
+//! `Gpu::uniform_weights`). Each device's step is built once; every round
+//! times one step on each, in turn, and prints both and their ratio; the
+//! end, the medians.
 //!
-//! `cargo run --release --example words64_ab` (`ROUNDS=n`, default 8).
+//! `cargo run --release --example setting_ab -- words64|uniform_weights`
+//! (`ROUNDS=n`, default 8).
 
 use std::time::Instant;
 
+use anyhow::bail;
 use gradnas::engine::Gpu;
 use gradnas::search::bilevel::SearchHyper;
 
@@ -17,11 +22,19 @@ fn main() -> anyhow::Result<()> {
         Ok(v) => v.parse()?,
         Err(_) => 8,
     };
+    let setting = std::env::args().nth(1).unwrap_or_default();
     let first = Gpu::new()?;
-    let gpus = [
-        first.another_with_words64(true)?,
-        first.another_with_words64(false)?,
-    ];
+    let gpus = match setting.as_str() {
+        "words64" => [
+            first.another_with_words64(true)?,
+            first.another_with_words64(false)?,
+        ],
+        "uniform_weights" => [
+            first.another_with_uniform_weights(true)?,
+            first.another_with_uniform_weights(false)?,
+        ],
+        _ => bail!("usage: setting_ab words64|uniform_weights (got {setting:?})"),
+    };
     drop(first);
     let cfg = gradnas::bench::bench_small();
     let labels = gradnas::bench::cycling_labels(&cfg);
@@ -47,7 +60,7 @@ fn main() -> anyhow::Result<()> {
         }
         ratios.push(ms[0] / ms[1]);
         println!(
-            "round {round}: words64 {:.0} ms, floats {:.0} ms, ratio {:.3}",
+            "round {round}: {setting} on {:.0} ms, off {:.0} ms, ratio {:.3}",
             ms[0],
             ms[1],
             ms[0] / ms[1]
@@ -58,7 +71,7 @@ fn main() -> anyhow::Result<()> {
         v[v.len() / 2]
     };
     println!(
-        "median: words64 {:.0} ms, floats {:.0} ms, ratio of each round's pair {:.3}",
+        "median: {setting} on {:.0} ms, off {:.0} ms, ratio of each round's pair {:.3}",
         median(&mut times[0]),
         median(&mut times[1]),
         median(&mut ratios)
