@@ -11,7 +11,8 @@ the median of the rounds' ratios does not drift with the host.
 
 Environment as compare.sh: TORCH_PYTHON (default /tmp/torchenv/bin/python),
 GRADNAS (a built gradnas binary; default target/release/gradnas), THREADS
-(PyTorch's threads; default the number of cores). The order alternates
+(PyTorch's threads; default the number of cores), DEVICE (PyTorch's: cpu,
+or cuda beside gradnas on the same GPU). The order alternates
 (gradnas first in even rounds, PyTorch first in odd ones). Not part of CI.
 """
 
@@ -65,6 +66,7 @@ def main():
     py = os.environ.get("TORCH_PYTHON", "/tmp/torchenv/bin/python")
     gradnas = os.environ.get("GRADNAS", os.path.join(ROOT, "target/release/gradnas"))
     threads = os.environ.get("THREADS", str(os.cpu_count()))
+    device = os.environ.get("DEVICE", "cpu")
     for path, what in ((py, "TORCH_PYTHON"), (gradnas, "GRADNAS")):
         if not os.access(path, os.X_OK):
             sys.exit(f"duel.py: {path} is not executable; set {what}")
@@ -73,7 +75,7 @@ def main():
     t = Server(
         "PyTorch",
         [py, os.path.join(HERE, "supernet_torch.py"), "--serve", "--config", args.config,
-         "--threads", threads],
+         "--threads", threads, "--device", device],
     )
     rounds = []
     for r in range(args.rounds):
@@ -94,8 +96,8 @@ def main():
     )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"config": args.config, "threads": int(threads), "rounds": rounds,
-                       "median": med}, f, indent=2)
+            json.dump({"config": args.config, "threads": int(threads), "device": device,
+                       "rounds": rounds, "median": med}, f, indent=2)
 
 
 if __name__ == "__main__":

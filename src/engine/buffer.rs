@@ -185,8 +185,8 @@ impl Gpu {
             None => self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(name),
                 size: class,
-                // Uniform too: a dense convolution may read its weight
-                // copy through a uniform binding (`Gpu::uniform_weights`).
+                // Uniform too: a convolution may read its weights through
+                // a uniform binding (`Gpu::uniform_weights`).
                 usage: wgpu::BufferUsages::STORAGE
                     | wgpu::BufferUsages::UNIFORM
                     | wgpu::BufferUsages::COPY_SRC

@@ -15,7 +15,7 @@ use super::shaders;
 pub const MAX_STORAGE_BUFFERS: u32 = 8;
 pub const MAX_INVOCATIONS: u32 = 256;
 pub const MAX_WORKGROUP_BYTES: u32 = 16 * 1024;
-/// The uniform binding a dense convolution's weights are read through
+/// The uniform binding a convolution's weights are read through
 /// (`Gpu::uniform_weights`): WebGPU's default `max_uniform_buffer_binding_size`,
 /// which every adapter offers.
 pub const UNIFORM_WEIGHT_BYTES: u64 = 64 * 1024;
@@ -167,9 +167,10 @@ pub struct Gpu {
     /// per component, false elsewhere. Bit for bit the same results.
     /// `GRADNAS_WORDS64=0|1` overrides the default.
     pub words64: bool,
-    /// The dense convolutions read their tap-major weight copies through a
-    /// uniform binding of [`UNIFORM_WEIGHT_BYTES`] where the copy fits one
-    /// (`ops::conv2d_rows`): true on llvmpipe, where a uniform read at a
+    /// The generated convolutions read their weights (the dense ones their
+    /// tap-major copies) through a uniform binding of
+    /// [`UNIFORM_WEIGHT_BYTES`] where they fit one (`ops::conv2d_rows`,
+    /// `Spec::uniform`): true on llvmpipe, where a uniform read at a
     /// varying offset is one gather and a storage read a loop over the
     /// lanes, false elsewhere. Bit for bit the same results.
     /// `GRADNAS_UNIFORM_WEIGHTS=0|1` overrides the default.
@@ -275,7 +276,7 @@ impl Gpu {
         Ok(g)
     }
 
-    /// A second device on this one's adapter ([`Gpu::another`]) whose dense
+    /// A second device on this one's adapter ([`Gpu::another`]) whose
     /// convolutions read their weights through uniform bindings or not, to
     /// compare the two ways in one process.
     pub fn another_with_uniform_weights(&self, on: bool) -> Result<Gpu, GpuError> {

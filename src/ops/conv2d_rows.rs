@@ -107,13 +107,15 @@ pub struct Spec {
     /// compiler drops the loads of the padding (on a 7×7 plane a 7×7
     /// window's 182 loads become 49); elsewhere None.
     pub plane: Option<[usize; 6]>,
-    /// A dense kernel that reads its tap-major weight copy through a
-    /// uniform binding of `UNIFORM_WEIGHT_BYTES` (`wu`) instead of the
-    /// storage view `wt4` (`Gpu::uniform_weights`, where the copy fits).
+    /// A forward or input gradient that reads its weights through a
+    /// uniform binding of `UNIFORM_WEIGHT_BYTES` (`wu`) instead of storage
+    /// (`Gpu::uniform_weights`): a dense kernel its tap-major copy, where
+    /// the copy fits; a depthwise or float4 pointwise one the weights
+    /// themselves, where the binding fits their buffer (`spans_uniform`).
     /// Mesa 22.3's llvmpipe reads a uniform at a varying offset with one
     /// gather, a storage value with a loop over the lanes that branches on
-    /// each lane's mask and bounds: measured 2.4× the floats a second for
-    /// float4 loads (BENCHMARKS.md, "Twenty-third pass").
+    /// each lane's mask and bounds: measured 2.4–2.8× the floats a second
+    /// (BENCHMARKS.md, "Twenty-third pass").
     pub uniform: bool,
 }
 
@@ -1793,7 +1795,6 @@ pub fn representative_specs() -> Vec<Spec> {
             let (ph, pw) = ((s.kh - 1) / 2, (s.kw - 1) / 2);
             Spec {
                 plane: Some([7, 7, 7, 7, ph, pw]),
-                uniform: false,
                 ..*s
             }
         })
@@ -2228,7 +2229,7 @@ fn uniform_reads(body: &str) -> String {
     out
 }
 
-/// Floats of the uniform binding a dense kernel reads its weights through.
+/// Floats of the uniform binding a kernel reads its weights through.
 pub const UNIFORM_FLOATS: usize = UNIFORM_WEIGHT_BYTES as usize / 4;
 
 /// Whether a dense kernel whose tap-major copy holds `len` floats reads
