@@ -160,6 +160,12 @@ impl Gpu {
         (self.limits.min_storage_buffer_offset_alignment as usize / 4).max(1)
     }
 
+    /// `offset_align` for a view bound as a uniform
+    /// (`min_uniform_buffer_offset_alignment`, in 4-byte elements).
+    pub fn uniform_offset_align(&self) -> usize {
+        (self.limits.min_uniform_buffer_offset_alignment as usize / 4).max(1)
+    }
+
     /// An uninitialised buffer of `len` elements (`name` is for errors).
     pub fn alloc(&self, name: &str, len: usize) -> Result<Buf, GpuError> {
         let bytes = len as u64 * 4;

@@ -291,6 +291,17 @@ impl Spec {
         )
     }
 
+    /// What the kernel binds as its weights `w` (or their copy): the
+    /// uniform binding's fixed span from their start (`uniform`), else
+    /// the weights themselves.
+    fn weights_binding(&self, w: &Buf) -> Buf {
+        if self.uniform {
+            w.span(UNIFORM_FLOATS)
+        } else {
+            w.clone()
+        }
+    }
+
     /// The module's name, which is also its cache key.
     pub fn name(&self) -> String {
         let blocks = match (self.depthwise, self.dir) {
@@ -2141,11 +2152,7 @@ pub fn kernels(
             uniform: spans_uniform(gpu, w),
             ..spec
         };
-        let read = if spec.uniform {
-            w.span(UNIFORM_FLOATS)
-        } else {
-            w.clone()
-        };
+        let read = spec.weights_binding(w);
         let slots = [(1, input), (2, &read), (3, bias.unwrap_or(w)), (5, output)];
         return Ok(vec![spec.launch(gpu, &params, &slots, invocations)?]);
     }
@@ -2179,11 +2186,7 @@ pub fn kernels(
     let mut params = params;
     // The kernel reads the copy: a read channel's weights are w_i float4s.
     params[10] = (len / ci / 4) as u32;
-    let read = if spec.uniform {
-        w4.span(UNIFORM_FLOATS)
-    } else {
-        w4.clone()
-    };
+    let read = spec.weights_binding(&w4);
     let slots = [
         (1, input),
         (2, &read),
@@ -2234,7 +2237,7 @@ pub const UNIFORM_FLOATS: usize = UNIFORM_WEIGHT_BYTES as usize / 4;
 
 /// Whether a dense kernel whose tap-major copy holds `len` floats reads
 /// it through a uniform binding (`Spec::uniform`).
-pub fn reads_uniform(gpu: &Gpu, len: usize) -> bool {
+fn reads_uniform(gpu: &Gpu, len: usize) -> bool {
     gpu.uniform_weights && len <= UNIFORM_FLOATS
 }
 
@@ -2250,8 +2253,7 @@ pub fn place_copies(
     if !gpu.uniform_weights {
         return crate::engine::place(lens, gpu.offset_align(), start);
     }
-    let uniform = gpu.limits.min_uniform_buffer_offset_alignment as usize / 4;
-    let align = gpu.offset_align().max(uniform);
+    let align = gpu.offset_align().max(gpu.uniform_offset_align());
     let (at, end) = crate::engine::place(lens, align, start.next_multiple_of(align));
     (at, end + UNIFORM_FLOATS)
 }
@@ -2260,10 +2262,9 @@ pub fn place_copies(
 /// pointwise) reads them through a uniform binding (`Spec::uniform`): the
 /// binding starts where theirs does and must lie within their buffer.
 fn spans_uniform(gpu: &Gpu, w: &Buf) -> bool {
-    let align = gpu.limits.min_uniform_buffer_offset_alignment as u64;
     gpu.uniform_weights
         && w.len <= UNIFORM_FLOATS
-        && w.offset.is_multiple_of(align)
+        && (w.offset / 4).is_multiple_of(gpu.uniform_offset_align() as u64)
         && w.offset + UNIFORM_WEIGHT_BYTES <= w.raw().size()
 }
 
