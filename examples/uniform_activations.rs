@@ -21,6 +21,7 @@
 
 use anyhow::{bail, ensure};
 use gradnas::bench::{random_buf, run_repeated, time_kernels};
+use gradnas::engine::shaders::index_as_call;
 use gradnas::engine::{grid_1d, Buf, Gpu, Kernel};
 use gradnas::ops::conv2d_rows::{Direction, Spec};
 
@@ -28,51 +29,11 @@ const BATCH: usize = 32;
 /// Floats in a 64-KiB uniform binding.
 const UNIFORM_FLOATS: usize = 16384;
 
-/// `src` with each `name[e]` (a whole identifier) read as `with(e)`.
-fn reads_through(src: &str, name: &str, with: &str) -> String {
-    let pat = format!("{name}[");
-    let mut out = String::with_capacity(src.len());
-    let mut rest = src;
-    while let Some(at) = rest.find(&pat) {
-        let inside_a_name = rest[..at]
-            .chars()
-            .last()
-            .is_some_and(|c| c.is_alphanumeric() || c == '_');
-        if inside_a_name {
-            out.push_str(&rest[..at + pat.len()]);
-            rest = &rest[at + pat.len()..];
-            continue;
-        }
-        out.push_str(&rest[..at]);
-        out.push_str(with);
-        out.push('(');
-        rest = &rest[at + pat.len()..];
-        let mut depth = 1;
-        let end = rest
-            .char_indices()
-            .find(|&(_, c)| {
-                depth += match c {
-                    '[' => 1,
-                    ']' => -1,
-                    _ => 0,
-                };
-                depth == 0
-            })
-            .map(|(i, _)| i)
-            .expect("an unclosed index");
-        out.push_str(&rest[..end]);
-        out.push(')');
-        rest = &rest[end + 1..];
-    }
-    out.push_str(rest);
-    out
-}
-
 /// The module reading x (as floats, float2s or float4s) from `xu`.
 fn uniform_x(src: &str) -> String {
-    let s = reads_through(src, "x4", "xu4");
-    let s = reads_through(&s, "x2", "xu2");
-    let s = reads_through(&s, "x", "xu1");
+    let s = index_as_call(src, "x4", "xu4");
+    let s = index_as_call(&s, "x2", "xu2");
+    let s = index_as_call(&s, "x", "xu1");
     format!(
         "{s}
 @group(0) @binding(1) var<uniform> xu: array<vec4<f32>, 4096>;

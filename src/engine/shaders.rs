@@ -30,6 +30,49 @@ pub const FILES: &[(&str, &str)] = &[
     ),
 ];
 
+/// `src` with each index `name[e]` of the array `name` (a whole
+/// identifier, not the end of a longer one) written as the call `func(e)`:
+/// a generated module's reads of one binding routed through a function
+/// (e.g. weights read from a uniform binding instead, `conv2d_rows`).
+pub fn index_as_call(src: &str, name: &str, func: &str) -> String {
+    let open = format!("{name}[");
+    let mut out = String::with_capacity(src.len());
+    let mut rest = src;
+    while let Some(at) = rest.find(&open) {
+        let (before, after) = (&rest[..at], &rest[at + open.len()..]);
+        let longer = before
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_');
+        out.push_str(before);
+        if longer {
+            out.push_str(&open);
+            rest = after;
+            continue;
+        }
+        let mut depth = 1;
+        let end = after
+            .char_indices()
+            .find(|&(_, c)| {
+                depth += match c {
+                    '[' => 1,
+                    ']' => -1,
+                    _ => 0,
+                };
+                depth == 0
+            })
+            .map(|(i, _)| i)
+            .unwrap_or_else(|| panic!("index_as_call: unclosed {open}"));
+        out.push_str(func);
+        out.push('(');
+        out.push_str(&index_as_call(&after[..end], name, func));
+        out.push(')');
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The head of a generated entry point `name` (one per module) in
 /// workgroups of `wg` invocations: its signature and its linear index
 /// `idx` (common.wgsl's `linear_index` for that size; launch it with
@@ -65,4 +108,25 @@ pub fn specialized(name: &str, constant: &str, value: u32) -> Result<String, Str
         .ok_or_else(|| format!("shader {name} declares no const {constant}: u32"))?;
     let end = at + src[at..].find(';').ok_or("unterminated const")?;
     Ok(format!("{}{head}{value}u{}", &src[..at], &src[end..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::index_as_call;
+
+    #[test]
+    fn index_as_call_rewrites_whole_names_with_nested_indices() {
+        let src = "let a = wt[i + b[j]] * dwt[k] + wt[wt[0u]];";
+        assert_eq!(
+            index_as_call(src, "wt", "f"),
+            "let a = f(i + b[j]) * dwt[k] + f(f(0u));"
+        );
+        assert_eq!(index_as_call("x4[i]", "x", "f"), "x4[i]");
+    }
+
+    #[test]
+    #[should_panic(expected = "unclosed wt[")]
+    fn index_as_call_refuses_an_unclosed_index() {
+        index_as_call("wt[i", "wt", "f");
+    }
 }

@@ -374,7 +374,10 @@ impl Spec {
             // The generated entry reads the copy only as `wt4[…]`, the
             // weights themselves only as `wt[…]`.
             (true, true) => format!("{UNIFORM_DECL}{}", body.replace("wt4[", "wu[")),
-            (true, false) => format!("{UNIFORM_DECL}{UNIFORM_AT}{}", uniform_reads(&body)),
+            (true, false) => format!(
+                "{UNIFORM_DECL}{UNIFORM_AT}{}",
+                shaders::index_as_call(&body, "wt", "wu_at")
+            ),
         };
         let source = module(&body, self.relu);
         match self.plane {
@@ -2202,35 +2205,6 @@ pub fn kernels(
 const UNIFORM_DECL: &str = "@group(0) @binding(2) var<uniform> wu: array<vec4<f32>, 4096>;\n";
 const UNIFORM_AT: &str = "fn wu_at(i: u32) -> f32 { return wu[i / 4u][i % 4u]; }\n";
 const _: () = assert!(UNIFORM_WEIGHT_BYTES == 4096 * 16);
-
-/// `body` with each `wt[e]` read as `wu_at(e)`.
-fn uniform_reads(body: &str) -> String {
-    let mut out = String::with_capacity(body.len());
-    let mut rest = body;
-    while let Some(at) = rest.find("wt[") {
-        out.push_str(&rest[..at]);
-        out.push_str("wu_at(");
-        rest = &rest[at + 3..];
-        let mut depth = 1;
-        let end = rest
-            .char_indices()
-            .find(|&(_, c)| {
-                depth += match c {
-                    '[' => 1,
-                    ']' => -1,
-                    _ => 0,
-                };
-                depth == 0
-            })
-            .map(|(i, _)| i)
-            .expect("conv2d_rows: unclosed wt[");
-        out.push_str(&rest[..end]);
-        out.push(')');
-        rest = &rest[end + 1..];
-    }
-    out.push_str(rest);
-    out
-}
 
 /// Floats of the uniform binding a kernel reads its weights through.
 pub const UNIFORM_FLOATS: usize = UNIFORM_WEIGHT_BYTES as usize / 4;
