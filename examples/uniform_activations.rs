@@ -23,11 +23,9 @@ use anyhow::{bail, ensure};
 use gradnas::bench::{random_buf, run_repeated, time_kernels};
 use gradnas::engine::shaders::index_as_call;
 use gradnas::engine::{grid_1d, Buf, Gpu, Kernel};
-use gradnas::ops::conv2d_rows::{Direction, Spec};
+use gradnas::ops::conv2d_rows::{Direction, Spec, UNIFORM_FLOATS};
 
 const BATCH: usize = 32;
-/// Floats in a 64-KiB uniform binding.
-const UNIFORM_FLOATS: usize = 16384;
 
 /// The module reading x (as floats, float2s or float4s) from `xu`.
 fn uniform_x(src: &str) -> String {
@@ -36,14 +34,15 @@ fn uniform_x(src: &str) -> String {
     let s = index_as_call(&s, "x", "xu1");
     format!(
         "{s}
-@group(0) @binding(1) var<uniform> xu: array<vec4<f32>, 4096>;
+@group(0) @binding(1) var<uniform> xu: array<vec4<f32>, {}>;
 fn xu4(i: u32) -> vec4<f32> {{ return xu[i]; }}
 fn xu1(i: u32) -> f32 {{ return xu[i / 4u][i % 4u]; }}
 fn xu2(i: u32) -> vec2<f32> {{
     let q = xu[i / 2u];
     return select(q.xy, q.zw, i % 2u == 1u);
 }}
-"
+",
+        UNIFORM_FLOATS / 4
     )
 }
 
@@ -71,7 +70,9 @@ impl Case {
     fn params(&self, n: usize) -> [u32; 14] {
         let s = &self.spec;
         let (hw, pad) = (self.hw as u32, s.pad.1 as u32);
-        let w_o = self.c_in * s.kh * s.kw;
+        // Weights per written channel: [c_out, c_in / groups, kh, kw].
+        let read = if s.depthwise { 1 } else { self.c_in };
+        let w_o = read * s.kh * s.kw;
         [
             n as u32,
             self.c_in as u32,
@@ -185,11 +186,12 @@ fn main() -> anyhow::Result<()> {
             case.c_in * case.hw * case.hw,
             case.c_out * case.hw * case.hw,
         );
-        // Images a uniform binding holds; chunks start at multiples of 256
-        // bytes for these shapes (uniform offset alignment).
+        // Images a uniform binding holds; for these shapes each chunk's x
+        // and y start where a uniform and a storage binding may.
         let per = UNIFORM_FLOATS / img_in;
         ensure!(
-            (per * img_in * 4).is_multiple_of(256),
+            (per * img_in).is_multiple_of(gpu.uniform_offset_align())
+                && (per * img_out).is_multiple_of(gpu.offset_align()),
             "chunk offsets unaligned"
         );
         let x = random_buf(&gpu, BATCH * img_in + UNIFORM_FLOATS, 1)?;
