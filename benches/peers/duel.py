@@ -19,8 +19,9 @@ first gradnas is reported.
 Environment as compare.sh: TORCH_PYTHON (default /tmp/torchenv/bin/python),
 GRADNAS (a built gradnas binary; default target/release/gradnas), THREADS
 (PyTorch's threads; default the number of cores), DEVICE (PyTorch's: cpu,
-or cuda beside gradnas on the same GPU). The order alternates
-(gradnas first in even rounds, PyTorch first in odd ones). Not part of CI.
+or cuda beside gradnas on the same GPU). The order rotates each round
+(with two programs: gradnas first in even rounds, PyTorch first in odd
+ones). Not part of CI.
 """
 
 import argparse
