@@ -274,8 +274,12 @@ enum Cmd {
         /// Serve steps instead of benchmarking: build the search step of
         /// the first --search variant, print "ready", then take one step
         /// per line read on stdin and print its milliseconds
-        /// (benches/peers/duel.py alternates it with PyTorch's).
-        #[arg(long)]
+        /// (benches/peers/duel.py alternates it with PyTorch's). Takes one
+        /// --search variant and none of the options above it ignores.
+        #[arg(
+            long,
+            conflicts_with_all = ["json", "filter", "repeats", "profile", "model", "width", "depth", "batch"]
+        )]
         serve: bool,
     },
 }
@@ -474,7 +478,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             serve,
         } => {
             if serve {
-                let (cfg, second_order) = search_variant(&search[0])?;
+                let [variant] = &search[..] else {
+                    anyhow::bail!(
+                        "--serve steps one search variant; --search gave {}: {}",
+                        search.len(),
+                        search.join(",")
+                    );
+                };
+                let (cfg, second_order, _) = search_variant(variant)?;
                 let h = gradnas::search::bilevel::SearchHyper {
                     second_order,
                     ..Default::default()
@@ -803,21 +814,22 @@ fn print_profile(profile: Option<&[gradnas::graph::plan::ProfileRow]>) {
 }
 
 /// A `--search` variant: bench-small as specified, its partial-channel
-/// (k = 4) and second-order variants, bench-medium; and whether second
-/// order.
-fn search_variant(v: &str) -> Result<(SupernetConfig, bool)> {
+/// (k = 4) and second-order variants, bench-medium; whether second order;
+/// and whether costly (one repeat on a software adapter).
+fn search_variant(v: &str) -> Result<(SupernetConfig, bool, bool)> {
     let small = bench::bench_small();
     Ok(match v {
-        "small" => (small, false),
+        "small" => (small, false, false),
         "small-pc4" => (
             SupernetConfig {
                 partial_channels: 4,
                 ..small
             },
             false,
+            false,
         ),
-        "small-2nd" => (small, true),
-        "medium" => (bench::bench_medium(), false),
+        "small-2nd" => (small, true, true),
+        "medium" => (bench::bench_medium(), false, true),
         other => anyhow::bail!("--search {other}: expected small, small-pc4, small-2nd or medium"),
     })
 }
@@ -895,8 +907,7 @@ fn bench_cmd(
         let few = |n: usize| if software { repeats.min(n) } else { repeats };
         let mut variants = Vec::new();
         for v in search_variants {
-            let (cfg, second_order) = search_variant(v)?;
-            let costly = second_order || v == "medium";
+            let (cfg, second_order, costly) = search_variant(v)?;
             variants.push((cfg, second_order, few(if costly { 1 } else { 3 })));
         }
         let mut out = Vec::new();
