@@ -120,12 +120,17 @@ enum Cmd {
         /// phases are reused, the interrupted one starts again.
         #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["stage", "config", "from", "out"])]
         resume: Option<PathBuf>,
+        /// S1: channels of the supernet's first cell (the preset's unless
+        /// given; S3 widens from it).
         #[arg(long)]
         width: Option<usize>,
+        /// S1: cells of the supernet (S3 deepens from it).
         #[arg(long)]
         depth: Option<usize>,
+        /// S1: images per batch of each bilevel step's two batches.
         #[arg(long)]
         batch: Option<usize>,
+        /// S1: epochs of supernet training.
         #[arg(long)]
         epochs: Option<usize>,
         /// Bilevel steps per epoch (default: one pass over the training split).
@@ -172,6 +177,9 @@ enum Cmd {
         /// The seed of the split, the search and S4 (default 1).
         #[arg(long)]
         seed: Option<u64>,
+        /// The run directory to write: its config, each round's supernet
+        /// and genotype, the candidate, the compressed final model and its
+        /// ONNX file, report.html.
         #[arg(long, default_value = DEFAULT_OUT)]
         out: PathBuf,
     },
@@ -182,12 +190,17 @@ enum Cmd {
         net: NetArgs,
         #[command(flatten)]
         data: DataArgs,
+        /// Passes over the training split.
         #[arg(long, default_value_t = 4)]
         epochs: usize,
+        /// Images per SGD step.
         #[arg(long, default_value_t = 64)]
         batch: usize,
+        /// Initial learning rate of SGD with momentum, cosine-annealed over
+        /// all steps.
         #[arg(long, default_value_t = 0.05)]
         lr: f32,
+        /// The seed of the split, the initial weights and the batch order.
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// No random-crop (and flip) augmentation.
@@ -212,6 +225,7 @@ enum Cmd {
         model: PathBuf,
         #[command(flatten)]
         data: DataArgs,
+        /// Test images per forward pass (memory, not the result).
         #[arg(long, default_value_t = 256)]
         batch: usize,
     },
@@ -228,26 +242,33 @@ enum Cmd {
     },
     /// List every adapter seen and the limits gradnas uses on the chosen one.
     Info {
+        /// One JSON object on stdout instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Run every op and gradient on the GPU against the CPU reference.
     Verify {
+        /// One JSON object on stdout (every check, pass or not) instead of
+        /// a table.
         #[arg(long)]
         json: bool,
         /// The test suite's full shape set instead of the quick one.
         #[arg(long)]
         full: bool,
+        /// The seed of the random inputs.
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
     /// Per-op throughput (GFLOP/s, GB/s) on the chosen adapter.
     Bench {
+        /// One JSON object on stdout instead of tables.
         #[arg(long)]
         json: bool,
         /// Only ops whose name contains this.
         #[arg(long)]
         filter: Option<String>,
+        /// Timings per op (the median is reported); on a software adapter
+        /// the search steps take at most 3 (1 for the costly variants).
         #[arg(long, default_value_t = 7)]
         repeats: usize,
         /// The search-step variants to time, comma-separated: small
