@@ -380,6 +380,23 @@ fn error_no_such_directory() {
     let dir = absent.path().join("nope");
     let e = expect_err(load_dir(&dir), "nope");
     assert!(matches!(e, DataError::Io { .. }), "{e:?}");
+    // The system's reason, once: as `gradnas` prints an error with its
+    // causes (a missing directory was once "not a directory", twice).
+    let shown = format!("{:#}", anyhow::Error::from(e));
+    let reason = std::fs::metadata(&dir).unwrap_err().to_string();
+    assert!(
+        shown.ends_with(&format!("nope: cannot read: {reason}"))
+            && shown.matches(&reason).count() == 1,
+        "{shown} (expected the cause {reason:?} once)"
+    );
+    // A file where a directory should be says so, once.
+    let file = absent.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let shown = format!(
+        "{:#}",
+        anyhow::Error::from(expect_err(load_dir(&file), "file"))
+    );
+    assert_eq!(shown.matches("not a directory").count(), 1, "{shown}");
 }
 
 #[test]

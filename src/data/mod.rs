@@ -50,12 +50,13 @@ pub const IDX_FILES: [&str; 4] = [
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{}: cannot read: {source}", .path.display())]
+    // The cause is the error's source, which `{:#}` prints after it.
+    #[error("{}: cannot read", .path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}: starts like gzip (1f 8b) but does not decompress: {source}", .path.display())]
+    #[error("{}: starts like gzip (1f 8b) but does not decompress", .path.display())]
     Gzip {
         path: PathBuf,
         source: std::io::Error,
@@ -275,11 +276,22 @@ enum Layout {
 
 /// Which data set a directory holds, by which files exist.
 fn detect(dir: &Path) -> Result<Layout, DataError> {
-    if !dir.is_dir() {
-        return Err(DataError::Io {
-            path: dir.into(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
-        });
+    // Missing, unreadable, or a file: the system's own words for the first
+    // two.
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(DataError::Io {
+                path: dir.into(),
+                source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+            })
+        }
+        Err(source) => {
+            return Err(DataError::Io {
+                path: dir.into(),
+                source,
+            })
+        }
     }
     let idx: Vec<Option<PathBuf>> = IDX_FILES
         .iter()

@@ -47,7 +47,7 @@ pub enum GpuError {
         offered: u64,
         needed: u64,
     },
-    #[error("could not open a device on {adapter:?}: {source}")]
+    #[error("could not open a device on {adapter:?}")]
     Device {
         adapter: String,
         source: wgpu::RequestDeviceError,
