@@ -200,15 +200,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
     s
 }
 
-/// Relative + absolute closeness, as the tests compare GPU with CPU.
+/// The GPU's values against the CPU reference, as the tests compare them.
 fn close(what: &str, got: &[f32], want: &[f32]) -> anyhow::Result<()> {
-    ensure!(got.len() == want.len(), "{what}: length");
-    for (i, (a, b)) in got.iter().zip(want).enumerate() {
-        ensure!(
-            (a - b).abs() <= 1e-4 + 1e-4 * b.abs(),
-            "{what}: element {i} is {a}, the CPU says {b}"
-        );
-    }
+    let c = verify::compare(what, "forward", "", want, got, verify::FORWARD);
+    ensure!(c.pass, "{what}: {}", c.detail.unwrap_or_default());
     Ok(())
 }
 
