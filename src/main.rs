@@ -293,10 +293,10 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         batch: usize,
         /// Serve steps instead of benchmarking: build the search step of
-        /// the first --search variant, print "ready", then take one step
-        /// per line read on stdin and print its milliseconds
-        /// (benches/peers/duel.py alternates it with PyTorch's). Takes one
-        /// --search variant and none of the options above it ignores.
+        /// the --search variant (one only), print "ready", then take one
+        /// step per line read on stdin and print its milliseconds
+        /// (benches/peers/duel.py alternates it with PyTorch's). The
+        /// options above, which it would ignore, are refused with it.
         #[arg(
             long,
             conflicts_with_all = ["json", "filter", "repeats", "profile", "model", "width", "depth", "batch"]

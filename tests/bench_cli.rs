@@ -1,6 +1,6 @@
 //! `gradnas bench --serve` refuses what it would otherwise ignore: the
 //! options of the per-op and step benchmarks, and more than one search
-//! variant (it serves the first alone). Both are refused before any
+//! variant (it would serve the first alone). Both are refused before any
 //! adapter is opened.
 
 use std::process::Command;
