@@ -295,8 +295,9 @@ enum Cmd {
         /// Serve steps instead of benchmarking: build the search step of
         /// the --search variant (one only), print "ready", then take one
         /// step per line read on stdin and print its milliseconds
-        /// (benches/peers/duel.py alternates it with PyTorch's). The
-        /// options above, which it would ignore, are refused with it.
+        /// (benches/peers/duel.py alternates it with PyTorch's). Refused
+        /// beside the options it would ignore: --json, --filter,
+        /// --repeats, --profile, --model, --width, --depth, --batch.
         #[arg(
             long,
             conflicts_with_all = ["json", "filter", "repeats", "profile", "model", "width", "depth", "batch"]
