@@ -19,7 +19,7 @@
 use std::fmt::Write as _;
 
 use anyhow::ensure;
-use gradnas::bench::{run_repeated, time_kernels};
+use gradnas::bench::{median, run_repeated, time_alternating};
 use gradnas::engine::{grid_1d, Buf, Gpu, Kernel};
 use gradnas::ops::conv2d::{cpu, Conv2dShape};
 use gradnas::ops::conv2d_rows::{self, Direction};
@@ -355,25 +355,16 @@ fn main() -> anyhow::Result<()> {
             gpu.write(&yq, &vec![f32::NAN; want.len()]);
             run_repeated(&gpu, std::slice::from_ref(k), 1)?;
             close(what, &from_quads(&gpu.read(&yq)?), &want)?;
-            let mut ratios = Vec::new();
-            let (mut ta, mut tb) = (Vec::new(), Vec::new());
-            for _ in 0..7 {
-                let a = time_kernels(&gpu, step_conv, 3)?;
-                let b = time_kernels(&gpu, std::slice::from_ref(k), 3)?;
-                ratios.push(b / a);
-                ta.push(a);
-                tb.push(b);
-            }
-            for v in [&mut ratios, &mut ta, &mut tb] {
-                v.sort_by(f64::total_cmp);
-            }
+            let rounds = time_alternating(&gpu, step_conv, std::slice::from_ref(k), 7, 3)?;
+            let ratios: Vec<f64> = rounds.iter().map(|(a, b)| b / a).collect();
+            let (lo, hi) = ratios
+                .iter()
+                .fold((f64::INFINITY, 0.0f64), |(l, h), &r| (l.min(r), h.max(r)));
             println!(
-                "  {what}: {:.3} ms against the step's {:.3} ms, median ratio {:.3} (rounds {:.3}–{:.3})",
-                tb[3] * 1e3,
-                ta[3] * 1e3,
-                ratios[3],
-                ratios[0],
-                ratios[6]
+                "  {what}: {:.3} ms against the step's {:.3} ms, median ratio {:.3} (rounds {lo:.3}–{hi:.3})",
+                median(rounds.iter().map(|r| r.1).collect()) * 1e3,
+                median(rounds.iter().map(|r| r.0).collect()) * 1e3,
+                median(ratios),
             );
         }
     }

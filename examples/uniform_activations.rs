@@ -20,7 +20,7 @@
 //! `cargo run --release --example uniform_activations -- [chunks|one-chunk|workgroup N]`
 
 use anyhow::{bail, ensure};
-use gradnas::bench::{random_buf, run_repeated, time_kernels};
+use gradnas::bench::{median, random_buf, run_repeated, time_alternating};
 use gradnas::engine::shaders::index_as_call;
 use gradnas::engine::{grid_1d, Buf, Gpu, Kernel};
 use gradnas::ops::conv2d_rows::{Direction, Spec, UNIFORM_FLOATS};
@@ -263,11 +263,8 @@ fn main() -> anyhow::Result<()> {
             case.hw,
             case.hw
         );
-        let mut ratios = Vec::new();
-        for _ in 0..7 {
-            let a = time_kernels(&gpu, &storage, 3)?;
-            let b = time_kernels(&gpu, &other, 3)?;
-            ratios.push(b / a);
+        let rounds = time_alternating(&gpu, &storage, &other, 7, 3)?;
+        for &(a, b) in &rounds {
             println!(
                 "  as the step runs it {:.3} ms, {what} {:.3} ms, ratio {:.3}",
                 a * 1e3,
@@ -275,8 +272,8 @@ fn main() -> anyhow::Result<()> {
                 b / a
             );
         }
-        ratios.sort_by(f64::total_cmp);
-        println!("  median ratio {:.3}", ratios[3]);
+        let ratio = median(rounds.iter().map(|(a, b)| b / a).collect());
+        println!("  median ratio {ratio:.3}");
     }
     Ok(())
 }

@@ -98,6 +98,27 @@ pub fn time_kernels(gpu: &Gpu, kernels: &[Kernel], repeats: usize) -> Result<f64
     Ok(median(samples))
 }
 
+/// `a` and `b` timed in turn (`time_kernels`, `repeats` each) `rounds`
+/// times: each round's seconds of `a` and of `b`. Alternating keeps a
+/// drifting host's speed out of each round's ratio (the probes in
+/// `examples/`).
+pub fn time_alternating(
+    gpu: &Gpu,
+    a: &[Kernel],
+    b: &[Kernel],
+    rounds: usize,
+    repeats: usize,
+) -> Result<Vec<(f64, f64)>, GpuError> {
+    (0..rounds)
+        .map(|_| {
+            Ok((
+                time_kernels(gpu, a, repeats)?,
+                time_kernels(gpu, b, repeats)?,
+            ))
+        })
+        .collect()
+}
+
 pub fn run_case(gpu: &Gpu, case: &BenchCase, repeats: usize) -> Result<BenchRow, GpuError> {
     let kernels = case.build(gpu)?;
     let secs = time_kernels(gpu, &kernels, repeats)?;
@@ -710,7 +731,7 @@ pub struct StepBench {
 }
 
 /// The median of `v` (at least one value).
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
