@@ -63,6 +63,8 @@ pub enum GpuError {
     Validation { context: String, message: String },
     #[error("GPU device lost or wait failed: {0}")]
     Lost(String),
+    #[error(transparent)]
+    DispatchLog(#[from] super::dispatch_log::DispatchLogError),
 }
 
 /// The variable llvmpipe (lavapipe's compute path) reads for the number of

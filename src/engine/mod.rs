@@ -4,6 +4,7 @@
 
 mod buffer;
 mod device;
+pub mod dispatch_log;
 mod kernel;
 pub mod portability;
 pub mod shaders;

@@ -5,9 +5,11 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use super::ir::{Graph, Node, Op, T};
 use super::planner::{self, Lifetime, MemoryPlan};
+use crate::engine::dispatch_log::DispatchLog;
 use crate::engine::{place, Buf, Gpu, GpuError, Kernel};
 use crate::ops::conv2d_rows::{self, Direction};
 use crate::ops::matmul::MatmulKernel;
@@ -366,17 +368,29 @@ impl Plan {
     /// dispatches, seconds), costliest first: each dispatch's GPU time by
     /// timestamps where the adapter has them, else each dispatch submitted
     /// and waited for alone (the syncs add a little per dispatch, so read
-    /// the shares, not the total).
+    /// the shares, not the total). Under `GRADNAS_DISPATCH_LOG` always
+    /// alone, each window logged (`engine::dispatch_log`).
     pub fn profile(&self, gpu: &Gpu) -> Result<Vec<ProfileRow>, GpuError> {
-        let times = match gpu.dispatch_gpu_seconds(&self.kernels)? {
+        let mut log = DispatchLog::from_env();
+        let stamps = match log {
+            Some(_) => None,
+            None => gpu.dispatch_gpu_seconds(&self.kernels)?,
+        };
+        let times = match stamps {
             Some(t) => t,
             None => {
                 let mut t = Vec::with_capacity(self.kernels.len());
                 for k in &self.kernels {
-                    let start = std::time::Instant::now();
+                    let (start, wall) = (std::time::Instant::now(), SystemTime::now());
                     gpu.run(std::slice::from_ref(k))?;
                     gpu.sync()?;
                     t.push(start.elapsed().as_secs_f64());
+                    if let Some(log) = &mut log {
+                        log.record(&k.name, wall, SystemTime::now());
+                    }
+                }
+                if let Some(log) = log {
+                    log.finish()?;
                 }
                 t
             }
