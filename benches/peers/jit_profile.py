@@ -32,6 +32,7 @@ import collections
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -112,6 +113,10 @@ def main():
     ap.add_argument("--analyze", action="store_true",
                     help="read an earlier run's files in --out instead of running")
     a = ap.parse_args()
+    missing = [t for t in ("perf", "objdump") if shutil.which(t) is None]
+    if missing:
+        sys.exit(f"jit_profile.py needs {' and '.join(missing)} (e.g. apt-get install "
+                 "linux-perf binutils)")
     gradnas = os.environ.get("GRADNAS", "target/release/gradnas")
     os.makedirs(a.out, exist_ok=True)
     log = os.path.join(a.out, "dispatches.tsv")
@@ -129,7 +134,13 @@ def main():
         with open(os.path.join(a.out, "bench.txt"), "w") as f:
             f.write(run.stdout)
 
+    if not os.path.exists(os.path.join(log + ".jit", "segs.txt")):
+        sys.exit(f"{log}.jit/segs.txt is missing: no profile ran with GRADNAS_DISPATCH_LOG "
+                 "set, or not on Linux")
     ins = disassemble(log + ".jit")
+    if not ins:
+        sys.exit("no compiled kernel code was copied: the adapter is not a software one "
+                 "(llvmpipe) whose kernels live in this process")
     regions, kinds = loop_regions(ins)
     starts = [r[0] for r in regions]
 
