@@ -92,9 +92,9 @@ fn copy_executable_mappings(dir: &std::path::Path) -> Result<(), DispatchLogErro
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            // JIT code: executable, private, backed by no file.
-            let anonymous = f.len() == 5;
-            (anonymous && f.get(1)?.contains('x')).then_some(f[0])
+            // JIT code: readable, executable, backed by no file.
+            let (anonymous, perms) = (f.len() == 5, f.get(1)?);
+            (anonymous && perms.contains('r') && perms.contains('x')).then_some(f[0])
         })
         .filter_map(|range| {
             let (s, e) = range.split_once('-')?;
