@@ -14,7 +14,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 /// The variable that turns the log on.
@@ -58,28 +58,32 @@ impl DispatchLog {
     /// Append the windows to the file and copy the executable mappings
     /// (each profile of a run appends; a later copy replaces an earlier).
     pub fn finish(self) -> Result<(), DispatchLogError> {
-        let write = |path: &PathBuf, source| DispatchLogError::Write {
-            path: path.clone(),
-            source,
-        };
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)
             .and_then(|mut f| f.write_all(self.lines.as_bytes()))
-            .map_err(|e| write(&self.path, e))?;
+            .map_err(cannot_write(&self.path))?;
         let mut dir = self.path.into_os_string();
         dir.push(".jit");
         let dir = PathBuf::from(dir);
-        std::fs::create_dir_all(&dir).map_err(|e| write(&dir, e))?;
+        std::fs::create_dir_all(&dir).map_err(cannot_write(&dir))?;
         copy_executable_mappings(&dir)
+    }
+}
+
+/// The error for a failed write of `path`.
+fn cannot_write(path: &Path) -> impl FnOnce(std::io::Error) -> DispatchLogError + '_ {
+    move |source| DispatchLogError::Write {
+        path: path.to_path_buf(),
+        source,
     }
 }
 
 /// Each anonymous executable mapping of this process as `seg<i>.bin` in
 /// `dir`, listed in `segs.txt` as `i start end` (hexadecimal addresses).
 /// Elsewhere than Linux there is no /proc and nothing is copied.
-fn copy_executable_mappings(dir: &std::path::Path) -> Result<(), DispatchLogError> {
+fn copy_executable_mappings(dir: &Path) -> Result<(), DispatchLogError> {
     if !cfg!(target_os = "linux") {
         return Ok(());
     }
@@ -109,9 +113,9 @@ fn copy_executable_mappings(dir: &std::path::Path) -> Result<(), DispatchLogErro
         mem.seek(SeekFrom::Start(start)).map_err(io)?;
         mem.read_exact(&mut bytes).map_err(io)?;
         let path = dir.join(format!("seg{i}.bin"));
-        std::fs::write(&path, &bytes).map_err(|e| DispatchLogError::Write { path, source: e })?;
+        std::fs::write(&path, &bytes).map_err(cannot_write(&path))?;
         let _ = writeln!(list, "{i} {start:x} {end:x}");
     }
     let path = dir.join("segs.txt");
-    std::fs::write(&path, list).map_err(|e| DispatchLogError::Write { path, source: e })
+    std::fs::write(&path, list).map_err(cannot_write(&path))
 }
