@@ -185,27 +185,30 @@ def main():
             by_family[fam]["outside"] += 1
 
     total = sum(sum(c.values()) for c in by_family.values())
-    jit = collections.Counter()
-    for c in by_family.values():
-        jit.update({k: v for k, v in c.items() if k != "outside"})
     report = {
         "samples_in_dispatches": total,
         "samples_outside_dispatches": unplaced,
         "outside_kernels": dict(outside),
-        "all": {k: jit[k] / max(1, sum(jit.values())) for k in KINDS},
+        "all": {},
         "families": {},
     }
     lines = [f"{'family':32s} {'step':>6s} {'in JIT':>7s} " + " ".join(f"{k:>8s}" for k in KINDS)]
+
+    def row(name, counts):
+        """One table line and its report entry: the family's share of the
+        samples, the share of those in the kernels' code, and each kind's
+        share of the latter."""
+        n = sum(counts.values())
+        j = n - counts["outside"]
+        entry = {"share": n / total, "jit": j / n, **{k: counts[k] / max(1, j) for k in KINDS}}
+        lines.append(f"{name:32s} {100*entry['share']:5.1f}% {100*entry['jit']:6.1f}% "
+                     + " ".join(f"{100*entry[k]:7.1f}%" for k in KINDS))
+        return entry
+
     for fam, c in sorted(by_family.items(), key=lambda x: -sum(x[1].values())):
-        n = sum(c.values())
-        j = n - c["outside"]
-        report["families"][fam] = {"share": n / total, "jit": j / n,
-                                   **{k: c[k] / max(1, j) for k in KINDS}}
-        lines.append(f"{fam:32s} {100*n/total:5.1f}% {100*j/n:6.1f}% "
-                     + " ".join(f"{100*c[k]/max(1, j):7.1f}%" for k in KINDS))
-    nj = sum(jit.values())
-    lines.append(f"{'all':32s} {100.0:5.1f}% {100*nj/total:6.1f}% "
-                 + " ".join(f"{100*jit[k]/max(1, nj):7.1f}%" for k in KINDS))
+        report["families"][fam] = row(fam, c)
+    all_kinds = row("all", sum(by_family.values(), collections.Counter()))
+    report["all"] = {k: all_kinds[k] for k in KINDS}
     lines.append(f"samples: {total} in dispatch windows ({unplaced} outside: building, timing);"
                  f" outside the kernels' code: {dict(outside)}")
     text = "\n".join(lines)
