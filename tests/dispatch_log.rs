@@ -23,9 +23,12 @@ fn a_profile_logs_each_dispatch_and_the_kernels_code() {
     let plan = Plan::new(gpu, &g).unwrap();
     plan.write(gpu, x, &verify::randn(&mut verify::rng(3), 4 * 3 * 5 * 7));
 
-    let dir = std::env::temp_dir().join(format!("gradnas-dispatch-log-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    // Removed when dropped, also when an assertion fails.
+    let tmp = tempfile::Builder::new()
+        .prefix("gradnas-dispatch-log-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path();
     let log = dir.join("dispatches.tsv");
     std::env::set_var(DISPATCH_LOG_VAR, &log);
     let rows = plan.profile(gpu).unwrap();
@@ -78,5 +81,4 @@ fn a_profile_logs_each_dispatch_and_the_kernels_code() {
     };
     assert!(e.contains(DISPATCH_LOG_VAR) && e.contains("missing"), "{e}");
     std::env::remove_var(DISPATCH_LOG_VAR);
-    let _ = std::fs::remove_dir_all(&dir);
 }
