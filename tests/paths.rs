@@ -201,8 +201,11 @@ fn sampled_tensors_move_and_runs_repeat() {
     }
     assert!(a.tensors.iter().any(|(n, (_, v))| v != &c.tensors[n].1));
 
-    let dir = std::env::temp_dir().join(format!("gradnas-paths-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("gradnas-paths-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path();
     let s1 = gradnas::search::s1::S1Config {
         supernet: a.config.clone(),
         ..Default::default()
@@ -213,9 +216,8 @@ fn sampled_tensors_move_and_runs_repeat() {
     )
     .unwrap();
     a.save(&dir.join(WEIGHTS_FILE)).unwrap();
-    let back = SupernetWeights::load_file(&dir, WEIGHTS_FILE).unwrap();
+    let back = SupernetWeights::load_file(dir, WEIGHTS_FILE).unwrap();
     assert_eq!(back.tensors, a.tensors);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Bad settings are refused with the field named; a partial-channel
