@@ -211,6 +211,9 @@ impl Spec {
         let scalar_1x1 = !wide && !s.is_depthwise() && s.kh == 1 && s.kw == 1 && !flat4(s);
         let pointwise_rows = scalar_1x1 && row_entries;
         let pointwise_weight = scalar_1x1 && dir == Direction::WeightGradient;
+        // The float4 pointwise forward and input gradient on a CPU adapter
+        // take the same wider blocks.
+        let pointwise4_rows = !wide && flat4(s) && dir != Direction::WeightGradient;
         let quads = match (flat4(s) && dir != Direction::WeightGradient, wide) {
             (false, _) => 1,
             (true, true) => 2,
@@ -237,6 +240,8 @@ impl Spec {
                 pointwise_block(written)
             } else if pointwise_weight {
                 pointwise_block(written).min(16)
+            } else if pointwise4_rows {
+                pointwise_block(written)
             } else {
                 channel_block(written)
             },
@@ -1758,7 +1763,20 @@ pub fn representative_specs() -> Vec<Spec> {
         } else {
             &[2, 4]
         };
-        for (depthwise, oc) in [(false, 4), (false, DENSE_CHANNELS), (true, 1)] {
+        // The forward and input gradient also in `pointwise_block`'s 16 and
+        // 32 channels.
+        let blocks: &[(bool, usize)] = if dir == Direction::WeightGradient {
+            &[(false, 4), (false, DENSE_CHANNELS), (true, 1)]
+        } else {
+            &[
+                (false, 4),
+                (false, DENSE_CHANNELS),
+                (false, 16),
+                (false, 32),
+                (true, 1),
+            ]
+        };
+        for &(depthwise, oc) in blocks {
             for &quads in quads {
                 v.push(Spec {
                     depthwise,
@@ -1974,8 +1992,11 @@ pub fn channel_block(c: usize) -> usize {
 /// the FMAs or the accumulators that spill, set the time: measured on
 /// [32, 32, 7, 7] → 32 channels, in alternating rounds, 0.64–0.72 of the
 /// 8-channel kernel's time at 32 channels a block and 0.74–0.83 at 16
-/// (BENCHMARKS.md, "Twenty-second pass"). The float4 pointwise kernels
-/// gained less (0.80–1.0 at 16) and keep `channel_block`. A weight
+/// (BENCHMARKS.md, "Twenty-second pass"). The float4 pointwise forward
+/// and input gradient take the same blocks: on bench-small's planes they
+/// gained little (0.80–1.0 at 16; the step 0.993 in alternating rounds),
+/// on bench-medium's (16–64 channels) 0.83–0.86 of the 8-channel kernels'
+/// time in the step's profile ("Twenty-seventh pass"). A weight
 /// gradient's pass 1 takes blocks of up to 16 written by 16 read channels
 /// (each x and dy value loaded feeds 16 products, not 8: 0.70–0.83 of the
 /// 8-by-8 kernel's share of the step's profile; its 256 accumulators are

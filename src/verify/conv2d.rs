@@ -95,6 +95,10 @@ const FULL: &[Row] = &[
     (2, 9, 3, 2, 2, 1, 1, 1, 0, 0, 1, 1, false),
     (2, 12, 4, 6, 6, 1, 1, 1, 0, 0, 1, 1, false),
     (3, 4, 9, 5, 4, 1, 1, 1, 0, 0, 1, 1, true),
+    // ... in `pointwise_block`'s blocks on a CPU adapter: forward 32 and
+    // input gradient 48 (16 a block), over 9 float4s a plane (a last block
+    // of one).
+    (2, 48, 32, 6, 6, 1, 1, 1, 0, 0, 1, 1, true),
     // The tap-major weight copies (`conv2d_rows::Spec::weights4`) over
     // many read channels and a partial last block of written ones:
     // forward, input gradient, strided input gradient, float4 pointwise
