@@ -13,8 +13,8 @@
 # the number of cores), DEVICE (cpu, or cuda for the GPU peer), OUT (where the
 # raw JSON goes; default a fresh temporary directory), SEARCH (gradnas's
 # search-step variants, `gradnas bench --search`; default small,medium —
-# bench-medium takes ~10 min per step on 2-core lavapipe; SEARCH=small skips
-# it). Not part of CI. Run it
+# bench-medium takes ~45 s a step on 2-core lavapipe, a few minutes with its
+# warm-up and repeats, and PyTorch's ~13 GB; SEARCH=small skips it). Not part of CI. Run it
 # on an idle machine: with other work on the cores, PyTorch's thread pool
 # waits on descheduled threads and its times mean nothing.
 set -euo pipefail
