@@ -24,6 +24,20 @@ const DW_ROWS: usize = 2;
 /// past the last (`channel_block`); a 1×1 over rows of scalars on a CPU
 /// adapter takes up to 32 (`pointwise_block`).
 const DENSE_CHANNELS: usize = 8;
+
+/// Channels per invocation of a dense forward or input gradient on a CPU
+/// adapter where they divide the written channels and the dispatch keeps
+/// `WIDE_MIN_WORKGROUPS` workgroups: each input row loaded feeds twice the
+/// products. Measured in the step's profile: bench-medium's 1×7 and 7×1
+/// (16–64 channels) 0.85–0.96 of the 8-channel kernels' time; on
+/// bench-small's 7×7 planes, where 16 channels leave one workgroup, 1.9×
+/// (BENCHMARKS.md, "Twenty-seventh pass").
+const DENSE_WIDE: usize = 16;
+
+/// The fewest workgroups a dispatch keeps when its blocks are widened:
+/// llvmpipe's default workers on the 2-core host it was measured on (two a
+/// core); fewer leave a core idle for part of the dispatch.
+const WIDE_MIN_WORKGROUPS: usize = 4;
 /// Invocations per workgroup. These are small dispatches (a weight
 /// gradient's pass 1 has ~100–800 invocations): CPU adapters run each
 /// workgroup on one thread, so 256-wide groups left one of two cores idle
@@ -219,7 +233,7 @@ impl Spec {
             (true, true) => 2,
             (true, false) => 4,
         };
-        Spec {
+        let spec = Spec {
             rows,
             quads,
             col_blocks,
@@ -266,6 +280,42 @@ impl Spec {
             } else {
                 (0, 0)
             },
+        };
+        // A dense forward or input gradient on a CPU adapter writes
+        // DENSE_WIDE channels per invocation where they divide the written
+        // ones and the dispatch keeps WIDE_MIN_WORKGROUPS workgroups.
+        let dense = !wide
+            && !spec.depthwise
+            && !spec.flat4
+            && !pointwise_rows
+            && dir != Direction::WeightGradient;
+        let widened = Spec {
+            oc: DENSE_WIDE,
+            ..spec
+        };
+        if dense
+            && spec.oc < DENSE_WIDE
+            && written.is_multiple_of(DENSE_WIDE)
+            && widened.invocations(s) >= WIDE_MIN_WORKGROUPS * ROWS_WG as usize
+        {
+            return widened;
+        }
+        spec
+    }
+
+    /// The invocations this forward or input-gradient kernel of `s` runs.
+    fn invocations(&self, s: &Conv2dShape) -> usize {
+        let (_, (co, oh, ow), _, _) = geometry(s, self.dir);
+        let flip = self.dir == Direction::InputGradient;
+        if self.flat4 {
+            s.n * co.div_ceil(self.oc) * (oh * ow / 4).div_ceil(self.quads)
+        } else if flip && s.stride > 1 && self.rows > 1 {
+            s.n * co.div_ceil(self.oc) * oh.div_ceil(self.rows) * ow.div_ceil(s.stride * COLS)
+        } else if flip && s.stride > 1 {
+            s.n * co.div_ceil(self.oc) * oh * s.stride * ow.div_ceil(s.stride).div_ceil(COLS)
+        } else {
+            // Depthwise kernels take one channel (oc = 1).
+            s.n * co.div_ceil(self.oc) * oh.div_ceil(self.rows) * ow.div_ceil(COLS)
         }
     }
 
@@ -2130,7 +2180,6 @@ pub fn kernels(
     relu: bool,
 ) -> Result<Vec<Kernel>, GpuError> {
     debug_assert!(dir != Direction::WeightGradient && generated(s, dir));
-    let flip = dir == Direction::InputGradient;
     debug_assert!(!relu || dir == Direction::Forward);
     let spec = Spec {
         relu,
@@ -2158,16 +2207,7 @@ pub fn kernels(
         plane: plane_of(&spec, [h, wd, oh, ow, pad.0, pad.1], gpu.wide),
         ..spec
     };
-    let invocations = if spec.flat4 {
-        s.n * co.div_ceil(spec.oc) * (oh * ow / 4).div_ceil(spec.quads)
-    } else if flip && s.stride > 1 && spec.rows > 1 {
-        s.n * co.div_ceil(spec.oc) * oh.div_ceil(spec.rows) * ow.div_ceil(s.stride * COLS)
-    } else if flip && s.stride > 1 {
-        s.n * co.div_ceil(spec.oc) * oh * s.stride * ow.div_ceil(s.stride).div_ceil(COLS)
-    } else {
-        // Depthwise kernels take one channel (oc = 1).
-        s.n * co.div_ceil(spec.oc) * oh.div_ceil(spec.rows) * ow.div_ceil(COLS)
-    };
+    let invocations = spec.invocations(s);
     // Without a bias the weights stand in for its slot (never read as one).
     if !spec.weights4() {
         // The weights themselves through a uniform binding where one fits
@@ -2472,7 +2512,59 @@ impl WeightCopies {
 
 #[cfg(test)]
 mod tests {
-    use super::{block_rows, compile_plane, dense_row_rows};
+    use super::{block_rows, compile_plane, dense_row_rows, Direction, Spec};
+    use crate::ops::conv2d::Conv2dShape;
+
+    fn row_conv(n: usize, c: usize, hw: usize, kh: usize, kw: usize, stride: usize) -> Conv2dShape {
+        Conv2dShape {
+            n,
+            c_in: c,
+            h: hw,
+            w: hw,
+            c_out: c,
+            kh,
+            kw,
+            stride,
+            pad_h: kh / 2,
+            pad_w: kw / 2,
+            dilation: 1,
+            groups: 1,
+        }
+    }
+
+    /// A dense forward or input gradient on a CPU adapter writes 16
+    /// channels an invocation where 16 divide them and the dispatch keeps
+    /// 4 workgroups of 64: bench-medium's 1×7 on 7×7 planes and the verify
+    /// cases that exercise it, not bench-small's (one workgroup left), not
+    /// 24 channels, not on a GPU, not the weight gradient.
+    #[test]
+    fn dense_blocks_widen_only_where_workgroups_stay() {
+        let oc = |s: &Conv2dShape, dir, wide| Spec::of(s, dir, wide).oc;
+        let (fwd, dx, dw) = (
+            Direction::Forward,
+            Direction::InputGradient,
+            Direction::WeightGradient,
+        );
+        assert_eq!(
+            oc(&row_conv(32, 32, 7, 1, 7, 1), fwd, false),
+            8,
+            "bench-small"
+        );
+        assert_eq!(
+            oc(&row_conv(64, 64, 7, 1, 7, 1), fwd, false),
+            16,
+            "bench-medium"
+        );
+        assert_eq!(oc(&row_conv(64, 64, 7, 1, 7, 1), dx, false), 16);
+        assert_eq!(oc(&row_conv(64, 64, 7, 1, 7, 1), fwd, true), 8, "a GPU");
+        assert_ne!(oc(&row_conv(64, 64, 7, 1, 7, 1), dw, false), 16);
+        assert_eq!(oc(&row_conv(64, 24, 7, 1, 7, 1), fwd, false), 8);
+        // `verify`'s full set: a 1×7 both ways, a strided 7×1's input
+        // gradient.
+        assert_eq!(oc(&row_conv(8, 32, 28, 1, 7, 1), fwd, false), 16);
+        assert_eq!(oc(&row_conv(8, 32, 28, 1, 7, 1), dx, false), 16);
+        assert_eq!(oc(&row_conv(16, 32, 28, 7, 1, 2), dx, false), 16);
+    }
 
     /// The planes of a 28×28 input take 7 rows (no row computed past the
     /// last); 3×3 keeps 2; a 9-high plane takes 5 + 4, not 8 + 1.
