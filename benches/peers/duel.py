@@ -11,8 +11,9 @@ the median of the rounds' ratios does not drift with the host.
                           [--variant NAME:VAR=VALUE[,VAR=VALUE...]]...
 
 Each --variant adds another resident gradnas with those environment
-variables set (a setting, LP_NUM_THREADS, or another Vulkan driver through
-VK_ICD_FILENAMES and LD_LIBRARY_PATH): all programs take one step per
+variables set (a setting, LP_NUM_THREADS, another Vulkan driver through
+VK_ICD_FILENAMES and LD_LIBRARY_PATH, or GRADNAS=path: another build of
+gradnas, e.g. before and after a change): all programs take one step per
 round, the order rotating, and each gradnas's ratio to PyTorch and to the
 first gradnas is reported.
 
@@ -100,12 +101,16 @@ def main():
     for path, what in ((py, "TORCH_PYTHON"), (gradnas, "GRADNAS")):
         if not os.access(path, os.X_OK):
             sys.exit(f"duel.py: {path} is not executable; set {what}")
+    for name, env in args.variant:
+        if not os.access(env.get("GRADNAS", gradnas), os.X_OK):
+            sys.exit(f"duel.py: variant {name}: {env['GRADNAS']} is not executable")
     print(f"duel.py: starting gradnas{''.join(', ' + n for n in names)} and PyTorch "
           f"({args.config})", file=sys.stderr)
     serve = [gradnas, "bench", "--serve", "--search", SEARCH[args.config]]
     servers = [("gradnas", Server("gradnas", serve))]
     for name, env in args.variant:
-        servers.append((name, Server(name, serve, dict(os.environ, **env))))
+        binary = env.get("GRADNAS", gradnas)
+        servers.append((name, Server(name, [binary] + serve[1:], dict(os.environ, **env))))
     servers.append(("torch", Server(
         "PyTorch",
         [py, os.path.join(HERE, "supernet_torch.py"), "--serve", "--config", args.config,
