@@ -29,15 +29,16 @@ const DENSE_CHANNELS: usize = 8;
 /// adapter where they divide the written channels and the dispatch keeps
 /// `WIDE_MIN_WORKGROUPS` workgroups: each input row loaded feeds twice the
 /// products. Measured in the step's profile: bench-medium's 1×7 and 7×1
-/// (16–64 channels) 0.85–0.96 of the 8-channel kernels' time; on
-/// bench-small's 7×7 planes, where 16 channels leave one workgroup, 1.9×
-/// (BENCHMARKS.md, "Twenty-seventh pass").
+/// (16–64 channels) 0.81–0.99 of the 8-channel kernels' time, 0.93 in
+/// all; on bench-small's 7×7 planes, where 16 channels leave one
+/// workgroup, 1.9× (BENCHMARKS.md, "Twenty-seventh pass").
 const DENSE_WIDE: usize = 16;
 
 /// The fewest workgroups a dispatch keeps when its blocks are widened:
 /// llvmpipe's default workers on the 2-core host it was measured on (two a
 /// core); fewer leave a core idle for part of the dispatch.
 const WIDE_MIN_WORKGROUPS: usize = 4;
+
 /// Invocations per workgroup. These are small dispatches (a weight
 /// gradient's pass 1 has ~100–800 invocations): CPU adapters run each
 /// workgroup on one thread, so 256-wide groups left one of two cores idle
@@ -2045,7 +2046,7 @@ pub fn channel_block(c: usize) -> usize {
 /// (BENCHMARKS.md, "Twenty-second pass"). The float4 pointwise forward
 /// and input gradient take the same blocks: on bench-small's planes they
 /// gained little (0.80–1.0 at 16; the step 0.993 in alternating rounds),
-/// on bench-medium's (16–64 channels) 0.83–0.86 of the 8-channel kernels'
+/// on bench-medium's (16–64 channels) 0.80–0.84 of the 8-channel kernels'
 /// time in the step's profile ("Twenty-seventh pass"). A weight
 /// gradient's pass 1 takes blocks of up to 16 written by 16 read channels
 /// (each x and dy value loaded feeds 16 products, not 8: 0.70–0.83 of the
