@@ -282,9 +282,10 @@ impl Spec {
                 (0, 0)
             },
         };
-        // A dense forward or input gradient on a CPU adapter writes
-        // DENSE_WIDE channels per invocation where they divide the written
-        // ones and the dispatch keeps WIDE_MIN_WORKGROUPS workgroups.
+        // A dense forward or input gradient on a CPU adapter (whose block
+        // is `channel_block`'s 4 or 8) writes DENSE_WIDE channels per
+        // invocation where they divide the written ones and the dispatch
+        // keeps WIDE_MIN_WORKGROUPS workgroups.
         let dense = !wide
             && !spec.depthwise
             && !spec.flat4
@@ -295,7 +296,6 @@ impl Spec {
             ..spec
         };
         if dense
-            && spec.oc < DENSE_WIDE
             && written.is_multiple_of(DENSE_WIDE)
             && widened.invocations(s) >= WIDE_MIN_WORKGROUPS * ROWS_WG as usize
         {
