@@ -101,16 +101,18 @@ def main():
     for path, what in ((py, "TORCH_PYTHON"), (gradnas, "GRADNAS")):
         if not os.access(path, os.X_OK):
             sys.exit(f"duel.py: {path} is not executable; set {what}")
-    for name, env in args.variant:
-        if not os.access(env.get("GRADNAS", gradnas), os.X_OK):
-            sys.exit(f"duel.py: variant {name}: {env['GRADNAS']} is not executable")
+    # Each variant's build: its own GRADNAS, or the first gradnas's.
+    binaries = {name: env.get("GRADNAS", gradnas) for name, env in args.variant}
+    for name, binary in binaries.items():
+        if not os.access(binary, os.X_OK):
+            sys.exit(f"duel.py: variant {name}: {binary} is not executable")
     print(f"duel.py: starting gradnas{''.join(', ' + n for n in names)} and PyTorch "
           f"({args.config})", file=sys.stderr)
     serve = [gradnas, "bench", "--serve", "--search", SEARCH[args.config]]
     servers = [("gradnas", Server("gradnas", serve))]
     for name, env in args.variant:
-        binary = env.get("GRADNAS", gradnas)
-        servers.append((name, Server(name, [binary] + serve[1:], dict(os.environ, **env))))
+        servers.append((name, Server(name, [binaries[name]] + serve[1:],
+                                     dict(os.environ, **env))))
     servers.append(("torch", Server(
         "PyTorch",
         [py, os.path.join(HERE, "supernet_torch.py"), "--serve", "--config", args.config,
