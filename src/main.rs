@@ -273,8 +273,8 @@ enum Cmd {
         repeats: usize,
         /// The search-step variants to time, comma-separated: small
         /// (bench-small), small-pc4 (partial channels 1/4), small-2nd
-        /// (second order), medium (bench-medium: minutes per step on
-        /// lavapipe).
+        /// (second order), medium (bench-medium: ~45 s a step on 2-core
+        /// lavapipe, minutes with its warm-up).
         #[arg(
             long,
             default_value = "small,small-pc4,small-2nd",

@@ -14,9 +14,10 @@
 # raw JSON goes; default a fresh temporary directory), SEARCH (gradnas's
 # search-step variants, `gradnas bench --search`; default small,medium —
 # bench-medium takes ~45 s a step on 2-core lavapipe, a few minutes with its
-# warm-up and repeats, and PyTorch's ~13 GB; SEARCH=small skips it). Not part of CI. Run it
-# on an idle machine: with other work on the cores, PyTorch's thread pool
-# waits on descheduled threads and its times mean nothing.
+# warm-up and repeats, and PyTorch's ~13 GB; SEARCH=small skips it). Not
+# part of CI. Run it on an idle machine: with other work on the cores,
+# PyTorch's thread pool waits on descheduled threads and its times mean
+# nothing.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
