@@ -144,6 +144,7 @@ fn main() -> anyhow::Result<()> {
         store: 1,
         plane: None,
         uniform: true,
+        wg: 0,
     };
     let pointwise4 = Spec {
         flat4: true,

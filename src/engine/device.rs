@@ -103,7 +103,7 @@ pub fn llvmpipe_threads_for(set: Option<&str>, cores: usize) -> Option<usize> {
 /// (each [`Gpu`] has its own), so it must be set before the first.
 pub fn default_llvmpipe_threads() -> Option<usize> {
     let set = std::env::var(LLVMPIPE_THREADS_VAR).ok();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = super::kernel::host_cores();
     let n = llvmpipe_threads_for(set.as_deref(), cores)?;
     std::env::set_var(LLVMPIPE_THREADS_VAR, n.to_string());
     Some(n)

@@ -22,6 +22,65 @@ pub fn grid_1d(n: usize, wg: u32) -> [u32; 3] {
     }
 }
 
+/// The host's cores (1 where unknown).
+pub fn host_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The workgroup size for a dispatch of `invocations` whose kernel's
+/// default is `ws`: on a CPU adapter (`Gpu::wide` false) the one that
+/// splits them most evenly over the host's cores
+/// ([`balanced_workgroup`]), elsewhere `ws`.
+pub fn workgroup_for(gpu: &Gpu, invocations: usize, ws: u32) -> u32 {
+    if gpu.wide {
+        ws
+    } else {
+        balanced_workgroup(invocations, ws, host_cores())
+    }
+}
+
+/// SIMD lanes of a CPU adapter's invocation groups: llvmpipe runs a
+/// workgroup 8 invocations at a time (256-bit vectors of f32).
+pub const CPU_LANES: u32 = 8;
+
+/// The workgroup size, at most `ws`, that splits `invocations` most evenly
+/// over `cores` on a CPU adapter, where each workgroup runs on one core and
+/// a dispatch lasts until its last workgroup ends: among the multiples of
+/// [`CPU_LANES`] from `ws` / 2 to `ws`, the one whose longest core (the
+/// workgroups dealt in turn, the short last one to the least loaded) runs
+/// the fewest lane groups, if that is at most 0.95 of `ws`'s; else `ws`.
+/// 224 invocations in groups of 64 leave one core 16 lane groups and the
+/// other 12; in groups of 56, 14 each (measured: BENCHMARKS.md,
+/// "Twenty-eighth pass"). Only the grid changes: each invocation computes
+/// what it did, bit for bit.
+pub fn balanced_workgroup(invocations: usize, ws: u32, cores: usize) -> u32 {
+    let longest = |ws: u32| {
+        let ws = ws as usize;
+        let lanes = CPU_LANES as usize;
+        let cores = cores.max(1);
+        let (full, rest) = (invocations / ws, invocations % ws);
+        let (per, last) = (ws.div_ceil(lanes), rest.div_ceil(lanes));
+        let (base, extra) = (full / cores, full % cores);
+        let most = (base + usize::from(extra > 0)) * per;
+        if last > 0 {
+            most.max(base * per + last)
+        } else {
+            most
+        }
+    };
+    let floor = (ws / 2).max(CPU_LANES);
+    let best = (floor..=ws)
+        .rev()
+        .filter(|w| w.is_multiple_of(CPU_LANES))
+        .min_by_key(|&w| longest(w))
+        .unwrap_or(ws);
+    if 20 * longest(best) <= 19 * longest(ws) {
+        best
+    } else {
+        ws
+    }
+}
+
 /// Appends to `table` the rows of a dispatch that takes one workgroup per
 /// row: `len` elements cut into spans of `span`, each row `row(first,
 /// count)` as u32s (the batched weight-gradient sums and weight copies).
@@ -44,8 +103,7 @@ pub fn encode_chunk(dispatches: usize) -> usize {
     if dispatches <= 2 * MIN_CHUNK {
         return dispatches.max(1);
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    dispatches.div_ceil(cores).max(MIN_CHUNK)
+    dispatches.div_ceil(host_cores()).max(MIN_CHUNK)
 }
 
 /// The smallest chunk [`encode_chunk`] makes.
@@ -397,5 +455,33 @@ impl Gpu {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn balanced_workgroups_split_the_lane_groups_evenly() {
+        // 3.5 workgroups of 64 on 2 cores: 16 lane groups against 12;
+        // 4 of 56: 14 each.
+        assert_eq!(balanced_workgroup(224, 64, 2), 56);
+        // 6 workgroups and one lane group: as even as it gets.
+        assert_eq!(balanced_workgroup(392, 64, 2), 64);
+        // Many workgroups: the last one's share is under 5%.
+        assert_eq!(balanced_workgroup(64 * 40 + 32, 64, 2), 64);
+        // Whole workgroups, an even count.
+        assert_eq!(balanced_workgroup(64, 16, 2), 16);
+        // One core has nothing to balance.
+        assert_eq!(balanced_workgroup(224, 64, 1), 64);
+        // Three lane groups on two cores cannot be split evenly.
+        assert_eq!(balanced_workgroup(24, 16, 2), 16);
+        for n in 1..600 {
+            for ws in [16, 64, 256] {
+                let b = balanced_workgroup(n, ws, 2);
+                assert!(b <= ws && b >= ws / 2 && b.is_multiple_of(CPU_LANES), "{n} {ws} {b}");
+            }
+        }
     }
 }

@@ -15,4 +15,7 @@ pub use device::{
     default_llvmpipe_threads, list_adapters, llvmpipe_threads_for, AdapterRow, Gpu, GpuError,
     UsedLimits, LLVMPIPE_THREADS_VAR, UNIFORM_WEIGHT_BYTES,
 };
-pub use kernel::{encode_chunk, grid_1d, span_rows, Kernel, MIN_CHUNK, WG};
+pub use kernel::{
+    balanced_workgroup, encode_chunk, grid_1d, host_cores, span_rows, workgroup_for, Kernel,
+    CPU_LANES, MIN_CHUNK, WG,
+};

@@ -205,6 +205,13 @@ const fn weight_chunking(wide: bool) -> (usize, usize) {
         (1 << 15, 256)
     }
 }
+/// The fewest invocations pass 1 takes on a CPU adapter, shorter chunks
+/// where its blocks are few: enough lane groups to split evenly over the
+/// cores (`engine::balanced_workgroup`). bench-small's 1×1s on 7×7 planes
+/// (4 blocks of 16 × 16 channels) summed 1,568 pixels in 6 chunks, 24
+/// invocations in workgroups of 16 and 8: 0.78 of that time in 16 chunks
+/// (BENCHMARKS.md, "Twenty-eighth pass").
+const CPU_PASS1_INVOCATIONS: usize = 64;
 /// Largest partial-sum buffer (elements) pass 1 may use.
 const MAX_PARTIAL: usize = 1 << 22;
 
@@ -420,9 +427,15 @@ fn weight_split(s: &Conv2dShape, wide: bool) -> (Option<&'static str>, usize, (u
         )
     };
     let (invocations, min_chunk_pixels) = weight_chunking(wide);
+    let floor = if wide {
+        1
+    } else {
+        CPU_PASS1_INVOCATIONS.div_ceil(blocks)
+    };
     let chunks = invocations
         .div_ceil(blocks)
         .min(rows * row_pixels / min_chunk_pixels)
+        .max(floor)
         .min(MAX_PARTIAL / s.w_len())
         .clamp(1, rows);
     let chunk_rows = rows.div_ceil(chunks);
@@ -594,4 +607,44 @@ impl FinishBatch {
 pub fn backward_bias(gpu: &Gpu, s: &Conv2dShape, dy: &Buf, db: &Buf) -> Result<Kernel, GpuError> {
     check(s, &[("dy", dy, s.y_len()), ("db", db, s.c_out)]);
     reduce::channel_sum(gpu, dy, s.n, s.c_out, s.oh() * s.ow(), db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{weight_split, Conv2dShape, CPU_PASS1_INVOCATIONS};
+
+    fn pointwise(n: usize, c: usize, hw: usize) -> Conv2dShape {
+        Conv2dShape {
+            n,
+            c_in: c,
+            h: hw,
+            w: hw,
+            c_out: c,
+            kh: 1,
+            kw: 1,
+            stride: 1,
+            pad_h: 0,
+            pad_w: 0,
+            dilation: 1,
+            groups: 1,
+        }
+    }
+
+    /// On a CPU adapter pass 1 of a weight gradient takes at least
+    /// CPU_PASS1_INVOCATIONS where its rows allow: bench-small's 1×1 on
+    /// 7×7 planes (4 blocks) in 16 chunks, not 6. A GPU's split is its
+    /// own, and a few rows cap the chunks.
+    #[test]
+    fn pass_one_keeps_enough_invocations_on_a_cpu_adapter() {
+        let s = pointwise(32, 32, 7);
+        let (_, blocks, (_, chunks)) = weight_split(&s, false);
+        assert_eq!(blocks, 4);
+        assert_eq!(chunks, 16);
+        assert!(blocks * chunks >= CPU_PASS1_INVOCATIONS);
+        let (_, blocks, (_, chunks)) = weight_split(&s, true);
+        assert!(blocks * chunks > CPU_PASS1_INVOCATIONS, "the GPU split is wider");
+        // One image of one row: the chunks are capped by the rows.
+        let (_, _, (_, chunks)) = weight_split(&pointwise(1, 32, 1), false);
+        assert_eq!(chunks, 1);
+    }
 }

@@ -9,7 +9,7 @@ use std::fmt::Write;
 
 use super::conv2d::Conv2dShape;
 use crate::engine::{
-    grid_1d, shaders, span_rows, Buf, Gpu, GpuError, Kernel, UNIFORM_WEIGHT_BYTES,
+    grid_1d, shaders, span_rows, workgroup_for, Buf, Gpu, GpuError, Kernel, UNIFORM_WEIGHT_BYTES,
 };
 
 const TEMPLATE: &str = include_str!("../../shaders/conv2d_rows.wgsl");
@@ -132,6 +132,11 @@ pub struct Spec {
     /// each lane's mask and bounds: measured 2.4–2.8× the floats a second
     /// (BENCHMARKS.md, "Twenty-third pass").
     pub uniform: bool,
+    /// Invocations per workgroup where a CPU adapter's dispatch splits
+    /// more evenly over its cores in smaller ones
+    /// (`engine::balanced_workgroup`, chosen at launch); 0: the kernel's
+    /// default (`ROWS_WG`, `WEIGHT_WG`).
+    pub wg: u32,
 }
 
 impl Spec {
@@ -242,6 +247,7 @@ impl Spec {
             store,
             plane: None,
             uniform: false,
+            wg: 0,
             depthwise: s.is_depthwise(),
             kh: s.kh,
             kw: s.kw,
@@ -322,14 +328,18 @@ impl Spec {
 
     /// Invocations per workgroup of this kernel (see `ROWS_WG`).
     fn workgroup(&self) -> u32 {
-        if self.dir == Direction::WeightGradient {
+        if self.wg > 0 {
+            self.wg
+        } else if self.dir == Direction::WeightGradient {
             WEIGHT_WG
         } else {
             ROWS_WG
         }
     }
 
-    /// This kernel built (and compiled on first use) over `invocations`.
+    /// This kernel built (and compiled on first use) over `invocations`,
+    /// on a CPU adapter in the workgroups that split them most evenly over
+    /// its cores.
     fn launch(
         &self,
         gpu: &Gpu,
@@ -337,13 +347,18 @@ impl Spec {
         slots: &[(u32, &Buf)],
         invocations: usize,
     ) -> Result<Kernel, GpuError> {
+        let mut spec = *self;
+        let ws = workgroup_for(gpu, invocations, spec.workgroup());
+        if ws != spec.workgroup() {
+            spec.wg = ws;
+        }
         gpu.kernel_generated(
-            &self.name(),
-            &|| Ok(self.source()),
+            &spec.name(),
+            &|| Ok(spec.source()),
             "conv_rows",
             params,
             slots,
-            grid_1d(invocations, self.workgroup()),
+            grid_1d(invocations, spec.workgroup()),
         )
     }
 
@@ -393,8 +408,13 @@ impl Spec {
             None => String::new(),
         };
         let uniform = if self.uniform { ".uw" } else { "" };
+        let wg = if self.wg > 0 {
+            format!(".g{}", self.wg)
+        } else {
+            String::new()
+        };
         format!(
-            "conv2d_rows.{}.{}x{}.d{}{stride}.{}{blocks}{rows}{store}{relu}{plane}{uniform}",
+            "conv2d_rows.{}.{}x{}.d{}{stride}.{}{blocks}{rows}{store}{relu}{plane}{uniform}{wg}",
             match (self.depthwise, self.flat4) {
                 (true, _) => "dw",
                 (false, false) => "dense",
@@ -1666,6 +1686,7 @@ pub fn representative_specs() -> Vec<Spec> {
                         };
                         for &rows in rows {
                             let spec = Spec {
+                                wg: 0,
                                 depthwise,
                                 kh,
                                 kw,
@@ -1716,6 +1737,7 @@ pub fn representative_specs() -> Vec<Spec> {
         for (stride, vec) in [(1, 1), (1, 2), (1, 4), (2, 1)] {
             for col_blocks in [1, 2, 4] {
                 v.push(Spec {
+                    wg: 0,
                     depthwise: true,
                     kh,
                     kw,
@@ -1744,6 +1766,7 @@ pub fn representative_specs() -> Vec<Spec> {
         for col_blocks in [1, 2] {
             for oc in [4, DENSE_CHANNELS] {
                 v.push(Spec {
+                    wg: 0,
                     depthwise: false,
                     kh: 7,
                     kw: 1,
@@ -1781,6 +1804,7 @@ pub fn representative_specs() -> Vec<Spec> {
                 continue;
             }
             v.push(Spec {
+                wg: 0,
                 depthwise: false,
                 kh: 1,
                 kw: 1,
@@ -1830,6 +1854,7 @@ pub fn representative_specs() -> Vec<Spec> {
         for &(depthwise, oc) in blocks {
             for &quads in quads {
                 v.push(Spec {
+                    wg: 0,
                     depthwise,
                     kh: 1,
                     kw: 1,
@@ -1912,6 +1937,15 @@ pub fn representative_specs() -> Vec<Spec> {
         })
         .collect();
     v.extend(uniform);
+    // Workgroups of another size (`Spec::wg`): the size is all that
+    // changes, so one kernel of each kind and direction.
+    let mut seen = std::collections::HashSet::new();
+    let sized: Vec<Spec> = v
+        .iter()
+        .filter(|s| seen.insert((s.depthwise, s.flat4, s.dir)))
+        .map(|s| Spec { wg: 40, ..*s })
+        .collect();
+    v.extend(sized);
     v
 }
 

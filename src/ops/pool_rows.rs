@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use super::pool::Shape;
-use crate::engine::{grid_1d, shaders, Buf, Gpu, GpuError, Kernel, WG};
+use crate::engine::{grid_1d, shaders, workgroup_for, Buf, Gpu, GpuError, Kernel, WG};
 
 const TEMPLATE: &str = include_str!("../../shaders/pool_rows.wgsl");
 
@@ -45,6 +45,10 @@ pub struct Spec {
     /// A forward followed by an evaluation batch norm it applies (no
     /// argmax written).
     pub bn: Bn,
+    /// Invocations per workgroup where a CPU adapter's dispatch splits
+    /// more evenly over its cores in smaller ones
+    /// (`engine::balanced_workgroup`, chosen at launch); 0: `WG`.
+    pub wg: u32,
 }
 
 /// The batch norm a forward applies.
@@ -76,6 +80,15 @@ pub fn fits(s: &Shape) -> bool {
 }
 
 impl Spec {
+    /// Invocations per workgroup (see `Spec::wg`).
+    fn workgroup(&self) -> u32 {
+        if self.wg > 0 {
+            self.wg
+        } else {
+            WG
+        }
+    }
+
     /// The module's name, which is also its cache key.
     pub fn name(&self) -> String {
         let blocks = if self.rows > 1 || self.vec > 1 {
@@ -88,8 +101,13 @@ impl Spec {
             Bn::Plain => ".bn",
             Bn::Affine => ".bna",
         };
+        let wg = if self.wg > 0 {
+            format!(".g{}", self.wg)
+        } else {
+            String::new()
+        };
         format!(
-            "pool_rows.{}.{}.k{}s{}p{}{blocks}{bn}",
+            "pool_rows.{}.{}.k{}s{}p{}{blocks}{bn}{wg}",
             match self.kind {
                 Kind::Max => "max",
                 Kind::Avg => "avg",
@@ -120,7 +138,7 @@ impl Spec {
         let win = (COLS - 1) * s + k;
         let mut out = String::new();
         let w = &mut out;
-        open_entry(w);
+        open_entry(w, self.workgroup());
         let _ = writeln!(w, "    let xblocks = (p.ow + {}u) / {COLS}u;", COLS - 1);
         let _ = writeln!(w, "    let yblocks = (p.oh + {}u) / {rows}u;", rows - 1);
         let _ = writeln!(w, "    let ox0 = (idx % xblocks) * {COLS}u;");
@@ -308,7 +326,7 @@ impl Spec {
         };
         let mut out = String::new();
         let w = &mut out;
-        open_entry(w);
+        open_entry(w, self.workgroup());
         let _ = writeln!(w, "    let xblocks = (p.w + {}u) / {COLS}u;", COLS - 1);
         let _ = writeln!(w, "    let ix0 = (idx % xblocks) * {COLS}u;");
         let _ = writeln!(w, "    let t = idx / xblocks;");
@@ -450,8 +468,8 @@ impl Spec {
 }
 
 /// The start of a generated entry: its signature, linear index and bound.
-fn open_entry(w: &mut String) {
-    shaders::open_entry(w, "pool_rows", WG);
+fn open_entry(w: &mut String, wg: u32) {
+    shaders::open_entry(w, "pool_rows", wg);
     let _ = writeln!(w, "    if idx >= p.total {{ return; }}");
 }
 
@@ -502,11 +520,16 @@ pub fn kernel_bn(
             Some((_, false)) => Bn::Plain,
             Some((_, true)) => Bn::Affine,
         },
+        wg: 0,
     };
     let total = if backward {
         s.planes() * s.h.div_ceil(spec.rows) * s.w.div_ceil(COLS)
     } else {
         s.planes() * s.out_h().div_ceil(spec.rows) * s.out_w().div_ceil(COLS)
+    };
+    let spec = match workgroup_for(gpu, total, WG) {
+        WG => spec,
+        wg => Spec { wg, ..spec },
     };
     let eps = bn.map_or(0.0, |(e, _)| e).to_bits();
     let mut params = [
@@ -529,7 +552,7 @@ pub fn kernel_bn(
         "pool_rows",
         &params,
         slots,
-        grid_1d(total, WG),
+        grid_1d(total, spec.workgroup()),
     )
 }
 
@@ -571,6 +594,7 @@ pub fn representative_specs() -> Vec<Spec> {
                                     rows,
                                     vec,
                                     bn,
+                                    wg: 0,
                                 });
                             }
                         }
@@ -579,5 +603,12 @@ pub fn representative_specs() -> Vec<Spec> {
             }
         }
     }
+    // Workgroups of another size (`Spec::wg`): one kernel a direction.
+    let sized: Vec<Spec> = [false, true]
+        .iter()
+        .filter_map(|&b| v.iter().find(|s| s.backward == b))
+        .map(|s| Spec { wg: 136, ..*s })
+        .collect();
+    v.extend(sized);
     v
 }
