@@ -145,6 +145,7 @@ fn main() -> anyhow::Result<()> {
         plane: None,
         uniform: true,
         wg: 0,
+        cols: 8,
     };
     let pointwise4 = Spec {
         flat4: true,

@@ -480,7 +480,10 @@ mod tests {
         for n in 1..600 {
             for ws in [16, 64, 256] {
                 let b = balanced_workgroup(n, ws, 2);
-                assert!(b <= ws && b >= ws / 2 && b.is_multiple_of(CPU_LANES), "{n} {ws} {b}");
+                assert!(
+                    b <= ws && b >= ws / 2 && b.is_multiple_of(CPU_LANES),
+                    "{n} {ws} {b}"
+                );
             }
         }
     }

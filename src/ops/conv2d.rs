@@ -642,7 +642,10 @@ mod tests {
         assert_eq!(chunks, 16);
         assert!(blocks * chunks >= CPU_PASS1_INVOCATIONS);
         let (_, blocks, (_, chunks)) = weight_split(&s, true);
-        assert!(blocks * chunks > CPU_PASS1_INVOCATIONS, "the GPU split is wider");
+        assert!(
+            blocks * chunks > CPU_PASS1_INVOCATIONS,
+            "the GPU split is wider"
+        );
         // One image of one row: the chunks are capped by the rows.
         let (_, _, (_, chunks)) = weight_split(&pointwise(1, 32, 1), false);
         assert_eq!(chunks, 1);

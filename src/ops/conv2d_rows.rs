@@ -132,6 +132,11 @@ pub struct Spec {
     /// each lane's mask and bounds: measured 2.4–2.8× the floats a second
     /// (BENCHMARKS.md, "Twenty-third pass").
     pub uniform: bool,
+    /// Output columns per invocation of a depthwise or dense forward or
+    /// stride-1 input gradient (`depthwise_entry`, `dense_entry`): COLS,
+    /// or on a CPU adapter the written row's width where that is one
+    /// block of whole vectors (`row_cols`); COLS elsewhere.
+    pub cols: usize,
     /// Invocations per workgroup where a CPU adapter's dispatch splits
     /// more evenly over its cores in smaller ones
     /// (`engine::balanced_workgroup`, chosen at launch); 0: the kernel's
@@ -248,6 +253,7 @@ impl Spec {
             plane: None,
             uniform: false,
             wg: 0,
+            cols: COLS,
             depthwise: s.is_depthwise(),
             kh: s.kh,
             kw: s.kw,
@@ -288,6 +294,16 @@ impl Spec {
                 (0, 0)
             },
         };
+        // A depthwise or dense forward or stride-1 input gradient on a CPU
+        // adapter writes whole rows where `row_cols` takes them.
+        let spec = if !wide && row_entries && !spec.flat4 {
+            Spec {
+                cols: row_cols(written_w, spec.rows),
+                ..spec
+            }
+        } else {
+            spec
+        };
         // A dense forward or input gradient on a CPU adapter (whose block
         // is `channel_block`'s 4 or 8) writes DENSE_WIDE channels per
         // invocation where they divide the written ones and the dispatch
@@ -322,7 +338,7 @@ impl Spec {
             s.n * co.div_ceil(self.oc) * oh * s.stride * ow.div_ceil(s.stride).div_ceil(COLS)
         } else {
             // Depthwise kernels take one channel (oc = 1).
-            s.n * co.div_ceil(self.oc) * oh.div_ceil(self.rows) * ow.div_ceil(COLS)
+            s.n * co.div_ceil(self.oc) * oh.div_ceil(self.rows) * ow.div_ceil(self.cols)
         }
     }
 
@@ -413,8 +429,13 @@ impl Spec {
         } else {
             String::new()
         };
+        let cols = if self.cols != COLS {
+            format!(".x{}", self.cols)
+        } else {
+            String::new()
+        };
         format!(
-            "conv2d_rows.{}.{}x{}.d{}{stride}.{}{blocks}{rows}{store}{relu}{plane}{uniform}{wg}",
+            "conv2d_rows.{}.{}x{}.d{}{stride}.{}{blocks}{rows}{cols}{store}{relu}{plane}{uniform}{wg}",
             match (self.depthwise, self.flat4) {
                 (true, _) => "dw",
                 (false, false) => "dense",
@@ -475,7 +496,7 @@ impl Spec {
     /// The input column offsets (from the block's first) that one row of
     /// output columns reads: j·stride + kx·dilation, each once, in order.
     fn window(&self) -> Vec<usize> {
-        let mut v: Vec<usize> = (0..COLS)
+        let mut v: Vec<usize> = (0..self.cols)
             .flat_map(|j| (0..self.kw).map(move |kx| self.col(j, kx)))
             .collect();
         v.sort_unstable();
@@ -552,17 +573,17 @@ impl Spec {
 
     fn depthwise_entry(&self) -> String {
         let (d, st, win) = (self.dilation, self.stride, self.window());
-        let rows = self.rows;
+        let (rows, cols) = (self.rows, self.cols);
         let mut s = String::new();
         let w = &mut s;
         open_entry(w, self.workgroup());
-        let _ = writeln!(w, "    let xblocks = (p.ow + {}u) / {COLS}u;", COLS - 1);
+        let _ = writeln!(w, "    let xblocks = (p.ow + {}u) / {cols}u;", cols - 1);
         let _ = writeln!(w, "    let yblocks = (p.oh + {}u) / {rows}u;", rows - 1);
         let _ = writeln!(
             w,
             "    if idx >= p.n * p.c_out * yblocks * xblocks {{ return; }}"
         );
-        let _ = writeln!(w, "    let ox0 = (idx % xblocks) * {COLS}u;");
+        let _ = writeln!(w, "    let ox0 = (idx % xblocks) * {cols}u;");
         let _ = writeln!(w, "    let t = idx / xblocks;");
         let _ = writeln!(w, "    let oy0 = (t % yblocks) * {rows}u;");
         let _ = writeln!(w, "    let bc = t / yblocks;");
@@ -575,7 +596,7 @@ impl Spec {
         }
         let _ = writeln!(w, "    let b0 = select(0.0, bias[c], p.has_bias == 1u);");
         for o in 0..rows {
-            for j in 0..COLS {
+            for j in 0..cols {
                 let _ = writeln!(w, "    var a{o}_{j} = b0;");
             }
         }
@@ -597,7 +618,7 @@ impl Spec {
                 }
                 let ky = (r - o * st) / d;
                 for kx in 0..self.kw {
-                    for j in 0..COLS {
+                    for j in 0..cols {
                         let _ = writeln!(
                             w,
                             "        a{o}_{j} = fma(w{ky}_{kx}, x{}, a{o}_{j});",
@@ -627,7 +648,7 @@ impl Spec {
     /// the row or past its end together.
     fn store_row(&self, w: &mut String, indent: &str, acc: &dyn Fn(usize) -> String) {
         let v = self.store;
-        for j in (0..COLS).step_by(v) {
+        for j in (0..self.cols).step_by(v) {
             let value = match v {
                 1 => acc(j),
                 _ => format!(
@@ -658,24 +679,25 @@ impl Spec {
     /// them). Per output the terms come in the same order either way:
     /// channel, then tap row, then tap column.
     fn dense_entry(&self) -> String {
-        let (d, st, win, oc, rows) = (
+        let (d, st, win, oc, rows, cols) = (
             self.dilation,
             self.stride,
             self.window(),
             self.oc,
             self.rows,
+            self.cols,
         );
         let mut s = String::new();
         let w = &mut s;
         open_entry(w, self.workgroup());
-        let _ = writeln!(w, "    let xblocks = (p.ow + {}u) / {COLS}u;", COLS - 1);
+        let _ = writeln!(w, "    let xblocks = (p.ow + {}u) / {cols}u;", cols - 1);
         let _ = writeln!(w, "    let yblocks = (p.oh + {}u) / {rows}u;", rows - 1);
         let _ = writeln!(w, "    let cblocks = (p.c_out + {}u) / {oc}u;", oc - 1);
         let _ = writeln!(
             w,
             "    if idx >= p.n * cblocks * yblocks * xblocks {{ return; }}"
         );
-        let _ = writeln!(w, "    let ox0 = (idx % xblocks) * {COLS}u;");
+        let _ = writeln!(w, "    let ox0 = (idx % xblocks) * {cols}u;");
         let _ = writeln!(w, "    var t = idx / xblocks;");
         let _ = writeln!(w, "    let oy0 = (t % yblocks) * {rows}u;");
         let _ = writeln!(w, "    t = t / yblocks;");
@@ -690,7 +712,7 @@ impl Spec {
                 "    let b{o} = select(0.0, bias[min(o0 + {o}u, lc)], p.has_bias == 1u);"
             );
             for r in 0..rows {
-                for j in 0..COLS {
+                for j in 0..cols {
                     let _ = writeln!(w, "    var a{r}_{o}_{j} = b{o};");
                 }
             }
@@ -752,7 +774,7 @@ impl Spec {
                         } else {
                             format!("wq{}_{ky}_{kx}.{}", o / 4, ["x", "y", "z", "w"][o % 4])
                         };
-                        for j in 0..COLS {
+                        for j in 0..cols {
                             let _ = writeln!(
                                 w,
                                 "            a{o_row}_{o}_{j} = fma({wt}, x{}, a{o_row}_{o}_{j});",
@@ -1687,6 +1709,7 @@ pub fn representative_specs() -> Vec<Spec> {
                         for &rows in rows {
                             let spec = Spec {
                                 wg: 0,
+                                cols: COLS,
                                 depthwise,
                                 kh,
                                 kw,
@@ -1738,6 +1761,7 @@ pub fn representative_specs() -> Vec<Spec> {
             for col_blocks in [1, 2, 4] {
                 v.push(Spec {
                     wg: 0,
+                    cols: COLS,
                     depthwise: true,
                     kh,
                     kw,
@@ -1767,6 +1791,7 @@ pub fn representative_specs() -> Vec<Spec> {
             for oc in [4, DENSE_CHANNELS] {
                 v.push(Spec {
                     wg: 0,
+                    cols: COLS,
                     depthwise: false,
                     kh: 7,
                     kw: 1,
@@ -1805,6 +1830,7 @@ pub fn representative_specs() -> Vec<Spec> {
             }
             v.push(Spec {
                 wg: 0,
+                cols: COLS,
                 depthwise: false,
                 kh: 1,
                 kw: 1,
@@ -1855,6 +1881,7 @@ pub fn representative_specs() -> Vec<Spec> {
             for &quads in quads {
                 v.push(Spec {
                     wg: 0,
+                    cols: COLS,
                     depthwise,
                     kh: 1,
                     kw: 1,
@@ -1937,6 +1964,29 @@ pub fn representative_specs() -> Vec<Spec> {
         })
         .collect();
     v.extend(uniform);
+    // Whole rows (`Spec::cols`): one forward and one input gradient of
+    // each kind and load width, 7, 14 and 28 columns where its vectors
+    // divide them.
+    let mut seen = std::collections::HashSet::new();
+    let whole: Vec<Spec> = v
+        .iter()
+        .filter(|s| {
+            s.dir != Direction::WeightGradient
+                && !s.flat4
+                && !s.relu
+                && !s.uniform
+                && s.plane.is_none()
+                && (s.dir == Direction::Forward || s.stride == 1)
+                && seen.insert((s.depthwise, s.dir, s.vec, s.store))
+        })
+        .flat_map(|s| {
+            [7, 14, 28]
+                .into_iter()
+                .filter(|c| c % s.vec == 0 && c % s.store == 0)
+                .map(|cols| Spec { cols, ..*s })
+        })
+        .collect();
+    v.extend(whole);
     // Workgroups of another size (`Spec::wg`): the size is all that
     // changes, so one kernel of each kind and direction.
     let mut seen = std::collections::HashSet::new();
@@ -1966,7 +2016,7 @@ fn plane_of(spec: &Spec, plane: [usize; 6], wide: bool) -> Option<[usize; 6]> {
         Direction::WeightGradient => false,
     };
     let [_, _, oh, ow, ph, pw] = plane;
-    let one_block = ow <= COLS && oh <= spec.rows;
+    let one_block = ow <= spec.cols && oh <= spec.rows;
     (!wide && row_entry && !spec.flat4 && one_block && ph + pw > 0).then_some(plane)
 }
 
@@ -2091,6 +2141,26 @@ pub fn pointwise_block(c: usize) -> usize {
         .into_iter()
         .find(|&b| c.is_multiple_of(b))
         .unwrap_or_else(|| channel_block(c))
+}
+
+/// Output columns per invocation of a depthwise or dense forward or
+/// stride-1 input gradient on a CPU adapter, writing rows `ow` wide in
+/// blocks of `rows` rows: the whole row where it is at most 28 wide and the
+/// block holds at most 98 outputs (7 rows of 14), else COLS. A block of
+/// 8 columns leaves the last of a 7-, 14- or 28-wide row an eighth or half
+/// empty, and each row of the block loads its window's k − 1 overlapping
+/// columns again; a whole row loads them once. Measured on lavapipe, as
+/// shares of bench-small's step profile against blocks of 8: 7- and
+/// 14-wide rows 0.79–0.94 (dense 1×1, 1×7, 7×1; depthwise 3×3, 5×5, 7×7),
+/// 28-wide rows in blocks of 2 (depthwise 3×3) 0.76–0.78; 28-wide rows in
+/// blocks of 7 (196 outputs) 1.00–1.13 (BENCHMARKS.md, "Twenty-eighth
+/// pass").
+pub fn row_cols(ow: usize, rows: usize) -> usize {
+    if ow <= 28 && rows * ow <= 98 {
+        ow
+    } else {
+        COLS
+    }
 }
 
 /// Output rows per invocation of a depthwise or dense forward or stride-1
