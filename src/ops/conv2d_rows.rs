@@ -209,13 +209,17 @@ impl Spec {
         // blocks, 28 wide, its window outgrew the gain.)
         let blocks = if s.is_depthwise() { 4 } else { 2 };
         let column = s.is_depthwise() || (s.kw == 1 && s.kh > 1);
-        let (rows, col_blocks) = match (dir, column, wide) {
+        // Rows up to 28 wide in one block of the whole row (`row_cols`).
+        let (rows, col_blocks, weight_cols) = match (dir, column, wide) {
             (Direction::WeightGradient, true, false)
                 if s.ow() <= blocks * COLS && (s.stride == 1 || span >= 6) =>
             {
-                (WEIGHT_GROUP_ROWS, s.ow().div_ceil(COLS))
+                match s.ow() <= 28 {
+                    true => (WEIGHT_GROUP_ROWS, 1, s.ow()),
+                    false => (WEIGHT_GROUP_ROWS, s.ow().div_ceil(COLS), COLS),
+                }
             }
-            _ => (rows, 0),
+            _ => (rows, 0, COLS),
         };
         // The written plane's width: the output's, or x's for the input
         // gradient. Only the row-block entries (not the float4 pointwise
@@ -253,7 +257,7 @@ impl Spec {
             plane: None,
             uniform: false,
             wg: 0,
-            cols: COLS,
+            cols: weight_cols,
             depthwise: s.is_depthwise(),
             kh: s.kh,
             kw: s.kw,
@@ -1399,11 +1403,11 @@ fn conv_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
             );
         }
         for q in 0..cb {
-            let _ = writeln!(w, "        let ox{q} = {}u;", q * COLS);
+            let _ = writeln!(w, "        let ox{q} = {}u;", q * self.cols);
             let _ = writeln!(
                 w,
                 "        let ix{q} = i32({}u * {st}u) - i32(p.pad_w);",
-                q * COLS
+                q * self.cols
             );
             for i in 0..ic {
                 for &u in &used {
@@ -1432,7 +1436,7 @@ fn conv_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
                         w,
                         "                ",
                         &format!("g{q}_"),
-                        &format!("{}u", q * COLS),
+                        &format!("{}u", q * self.cols),
                     );
                     for i in 0..ic {
                         self.weight_fmas(
@@ -1454,7 +1458,7 @@ fn conv_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
         s
     }
 
-    /// Pass 1's terms for one row of COLS dy values `{g}{j}`: every tap
+    /// Pass 1's terms for one row of `cols` dy values `{g}{j}`: every tap
     /// (ky, kx) adds g·x into `{acc}{t}`, x the window value `{x(ky)}{c}`
     /// of tap row ky at column c = col(j, kx). Both weight kernels take
     /// them in this order (tap row, tap column, column), so a weight's sum
@@ -1471,7 +1475,7 @@ fn conv_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
             let xr = x(ky);
             for kx in 0..self.kw {
                 let t = ky * self.kw + kx;
-                for j in 0..COLS {
+                for j in 0..self.cols {
                     let _ = writeln!(
                         w,
                         "{indent}{acc}{t} = fma({g}{j}, {xr}{}, {acc}{t});",
@@ -1482,14 +1486,14 @@ fn conv_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
         }
     }
 
-    /// `{g}{j}` for j < COLS: dy at columns `col0` + j of the row from
+    /// `{g}{j}` for j < `cols`: dy at columns `col0` + j of the row from
     /// `drow`, columns past the row's end read as zero (so their products
     /// vanish); with `vec` > 1 a vector a load, dy's rows being whole
     /// vectors too (the same width).
     fn dy_loads(&self, w: &mut String, indent: &str, g: &str, col0: &str) {
         let v = self.vec;
         if v == 1 {
-            for j in 0..COLS {
+            for j in 0..self.cols {
                 let _ = writeln!(
                     w,
                     "{indent}let {g}{j} = select(0.0, dy[drow + min({col0} + {j}u, lx)], {col0} + {j}u <= lx);"
@@ -1497,7 +1501,7 @@ fn conv_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
             }
             return;
         }
-        for q in 0..COLS / v {
+        for q in 0..self.cols / v {
             let _ = writeln!(
                 w,
                 "{indent}let {g}q{q} = select(vec{v}(0.0), dy{v}[(drow + min({col0} + {}u, p.ow - {v}u)) / {v}u], {col0} + {}u < p.ow);",
@@ -1505,7 +1509,7 @@ fn conv_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
                 v * q
             );
         }
-        for j in 0..COLS {
+        for j in 0..self.cols {
             let c = ["x", "y", "z", "w"][j % v];
             let _ = writeln!(w, "{indent}let {g}{j} = {g}q{}.{c};", j / v);
         }
@@ -1987,6 +1991,24 @@ pub fn representative_specs() -> Vec<Spec> {
         })
         .collect();
     v.extend(whole);
+    // Weight gradients in row groups over whole rows: one block of 7, 14
+    // or 28 columns where their vectors divide them.
+    let mut seen = std::collections::HashSet::new();
+    let whole_weights: Vec<Spec> = v
+        .iter()
+        .filter(|s| s.col_blocks > 0 && seen.insert((s.depthwise, s.vec, s.stride, s.kh)))
+        .flat_map(|s| {
+            [7, 14, 28]
+                .into_iter()
+                .filter(|c| c % s.vec == 0)
+                .map(|cols| Spec {
+                    cols,
+                    col_blocks: 1,
+                    ..*s
+                })
+        })
+        .collect();
+    v.extend(whole_weights);
     // Workgroups of another size (`Spec::wg`): the size is all that
     // changes, so one kernel of each kind and direction.
     let mut seen = std::collections::HashSet::new();
