@@ -14,7 +14,8 @@ use crate::engine::{
 
 const TEMPLATE: &str = include_str!("../../shaders/conv2d_rows.wgsl");
 
-/// Output columns per invocation (both kinds).
+/// Output columns per invocation (both kinds), unless `Spec::cols` takes
+/// whole rows.
 const COLS: usize = 8;
 /// Output rows per invocation of a depthwise kernel (its window rows are
 /// shared between them) unless `block_rows` chooses more.
@@ -100,8 +101,9 @@ pub struct Spec {
     /// positions; measured 1.2–1.3× over 2 on lavapipe, 8 no faster), 2 on
     /// GPUs (more, shorter invocations); 1 elsewhere.
     pub quads: usize,
-    /// Column blocks (COLS wide) written out per row in a depthwise or
-    /// dense k×1 weight gradient that takes `rows` output rows at a time
+    /// Column blocks (`cols` wide: COLS, or one block of a row up to 28
+    /// wide) written out per row in a depthwise or dense k×1 weight
+    /// gradient that takes `rows` output rows at a time
     /// (`weight_rows_entry`, CPU adapters); 0 elsewhere.
     pub col_blocks: usize,
     /// A forward that reads max(x, 0): the ReLU before the convolution
@@ -110,7 +112,7 @@ pub struct Spec {
     pub relu: bool,
     /// Rows of the tensor written are whole vectors of `store` floats, 4
     /// or 2: the depthwise and dense forwards and stride-1 input gradients
-    /// store their COLS columns `store` at a time; 1 elsewhere. On lavapipe
+    /// store their `cols` columns `store` at a time; 1 elsewhere. On lavapipe
     /// every store is a per-lane loop, a float4 costing about 1.8 scalar
     /// ones (BENCHMARKS.md, "Fifteenth pass").
     pub store: usize,
@@ -133,9 +135,10 @@ pub struct Spec {
     /// (BENCHMARKS.md, "Twenty-third pass").
     pub uniform: bool,
     /// Output columns per invocation of a depthwise or dense forward or
-    /// stride-1 input gradient (`depthwise_entry`, `dense_entry`): COLS,
-    /// or on a CPU adapter the written row's width where that is one
-    /// block of whole vectors (`row_cols`); COLS elsewhere.
+    /// stride-1 input gradient (`depthwise_entry`, `dense_entry`), and per
+    /// column block of a weight gradient in row groups: on a CPU adapter
+    /// the written row's width where `row_cols` takes it (the weight
+    /// gradient's up to 28 wide); COLS elsewhere.
     pub cols: usize,
     /// Invocations per workgroup where a CPU adapter's dispatch splits
     /// more evenly over its cores in smaller ones
@@ -646,9 +649,9 @@ impl Spec {
         s
     }
 
-    /// Stores one row's COLS accumulators (`acc(j)`) from `base`, the
+    /// Stores one row's `cols` accumulators (`acc(j)`) from `base`, the
     /// written row's column ox0, `store` at a time: with rows of whole
-    /// vectors and ox0 a multiple of COLS, a vector's columns lie inside
+    /// vectors and ox0 a multiple of `cols`, a vector's columns lie inside
     /// the row or past its end together.
     fn store_row(&self, w: &mut String, indent: &str, acc: &dyn Fn(usize) -> String) {
         let v = self.store;
@@ -676,7 +679,7 @@ impl Spec {
     }
 
     /// The dense forward and input gradient: `oc` written channels ×
-    /// COLS columns × `rows` rows per invocation. Each input row the block
+    /// `cols` columns × `rows` rows per invocation. Each input row the block
     /// reads is loaded once and added into every output row it feeds. With
     /// one row a tap's weights are loaded where they are used; with more,
     /// each input channel's taps are loaded once up front (every row uses
@@ -2025,7 +2028,7 @@ pub fn representative_specs() -> Vec<Spec> {
 /// kernel's [h, w, oh, ow, pad_h, pad_w] (`geometry`), where `spec` is a
 /// forward or stride-1 input gradient on a CPU adapter (`wide` false) that
 /// `depthwise_entry` or `dense_entry` runs, its whole written plane one
-/// block (at most COLS columns and `rows` rows), its window padded (so
+/// block (at most `cols` columns and `rows` rows), its window padded (so
 /// there are loads to drop). Measured on lavapipe as shares of the step's
 /// profile: the 7×7 planes' depthwise 5×5, 7×7 and dilated 3×3 and dense
 /// 1×7 and 7×1 kernels 0.61–0.77 of their share before (BENCHMARKS.md,
