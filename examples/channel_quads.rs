@@ -229,20 +229,7 @@ fn quad_kernel(
 fn main() -> anyhow::Result<()> {
     let gpu = Gpu::new()?;
     let mut rng = verify::rng(7);
-    let dense = Conv2dShape {
-        n: N,
-        c_in: C,
-        h: HW,
-        w: HW,
-        c_out: C,
-        kh: 1,
-        kw: 1,
-        stride: 1,
-        pad_h: 0,
-        pad_w: 0,
-        dilation: 1,
-        groups: 1,
-    };
+    let dense = Conv2dShape::pointwise(N, C, C, HW, HW);
     let depthwise = Conv2dShape {
         kh: 7,
         kw: 7,

@@ -106,20 +106,7 @@ fn mixed_edge(bn: bool, hw: usize, late: bool) -> Built {
     let mut g = Graph::new();
     let x = g.input("x", &[n, c, hw, hw]);
     let labels = g.input("labels", &[n]);
-    let cs = Conv2dShape {
-        n,
-        c_in: c,
-        h: hw,
-        w: hw,
-        c_out: c,
-        kh: 1,
-        kw: 1,
-        stride: 1,
-        pad_h: 0,
-        pad_w: 0,
-        dilation: 1,
-        groups: 1,
-    };
+    let cs = Conv2dShape::pointwise(n, c, c, hw, hw);
     let w = g.param("w", &[c, c, 1, 1], verify::randn(&mut rng, c * c));
     let y = g.conv2d(x, w, None, cs);
     let sl = g.slice(y, SliceShape::factorized_reduce(n, c, hw, hw));

@@ -28,6 +28,24 @@ pub struct Conv2dShape {
 }
 
 impl Conv2dShape {
+    /// A 1×1 convolution of `c_in` to `c_out` channels over [n, c_in, h, w].
+    pub fn pointwise(n: usize, c_in: usize, c_out: usize, h: usize, w: usize) -> Conv2dShape {
+        Conv2dShape {
+            n,
+            c_in,
+            h,
+            w,
+            c_out,
+            kh: 1,
+            kw: 1,
+            stride: 1,
+            pad_h: 0,
+            pad_w: 0,
+            dilation: 1,
+            groups: 1,
+        }
+    }
+
     /// Why the shape is impossible, if it is.
     pub fn validate(&self) -> Result<(), String> {
         let dims = [
@@ -614,20 +632,7 @@ mod tests {
     use super::{weight_split, Conv2dShape, CPU_PASS1_INVOCATIONS};
 
     fn pointwise(n: usize, c: usize, hw: usize) -> Conv2dShape {
-        Conv2dShape {
-            n,
-            c_in: c,
-            h: hw,
-            w: hw,
-            c_out: c,
-            kh: 1,
-            kw: 1,
-            stride: 1,
-            pad_h: 0,
-            pad_w: 0,
-            dilation: 1,
-            groups: 1,
-        }
+        Conv2dShape::pointwise(n, c, c, hw, hw)
     }
 
     /// On a CPU adapter pass 1 of a weight gradient takes at least

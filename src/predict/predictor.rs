@@ -212,18 +212,8 @@ fn grouped_conv(
     groups: usize,
 ) -> T {
     let s = Conv2dShape {
-        n,
-        c_in,
-        h: 1,
-        w: width,
-        c_out,
-        kh: 1,
-        kw: 1,
-        stride: 1,
-        pad_h: 0,
-        pad_w: 0,
-        dilation: 1,
         groups,
+        ..Conv2dShape::pointwise(n, c_in, c_out, 1, width)
     };
     g.conv2d(x, w, b, s)
 }
