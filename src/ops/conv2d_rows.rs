@@ -17,6 +17,9 @@ const TEMPLATE: &str = include_str!("../../shaders/conv2d_rows.wgsl");
 /// Output columns per invocation (both kinds), unless `Spec::cols` takes
 /// whole rows.
 const COLS: usize = 8;
+/// The widest row a kernel on a CPU adapter takes as one block of columns
+/// (`row_cols`, and the weight gradients in row groups).
+const WHOLE_ROW: usize = 28;
 /// Output rows per invocation of a depthwise kernel (its window rows are
 /// shared between them) unless `block_rows` chooses more.
 const DW_ROWS: usize = 2;
@@ -212,12 +215,12 @@ impl Spec {
         // blocks, 28 wide, its window outgrew the gain.)
         let blocks = if s.is_depthwise() { 4 } else { 2 };
         let column = s.is_depthwise() || (s.kw == 1 && s.kh > 1);
-        // Rows up to 28 wide in one block of the whole row (`row_cols`).
+        // Rows up to WHOLE_ROW wide in one block of the whole row.
         let (rows, col_blocks, weight_cols) = match (dir, column, wide) {
             (Direction::WeightGradient, true, false)
                 if s.ow() <= blocks * COLS && (s.stride == 1 || span >= 6) =>
             {
-                match s.ow() <= 28 {
+                match s.ow() <= WHOLE_ROW {
                     true => (WEIGHT_GROUP_ROWS, 1, s.ow()),
                     false => (WEIGHT_GROUP_ROWS, s.ow().div_ceil(COLS), COLS),
                 }
@@ -2181,7 +2184,7 @@ pub fn pointwise_block(c: usize) -> usize {
 /// blocks of 7 (196 outputs) 1.00–1.13 (BENCHMARKS.md, "Twenty-eighth
 /// pass").
 pub fn row_cols(ow: usize, rows: usize) -> usize {
-    if ow <= 28 && rows * ow <= 98 {
+    if ow <= WHOLE_ROW && rows * ow <= 98 {
         ow
     } else {
         COLS
