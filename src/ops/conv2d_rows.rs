@@ -143,6 +143,12 @@ pub struct Spec {
     /// the written row's width where `row_cols` takes it (the weight
     /// gradient's up to 28 wide); COLS elsewhere.
     pub cols: usize,
+    /// Read channels per pass of the loop over them in a dense 1×1
+    /// forward or input gradient (`dense_entry`, `pointwise4_entry`): 2 on
+    /// CPU adapters, where each output's two terms then come in a row and
+    /// its accumulator, spilled, goes to the stack and back once for both
+    /// (the same terms in the same order); 1 elsewhere.
+    pub unroll: usize,
     /// Invocations per workgroup where a CPU adapter's dispatch splits
     /// more evenly over its cores in smaller ones
     /// (`engine::balanced_workgroup`, chosen at launch); 0: the kernel's
@@ -263,6 +269,10 @@ impl Spec {
             plane: None,
             uniform: false,
             wg: 0,
+            unroll: match !wide && !s.is_depthwise() && s.kh * s.kw == 1 && row_entries {
+                true => 2,
+                false => 1,
+            },
             cols: weight_cols,
             depthwise: s.is_depthwise(),
             kh: s.kh,
@@ -434,6 +444,11 @@ impl Spec {
             None => String::new(),
         };
         let uniform = if self.uniform { ".uw" } else { "" };
+        let unroll = if self.unroll > 1 {
+            format!(".u{}", self.unroll)
+        } else {
+            String::new()
+        };
         let wg = if self.wg > 0 {
             format!(".g{}", self.wg)
         } else {
@@ -445,7 +460,7 @@ impl Spec {
             String::new()
         };
         format!(
-            "conv2d_rows.{}.{}x{}.d{}{stride}.{}{blocks}{rows}{cols}{store}{relu}{plane}{uniform}{wg}",
+            "conv2d_rows.{}.{}x{}.d{}{stride}.{}{blocks}{rows}{cols}{store}{relu}{plane}{uniform}{unroll}{wg}",
             match (self.depthwise, self.flat4) {
                 (true, _) => "dw",
                 (false, false) => "dense",
@@ -627,8 +642,12 @@ impl Spec {
                     continue;
                 }
                 let ky = (r - o * st) / d;
-                for kx in 0..self.kw {
-                    for j in 0..cols {
+                // Each output's taps of this row in a row (its terms in the
+                // same order as tap column outermost): its accumulator
+                // stays in a register across them rather than going to the
+                // stack and back once per tap.
+                for j in 0..cols {
+                    for kx in 0..self.kw {
                         let _ = writeln!(
                             w,
                             "        a{o}_{j} = fma(w{ky}_{kx}, x{}, a{o}_{j});",
@@ -751,51 +770,154 @@ impl Spec {
             );
         }
         let _ = writeln!(w, "    let hw = p.h * p.w;");
-        let _ = writeln!(w, "    for (var i = 0u; i < p.c_in; i = i + 1u) {{");
-        let _ = writeln!(w, "        let plane = (b * p.c_in + i) * hw;");
-        let _ = writeln!(w, "        let wi = i * p.w_i + wb;");
+        // Read channels per loop pass (`unroll`; each output's terms of
+        // them in a row, in channel order), the tail one at a time.
+        let unroll = self.unroll;
+        debug_assert!(unroll == 1 || self.kh == 1, "terms out of order");
         let ocv = oc / 4;
-        if rows > 1 {
-            for ky in 0..self.kh {
-                for kx in 0..self.kw {
-                    let t = ky * self.kw + kx;
-                    for v in 0..ocv {
-                        let _ = writeln!(
-                            w,
-                            "        let wq{v}_{ky}_{kx} = wt4[wi + {}u];",
-                            t * ocv + v
-                        );
-                    }
-                }
-            }
-        }
-        for &r in &read {
-            let _ = writeln!(w, "        {{");
-            let _ = writeln!(w, "            let row = plane + ry{r};");
-            self.window_loads(w, "            ", "x", "row", &format!("in{r}"), &win);
-            for (o_row, ky) in feeds(r) {
-                for kx in 0..self.kw {
-                    if rows == 1 {
-                        self.weights4_tap(w, "            ", ky * self.kw + kx, kx);
-                    }
-                    for o in 0..oc {
-                        let wt = if rows == 1 {
-                            format!("w{o}_{kx}")
-                        } else {
-                            format!("wq{}_{ky}_{kx}.{}", o / 4, ["x", "y", "z", "w"][o % 4])
-                        };
-                        for j in 0..cols {
-                            let _ = writeln!(
-                                w,
-                                "            a{o_row}_{o}_{j} = fma({wt}, x{}, a{o_row}_{o}_{j});",
-                                self.col(j, kx)
-                            );
+        let emit = |w: &mut String, nu: usize| {
+            for u in 0..nu {
+                let _ = writeln!(w, "        let plane{u} = (b * p.c_in + i + {u}u) * hw;");
+                let _ = writeln!(w, "        let wi{u} = (i + {u}u) * p.w_i + wb;");
+                if rows > 1 {
+                    for ky in 0..self.kh {
+                        for kx in 0..self.kw {
+                            let t = ky * self.kw + kx;
+                            for v in 0..ocv {
+                                let _ = writeln!(
+                                    w,
+                                    "        let wq{u}_{v}_{ky}_{kx} = wt4[wi{u} + {}u];",
+                                    t * ocv + v
+                                );
+                            }
                         }
                     }
                 }
             }
-            let _ = writeln!(w, "        }}");
+            // Each output's terms of one read channel come in a row, in the
+            // order channel, tap row, tap column: its accumulator (there
+            // are hundreds, spilled) goes to the stack and back once per
+            // run of terms instead of once per term, the sums bit for bit
+            // the same. Measured on lavapipe (BENCHMARKS.md, "Twenty-ninth
+            // pass"): 1×7 forward and input gradient −22%, 7×1 −15%.
+            let wt = |u: usize, o: usize, ky: usize, kx: usize| {
+                if rows == 1 {
+                    format!("w{u}_{o}_{kx}")
+                } else {
+                    format!("wq{u}_{}_{ky}_{kx}.{}", o / 4, ["x", "y", "z", "w"][o % 4])
+                }
+            };
+            if rows > 1 && self.kh > 1 {
+                // Tap rows span read rows: every read row's window first,
+                // then each output's kh · kw terms.
+                for u in 0..nu {
+                    for &r in &read {
+                        let _ = writeln!(w, "        let row{u}_{r} = plane{u} + ry{r};");
+                        self.window_loads(
+                            w,
+                            "        ",
+                            &format!("x{u}_{r}_"),
+                            &format!("row{u}_{r}"),
+                            &format!("in{r}"),
+                            &win,
+                        );
+                    }
+                }
+                for o_row in 0..rows {
+                    let taps: Vec<(usize, usize)> = read
+                        .iter()
+                        .flat_map(|&r| {
+                            feeds(r)
+                                .into_iter()
+                                .filter(move |&(o, _)| o == o_row)
+                                .map(move |(_, ky)| (r, ky))
+                        })
+                        .collect();
+                    for o in 0..oc {
+                        for j in 0..cols {
+                            for u in 0..nu {
+                                for &(r, ky) in &taps {
+                                    for kx in 0..self.kw {
+                                        let _ = writeln!(
+                                            w,
+                                            "        a{o_row}_{o}_{j} = fma({}, x{u}_{r}_{}, a{o_row}_{o}_{j});",
+                                            wt(u, o, ky, kx),
+                                            self.col(j, kx)
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                return;
+            }
+            // One read row feeds each output (1×k), or each invocation has
+            // one output row: a row's window, then each output's kw terms
+            // from it. (Every window loaded first measured 7% slower for
+            // the 1×7 input gradient.) More than one channel a pass only
+            // where each output reads one row (kh = 1), so that the terms
+            // keep their order.
+            for &r in &read {
+                let _ = writeln!(w, "        {{");
+                for u in 0..nu {
+                    let _ = writeln!(w, "            let row{u} = plane{u} + ry{r};");
+                    self.window_loads(
+                        w,
+                        "            ",
+                        &format!("x{u}_"),
+                        &format!("row{u}"),
+                        &format!("in{r}"),
+                        &win,
+                    );
+                }
+                for (o_row, ky) in feeds(r) {
+                    if rows == 1 {
+                        for u in 0..nu {
+                            for kx in 0..self.kw {
+                                self.weights4_tap_at(
+                                    w,
+                                    "            ",
+                                    ky * self.kw + kx,
+                                    kx,
+                                    &format!("wi{u}"),
+                                    &format!("{u}_"),
+                                );
+                            }
+                        }
+                    }
+                    for o in 0..oc {
+                        for j in 0..cols {
+                            for u in 0..nu {
+                                for kx in 0..self.kw {
+                                    let _ = writeln!(
+                                        w,
+                                        "            a{o_row}_{o}_{j} = fma({}, x{u}_{}, a{o_row}_{o}_{j});",
+                                        wt(u, o, ky, kx),
+                                        self.col(j, kx)
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+                let _ = writeln!(w, "        }}");
+            }
+        };
+        if unroll > 1 {
+            let _ = writeln!(w, "    var i = 0u;");
+            let _ = writeln!(
+                w,
+                "    for (; i + {}u < p.c_in; i = i + {unroll}u) {{",
+                unroll - 1
+            );
+            emit(w, unroll);
+            let _ = writeln!(w, "    }}");
+            let _ = writeln!(w, "    for (; i < p.c_in; i = i + 1u) {{");
+        } else {
+            let _ = writeln!(w, "    for (var i = 0u; i < p.c_in; i = i + 1u) {{");
         }
+        emit(w, 1);
         let _ = writeln!(w, "    }}");
         for r in 0..rows {
             let _ = writeln!(w, "    if oy0 + {r}u < p.oh {{");
@@ -843,13 +965,31 @@ impl Spec {
 
     /// `w{o}_{kx}` for the block's channels o at tap t, from `wi`.
     fn weights4_tap(&self, w: &mut String, indent: &str, t: usize, kx: usize) {
+        self.weights4_tap_at(w, indent, t, kx, "wi", "");
+    }
+
+    /// `weights4_tap` from the read channel at `wi`, the names tagged
+    /// (`w{tag}{o}_{kx}`).
+    fn weights4_tap_at(
+        &self,
+        w: &mut String,
+        indent: &str,
+        t: usize,
+        kx: usize,
+        wi: &str,
+        tag: &str,
+    ) {
         let ocv = self.oc / 4;
         for v in 0..ocv {
-            let _ = writeln!(w, "{indent}let wq{v}_{kx} = wt4[wi + {}u];", t * ocv + v);
+            let _ = writeln!(
+                w,
+                "{indent}let wq{tag}{v}_{kx} = wt4[{wi} + {}u];",
+                t * ocv + v
+            );
         }
         for o in 0..self.oc {
             let c = ["x", "y", "z", "w"][o % 4];
-            let _ = writeln!(w, "{indent}let w{o}_{kx} = wq{}_{kx}.{c};", o / 4);
+            let _ = writeln!(w, "{indent}let w{tag}{o}_{kx} = wq{tag}{}_{kx}.{c};", o / 4);
         }
     }
 
@@ -1330,7 +1470,40 @@ fn conv_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
                     let _ = writeln!(w, "    var a{o}_{k} = b{o};");
                 }
             }
-            let _ = writeln!(w, "    for (var i = 0u; i < p.c_in; i = i + 1u) {{");
+            let unroll = self.unroll;
+            let _ = writeln!(w, "    var i = 0u;");
+            if unroll > 1 {
+                let _ = writeln!(
+                    w,
+                    "    for (; i + {}u < p.c_in; i = i + {unroll}u) {{",
+                    unroll - 1
+                );
+                for u in 0..unroll {
+                    let _ = writeln!(w, "        let plane{u} = (b * p.c_in + i + {u}u) * hw4;");
+                    for k in 0..nq {
+                        let _ =
+                            writeln!(w, "        let xv{u}_{k} = relu_in4(x4[plane{u} + q{k}]);");
+                    }
+                    let _ = writeln!(w, "        let wi{u} = (i + {u}u) * p.w_i;");
+                }
+                for o in 0..oc {
+                    for u in 0..unroll {
+                        let _ = writeln!(w, "        let w{o}_{u} = vec4(wt[wo{o} + wi{u}]);");
+                    }
+                }
+                for o in 0..oc {
+                    for k in 0..nq {
+                        for u in 0..unroll {
+                            let _ = writeln!(
+                                w,
+                                "        a{o}_{k} = fma(w{o}_{u}, xv{u}_{k}, a{o}_{k});"
+                            );
+                        }
+                    }
+                }
+                let _ = writeln!(w, "    }}");
+            }
+            let _ = writeln!(w, "    for (; i < p.c_in; i = i + 1u) {{");
             let _ = writeln!(w, "        let plane = (b * p.c_in + i) * hw4;");
             for k in 0..nq {
                 let _ = writeln!(w, "        let xv{k} = relu_in4(x4[plane + q{k}]);");
@@ -1719,6 +1892,8 @@ pub fn representative_specs() -> Vec<Spec> {
                         for &rows in rows {
                             let spec = Spec {
                                 wg: 0,
+
+                                unroll: 1,
                                 cols: COLS,
                                 depthwise,
                                 kh,
@@ -1771,6 +1946,8 @@ pub fn representative_specs() -> Vec<Spec> {
             for col_blocks in [1, 2, 4] {
                 v.push(Spec {
                     wg: 0,
+
+                    unroll: 1,
                     cols: COLS,
                     depthwise: true,
                     kh,
@@ -1801,6 +1978,8 @@ pub fn representative_specs() -> Vec<Spec> {
             for oc in [4, DENSE_CHANNELS] {
                 v.push(Spec {
                     wg: 0,
+
+                    unroll: 1,
                     cols: COLS,
                     depthwise: false,
                     kh: 7,
@@ -1840,6 +2019,8 @@ pub fn representative_specs() -> Vec<Spec> {
             }
             v.push(Spec {
                 wg: 0,
+
+                unroll: 1,
                 cols: COLS,
                 depthwise: false,
                 kh: 1,
@@ -1891,6 +2072,8 @@ pub fn representative_specs() -> Vec<Spec> {
             for &quads in quads {
                 v.push(Spec {
                     wg: 0,
+
+                    unroll: 1,
                     cols: COLS,
                     depthwise,
                     kh: 1,
@@ -2024,6 +2207,21 @@ pub fn representative_specs() -> Vec<Spec> {
         .map(|s| Spec { wg: 40, ..*s })
         .collect();
     v.extend(sized);
+    // Two read channels a pass (`Spec::unroll`): the dense 1×1 and float4
+    // pointwise forwards and stride-1 input gradients, rows and plain.
+    let paired: Vec<Spec> = v
+        .iter()
+        .filter(|s| {
+            !s.depthwise
+                && s.kh * s.kw == 1
+                && s.stride == 1
+                && s.dir != Direction::WeightGradient
+                && s.wg == 0
+                && !s.uniform
+        })
+        .map(|s| Spec { unroll: 2, ..*s })
+        .collect();
+    v.extend(paired);
     v
 }
 
