@@ -145,6 +145,7 @@ fn main() -> anyhow::Result<()> {
         plane: None,
         uniform: true,
         wg: 0,
+        unroll: 1,
         cols: 8,
     };
     let pointwise4 = Spec {
