@@ -774,24 +774,12 @@ impl Spec {
         // them in a row, in channel order), the tail one at a time.
         let unroll = self.unroll;
         debug_assert!(unroll == 1 || self.kh == 1, "terms out of order");
-        let ocv = oc / 4;
         let emit = |w: &mut String, nu: usize| {
             for u in 0..nu {
                 let _ = writeln!(w, "        let plane{u} = (b * p.c_in + i + {u}u) * hw;");
                 let _ = writeln!(w, "        let wi{u} = (i + {u}u) * p.w_i + wb;");
                 if rows > 1 {
-                    for ky in 0..self.kh {
-                        for kx in 0..self.kw {
-                            let t = ky * self.kw + kx;
-                            for v in 0..ocv {
-                                let _ = writeln!(
-                                    w,
-                                    "        let wq{u}_{v}_{ky}_{kx} = wt4[wi{u} + {}u];",
-                                    t * ocv + v
-                                );
-                            }
-                        }
-                    }
+                    self.weights4_taps(w, &format!("wi{u}"), &format!("{u}_"));
                 }
             }
             // Each output's terms of one read channel come in a row, in the
@@ -966,6 +954,24 @@ impl Spec {
     /// `w{o}_{kx}` for the block's channels o at tap t, from `wi`.
     fn weights4_tap(&self, w: &mut String, indent: &str, t: usize, kx: usize) {
         self.weights4_tap_at(w, indent, t, kx, "wi", "");
+    }
+
+    /// Every tap's float4s of the read channel at `wi`:
+    /// `wq{tag}{v}_{ky}_{kx}`.
+    fn weights4_taps(&self, w: &mut String, wi: &str, tag: &str) {
+        let ocv = self.oc / 4;
+        for ky in 0..self.kh {
+            for kx in 0..self.kw {
+                let t = ky * self.kw + kx;
+                for v in 0..ocv {
+                    let _ = writeln!(
+                        w,
+                        "        let wq{tag}{v}_{ky}_{kx} = wt4[{wi} + {}u];",
+                        t * ocv + v
+                    );
+                }
+            }
+        }
     }
 
     /// `weights4_tap` from the read channel at `wi`, the names tagged
@@ -1315,7 +1321,6 @@ fn conv_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
             );
         }
         let _ = writeln!(w, "    let hw = p.h * p.w;");
-        let ocv = oc / 4;
         if self.depthwise {
             let _ = writeln!(w, "    {{");
             let _ = writeln!(w, "        let plane = (b * p.c_in + o0) * hw;");
@@ -1323,18 +1328,7 @@ fn conv_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
             let _ = writeln!(w, "    for (var i = 0u; i < p.c_in; i = i + 1u) {{");
             let _ = writeln!(w, "        let plane = (b * p.c_in + i) * hw;");
             let _ = writeln!(w, "        let wi = i * p.w_i + wb;");
-            for ky in 0..self.kh {
-                for kx in 0..self.kw {
-                    let t = ky * self.kw + kx;
-                    for v in 0..ocv {
-                        let _ = writeln!(
-                            w,
-                            "        let wq{v}_{ky}_{kx} = wt4[wi + {}u];",
-                            t * ocv + v
-                        );
-                    }
-                }
-            }
+            self.weights4_taps(w, "wi", "");
         }
         for &e in &rows_read {
             let r = name(e);
