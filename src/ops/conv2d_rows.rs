@@ -38,10 +38,14 @@ const DENSE_CHANNELS: usize = 8;
 /// workgroup, 1.9× (BENCHMARKS.md, "Twenty-seventh pass").
 const DENSE_WIDE: usize = 16;
 
-/// The fewest workgroups a dispatch keeps when its blocks are widened:
-/// llvmpipe's default workers on the 2-core host it was measured on (two a
-/// core); fewer leave a core idle for part of the dispatch.
-const WIDE_MIN_WORKGROUPS: usize = 4;
+/// The fewest workgroups (of `ROWS_WG`) a dispatch keeps when its blocks
+/// are widened: one, which the launch splits over the cores
+/// (`engine::balanced_workgroup`). Before that split a one-workgroup
+/// dispatch left a core idle (1.9× slower, stop 44, which kept 4); with
+/// it and each output's terms in a row, 16 channels on bench-small's 7×7
+/// and 14×14 planes measured 5–7% faster (BENCHMARKS.md, "Twenty-ninth
+/// pass").
+const WIDE_MIN_WORKGROUPS: usize = 1;
 
 /// Invocations per workgroup. These are small dispatches (a weight
 /// gradient's pass 1 has ~100–800 invocations): CPU adapters run each
@@ -2859,9 +2863,10 @@ mod tests {
 
     /// A dense forward or input gradient on a CPU adapter writes 16
     /// channels an invocation where 16 divide them and the dispatch keeps
-    /// 4 workgroups of 64: bench-medium's 1×7 on 7×7 planes and the verify
-    /// cases that exercise it, not bench-small's (one workgroup left), not
-    /// 24 channels, not on a GPU, not the weight gradient.
+    /// a workgroup of 64: bench-small's and bench-medium's 1×7 on 7×7
+    /// planes and the verify cases that exercise it, not 8 images of them
+    /// (16 invocations), not 24 channels, not on a GPU, not the weight
+    /// gradient.
     #[test]
     fn dense_blocks_widen_only_where_workgroups_stay() {
         let oc = |s: &Conv2dShape, dir, wide| Spec::of(s, dir, wide).oc;
@@ -2872,9 +2877,10 @@ mod tests {
         );
         assert_eq!(
             oc(&row_conv(32, 32, 7, 1, 7, 1), fwd, false),
-            8,
+            16,
             "bench-small"
         );
+        assert_eq!(oc(&row_conv(8, 32, 7, 1, 7, 1), fwd, false), 8, "8 images");
         assert_eq!(
             oc(&row_conv(64, 64, 7, 1, 7, 1), fwd, false),
             16,

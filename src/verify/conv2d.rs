@@ -100,7 +100,7 @@ const FULL: &[Row] = &[
     // of one).
     (2, 48, 32, 6, 6, 1, 1, 1, 0, 0, 1, 1, true),
     // Dense blocks of 16 channels (`conv2d_rows::DENSE_WIDE`) on a CPU
-    // adapter, which need 4 workgroups a dispatch: a 1×7 both ways, a
+    // adapter, which need a workgroup a dispatch: a 1×7 both ways, a
     // strided 7×1's input gradient.
     (8, 32, 32, 28, 28, 1, 7, 1, 0, 3, 1, 1, true),
     (16, 32, 32, 28, 28, 7, 1, 2, 3, 0, 1, 1, false),
