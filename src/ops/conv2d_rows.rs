@@ -896,21 +896,7 @@ impl Spec {
                 let _ = writeln!(w, "        }}");
             }
         };
-        if unroll > 1 {
-            let _ = writeln!(w, "    var i = 0u;");
-            let _ = writeln!(
-                w,
-                "    for (; i + {}u < p.c_in; i = i + {unroll}u) {{",
-                unroll - 1
-            );
-            emit(w, unroll);
-            let _ = writeln!(w, "    }}");
-            let _ = writeln!(w, "    for (; i < p.c_in; i = i + 1u) {{");
-        } else {
-            let _ = writeln!(w, "    for (var i = 0u; i < p.c_in; i = i + 1u) {{");
-        }
-        emit(w, 1);
-        let _ = writeln!(w, "    }}");
+        read_channel_loop(w, unroll, &emit);
         for r in 0..rows {
             let _ = writeln!(w, "    if oy0 + {r}u < p.oh {{");
             for o in 0..oc {
@@ -1468,15 +1454,9 @@ fn conv_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
                     let _ = writeln!(w, "    var a{o}_{k} = b{o};");
                 }
             }
-            let unroll = self.unroll;
-            let _ = writeln!(w, "    var i = 0u;");
-            if unroll > 1 {
-                let _ = writeln!(
-                    w,
-                    "    for (; i + {}u < p.c_in; i = i + {unroll}u) {{",
-                    unroll - 1
-                );
-                for u in 0..unroll {
+            // Two read channels a pass on CPU adapters (`Spec::unroll`).
+            read_channel_loop(w, self.unroll, &|w: &mut String, nu: usize| {
+                for u in 0..nu {
                     let _ = writeln!(w, "        let plane{u} = (b * p.c_in + i + {u}u) * hw4;");
                     for k in 0..nq {
                         let _ =
@@ -1485,13 +1465,13 @@ fn conv_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
                     let _ = writeln!(w, "        let wi{u} = (i + {u}u) * p.w_i;");
                 }
                 for o in 0..oc {
-                    for u in 0..unroll {
+                    for u in 0..nu {
                         let _ = writeln!(w, "        let w{o}_{u} = vec4(wt[wo{o} + wi{u}]);");
                     }
                 }
                 for o in 0..oc {
                     for k in 0..nq {
-                        for u in 0..unroll {
+                        for u in 0..nu {
                             let _ = writeln!(
                                 w,
                                 "        a{o}_{k} = fma(w{o}_{u}, xv{u}_{k}, a{o}_{k});"
@@ -1499,21 +1479,7 @@ fn conv_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
                         }
                     }
                 }
-                let _ = writeln!(w, "    }}");
-            }
-            let _ = writeln!(w, "    for (; i < p.c_in; i = i + 1u) {{");
-            let _ = writeln!(w, "        let plane = (b * p.c_in + i) * hw4;");
-            for k in 0..nq {
-                let _ = writeln!(w, "        let xv{k} = relu_in4(x4[plane + q{k}]);");
-            }
-            let _ = writeln!(w, "        let wi = i * p.w_i;");
-            for o in 0..oc {
-                let _ = writeln!(w, "        let w{o} = vec4(wt[wo{o} + wi]);");
-                for k in 0..nq {
-                    let _ = writeln!(w, "        a{o}_{k} = fma(w{o}, xv{k}, a{o}_{k});");
-                }
-            }
-            let _ = writeln!(w, "    }}");
+            });
             for o in 0..oc {
                 let _ = writeln!(w, "    if o0 + {o}u < p.c_out {{");
                 let _ = writeln!(
@@ -1809,6 +1775,28 @@ fn weight_store(w: &mut String, oc: usize, ic: usize, kk: usize) {
     let _ = writeln!(w, "}}");
 }
 
+/// The loop over read channels `i` of a dense forward or input gradient:
+/// `unroll` channels a pass (`body(w, unroll)`, channels i..i + unroll),
+/// then the rest one at a time (`body(w, 1)`); one plain loop where
+/// `unroll` is 1.
+fn read_channel_loop(w: &mut String, unroll: usize, body: &dyn Fn(&mut String, usize)) {
+    if unroll > 1 {
+        let _ = writeln!(w, "    var i = 0u;");
+        let _ = writeln!(
+            w,
+            "    for (; i + {}u < p.c_in; i = i + {unroll}u) {{",
+            unroll - 1
+        );
+        body(w, unroll);
+        let _ = writeln!(w, "    }}");
+        let _ = writeln!(w, "    for (; i < p.c_in; i = i + 1u) {{");
+    } else {
+        let _ = writeln!(w, "    for (var i = 0u; i < p.c_in; i = i + 1u) {{");
+    }
+    body(w, 1);
+    let _ = writeln!(w, "    }}");
+}
+
 /// A module: the common header, the template, and `body`; the template's
 /// loads of x apply a ReLU where `relu` (its RELU_IN).
 fn module(body: &str, relu: bool) -> String {
@@ -1890,7 +1878,6 @@ pub fn representative_specs() -> Vec<Spec> {
                         for &rows in rows {
                             let spec = Spec {
                                 wg: 0,
-
                                 unroll: 1,
                                 cols: COLS,
                                 depthwise,
@@ -1944,7 +1931,6 @@ pub fn representative_specs() -> Vec<Spec> {
             for col_blocks in [1, 2, 4] {
                 v.push(Spec {
                     wg: 0,
-
                     unroll: 1,
                     cols: COLS,
                     depthwise: true,
@@ -1976,7 +1962,6 @@ pub fn representative_specs() -> Vec<Spec> {
             for oc in [4, DENSE_CHANNELS] {
                 v.push(Spec {
                     wg: 0,
-
                     unroll: 1,
                     cols: COLS,
                     depthwise: false,
@@ -2017,7 +2002,6 @@ pub fn representative_specs() -> Vec<Spec> {
             }
             v.push(Spec {
                 wg: 0,
-
                 unroll: 1,
                 cols: COLS,
                 depthwise: false,
@@ -2070,7 +2054,6 @@ pub fn representative_specs() -> Vec<Spec> {
             for &quads in quads {
                 v.push(Spec {
                     wg: 0,
-
                     unroll: 1,
                     cols: COLS,
                     depthwise,
