@@ -67,6 +67,15 @@ const WEIGHT_GROUP_ROWS: usize = 4;
 /// many channels. Measured on lavapipe (BENCHMARKS.md, "Twelfth pass"),
 /// 7×1 on [32,16,14,14]: 2.1 ms at 1, 1.4–1.7 at 2, 1.2 at 4, 1.4 at 8.
 const COLUMN_IC: usize = 4;
+/// Written × read channels per invocation of a dense 1×k weight gradient
+/// on a CPU adapter (`weight_entry`), where the written ones divide by 16:
+/// each row's window of x and row of dy, loaded lane by lane, then feed
+/// 16 · 8 · k products a column instead of 8 · 4 · k. Its accumulators
+/// (896 for a 1×7) go to the stack and back once a row. Measured on
+/// lavapipe, the 1×7 weight gradients' share of bench-small's step
+/// profile 0.79–0.83 of the 8 × 4 blocks' (BENCHMARKS.md, "Thirtieth
+/// pass").
+const ROW_WEIGHT_BLOCK: (usize, usize) = (16, 8);
 /// Largest tap span (k − 1) · dilation: 7 taps at dilation 2.
 const MAX_SPAN: usize = 12;
 
@@ -235,6 +244,13 @@ impl Spec {
                     false => (WEIGHT_GROUP_ROWS, s.ow().div_ceil(COLS), COLS),
                 }
             }
+            // A weight gradient over rows up to COLS wide (the 7-wide
+            // planes) takes the whole row, not a block of 8 with a column
+            // past its end: 0.89 of the 1×1s' share on bench-small's 7×7
+            // planes ("Thirtieth pass").
+            (Direction::WeightGradient, _, false) if !flat4(s) && s.ow() <= COLS => {
+                (rows, 0, s.ow())
+            }
             _ => (rows, 0, COLS),
         };
         // The written plane's width: the output's, or x's for the input
@@ -259,6 +275,12 @@ impl Spec {
         // The float4 pointwise forward and input gradient on a CPU adapter
         // take the same wider blocks.
         let pointwise4_rows = !wide && flat4(s) && dir != Direction::WeightGradient;
+        // A dense 1×k weight gradient on a CPU adapter over channels that
+        // take ROW_WEIGHT_BLOCK.
+        let row_weight = !wide
+            && dense_row
+            && dir == Direction::WeightGradient
+            && written.is_multiple_of(ROW_WEIGHT_BLOCK.0);
         let quads = match (flat4(s) && dir != Direction::WeightGradient, wide) {
             (false, _) => 1,
             (true, true) => 2,
@@ -293,6 +315,8 @@ impl Spec {
                 pointwise_block(written).min(16)
             } else if pointwise4_rows {
                 pointwise_block(written)
+            } else if row_weight {
+                ROW_WEIGHT_BLOCK.0
             } else {
                 channel_block(written)
             },
@@ -303,6 +327,7 @@ impl Spec {
             ic: match (s.is_depthwise(), dir, wide) {
                 _ if pointwise_weight => pointwise_block(s.c_in).min(16),
                 (false, Direction::WeightGradient, _) if s.kh * s.kw == 1 => channel_block(s.c_in),
+                _ if row_weight => ROW_WEIGHT_BLOCK.1.min(s.c_in),
                 (false, Direction::WeightGradient, false) if col_blocks > 0 || s.kh == 1 => {
                     COLUMN_IC.min(s.c_in)
                 }
@@ -1718,7 +1743,8 @@ fn conv_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
         }
         let _ = writeln!(
             w,
-            "        for (var ox0 = 0u; ox0 < p.ow; ox0 = ox0 + {COLS}u) {{"
+            "        for (var ox0 = 0u; ox0 < p.ow; ox0 = ox0 + {}u) {{",
+            self.cols
         );
         let _ = writeln!(w, "            let ix0 = i32(ox0 * {st}u) - i32(p.pad_w);");
         for i in 0..ic {
@@ -1985,6 +2011,68 @@ pub fn representative_specs() -> Vec<Spec> {
                 });
             }
         }
+    }
+    // Weight gradients over whole rows up to COLS wide (`weight_entry`
+    // with `cols` < COLS): dense 1×1 in 16 × 16 channels, dense 1×7 in
+    // ROW_WEIGHT_BLOCK's and in COLUMN_IC's, rows of scalars, float2s
+    // (6 wide) and float4s (4 wide), and a strided depthwise 3×3.
+    for (kh, kw, depthwise, oc, ic, cols, vec, stride) in [
+        (1, 1, false, 16, 16, 7, 1, 1),
+        (1, 7, false, ROW_WEIGHT_BLOCK.0, ROW_WEIGHT_BLOCK.1, 7, 1, 1),
+        (1, 7, false, ROW_WEIGHT_BLOCK.0, ROW_WEIGHT_BLOCK.1, 6, 2, 1),
+        (1, 7, false, DENSE_CHANNELS, COLUMN_IC, 4, 4, 1),
+        (3, 3, true, 1, 1, 7, 1, 2),
+    ] {
+        v.push(Spec {
+            wg: 0,
+            unroll: 1,
+            cols,
+            depthwise,
+            kh,
+            kw,
+            dilation: 1,
+            dir: Direction::WeightGradient,
+            flat4: false,
+            oc,
+            ic,
+            stride,
+            pad: (0, if vec > 1 { (kw - 1) / 2 } else { 0 }),
+            vec,
+            rows: 1,
+            quads: 1,
+            col_blocks: 0,
+            relu: false,
+            store: 1,
+            plane: None,
+            uniform: false,
+        });
+    }
+    // 1×7 weight gradients in ROW_WEIGHT_BLOCK's channels over 8-column
+    // blocks.
+    for vec in [1, 2, 4] {
+        v.push(Spec {
+            wg: 0,
+            unroll: 1,
+            cols: COLS,
+            depthwise: false,
+            kh: 1,
+            kw: 7,
+            dilation: 1,
+            dir: Direction::WeightGradient,
+            flat4: false,
+            oc: ROW_WEIGHT_BLOCK.0,
+            ic: ROW_WEIGHT_BLOCK.1,
+            stride: 1,
+            pad: (0, if vec > 1 { 3 } else { 0 }),
+            vec,
+            rows: 1,
+            quads: 1,
+            col_blocks: 0,
+            relu: false,
+            store: 1,
+            plane: None,
+            uniform: false,
+        });
     }
     // Dense 1×1 forwards (stride 1 and 2), input gradients and weight
     // gradients over rows of scalars in the wider channel blocks

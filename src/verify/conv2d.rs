@@ -139,6 +139,14 @@ const FULL: &[Row] = &[
     (2, 8, 8, 7, 7, 7, 1, 1, 3, 0, 1, 1, false),
     (2, 6, 6, 7, 7, 5, 5, 1, 4, 4, 2, 6, false),
     (1, 4, 4, 5, 3, 7, 7, 1, 3, 3, 1, 4, true),
+    // Weight gradients over whole rows up to 8 wide, and dense 1×k ones
+    // in blocks of 16 × 8 channels (`conv2d_rows::ROW_WEIGHT_BLOCK`):
+    // 7-wide rows, 11 read channels (a last block of 3), 6-wide rows of
+    // float2s, 5-wide rows with a strided depthwise 3×3.
+    (2, 32, 32, 7, 7, 1, 7, 1, 0, 3, 1, 1, false),
+    (1, 11, 16, 5, 7, 1, 7, 1, 0, 3, 1, 1, true),
+    (2, 9, 16, 3, 6, 1, 5, 1, 0, 2, 1, 1, false),
+    (2, 5, 5, 9, 9, 3, 3, 2, 1, 1, 1, 5, false),
     // One channel (a pruned layer): depthwise and one group at once.
     (2, 1, 1, 4, 4, 1, 1, 1, 0, 0, 1, 1, true),
     (2, 1, 1, 5, 5, 3, 3, 1, 1, 1, 1, 1, false),
