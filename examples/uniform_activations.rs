@@ -146,6 +146,7 @@ fn main() -> anyhow::Result<()> {
         uniform: true,
         wg: 0,
         unroll: 1,
+        pairs: false,
         cols: 8,
     };
     let pointwise4 = Spec {

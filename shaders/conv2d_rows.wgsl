@@ -80,6 +80,21 @@ fn x_in(row: u32, row_in: bool, ix: i32) -> f32 {
     return select(0.0, v, row_in && ix >= 0 && ix < i32(p.w));
 }
 
+// Pair i of x (`Spec::pairs`), clamped to the tensor.
+fn x_pair(i: i32) -> vec2<f32> {
+    return x2[u32(clamp(i, 0, i32(arrayLength(&x2)) - 1))];
+}
+
+// Pair i of dy, clamped to the tensor.
+fn dy_pair(i: i32) -> vec2<f32> {
+    return dy2[u32(clamp(i, 0, i32(arrayLength(&dy2)) - 1))];
+}
+
+// x_in's value v of column ix, loaded as part of a pair.
+fn x_col(v: f32, row_in: bool, ix: i32) -> f32 {
+    return select(0.0, relu_in(v), row_in && ix >= 0 && ix < i32(p.w));
+}
+
 // x_in over float4s, for planes whose rows are whole float4s: the 4
 // columns from c (a multiple of 4) lie inside the row or outside together.
 fn x_in4(row: u32, row_in: bool, c: i32) -> vec4<f32> {

@@ -162,6 +162,13 @@ pub struct Spec {
     /// its accumulator, spilled, goes to the stack and back once for both
     /// (the same terms in the same order); 1 elsewhere.
     pub unroll: usize,
+    /// Windows of rows of scalars (odd widths, or strided reads) loaded
+    /// as float pairs (`window_loads_at`): on a CPU adapter, where the
+    /// tensor read holds an even number of floats (so that every pair
+    /// holding one of its floats lies inside it). llvmpipe moves a pair
+    /// (a 64-bit word, `engine::words64`) lane by lane as it does a float,
+    /// so a 7-wide row takes 4 loads, not 7.
+    pub pairs: bool,
     /// Invocations per workgroup where a CPU adapter's dispatch splits
     /// more evenly over its cores in smaller ones
     /// (`engine::balanced_workgroup`, chosen at launch); 0: the kernel's
@@ -193,6 +200,11 @@ impl Spec {
                 && (dir != Direction::WeightGradient || s.ow().is_multiple_of(v))
         };
         let vec = [4, 2].into_iter().find(|&v| whole(v)).unwrap_or(1);
+        // The floats of the tensor whose row windows the kernel loads.
+        let read_len = match dir {
+            Direction::InputGradient => s.n * s.c_out * s.oh() * s.ow(),
+            _ => s.n * s.c_in * s.h * s.w,
+        };
         // Rows per invocation: the depthwise kernels and the dense column
         // kernels (k×1) share input rows between output rows, the dense
         // row kernels (1×k) their weights. Not dense k×k ones: their code
@@ -299,6 +311,12 @@ impl Spec {
                 true => 2,
                 false => 1,
             },
+            pairs: !wide
+                && vec == 1
+                && !flat4(s)
+                && read_len.is_multiple_of(2)
+                && (dir != Direction::WeightGradient
+                    || (s.n * s.c_out * s.oh() * s.ow()).is_multiple_of(2)),
             cols: weight_cols,
             depthwise: s.is_depthwise(),
             kh: s.kh,
@@ -478,6 +496,7 @@ impl Spec {
         } else {
             String::new()
         };
+        let pairs = if self.pairs { ".pr" } else { "" };
         let wg = if self.wg > 0 {
             format!(".g{}", self.wg)
         } else {
@@ -489,7 +508,7 @@ impl Spec {
             String::new()
         };
         format!(
-            "conv2d_rows.{}.{}x{}.d{}{stride}.{}{blocks}{rows}{cols}{store}{relu}{plane}{uniform}{unroll}{wg}",
+            "conv2d_rows.{}.{}x{}.d{}{stride}.{}{blocks}{rows}{cols}{store}{relu}{plane}{uniform}{unroll}{pairs}{wg}",
             match (self.depthwise, self.flat4) {
                 (true, _) => "dw",
                 (false, false) => "dense",
@@ -591,6 +610,30 @@ impl Spec {
         win: &[usize],
         (ix0, ox0): (&str, &str),
     ) {
+        if self.vec == 1 && self.pairs {
+            // The pairs from the even float at or before the window's
+            // first, `{x}o` whether that first is odd; pair indices
+            // clamped to the tensor (columns outside the row read as 0,
+            // whatever their pair held).
+            let (lo, len) = (win[0], win[win.len() - 1] - win[0] + 1);
+            let _ = writeln!(w, "{indent}let {x}f = i32({row}) + {ix0} + {lo};");
+            let _ = writeln!(w, "{indent}let {x}o = ({x}f & 1) == 1;");
+            let _ = writeln!(w, "{indent}let {x}b = ({x}f - select(0, 1, {x}o)) / 2;");
+            for k in 0..len / 2 + 1 {
+                let _ = writeln!(w, "{indent}let {x}p{k} = x_pair({x}b + {k});");
+            }
+            let lane = |t: usize| format!("{x}p{}.{}", t / 2, ["x", "y"][t % 2]);
+            for &j in win {
+                let t = j - lo;
+                let _ = writeln!(
+                    w,
+                    "{indent}let {x}{j} = x_col(select({}, {}, {x}o), {row_in}, {ix0} + {j});",
+                    lane(t),
+                    lane(t + 1)
+                );
+            }
+            return;
+        }
         if self.vec == 1 {
             for &j in win {
                 let _ = writeln!(
@@ -1660,6 +1703,25 @@ fn conv_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
     /// vectors too (the same width).
     fn dy_loads(&self, w: &mut String, indent: &str, g: &str, col0: &str) {
         let v = self.vec;
+        if v == 1 && self.pairs {
+            // As `window_loads_at`'s pairs.
+            let _ = writeln!(w, "{indent}let {g}f = i32(drow + {col0});");
+            let _ = writeln!(w, "{indent}let {g}o = ({g}f & 1) == 1;");
+            let _ = writeln!(w, "{indent}let {g}b = ({g}f - select(0, 1, {g}o)) / 2;");
+            for k in 0..self.cols / 2 + 1 {
+                let _ = writeln!(w, "{indent}let {g}p{k} = dy_pair({g}b + {k});");
+            }
+            let lane = |t: usize| format!("{g}p{}.{}", t / 2, ["x", "y"][t % 2]);
+            for j in 0..self.cols {
+                let _ = writeln!(
+                    w,
+                    "{indent}let {g}{j} = select(0.0, select({}, {}, {g}o), {col0} + {j}u <= lx);",
+                    lane(j),
+                    lane(j + 1)
+                );
+            }
+            return;
+        }
         if v == 1 {
             for j in 0..self.cols {
                 let _ = writeln!(
@@ -1901,10 +1963,12 @@ pub fn representative_specs() -> Vec<Spec> {
                             (false, _) if strided_dx && (depthwise || kw == 1) => &[1, 2, 4, 8],
                             _ => &[1],
                         };
+                        let rows_first = rows[0];
                         for &rows in rows {
                             let spec = Spec {
                                 wg: 0,
                                 unroll: 1,
+                                pairs: false,
                                 cols: COLS,
                                 depthwise,
                                 kh,
@@ -1933,6 +1997,14 @@ pub fn representative_specs() -> Vec<Spec> {
                                 uniform: false,
                             };
                             v.push(spec);
+                            // Windows (and a weight gradient's dy rows) as
+                            // float pairs (`Spec::pairs`).
+                            if dilation == 1 && rows == rows_first {
+                                v.push(Spec {
+                                    pairs: true,
+                                    ..spec
+                                });
+                            }
                             // Rows of whole float4s or float2s, "same"
                             // column padding.
                             if stride == 1 {
@@ -1958,6 +2030,7 @@ pub fn representative_specs() -> Vec<Spec> {
                 v.push(Spec {
                     wg: 0,
                     unroll: 1,
+                    pairs: false,
                     cols: COLS,
                     depthwise: true,
                     kh,
@@ -1978,6 +2051,13 @@ pub fn representative_specs() -> Vec<Spec> {
                     plane: None,
                     uniform: false,
                 });
+                if vec == 1 {
+                    let last = v[v.len() - 1];
+                    v.push(Spec {
+                        pairs: true,
+                        ..last
+                    });
+                }
             }
         }
     }
@@ -1989,6 +2069,7 @@ pub fn representative_specs() -> Vec<Spec> {
                 v.push(Spec {
                     wg: 0,
                     unroll: 1,
+                    pairs: false,
                     cols: COLS,
                     depthwise: false,
                     kh: 7,
@@ -2023,29 +2104,32 @@ pub fn representative_specs() -> Vec<Spec> {
         (1, 7, false, DENSE_CHANNELS, COLUMN_IC, 4, 4, 1),
         (3, 3, true, 1, 1, 7, 1, 2),
     ] {
-        v.push(Spec {
-            wg: 0,
-            unroll: 1,
-            cols,
-            depthwise,
-            kh,
-            kw,
-            dilation: 1,
-            dir: Direction::WeightGradient,
-            flat4: false,
-            oc,
-            ic,
-            stride,
-            pad: (0, if vec > 1 { (kw - 1) / 2 } else { 0 }),
-            vec,
-            rows: 1,
-            quads: 1,
-            col_blocks: 0,
-            relu: false,
-            store: 1,
-            plane: None,
-            uniform: false,
-        });
+        for pairs in [false, true] {
+            v.push(Spec {
+                pairs: pairs && vec == 1,
+                wg: 0,
+                unroll: 1,
+                cols,
+                depthwise,
+                kh,
+                kw,
+                dilation: 1,
+                dir: Direction::WeightGradient,
+                flat4: false,
+                oc,
+                ic,
+                stride,
+                pad: (0, if vec > 1 { (kw - 1) / 2 } else { 0 }),
+                vec,
+                rows: 1,
+                quads: 1,
+                col_blocks: 0,
+                relu: false,
+                store: 1,
+                plane: None,
+                uniform: false,
+            });
+        }
     }
     // 1×7 weight gradients in ROW_WEIGHT_BLOCK's channels over 8-column
     // blocks.
@@ -2053,6 +2137,7 @@ pub fn representative_specs() -> Vec<Spec> {
         v.push(Spec {
             wg: 0,
             unroll: 1,
+            pairs: false,
             cols: COLS,
             depthwise: false,
             kh: 1,
@@ -2091,6 +2176,7 @@ pub fn representative_specs() -> Vec<Spec> {
             v.push(Spec {
                 wg: 0,
                 unroll: 1,
+                pairs: false,
                 cols: COLS,
                 depthwise: false,
                 kh: 1,
@@ -2143,6 +2229,7 @@ pub fn representative_specs() -> Vec<Spec> {
                 v.push(Spec {
                     wg: 0,
                     unroll: 1,
+                    pairs: false,
                     cols: COLS,
                     depthwise,
                     kh: 1,
@@ -2188,12 +2275,14 @@ pub fn representative_specs() -> Vec<Spec> {
                 && !s.relu
                 && s.dilation == 1
         })
-        .map(|s| {
+        .flat_map(|s| {
             let (ph, pw) = ((s.kh - 1) / 2, (s.kw - 1) / 2);
-            Spec {
+            // Also with its windows as float pairs.
+            [false, true].map(|pairs| Spec {
                 plane: Some([7, 7, 7, 7, ph, pw]),
+                pairs,
                 ..*s
-            }
+            })
         })
         .collect();
     v.extend(planes);
