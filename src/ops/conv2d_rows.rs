@@ -167,7 +167,10 @@ pub struct Spec {
     /// tensor read holds an even number of floats (so that every pair
     /// holding one of its floats lies inside it). llvmpipe moves a pair
     /// (a 64-bit word, `engine::words64`) lane by lane as it does a float,
-    /// so a 7-wide row takes 4 loads, not 7.
+    /// so a 7-wide row takes 4 loads, not 7. Measured on lavapipe, as
+    /// shares of bench-small's step profile: the weight gradients 0.70–0.93
+    /// of their time, the forwards and input gradients unchanged
+    /// (BENCHMARKS.md, "Thirtieth pass").
     pub pairs: bool,
     /// Invocations per workgroup where a CPU adapter's dispatch splits
     /// more evenly over its cores in smaller ones
@@ -2096,11 +2099,16 @@ pub fn representative_specs() -> Vec<Spec> {
     // Weight gradients over whole rows up to COLS wide (`weight_entry`
     // with `cols` < COLS): dense 1×1 in 16 × 16 channels, dense 1×7 in
     // ROW_WEIGHT_BLOCK's and in COLUMN_IC's, rows of scalars, float2s
-    // (6 wide) and float4s (4 wide), and a strided depthwise 3×3.
+    // (6 wide) and float4s (4 wide), and a strided depthwise 3×3; and
+    // 1×7s in ROW_WEIGHT_BLOCK's over 8-column blocks.
+    let (wo, wi) = ROW_WEIGHT_BLOCK;
     for (kh, kw, depthwise, oc, ic, cols, vec, stride) in [
+        (1, 7, false, wo, wi, COLS, 1, 1),
+        (1, 7, false, wo, wi, COLS, 2, 1),
+        (1, 7, false, wo, wi, COLS, 4, 1),
         (1, 1, false, 16, 16, 7, 1, 1),
-        (1, 7, false, ROW_WEIGHT_BLOCK.0, ROW_WEIGHT_BLOCK.1, 7, 1, 1),
-        (1, 7, false, ROW_WEIGHT_BLOCK.0, ROW_WEIGHT_BLOCK.1, 6, 2, 1),
+        (1, 7, false, wo, wi, 7, 1, 1),
+        (1, 7, false, wo, wi, 6, 2, 1),
         (1, 7, false, DENSE_CHANNELS, COLUMN_IC, 4, 4, 1),
         (3, 3, true, 1, 1, 7, 1, 2),
     ] {
@@ -2130,34 +2138,6 @@ pub fn representative_specs() -> Vec<Spec> {
                 uniform: false,
             });
         }
-    }
-    // 1×7 weight gradients in ROW_WEIGHT_BLOCK's channels over 8-column
-    // blocks.
-    for vec in [1, 2, 4] {
-        v.push(Spec {
-            wg: 0,
-            unroll: 1,
-            pairs: false,
-            cols: COLS,
-            depthwise: false,
-            kh: 1,
-            kw: 7,
-            dilation: 1,
-            dir: Direction::WeightGradient,
-            flat4: false,
-            oc: ROW_WEIGHT_BLOCK.0,
-            ic: ROW_WEIGHT_BLOCK.1,
-            stride: 1,
-            pad: (0, if vec > 1 { 3 } else { 0 }),
-            vec,
-            rows: 1,
-            quads: 1,
-            col_blocks: 0,
-            relu: false,
-            store: 1,
-            plane: None,
-            uniform: false,
-        });
     }
     // Dense 1×1 forwards (stride 1 and 2), input gradients and weight
     // gradients over rows of scalars in the wider channel blocks
