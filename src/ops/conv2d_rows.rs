@@ -315,6 +315,7 @@ impl Spec {
                 false => 1,
             },
             pairs: !wide
+                && !strided_dx
                 && vec == 1
                 && !flat4(s)
                 && read_len.is_multiple_of(2)
@@ -2981,7 +2982,9 @@ impl WeightCopies {
 
 #[cfg(test)]
 mod tests {
-    use super::{block_rows, compile_plane, dense_row_rows, Direction, Spec};
+    use super::{
+        block_rows, compile_plane, dense_row_rows, Direction, Spec, COLUMN_IC, ROW_WEIGHT_BLOCK,
+    };
     use crate::ops::conv2d::Conv2dShape;
 
     fn row_conv(n: usize, c: usize, hw: usize, kh: usize, kw: usize, stride: usize) -> Conv2dShape {
@@ -3005,8 +3008,8 @@ mod tests {
     /// channels an invocation where 16 divide them and the dispatch keeps
     /// a workgroup of 64: bench-small's and bench-medium's 1×7 on 7×7
     /// planes and the verify cases that exercise it, not 8 images of them
-    /// (16 invocations), not 24 channels, not on a GPU, not the weight
-    /// gradient.
+    /// (16 invocations), not 24 channels, not on a GPU; the weight
+    /// gradient of a 1×k in its own blocks.
     #[test]
     fn dense_blocks_widen_only_where_workgroups_stay() {
         let oc = |s: &Conv2dShape, dir, wide| Spec::of(s, dir, wide).oc;
@@ -3028,7 +3031,16 @@ mod tests {
         );
         assert_eq!(oc(&row_conv(64, 64, 7, 1, 7, 1), dx, false), 16);
         assert_eq!(oc(&row_conv(64, 64, 7, 1, 7, 1), fwd, true), 8, "a GPU");
-        assert_ne!(oc(&row_conv(64, 64, 7, 1, 7, 1), dw, false), 16);
+        // The weight gradient of a 1×k takes ROW_WEIGHT_BLOCK's 16 × 8
+        // on a CPU adapter (a k×1's stays narrow, a GPU's one channel).
+        let wb = |s: &Conv2dShape, wide| {
+            let spec = Spec::of(s, dw, wide);
+            (spec.oc, spec.ic)
+        };
+        assert_eq!(wb(&row_conv(64, 64, 7, 1, 7, 1), false), ROW_WEIGHT_BLOCK);
+        assert_eq!(wb(&row_conv(64, 24, 7, 1, 7, 1), false), (8, COLUMN_IC));
+        assert_eq!(wb(&row_conv(64, 64, 7, 7, 1, 1), false), (8, COLUMN_IC));
+        assert_eq!(wb(&row_conv(64, 64, 7, 1, 7, 1), true), (8, 1));
         assert_eq!(oc(&row_conv(64, 24, 7, 1, 7, 1), fwd, false), 8);
         // `verify`'s full set: a 1×7 both ways, a strided 7×1's input
         // gradient.
