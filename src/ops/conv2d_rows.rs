@@ -168,7 +168,7 @@ pub struct Spec {
     /// holding one of its floats lies inside it). llvmpipe moves a pair
     /// (a 64-bit word, `engine::words64`) lane by lane as it does a float,
     /// so a 7-wide row takes 4 loads, not 7. Measured on lavapipe, as
-    /// shares of bench-small's step profile: the weight gradients 0.70–0.93
+    /// shares of bench-small's step profile: the weight gradients 0.68–0.95
     /// of their time, the forwards and input gradients unchanged
     /// (BENCHMARKS.md, "Thirtieth pass").
     pub pairs: bool,
