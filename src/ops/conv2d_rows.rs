@@ -203,10 +203,12 @@ impl Spec {
                 && (dir != Direction::WeightGradient || s.ow().is_multiple_of(v))
         };
         let vec = [4, 2].into_iter().find(|&v| whole(v)).unwrap_or(1);
-        // The floats of the tensor whose row windows the kernel loads.
+        // The floats of x and dy, and of the tensor whose row windows the
+        // kernel loads.
+        let (x_len, dy_len) = (s.n * s.c_in * s.h * s.w, s.n * s.c_out * s.oh() * s.ow());
         let read_len = match dir {
-            Direction::InputGradient => s.n * s.c_out * s.oh() * s.ow(),
-            _ => s.n * s.c_in * s.h * s.w,
+            Direction::InputGradient => dy_len,
+            _ => x_len,
         };
         // Rows per invocation: the depthwise kernels and the dense column
         // kernels (k×1) share input rows between output rows, the dense
@@ -319,8 +321,7 @@ impl Spec {
                 && vec == 1
                 && !flat4(s)
                 && read_len.is_multiple_of(2)
-                && (dir != Direction::WeightGradient
-                    || (s.n * s.c_out * s.oh() * s.ow()).is_multiple_of(2)),
+                && (dir != Direction::WeightGradient || dy_len.is_multiple_of(2)),
             cols: weight_cols,
             depthwise: s.is_depthwise(),
             kh: s.kh,
@@ -615,25 +616,21 @@ impl Spec {
         (ix0, ox0): (&str, &str),
     ) {
         if self.vec == 1 && self.pairs {
-            // The pairs from the even float at or before the window's
-            // first, `{x}o` whether that first is odd; pair indices
-            // clamped to the tensor (columns outside the row read as 0,
-            // whatever their pair held).
+            // Columns outside the row read as 0, whatever their pair held.
             let (lo, len) = (win[0], win[win.len() - 1] - win[0] + 1);
-            let _ = writeln!(w, "{indent}let {x}f = i32({row}) + {ix0} + {lo};");
-            let _ = writeln!(w, "{indent}let {x}o = ({x}f & 1) == 1;");
-            let _ = writeln!(w, "{indent}let {x}b = ({x}f - select(0, 1, {x}o)) / 2;");
-            for k in 0..len / 2 + 1 {
-                let _ = writeln!(w, "{indent}let {x}p{k} = x_pair({x}b + {k});");
-            }
-            let lane = |t: usize| format!("{x}p{}.{}", t / 2, ["x", "y"][t % 2]);
+            let at = pair_loads(
+                w,
+                indent,
+                x,
+                &format!("i32({row}) + {ix0} + {lo}"),
+                len,
+                "x_pair",
+            );
             for &j in win {
-                let t = j - lo;
                 let _ = writeln!(
                     w,
-                    "{indent}let {x}{j} = x_col(select({}, {}, {x}o), {row_in}, {ix0} + {j});",
-                    lane(t),
-                    lane(t + 1)
+                    "{indent}let {x}{j} = x_col({}, {row_in}, {ix0} + {j});",
+                    at(j - lo)
                 );
             }
             return;
@@ -1708,20 +1705,19 @@ fn conv_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
     fn dy_loads(&self, w: &mut String, indent: &str, g: &str, col0: &str) {
         let v = self.vec;
         if v == 1 && self.pairs {
-            // As `window_loads_at`'s pairs.
-            let _ = writeln!(w, "{indent}let {g}f = i32(drow + {col0});");
-            let _ = writeln!(w, "{indent}let {g}o = ({g}f & 1) == 1;");
-            let _ = writeln!(w, "{indent}let {g}b = ({g}f - select(0, 1, {g}o)) / 2;");
-            for k in 0..self.cols / 2 + 1 {
-                let _ = writeln!(w, "{indent}let {g}p{k} = dy_pair({g}b + {k});");
-            }
-            let lane = |t: usize| format!("{g}p{}.{}", t / 2, ["x", "y"][t % 2]);
+            let at = pair_loads(
+                w,
+                indent,
+                g,
+                &format!("i32(drow + {col0})"),
+                self.cols,
+                "dy_pair",
+            );
             for j in 0..self.cols {
                 let _ = writeln!(
                     w,
-                    "{indent}let {g}{j} = select(0.0, select({}, {}, {g}o), {col0} + {j}u <= lx);",
-                    lane(j),
-                    lane(j + 1)
+                    "{indent}let {g}{j} = select(0.0, {}, {col0} + {j}u <= lx);",
+                    at(j)
                 );
             }
             return;
@@ -1865,6 +1861,35 @@ fn weight_store(w: &mut String, oc: usize, ic: usize, kk: usize) {
         }
     }
     let _ = writeln!(w, "}}");
+}
+
+/// `len` consecutive floats from the float index `first` (an i32
+/// expression) as float pairs (`Spec::pairs`): the pairs `{name}p{k}` from
+/// the even float at or before the first (`load`: `x_pair` or `dy_pair`,
+/// which clamp the index to the tensor), `{name}o` whether the first is
+/// odd. Returns the expression of float t of the run.
+fn pair_loads(
+    w: &mut String,
+    indent: &str,
+    name: &str,
+    first: &str,
+    len: usize,
+    load: &str,
+) -> impl Fn(usize) -> String {
+    let _ = writeln!(w, "{indent}let {name}f = {first};");
+    let _ = writeln!(w, "{indent}let {name}o = ({name}f & 1) == 1;");
+    let _ = writeln!(
+        w,
+        "{indent}let {name}b = ({name}f - select(0, 1, {name}o)) / 2;"
+    );
+    for k in 0..len / 2 + 1 {
+        let _ = writeln!(w, "{indent}let {name}p{k} = {load}({name}b + {k});");
+    }
+    let name = name.to_string();
+    move |t| {
+        let lane = |t: usize| format!("{name}p{}.{}", t / 2, ["x", "y"][t % 2]);
+        format!("select({}, {}, {name}o)", lane(t), lane(t + 1))
+    }
 }
 
 /// The loop over read channels `i` of a dense forward or input gradient:
