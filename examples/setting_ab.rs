@@ -2,13 +2,14 @@
 //! in one setting that keeps every result's bits, stepped in turn in one
 //! process: on this project's shared 2-core hosts only steps that alternate
 //! within one process compare two settings fairly. The settings:
-//! `words64` (float views moved as 64-bit words, `engine::words64`) and
+//! `words64` (float views moved as 64-bit words, `engine::words64`),
 //! `uniform_weights` (convolution weights read through uniform bindings,
-//! `Gpu::uniform_weights`). Each device's step is built once; every round
+//! `Gpu::uniform_weights`) and `held_passes` (training batch norms keep
+//! their values between their passes, `Gpu::held_passes`). Each device's step is built once; every round
 //! times one step on each, in turn, and prints both and their ratio; the
 //! end, the medians.
 //!
-//! `cargo run --release --example setting_ab -- words64|uniform_weights`
+//! `cargo run --release --example setting_ab -- words64|uniform_weights|held_passes`
 //! (`ROUNDS=n`, default 8).
 
 use std::time::Instant;
@@ -33,7 +34,11 @@ fn main() -> anyhow::Result<()> {
             first.another_with_uniform_weights(true)?,
             first.another_with_uniform_weights(false)?,
         ],
-        _ => bail!("usage: setting_ab words64|uniform_weights (got {setting:?})"),
+        "held_passes" => [
+            first.another_with_held_passes(true)?,
+            first.another_with_held_passes(false)?,
+        ],
+        _ => bail!("usage: setting_ab words64|uniform_weights|held_passes (got {setting:?})"),
     };
     drop(first);
     let cfg = gradnas::bench::bench_small();

@@ -205,6 +205,15 @@ fn write_pack(ch: u32, lid: u32, s: Stats) {
     }
 }
 
+// (Σ dy, Σ dy·x̂) from (Σ dy, Σ dy·(x − mean)): invstd taken out of the
+// sum, so that every term is the same two operations in each entry
+// (batchnorm::Held writes the terms out step by step, where the compiler
+// may otherwise treat a common factor of consecutive terms differently
+// from the loop's).
+fn backward_sums(raw: vec2<f32>, invstd: f32) -> vec2<f32> {
+    return vec2(raw.x, raw.y * invstd);
+}
+
 // dx = γ·invstd·(dy − Σdy/M − x̂·Σ(dy·x̂)/M), dγ = Σ dy·x̂, dβ = Σ dy.
 @compute @workgroup_size(TRAIN_WG)
 fn train_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -220,10 +229,10 @@ fn train_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     for (var j = lid; j < m; j = j + TRAIN_WG) {
         let i = w.i;
         let g = masked(dy[i], x[i] * a + b);
-        acc = acc + vec2<f32>(g, g * (x[i] - mean) * invstd);
+        acc = acc + vec2<f32>(g, g * (x[i] - mean));
         advance(&w);
     }
-    let sums = workgroup_sum2_by(lid, acc, TRAIN_WG);
+    let sums = backward_sums(workgroup_sum2_by(lid, acc, TRAIN_WG), invstd);
     let means = sums / f32(m);
     // dx = a·dy − a·(Σdy/M) − a·invstd·(Σdy·x̂/M)·(x − mean), as dy·a + x·k + c0.
     let k = -a * invstd * means.y;
@@ -273,10 +282,10 @@ fn train_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     for (var j = lid; j < m4; j = j + TRAIN_WG) {
         let i = w.i;
         let g = masked4(dy4[i], x4[i] * a + b);
-        acc = acc + vec2<f32>(dot(g, vec4(1.0)), dot(g, x4[i] - mean) * invstd);
+        acc = acc + vec2<f32>(dot(g, vec4(1.0)), dot(g, x4[i] - mean));
         advance(&w);
     }
-    let sums = workgroup_sum2_by(lid, acc, TRAIN_WG);
+    let sums = backward_sums(workgroup_sum2_by(lid, acc, TRAIN_WG), invstd);
     let means = sums / f32(m);
     let k = -a * invstd * means.y;
     let c0 = -a * means.x - k * mean;

@@ -85,6 +85,27 @@ fn every_generated_pool_kernel_validates_and_translates() {
     all_translate(specs.iter().map(|s| (s.name(), s.source())));
 }
 
+/// The batch norm training entries that keep their values between passes
+/// (`ops::batchnorm::Held`): forward and backward, over scalars and
+/// float4s, one step (all guarded) to more than the step's planes take.
+#[test]
+fn every_generated_batchnorm_kernel_validates_and_translates() {
+    use gradnas::ops::batchnorm::{Held, MAX_HELD};
+    let mut held = Vec::new();
+    for steps in [1, 2, 49, 196, MAX_HELD] {
+        for four in [false, true] {
+            for backward in [false, true] {
+                held.push(Held {
+                    steps,
+                    four,
+                    backward,
+                });
+            }
+        }
+    }
+    all_translate(held.iter().map(|h| (h.name(), h.source().unwrap())));
+}
+
 /// The shader files' variants for CPU adapters (narrow workgroups).
 #[test]
 fn every_shader_variant_validates_and_translates() {

@@ -38,6 +38,8 @@ pub enum GpuError {
     NoInt64(String),
     #[error("GRADNAS_UNIFORM_WEIGHTS={0:?}: expected 1 (convolution weights read through uniform bindings) or 0 (through storage)")]
     BadUniformWeights(String),
+    #[error("GRADNAS_HELD_PASSES={0:?}: expected 1 (batch norm's training passes hold their values between passes) or 0 (load them again)")]
+    BadHeldPasses(String),
     #[error(
         "adapter {adapter:?} offers {field} = {offered}, below the portability budget of {needed}"
     )]
@@ -177,6 +179,14 @@ pub struct Gpu {
     /// lanes, false elsewhere. Bit for bit the same results.
     /// `GRADNAS_UNIFORM_WEIGHTS=0|1` overrides the default.
     pub uniform_weights: bool,
+    /// A training batch norm on a CPU adapter keeps each invocation's
+    /// values between its two passes (statistics then output, sums then
+    /// input gradient) instead of loading them again
+    /// (`ops::batchnorm::Held`): true where the narrow training entries
+    /// run (not `wide`), where every storage load is a loop over the
+    /// lanes and a value kept is a stack slot. Bit for bit the same
+    /// results. `GRADNAS_HELD_PASSES=0|1` overrides the default.
+    pub held_passes: bool,
     modules: Mutex<HashMap<String, Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     pub(crate) pool: BufferPool,
@@ -275,6 +285,16 @@ impl Gpu {
         g.wide = self.wide;
         g.words64 = self.words64;
         g.uniform_weights = self.uniform_weights;
+        g.held_passes = self.held_passes;
+        Ok(g)
+    }
+
+    /// A second device on this one's adapter ([`Gpu::another`]) whose
+    /// training batch norms hold their values between passes or not, to
+    /// compare the two ways in one process.
+    pub fn another_with_held_passes(&self, on: bool) -> Result<Gpu, GpuError> {
+        let mut g = self.another()?;
+        g.held_passes = on;
         Ok(g)
     }
 
@@ -380,6 +400,12 @@ impl Gpu {
             Ok(v) if !v.is_empty() => return Err(GpuError::BadUniformWeights(v.to_string())),
             _ => is_llvmpipe(&info),
         };
+        let held_passes = match std::env::var("GRADNAS_HELD_PASSES").as_deref() {
+            Ok("1") => true,
+            Ok("0") => false,
+            Ok(v) if !v.is_empty() => return Err(GpuError::BadHeldPasses(v.to_string())),
+            _ => !wide,
+        };
         Ok(Gpu {
             adapter,
             device,
@@ -389,6 +415,7 @@ impl Gpu {
             wide,
             words64,
             uniform_weights,
+            held_passes,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             pool: BufferPool::default(),

@@ -4,7 +4,9 @@
 //! (running statistics), with or without the affine γ, β. Shader:
 //! `shaders/batchnorm.wgsl`; CPU twin: `cpu`.
 
-use crate::engine::{grid_1d, Buf, Gpu, GpuError, Kernel};
+use std::fmt::Write as _;
+
+use crate::engine::{grid_1d, shaders, Buf, Gpu, GpuError, Kernel};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Shape {
@@ -431,6 +433,209 @@ fn train_dispatch(
     train_dispatch_with(gpu, entry, &params(s), s, slots)
 }
 
+/// Most values (or float4s) per invocation that [`Held`] keeps: 6,272
+/// float4s of a channel of [32, 8, 28, 28] take 196.
+pub const MAX_HELD: usize = 256;
+
+/// A CPU adapter's training forward or backward that keeps each
+/// invocation's values of its channel between its two passes (the
+/// statistics then the output; the sums then the input gradient) instead
+/// of loading them again: the entries of batchnorm.wgsl written out step
+/// by step, `steps` values an invocation (float4s where `four`), the last
+/// step guarded. The same loads in the same order and the same arithmetic,
+/// so the same bits (`Gpu::held_passes`). llvmpipe loads a storage value
+/// lane by lane; a value kept is a stack slot, so a pass's loads go
+/// (the forward's second read of x, the backward's of dy and x). Measured
+/// on lavapipe in bench-small's step profile, two each way: the training
+/// forwards and backwards 323–343 → 253–262 ms, 0.77 of their time
+/// (BENCHMARKS.md, "Thirty-first pass").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Held {
+    /// Values per invocation: ⌈M / NARROW_TRAIN_WG⌉, M counted in float4s
+    /// with `four`.
+    pub steps: usize,
+    /// Over float4s (the plane divides by 4), as `train_forward4`.
+    pub four: bool,
+    /// The backward (`train_backward`'s), else the forward.
+    pub backward: bool,
+}
+
+impl Held {
+    /// The held entry `s` takes on `gpu`, if any: on CPU adapters (the
+    /// narrow training entries) with `Gpu::held_passes`, up to MAX_HELD
+    /// steps.
+    pub fn of(gpu: &Gpu, s: &Shape, backward: bool) -> Option<Held> {
+        if gpu.wide || !gpu.held_passes {
+            return None;
+        }
+        Held::for_shape(s, backward)
+    }
+
+    /// The held entry for `s`, if it takes one (at most MAX_HELD steps).
+    pub fn for_shape(s: &Shape, backward: bool) -> Option<Held> {
+        let four = s.hw.is_multiple_of(4);
+        let per = if four { s.m() / 4 } else { s.m() };
+        let steps = per.div_ceil(NARROW_TRAIN_WG as usize);
+        (steps <= MAX_HELD).then_some(Held {
+            steps,
+            four,
+            backward,
+        })
+    }
+
+    /// The generated module's name (its cache key).
+    pub fn name(&self) -> String {
+        let dir = if self.backward { "backward" } else { "forward" };
+        let four = if self.four { "x4" } else { "" };
+        format!("batchnorm.held.{dir}.{}{four}", self.steps)
+    }
+
+    pub const ENTRY: &'static str = "train_held";
+
+    /// batchnorm.wgsl with its narrow training workgroups and this entry.
+    pub fn source(&self) -> Result<String, String> {
+        let mut src = shaders::specialized(SHADER, "TRAIN_WG", NARROW_TRAIN_WG)?;
+        src.push_str(&self.entry());
+        Ok(src)
+    }
+
+    /// The entry: train_forward's or train_backward's (batchnorm.wgsl)
+    /// with each step's values named, loaded once.
+    fn entry(&self) -> String {
+        let (x, dy, out, zero) = match self.four {
+            true => ("x4", "dy4", "out4", "vec4(0.0)"),
+            false => ("x", "dy", "out", "0.0"),
+        };
+        let per = if self.four { "p.hw / 4u" } else { "p.hw" };
+        let mut w = String::new();
+        let _ = writeln!(w, "\n@compute @workgroup_size(TRAIN_WG)");
+        let _ = writeln!(
+            w,
+            "fn {}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{",
+            Held::ENTRY
+        );
+        let _ = writeln!(w, "    let ch = wg.x;");
+        let _ = writeln!(w, "    let m = p.n * p.hw;");
+        let _ = writeln!(w, "    let mv = p.n * ({per});");
+        if self.backward {
+            let _ = writeln!(w, "    let mean = saved_mean[ch];");
+            let _ = writeln!(w, "    let invstd = saved_invstd[ch];");
+            let _ = writeln!(w, "    let a = scale_of(ch) * invstd;");
+            let _ = writeln!(w, "    let b = 0.0 - mean * a;");
+            let _ = writeln!(w, "    var acc = vec2<f32>(0.0, 0.0);");
+        } else {
+            let pivot = match self.four {
+                true => "x4[ch * p.hw / 4u].x",
+                false => "x[ch * p.hw]",
+            };
+            let _ = writeln!(w, "    let pivot = {pivot};");
+            let _ = writeln!(w, "    var acc = vec2(0.0);");
+        }
+        let _ = writeln!(w, "    var w = walk_by(ch, lid, {per}, p.c, TRAIN_WG);");
+        // Pass 1: every step but the last takes a value on every
+        // invocation (M > 32·(steps − 1)); the last is guarded.
+        let last = self.steps - 1;
+        for t in 0..self.steps {
+            let _ = writeln!(w, "    let i{t} = w.i;");
+            let (ind, open) = if t == last {
+                let _ = writeln!(
+                    w,
+                    "    let in{t} = lid + {}u < mv;",
+                    t * NARROW_TRAIN_WG as usize
+                );
+                let _ = writeln!(w, "    var v{t} = {zero};");
+                if self.backward {
+                    let _ = writeln!(w, "    var g{t} = {zero};");
+                }
+                let _ = writeln!(w, "    if in{t} {{");
+                ("        ", true)
+            } else {
+                ("    ", false)
+            };
+            let bind = if open { "" } else { "let " };
+            let _ = writeln!(w, "{ind}{bind}v{t} = {x}[i{t}];");
+            if self.backward {
+                let (mask, sum) = match self.four {
+                    true => (
+                        "masked4",
+                        format!("vec2<f32>(dot(g{t}, vec4(1.0)), dot(g{t}, v{t} - mean))"),
+                    ),
+                    false => ("masked", format!("vec2<f32>(g{t}, g{t} * (v{t} - mean))")),
+                };
+                let _ = writeln!(w, "{ind}{bind}g{t} = {mask}({dy}[i{t}], v{t} * a + b);");
+                let _ = writeln!(w, "{ind}acc = acc + {sum};");
+            } else {
+                let sum = match self.four {
+                    true => "vec2(dot(d, vec4(1.0)), dot(d, d))",
+                    false => "vec2(d, d * d)",
+                };
+                let _ = writeln!(w, "{ind}{{");
+                let _ = writeln!(w, "{ind}    let d = v{t} - pivot;");
+                let _ = writeln!(w, "{ind}    acc = acc + {sum};");
+                let _ = writeln!(w, "{ind}}}");
+            }
+            if open {
+                let _ = writeln!(w, "    }}");
+            } else {
+                let _ = writeln!(w, "    advance(&w);");
+            }
+        }
+        // Pass 2 from the values kept.
+        let store = |w: &mut String, t: usize, value: String| {
+            let _ = match t == last {
+                true => writeln!(w, "    if in{t} {{ {out}[i{t}] = {value}; }}"),
+                false => writeln!(w, "    {out}[i{t}] = {value};"),
+            };
+        };
+        if self.backward {
+            let _ = writeln!(
+                w,
+                "    let sums = backward_sums(workgroup_sum2_by(lid, acc, TRAIN_WG), invstd);"
+            );
+            let _ = writeln!(w, "    let means = sums / f32(m);");
+            let _ = writeln!(w, "    let k = -a * invstd * means.y;");
+            let _ = writeln!(w, "    let c0 = -a * means.x - k * mean;");
+            for t in 0..self.steps {
+                store(&mut w, t, format!("g{t} * a + v{t} * k + c0"));
+            }
+            let _ = writeln!(w, "    if lid == 0u {{");
+            let _ = writeln!(w, "        dgamma[ch] = sums.y;");
+            let _ = writeln!(w, "        dbeta[ch] = sums.x;");
+            let _ = writeln!(w, "    }}");
+        } else {
+            let _ = writeln!(
+                w,
+                "    let s = stats_from(ch, pivot, workgroup_sum2_by(lid, acc, TRAIN_WG));"
+            );
+            let relu = if self.four { "relu_if4" } else { "relu_if" };
+            for t in 0..self.steps {
+                store(&mut w, t, format!("{relu}(v{t} * s.a + s.b)"));
+            }
+            let _ = writeln!(w, "    if lid == 0u {{");
+            let _ = writeln!(w, "        saved_mean[ch] = s.mean;");
+            let _ = writeln!(w, "        saved_invstd[ch] = s.invstd;");
+            let _ = writeln!(w, "        update_running(ch, s);");
+            let _ = writeln!(w, "    }}");
+        }
+        let _ = writeln!(w, "}}");
+        w
+    }
+
+    /// Its kernel over `slots`, one workgroup per channel.
+    fn kernel(&self, gpu: &Gpu, s: &Shape, slots: &[(u32, &Buf)]) -> Result<Kernel, GpuError> {
+        let groups = [s.c as u32, 1, 1];
+        let source = || self.source();
+        gpu.kernel_generated(
+            &self.name(),
+            &source,
+            Held::ENTRY,
+            &params(s),
+            slots,
+            groups,
+        )
+    }
+}
+
 fn train_dispatch_with(
     gpu: &Gpu,
     entry: &'static str,
@@ -520,6 +725,9 @@ pub fn train_forward(
         (8, running_mean),
         (9, running_var),
     ];
+    if let Some(held) = Held::of(gpu, s, false) {
+        return held.kernel(gpu, s, &slots);
+    }
     let entry = if s.hw.is_multiple_of(4) {
         "train_forward4"
     } else {
@@ -606,6 +814,9 @@ pub fn train_backward(
         (10, &dgamma),
         (11, &dbeta),
     ];
+    if let Some(held) = Held::of(gpu, s, true) {
+        return held.kernel(gpu, s, &slots);
+    }
     let entry = if s.hw.is_multiple_of(4) {
         "train_backward4"
     } else {
