@@ -92,7 +92,7 @@ fn every_generated_pool_kernel_validates_and_translates() {
 fn every_generated_batchnorm_kernel_validates_and_translates() {
     use gradnas::ops::batchnorm::{Held, MAX_HELD};
     let mut held = Vec::new();
-    for steps in [1, 2, 49, 196, MAX_HELD] {
+    for steps in [1, 2, 49, MAX_HELD] {
         for four in [false, true] {
             for backward in [false, true] {
                 held.push(Held {

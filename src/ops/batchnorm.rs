@@ -433,9 +433,13 @@ fn train_dispatch(
     train_dispatch_with(gpu, entry, &params(s), s, slots)
 }
 
-/// Most values (or float4s) per invocation that [`Held`] keeps: 6,272
-/// float4s of a channel of [32, 8, 28, 28] take 196.
-pub const MAX_HELD: usize = 256;
+/// Most values (or float4s) per invocation that [`Held`] keeps. The
+/// compile time grows faster than the steps (llvmpipe, shader cache off:
+/// ~0.75 s for a module of 49 steps, ~4 s for 196), and every held value
+/// lives across the reduction's barriers. 100 takes bench-small's 7×7 and
+/// 14×14 planes (49 values or float4s an invocation) and bench-medium's
+/// (98); [32, 8, 28, 28] (196 float4s) keeps the loops.
+pub const MAX_HELD: usize = 100;
 
 /// A CPU adapter's training forward or backward that keeps each
 /// invocation's values of its channel between its two passes (the
@@ -447,7 +451,8 @@ pub const MAX_HELD: usize = 256;
 /// lane by lane; a value kept is a stack slot, so a pass's loads go
 /// (the forward's second read of x, the backward's of dy and x). Measured
 /// on lavapipe in bench-small's step profile, two each way: the training
-/// forwards and backwards 323–343 → 253–262 ms, 0.77 of their time
+/// forwards and backwards at 0.77 of their time with every plane held,
+/// 7.4–7.7% → 6.1–6.3% of the step's profile up to MAX_HELD
 /// (BENCHMARKS.md, "Thirty-first pass").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Held {
