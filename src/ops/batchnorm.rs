@@ -512,117 +512,97 @@ impl Held {
             false => ("x", "dy", "out", "0.0"),
         };
         let per = if self.four { "p.hw / 4u" } else { "p.hw" };
-        let mut w = String::new();
-        let _ = writeln!(w, "\n@compute @workgroup_size(TRAIN_WG)");
-        let _ = writeln!(
-            w,
-            "fn {}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{",
+        let mut w = format!(
+            "\n@compute @workgroup_size(TRAIN_WG)\n\
+             fn {}(@builtin(workgroup_id) wg: vec3<u32>, \
+             @builtin(local_invocation_index) lid: u32) {{\n\
+             \x20   let ch = wg.x;\n\
+             \x20   let m = p.n * p.hw;\n\
+             \x20   let mv = p.n * ({per});\n",
             Held::ENTRY
         );
-        let _ = writeln!(w, "    let ch = wg.x;");
-        let _ = writeln!(w, "    let m = p.n * p.hw;");
-        let _ = writeln!(w, "    let mv = p.n * ({per});");
         if self.backward {
-            let _ = writeln!(w, "    let mean = saved_mean[ch];");
-            let _ = writeln!(w, "    let invstd = saved_invstd[ch];");
-            let _ = writeln!(w, "    let a = scale_of(ch) * invstd;");
-            let _ = writeln!(w, "    let b = 0.0 - mean * a;");
-            let _ = writeln!(w, "    var acc = vec2<f32>(0.0, 0.0);");
+            w.push_str(HELD_BACKWARD_HEAD);
         } else {
             let pivot = match self.four {
                 true => "x4[ch * p.hw / 4u].x",
                 false => "x[ch * p.hw]",
             };
-            let _ = writeln!(w, "    let pivot = {pivot};");
-            let _ = writeln!(w, "    var acc = vec2(0.0);");
+            let _ = writeln!(w, "    let pivot = {pivot};\n    var acc = vec2(0.0);");
         }
         let _ = writeln!(w, "    var w = walk_by(ch, lid, {per}, p.c, TRAIN_WG);");
-        // Pass 1: every step but the last takes a value on every
-        // invocation (M > 32·(steps − 1)); the last is guarded.
+        // Pass 1, as the loop's: every step but the last takes a value on
+        // every invocation (M > 32·(steps − 1)); the last is guarded.
         let last = self.steps - 1;
+        let sum = match (self.backward, self.four) {
+            (true, true) => "vec2<f32>(dot(g{t}, vec4(1.0)), dot(g{t}, v{t} - mean))",
+            (true, false) => "vec2<f32>(g{t}, g{t} * (v{t} - mean))",
+            (false, true) => "vec2(dot(d{t}, vec4(1.0)), dot(d{t}, d{t}))",
+            (false, false) => "vec2(d{t}, d{t} * d{t})",
+        };
+        let mask = if self.four { "masked4" } else { "masked" };
         for t in 0..self.steps {
+            let guarded = t == last;
             let _ = writeln!(w, "    let i{t} = w.i;");
-            let (ind, open) = if t == last {
+            if guarded {
+                let from = t * NARROW_TRAIN_WG as usize;
                 let _ = writeln!(
                     w,
-                    "    let in{t} = lid + {}u < mv;",
-                    t * NARROW_TRAIN_WG as usize
+                    "    let in{t} = lid + {from}u < mv;\n    var v{t} = {zero};"
                 );
-                let _ = writeln!(w, "    var v{t} = {zero};");
                 if self.backward {
                     let _ = writeln!(w, "    var g{t} = {zero};");
                 }
-                let _ = writeln!(w, "    if in{t} {{");
-                ("        ", true)
+                w.push_str(&format!("    if in{t} {{\n"));
+            }
+            let (ind, bind) = if guarded {
+                ("        ", "")
             } else {
-                ("    ", false)
+                ("    ", "let ")
             };
-            let bind = if open { "" } else { "let " };
             let _ = writeln!(w, "{ind}{bind}v{t} = {x}[i{t}];");
             if self.backward {
-                let (mask, sum) = match self.four {
-                    true => (
-                        "masked4",
-                        format!("vec2<f32>(dot(g{t}, vec4(1.0)), dot(g{t}, v{t} - mean))"),
-                    ),
-                    false => ("masked", format!("vec2<f32>(g{t}, g{t} * (v{t} - mean))")),
-                };
                 let _ = writeln!(w, "{ind}{bind}g{t} = {mask}({dy}[i{t}], v{t} * a + b);");
-                let _ = writeln!(w, "{ind}acc = acc + {sum};");
             } else {
-                let sum = match self.four {
-                    true => "vec2(dot(d, vec4(1.0)), dot(d, d))",
-                    false => "vec2(d, d * d)",
-                };
-                let _ = writeln!(w, "{ind}{{");
-                let _ = writeln!(w, "{ind}    let d = v{t} - pivot;");
-                let _ = writeln!(w, "{ind}    acc = acc + {sum};");
-                let _ = writeln!(w, "{ind}}}");
+                let _ = writeln!(w, "{ind}let d{t} = v{t} - pivot;");
             }
-            if open {
-                let _ = writeln!(w, "    }}");
+            let term = sum.replace("{t}", &t.to_string());
+            let _ = writeln!(w, "{ind}acc = acc + {term};");
+            w.push_str(if guarded {
+                "    }\n"
             } else {
-                let _ = writeln!(w, "    advance(&w);");
-            }
+                "    advance(&w);\n"
+            });
         }
         // Pass 2 from the values kept.
-        let store = |w: &mut String, t: usize, value: String| {
+        let (head, value, tail) = if self.backward {
+            (
+                HELD_BACKWARD_SUMS,
+                "g{t} * a + v{t} * k + c0",
+                HELD_BACKWARD_TAIL,
+            )
+        } else if self.four {
+            (
+                HELD_FORWARD_SUMS,
+                "relu_if4(v{t} * s.a + s.b)",
+                HELD_FORWARD_TAIL,
+            )
+        } else {
+            (
+                HELD_FORWARD_SUMS,
+                "relu_if(v{t} * s.a + s.b)",
+                HELD_FORWARD_TAIL,
+            )
+        };
+        w.push_str(head);
+        for t in 0..self.steps {
+            let value = value.replace("{t}", &t.to_string());
             let _ = match t == last {
                 true => writeln!(w, "    if in{t} {{ {out}[i{t}] = {value}; }}"),
                 false => writeln!(w, "    {out}[i{t}] = {value};"),
             };
-        };
-        if self.backward {
-            let _ = writeln!(
-                w,
-                "    let sums = backward_sums(workgroup_sum2_by(lid, acc, TRAIN_WG), invstd);"
-            );
-            let _ = writeln!(w, "    let means = sums / f32(m);");
-            let _ = writeln!(w, "    let k = -a * invstd * means.y;");
-            let _ = writeln!(w, "    let c0 = -a * means.x - k * mean;");
-            for t in 0..self.steps {
-                store(&mut w, t, format!("g{t} * a + v{t} * k + c0"));
-            }
-            let _ = writeln!(w, "    if lid == 0u {{");
-            let _ = writeln!(w, "        dgamma[ch] = sums.y;");
-            let _ = writeln!(w, "        dbeta[ch] = sums.x;");
-            let _ = writeln!(w, "    }}");
-        } else {
-            let _ = writeln!(
-                w,
-                "    let s = stats_from(ch, pivot, workgroup_sum2_by(lid, acc, TRAIN_WG));"
-            );
-            let relu = if self.four { "relu_if4" } else { "relu_if" };
-            for t in 0..self.steps {
-                store(&mut w, t, format!("{relu}(v{t} * s.a + s.b)"));
-            }
-            let _ = writeln!(w, "    if lid == 0u {{");
-            let _ = writeln!(w, "        saved_mean[ch] = s.mean;");
-            let _ = writeln!(w, "        saved_invstd[ch] = s.invstd;");
-            let _ = writeln!(w, "        update_running(ch, s);");
-            let _ = writeln!(w, "    }}");
         }
-        let _ = writeln!(w, "}}");
+        w.push_str(tail);
         w
     }
 
@@ -640,6 +620,37 @@ impl Held {
         )
     }
 }
+
+/// The fixed parts of `Held`'s entries (batchnorm.wgsl's
+/// `train_backward` and `train_forward` around their passes).
+const HELD_BACKWARD_HEAD: &str = "    let mean = saved_mean[ch];
+    let invstd = saved_invstd[ch];
+    let a = scale_of(ch) * invstd;
+    let b = 0.0 - mean * a;
+    var acc = vec2<f32>(0.0, 0.0);
+";
+const HELD_BACKWARD_SUMS: &str =
+    "    let sums = backward_sums(workgroup_sum2_by(lid, acc, TRAIN_WG), invstd);
+    let means = sums / f32(m);
+    let k = -a * invstd * means.y;
+    let c0 = -a * means.x - k * mean;
+";
+const HELD_BACKWARD_TAIL: &str = "    if lid == 0u {
+        dgamma[ch] = sums.y;
+        dbeta[ch] = sums.x;
+    }
+}
+";
+const HELD_FORWARD_SUMS: &str =
+    "    let s = stats_from(ch, pivot, workgroup_sum2_by(lid, acc, TRAIN_WG));
+";
+const HELD_FORWARD_TAIL: &str = "    if lid == 0u {
+        saved_mean[ch] = s.mean;
+        saved_invstd[ch] = s.invstd;
+        update_running(ch, s);
+    }
+}
+";
 
 fn train_dispatch_with(
     gpu: &Gpu,
