@@ -9,8 +9,8 @@
 //! times one step on each, in turn, and prints both and their ratio; the
 //! end, the medians.
 //!
-//! `cargo run --release --example setting_ab -- words64|uniform_weights|held_passes`
-//! (`ROUNDS=n`, default 8).
+//! `cargo run --release --example setting_ab --
+//! words64|uniform_weights|held_passes` (`ROUNDS=n`, default 8).
 
 use std::time::Instant;
 

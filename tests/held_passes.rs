@@ -10,7 +10,7 @@
 mod common;
 
 use gradnas::engine::{Buf, Gpu};
-use gradnas::ops::batchnorm::{self as bn, Held, Shape};
+use gradnas::ops::batchnorm::{self as bn, Held, Shape, MAX_HELD};
 
 fn randn(n: usize, seed: u64) -> Vec<f32> {
     gradnas::verify::randn(&mut gradnas::verify::rng(seed), n)
@@ -80,10 +80,14 @@ fn each_entry_gives_the_same_bits() {
         // invocations, one value a channel per batch item.
         Shape::new(3, 5, 49, true),
         Shape::new(5, 3, 36, false).with_relu(),
+        Shape::new(5, 3, 49, false).with_relu(),
         Shape::new(2, 4, 9, true),
         Shape::new(7, 2, 1, false),
-        // Beyond MAX_HELD: the loops on both devices (bench-small's
-        // 28×28 planes, 196 float4s an invocation, among them).
+        // MAX_HELD's steps exactly, with none guarded.
+        Shape::new(3200, 2, 1, false),
+        // Beyond MAX_HELD: the loops on both devices (one step more;
+        // bench-small's 28×28 planes, 196 float4s an invocation).
+        Shape::new(3201, 2, 1, false),
         Shape::new(32, 8, 784, false),
         Shape::new(66, 2, 512, false),
     ];
@@ -126,11 +130,15 @@ fn each_entry_gives_the_same_bits() {
         }
         assert!(a[5].iter().any(|&v| v != 0.0), "{s}: a gradient");
     }
-    for s in &shapes[7..] {
+    assert_eq!(
+        Held::for_shape(&shapes[8], true).map(|h| h.steps),
+        Some(MAX_HELD)
+    );
+    for s in &shapes[9..] {
         assert!(Held::for_shape(s, false).is_none(), "{s}");
     }
     if on.is_llvmpipe() {
-        assert_eq!(held, 7, "every shape but the last two held");
+        assert_eq!(held, 9, "every shape but the last three held");
     }
 }
 

@@ -446,8 +446,8 @@ pub const MAX_HELD: usize = 100;
 /// statistics then the output; the sums then the input gradient) instead
 /// of loading them again: the entries of batchnorm.wgsl written out step
 /// by step, `steps` values an invocation (float4s where `four`), the last
-/// step guarded. The same loads in the same order and the same arithmetic,
-/// so the same bits (`Gpu::held_passes`). llvmpipe loads a storage value
+/// step guarded. Each invocation takes the same values in the same order
+/// through the same arithmetic, so the same bits (`Gpu::held_passes`). llvmpipe loads a storage value
 /// lane by lane; a value kept is a stack slot, so a pass's loads go
 /// (the forward's second read of x, the backward's of dy and x). Measured
 /// on lavapipe in bench-small's step profile, two each way: the training
@@ -507,6 +507,7 @@ impl Held {
     /// The entry: train_forward's or train_backward's (batchnorm.wgsl)
     /// with each step's values named, loaded once.
     fn entry(&self) -> String {
+        assert!(self.steps >= 1, "batchnorm::Held: no steps");
         let (x, dy, out, zero) = match self.four {
             true => ("x4", "dy4", "out4", "vec4(0.0)"),
             false => ("x", "dy", "out", "0.0"),
@@ -517,7 +518,6 @@ impl Held {
              fn {}(@builtin(workgroup_id) wg: vec3<u32>, \
              @builtin(local_invocation_index) lid: u32) {{\n\
              \x20   let ch = wg.x;\n\
-             \x20   let m = p.n * p.hw;\n\
              \x20   let mv = p.n * ({per});\n",
             Held::ENTRY
         );
@@ -623,7 +623,8 @@ impl Held {
 
 /// The fixed parts of `Held`'s entries (batchnorm.wgsl's
 /// `train_backward` and `train_forward` around their passes).
-const HELD_BACKWARD_HEAD: &str = "    let mean = saved_mean[ch];
+const HELD_BACKWARD_HEAD: &str = "    let m = p.n * p.hw;
+    let mean = saved_mean[ch];
     let invstd = saved_invstd[ch];
     let a = scale_of(ch) * invstd;
     let b = 0.0 - mean * a;
