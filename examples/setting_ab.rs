@@ -5,9 +5,9 @@
 //! `words64` (float views moved as 64-bit words, `engine::words64`),
 //! `uniform_weights` (convolution weights read through uniform bindings,
 //! `Gpu::uniform_weights`) and `held_passes` (training batch norms keep
-//! their values between their passes, `Gpu::held_passes`). Each device's step is built once; every round
-//! times one step on each, in turn, and prints both and their ratio; the
-//! end, the medians.
+//! their values between their passes, `Gpu::held_passes`). Each device's
+//! step is built once; every round times one step on each, in turn, and
+//! prints both and their ratio; the end, the medians.
 //!
 //! `cargo run --release --example setting_ab --
 //! words64|uniform_weights|held_passes` (`ROUNDS=n`, default 8).

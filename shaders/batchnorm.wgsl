@@ -143,6 +143,16 @@ fn train_stats_of4(ch: u32, lid: u32) -> Stats {
     return stats_from(ch, pivot, workgroup_sum2_by(lid, acc, TRAIN_WG));
 }
 
+// What a training forward keeps past its output: the batch statistics
+// for its backward and the running ones (by one invocation).
+fn save_forward(ch: u32, lid: u32, s: Stats) {
+    if lid == 0u {
+        saved_mean[ch] = s.mean;
+        saved_invstd[ch] = s.invstd;
+        update_running(ch, s);
+    }
+}
+
 // The running statistics (PyTorch: the variance's is the unbiased estimate).
 fn update_running(ch: u32, s: Stats) {
     let unbiased = s.ss / f32(p.n * p.hw - 1u);
@@ -161,11 +171,7 @@ fn train_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
         out[i] = relu_if(x[i] * s.a + s.b);
         advance(&w);
     }
-    if lid == 0u {
-        saved_mean[ch] = s.mean;
-        saved_invstd[ch] = s.invstd;
-        update_running(ch, s);
-    }
+    save_forward(ch, lid, s);
 }
 
 // A batch norm whose output only a mixed op reads (training, no affine or
@@ -205,13 +211,49 @@ fn write_pack(ch: u32, lid: u32, s: Stats) {
     }
 }
 
-// (Σ dy, Σ dy·x̂) from (Σ dy, Σ dy·(x − mean)): invstd taken out of the
-// sum, so that every term is the same two operations in each entry
-// (batchnorm::Held writes the terms out step by step, where the compiler
-// may otherwise treat a common factor of consecutive terms differently
-// from the loop's).
-fn backward_sums(raw: vec2<f32>, invstd: f32) -> vec2<f32> {
-    return vec2(raw.x, raw.y * invstd);
+// A training backward's coefficients of channel ch from the forward's
+// saved statistics: x̂·γ = x·a + b (the forward's; no affine with a fused
+// ReLU). Shared with batchnorm::Held's generated entries.
+struct Back {
+    mean: f32,
+    invstd: f32,
+    a: f32,
+    b: f32,
+}
+
+fn back_of(ch: u32) -> Back {
+    let mean = saved_mean[ch];
+    let invstd = saved_invstd[ch];
+    let a = scale_of(ch) * invstd;
+    return Back(mean, invstd, a, 0.0 - mean * a);
+}
+
+// The backward's sums (Σ dy, Σ dy·x̂) and dx = dy·a + x·k + c0, from each
+// invocation's (Σ dy, Σ dy·(x − mean)): invstd is taken out of the sum, so
+// that every term is the same two operations in each entry (Held writes
+// the terms out step by step, where the compiler may otherwise treat a
+// common factor of consecutive terms differently from the loop's).
+struct BackOut {
+    sums: vec2<f32>,
+    k: f32,
+    c0: f32,
+}
+
+fn back_out(lid: u32, acc: vec2<f32>, q: Back) -> BackOut {
+    let raw = workgroup_sum2_by(lid, acc, TRAIN_WG);
+    let sums = vec2(raw.x, raw.y * q.invstd);
+    let means = sums / f32(p.n * p.hw);
+    // dx = a·dy − a·(Σdy/M) − a·invstd·(Σdy·x̂/M)·(x − mean).
+    let k = -q.a * q.invstd * means.y;
+    return BackOut(sums, k, -q.a * means.x - k * q.mean);
+}
+
+// dγ = Σ dy·x̂, dβ = Σ dy (by one invocation).
+fn save_backward(ch: u32, lid: u32, sums: vec2<f32>) {
+    if lid == 0u {
+        dgamma[ch] = sums.y;
+        dbeta[ch] = sums.x;
+    }
 }
 
 // dx = γ·invstd·(dy − Σdy/M − x̂·Σ(dy·x̂)/M), dγ = Σ dy·x̂, dβ = Σ dy.
@@ -219,34 +261,23 @@ fn backward_sums(raw: vec2<f32>, invstd: f32) -> vec2<f32> {
 fn train_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let ch = wg.x;
     let m = p.n * p.hw;
-    let mean = saved_mean[ch];
-    let invstd = saved_invstd[ch];
-    let a = scale_of(ch) * invstd;
-    // The forward's shift (no affine with a fused ReLU).
-    let b = 0.0 - mean * a;
+    let q = back_of(ch);
     var acc = vec2<f32>(0.0, 0.0);
     var w = walk_by(ch, lid, p.hw, p.c, TRAIN_WG);
     for (var j = lid; j < m; j = j + TRAIN_WG) {
         let i = w.i;
-        let g = masked(dy[i], x[i] * a + b);
-        acc = acc + vec2<f32>(g, g * (x[i] - mean));
+        let g = masked(dy[i], x[i] * q.a + q.b);
+        acc = acc + vec2<f32>(g, g * (x[i] - q.mean));
         advance(&w);
     }
-    let sums = backward_sums(workgroup_sum2_by(lid, acc, TRAIN_WG), invstd);
-    let means = sums / f32(m);
-    // dx = a·dy − a·(Σdy/M) − a·invstd·(Σdy·x̂/M)·(x − mean), as dy·a + x·k + c0.
-    let k = -a * invstd * means.y;
-    let c0 = -a * means.x - k * mean;
+    let o = back_out(lid, acc, q);
     w = walk_by(ch, lid, p.hw, p.c, TRAIN_WG);
     for (var j = lid; j < m; j = j + TRAIN_WG) {
         let i = w.i;
-        out[i] = masked(dy[i], x[i] * a + b) * a + x[i] * k + c0;
+        out[i] = masked(dy[i], x[i] * q.a + q.b) * q.a + x[i] * o.k + o.c0;
         advance(&w);
     }
-    if lid == 0u {
-        dgamma[ch] = sums.y;
-        dbeta[ch] = sums.x;
-    }
+    save_backward(ch, lid, o.sums);
 }
 
 // train_forward and train_backward over float4s (p.hw % 4 == 0).
@@ -261,44 +292,30 @@ fn train_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
         out4[i] = relu_if4(x4[i] * s.a + s.b);
         advance(&w);
     }
-    if lid == 0u {
-        saved_mean[ch] = s.mean;
-        saved_invstd[ch] = s.invstd;
-        update_running(ch, s);
-    }
+    save_forward(ch, lid, s);
 }
 
 @compute @workgroup_size(TRAIN_WG)
 fn train_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let ch = wg.x;
-    let m = p.n * p.hw;
-    let m4 = m / 4u;
-    let mean = saved_mean[ch];
-    let invstd = saved_invstd[ch];
-    let a = scale_of(ch) * invstd;
-    let b = 0.0 - mean * a;
+    let m4 = p.n * p.hw / 4u;
+    let q = back_of(ch);
     var acc = vec2<f32>(0.0, 0.0);
     var w = walk_by(ch, lid, p.hw / 4u, p.c, TRAIN_WG);
     for (var j = lid; j < m4; j = j + TRAIN_WG) {
         let i = w.i;
-        let g = masked4(dy4[i], x4[i] * a + b);
-        acc = acc + vec2<f32>(dot(g, vec4(1.0)), dot(g, x4[i] - mean));
+        let g = masked4(dy4[i], x4[i] * q.a + q.b);
+        acc = acc + vec2<f32>(dot(g, vec4(1.0)), dot(g, x4[i] - q.mean));
         advance(&w);
     }
-    let sums = backward_sums(workgroup_sum2_by(lid, acc, TRAIN_WG), invstd);
-    let means = sums / f32(m);
-    let k = -a * invstd * means.y;
-    let c0 = -a * means.x - k * mean;
+    let o = back_out(lid, acc, q);
     w = walk_by(ch, lid, p.hw / 4u, p.c, TRAIN_WG);
     for (var j = lid; j < m4; j = j + TRAIN_WG) {
         let i = w.i;
-        out4[i] = masked4(dy4[i], x4[i] * a + b) * a + x4[i] * k + c0;
+        out4[i] = masked4(dy4[i], x4[i] * q.a + q.b) * q.a + x4[i] * o.k + o.c0;
         advance(&w);
     }
-    if lid == 0u {
-        dgamma[ch] = sums.y;
-        dbeta[ch] = sums.x;
-    }
+    save_backward(ch, lid, o.sums);
 }
 
 // Evaluation entries: x and y index a value (or a float4) within a plane,

@@ -446,10 +446,12 @@ pub const MAX_HELD: usize = 100;
 /// statistics then the output; the sums then the input gradient) instead
 /// of loading them again: the entries of batchnorm.wgsl written out step
 /// by step, `steps` values an invocation (float4s where `four`), the last
-/// step guarded. Each invocation takes the same values in the same order
-/// through the same arithmetic, so the same bits (`Gpu::held_passes`). llvmpipe loads a storage value
-/// lane by lane; a value kept is a stack slot, so a pass's loads go
-/// (the forward's second read of x, the backward's of dy and x). Measured
+/// step guarded, around the loop entries' shared functions (`back_of`,
+/// `back_out`, `save_forward`, `save_backward`). Each invocation takes
+/// the same values in the same order through the same arithmetic, so the
+/// same bits (`Gpu::held_passes`). llvmpipe loads a storage value lane by
+/// lane; a value kept is a stack slot, so a pass's loads go (the
+/// forward's second read of x, the backward's of dy and x). Measured
 /// on lavapipe in bench-small's step profile, two each way: the training
 /// forwards and backwards at 0.77 of their time with every plane held,
 /// 7.4–7.7% → 6.1–6.3% of the step's profile up to MAX_HELD
@@ -522,7 +524,7 @@ impl Held {
             Held::ENTRY
         );
         if self.backward {
-            w.push_str(HELD_BACKWARD_HEAD);
+            w.push_str("    let q = back_of(ch);\n    var acc = vec2<f32>(0.0, 0.0);\n");
         } else {
             let pivot = match self.four {
                 true => "x4[ch * p.hw / 4u].x",
@@ -535,8 +537,8 @@ impl Held {
         // every invocation (M > 32·(steps − 1)); the last is guarded.
         let last = self.steps - 1;
         let sum = match (self.backward, self.four) {
-            (true, true) => "vec2<f32>(dot(g{t}, vec4(1.0)), dot(g{t}, v{t} - mean))",
-            (true, false) => "vec2<f32>(g{t}, g{t} * (v{t} - mean))",
+            (true, true) => "vec2<f32>(dot(g{t}, vec4(1.0)), dot(g{t}, v{t} - q.mean))",
+            (true, false) => "vec2<f32>(g{t}, g{t} * (v{t} - q.mean))",
             (false, true) => "vec2(dot(d{t}, vec4(1.0)), dot(d{t}, d{t}))",
             (false, false) => "vec2(d{t}, d{t} * d{t})",
         };
@@ -562,7 +564,7 @@ impl Held {
             };
             let _ = writeln!(w, "{ind}{bind}v{t} = {x}[i{t}];");
             if self.backward {
-                let _ = writeln!(w, "{ind}{bind}g{t} = {mask}({dy}[i{t}], v{t} * a + b);");
+                let _ = writeln!(w, "{ind}{bind}g{t} = {mask}({dy}[i{t}], v{t} * q.a + q.b);");
             } else {
                 let _ = writeln!(w, "{ind}let d{t} = v{t} - pivot;");
             }
@@ -574,25 +576,23 @@ impl Held {
                 "    advance(&w);\n"
             });
         }
-        // Pass 2 from the values kept.
-        let (head, value, tail) = if self.backward {
-            (
-                HELD_BACKWARD_SUMS,
-                "g{t} * a + v{t} * k + c0",
-                HELD_BACKWARD_TAIL,
-            )
-        } else if self.four {
-            (
-                HELD_FORWARD_SUMS,
-                "relu_if4(v{t} * s.a + s.b)",
-                HELD_FORWARD_TAIL,
-            )
-        } else {
-            (
-                HELD_FORWARD_SUMS,
-                "relu_if(v{t} * s.a + s.b)",
-                HELD_FORWARD_TAIL,
-            )
+        // Pass 2 from the values kept, then what the loop entries keep
+        // past their output (batchnorm.wgsl's shared functions).
+        let (head, value, tail) = match (self.backward, self.four) {
+            (true, _) => (
+                "    let o = back_out(lid, acc, q);\n",
+                "g{t} * q.a + v{t} * o.k + o.c0",
+                "    save_backward(ch, lid, o.sums);\n}\n",
+            ),
+            (false, four) => (
+                "    let s = stats_from(ch, pivot, workgroup_sum2_by(lid, acc, TRAIN_WG));\n",
+                if four {
+                    "relu_if4(v{t} * s.a + s.b)"
+                } else {
+                    "relu_if(v{t} * s.a + s.b)"
+                },
+                "    save_forward(ch, lid, s);\n}\n",
+            ),
         };
         w.push_str(head);
         for t in 0..self.steps {
@@ -620,38 +620,6 @@ impl Held {
         )
     }
 }
-
-/// The fixed parts of `Held`'s entries (batchnorm.wgsl's
-/// `train_backward` and `train_forward` around their passes).
-const HELD_BACKWARD_HEAD: &str = "    let m = p.n * p.hw;
-    let mean = saved_mean[ch];
-    let invstd = saved_invstd[ch];
-    let a = scale_of(ch) * invstd;
-    let b = 0.0 - mean * a;
-    var acc = vec2<f32>(0.0, 0.0);
-";
-const HELD_BACKWARD_SUMS: &str =
-    "    let sums = backward_sums(workgroup_sum2_by(lid, acc, TRAIN_WG), invstd);
-    let means = sums / f32(m);
-    let k = -a * invstd * means.y;
-    let c0 = -a * means.x - k * mean;
-";
-const HELD_BACKWARD_TAIL: &str = "    if lid == 0u {
-        dgamma[ch] = sums.y;
-        dbeta[ch] = sums.x;
-    }
-}
-";
-const HELD_FORWARD_SUMS: &str =
-    "    let s = stats_from(ch, pivot, workgroup_sum2_by(lid, acc, TRAIN_WG));
-";
-const HELD_FORWARD_TAIL: &str = "    if lid == 0u {
-        saved_mean[ch] = s.mean;
-        saved_invstd[ch] = s.invstd;
-        update_running(ch, s);
-    }
-}
-";
 
 fn train_dispatch_with(
     gpu: &Gpu,
